@@ -1,0 +1,43 @@
+# Two commands set everything up: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL ?= models/cnn.onnx
+
+.PHONY: demo test install install-test models fuzz clean
+
+$(BIN)/onnxgrow: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,torch]'
+	touch $@
+
+install: $(BIN)/onnxgrow
+
+install-test: $(VENV)/.test-installed
+
+demo: install
+	@mkdir -p out
+	@echo "== verify $(MODEL) against itself"
+	$(BIN)/onnxgrow verify $(MODEL) $(MODEL)
+	@echo "== verify against a copy with one weight changed by 1e-3 (expected to FAIL, exit 1)"
+	$(BIN)/python -m onnxgrow.demo perturb $(MODEL) out/perturbed.onnx
+	-$(BIN)/onnxgrow verify $(MODEL) out/perturbed.onnx
+	@echo "== widen every group of $(MODEL) x2, verified before writing"
+	$(BIN)/onnxgrow widen $(MODEL) -o out/wide.onnx --all x2
+	$(BIN)/onnxgrow inspect out/wide.onnx
+
+test: install-test
+	$(BIN)/python -m pytest -q -n 2 tests
+
+models: install-test
+	$(BIN)/python models/build_models.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

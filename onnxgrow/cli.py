@@ -1,0 +1,111 @@
+"""The `onnxgrow` command: a thin layer over the Python API (argument parsing and printing only)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import OnnxGrowError, VerificationFailed
+
+
+def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool) -> None:
+    g = p.add_argument_group("verification (Polygraphy's meaning)")
+    g.add_argument("--atol", action="append", metavar="[NAME:]F",
+                   help="absolute tolerance, default 1e-5; NAME:F sets it for one output (repeatable)")
+    g.add_argument("--rtol", action="append", metavar="[NAME:]F",
+                   help="relative tolerance, default 1e-5; an element fails only when it exceeds both")
+    g.add_argument("--provider", choices=["cpu", "cuda"], default="cpu",
+                   help="onnxruntime execution provider (default cpu)")
+    g.add_argument("--input-shapes", nargs="+", metavar="NAME:DIMS", default=None,
+                   help="shapes for dynamic inputs, e.g. x:2x3x32x32 (default: batch 2, other dynamic dims 16)")
+    g.add_argument("--iterations", type=int, default=1, help="number of random input sets (default 1)")
+    if full:
+        g.add_argument("--seed", type=int, default=1, help="seed of the random inputs (default 1)")
+        g.add_argument("--load-inputs", metavar="FILE.npz", help="use inputs from an .npz file (keys: input names)")
+        g.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used to an .npz file")
+    g.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line on stderr (exit 2), as for every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="onnxgrow",
+        description="Grow trained ONNX models (wider layers, more layers) without changing what they compute.",
+        epilog="Exit status: 0 success, 1 a failed check, 2 bad usage or a bad model.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    parser.add_argument("--version", action="version", version="onnxgrow 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("verify", help="compare the outputs of two models in onnxruntime",
+                       description="Run REFERENCE and CANDIDATE on the same inputs and compare every output.")
+    p.add_argument("reference", help="the reference model (.onnx)")
+    p.add_argument("candidate", help="the model to check (.onnx)")
+    _add_verify_flags(p, full=True)
+    p.set_defaults(func=_cmd_verify)
+
+    from . import cli_grow
+
+    cli_grow.add_commands(sub, _add_verify_flags)
+    return parser
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .report import console, verify_table
+    from .verify import verify
+
+    report = verify(
+        args.reference, args.candidate, atol=args.atol, rtol=args.rtol, seed=args.seed,
+        iterations=args.iterations, input_shapes=args.input_shapes, load_inputs=args.load_inputs,
+        save_inputs=args.save_inputs, provider=args.provider,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        out = console()
+        for name in report.defaulted_inputs:
+            out.print(f"input {name}: dynamic dimensions set to {'x'.join(map(str, report.inputs[name]))} "
+                      f"(use --input-shapes {name}:DIMS to choose)")
+        out.print(verify_table(report))
+    return 0 if report.passed else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VerificationFailed as exc:
+        if args.debug:
+            raise
+        print(f"onnxgrow: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OnnxGrowError as exc:
+        if args.debug:
+            raise
+        print(f"onnxgrow: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("onnxgrow: interrupted; nothing was written", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("onnxgrow: error: out of memory", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug in onnxgrow: still one line, with a pointer to --debug
+        if args.debug:
+            raise
+        print(f"onnxgrow: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(rerun with --debug for a traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Inputs for verification: shapes for dynamic dimensions, dtypes, ids inside embedding tables."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from .errors import OnnxGrowError
+
+#: size given to a dynamic dimension when the user did not name one: batch 2, everything else 16.
+DEFAULT_BATCH = 2
+DEFAULT_DIM = 16
+
+
+@dataclass
+class InputSpec:
+    """A graph input as verification sees it."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    defaulted: bool  # some dynamic dimension got a default size
+    high: int | None = None  # exclusive upper bound for integer ids (embedding tables)
+
+
+def parse_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse `name:2x16` (Polygraphy style, also `name:[2,16]`) into a dict."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        name, sep, dims = spec.rpartition(":")
+        if not sep or not name:
+            raise OnnxGrowError(f"--input-shapes {spec!r}: expected NAME:DIMS such as x:1x3x224x224")
+        dims = dims.strip().strip("[]()")
+        parts = [p for p in dims.replace(",", "x").split("x") if p.strip()] if dims else []
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            raise OnnxGrowError(f"--input-shapes {spec!r}: dimensions must be integers such as 1x3x224x224") from None
+        if any(d < 0 for d in shape):
+            raise OnnxGrowError(f"--input-shapes {spec!r}: dimensions must not be negative")
+        shapes[name] = shape
+    return shapes
+
+
+def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """Integer graph inputs that index a Gather table (through Cast/Identity/Unsqueeze…) → table rows."""
+    inits = {t.name: t for t in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    bounds: dict[str, int] = {}
+    for inp in model.graph.input:
+        frontier, seen = [inp.name], set()
+        while frontier:
+            t = frontier.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for node in consumers.get(t, []):
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in inits:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    rows = inits[node.input[0]].dims[axis]
+                    bounds[inp.name] = min(bounds.get(inp.name, rows), rows)
+                elif node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten"):
+                    if node.input and node.input[0] == t:
+                        frontier.extend(node.output)
+    return bounds
+
+
+def input_specs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None) -> list[InputSpec]:
+    """Describe every real graph input (not an initializer) with concrete shapes."""
+    shapes = dict(shapes or {})
+    inits = {t.name for t in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in inits]
+    names = [i.name for i in real]
+    for name in shapes:
+        if name not in names:
+            from .errors import closest
+
+            raise OnnxGrowError(f"--input-shapes: the model has no input named {name!r}{closest(name, names)}; inputs: {', '.join(names)}")
+    bounds = _embedding_bounds(model)
+    specs = []
+    for inp in real:
+        tt = inp.type.tensor_type
+        if not inp.type.HasField("tensor_type"):
+            raise OnnxGrowError(f"input {inp.name!r}: only tensor inputs can be generated; pass --load-inputs")
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        dims = list(tt.shape.dim) if tt.HasField("shape") else []
+        if inp.name in shapes:
+            shape = shapes[inp.name]
+            if tt.HasField("shape") and len(shape) != len(dims):
+                raise OnnxGrowError(
+                    f"--input-shapes {inp.name}: the input has {len(dims)} dimensions, got {len(shape)}"
+                )
+            for axis, (want, d) in enumerate(zip(shape, dims)):
+                if d.HasField("dim_value") and d.dim_value != want:
+                    raise OnnxGrowError(
+                        f"--input-shapes {inp.name}: dimension {axis} is fixed at {d.dim_value}, got {want}"
+                    )
+            specs.append(InputSpec(inp.name, dtype, tuple(shape), False, bounds.get(inp.name)))
+            continue
+        if not tt.HasField("shape"):
+            raise OnnxGrowError(f"input {inp.name!r} has no known rank; give it with --input-shapes {inp.name}:DIMS")
+        shape, defaulted = [], False
+        for axis, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(d.dim_value)
+            else:
+                shape.append(DEFAULT_BATCH if axis == 0 else DEFAULT_DIM)
+                defaulted = True
+        specs.append(InputSpec(inp.name, dtype, tuple(shape), defaulted, bounds.get(inp.name)))
+    return specs
+
+
+def generate(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
+    """Random inputs: normal floats, ids inside embedding tables, small non-negative ints, bools."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        if spec.dtype == np.bool_:
+            arr = rng.random(spec.shape) < 0.5
+        elif np.issubdtype(spec.dtype, np.integer):
+            high = spec.high if spec.high else 10
+            arr = rng.integers(0, max(high, 1), size=spec.shape).astype(spec.dtype)
+        else:
+            arr = rng.standard_normal(spec.shape).astype(spec.dtype)
+        feeds[spec.name] = arr
+    return feeds
+
+
+def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
+    """Inputs saved by --save-inputs (or any .npz keyed by input name); checked against the model."""
+    import zipfile
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise OnnxGrowError(f"--load-inputs {path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise OnnxGrowError(f"--load-inputs {path}: not a readable .npz file ({exc})") from None
+    keys = list(data.keys())
+    names = [s.name for s in specs]
+    # one iteration: keys are input names; several: keys are "<iteration>/<name>"
+    iterations: dict[int, dict[str, np.ndarray]] = {}
+    for key in keys:
+        idx, sep, name = key.partition("/")
+        if sep and idx.isdigit():
+            iterations.setdefault(int(idx), {})[name] = data[key]
+        else:
+            iterations.setdefault(0, {})[key] = data[key]
+    result = []
+    for i in sorted(iterations):
+        feeds = iterations[i]
+        missing = [n for n in names if n not in feeds]
+        extra = [n for n in feeds if n not in names]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(missing))
+            if extra:
+                parts.append("unknown " + ", ".join(extra))
+            raise OnnxGrowError(f"--load-inputs {path}: arrays do not match the model's inputs ({'; '.join(parts)})")
+        for spec in specs:
+            arr = feeds[spec.name]
+            if arr.ndim != len(spec.shape):
+                raise OnnxGrowError(
+                    f"--load-inputs {path}: array {spec.name!r} has {arr.ndim} dimensions, the input has {len(spec.shape)}"
+                )
+            if arr.dtype != spec.dtype:
+                feeds[spec.name] = arr.astype(spec.dtype)
+        result.append(feeds)
+    return result
+
+
+def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
+    """Write the inputs used so a run can be repeated with --load-inputs."""
+    arrays = {}
+    if len(iterations) == 1:
+        arrays = dict(iterations[0])
+    else:
+        for i, feeds in enumerate(iterations):
+            for name, arr in feeds.items():
+                arrays[f"{i}/{name}"] = arr
+    from pathlib import Path
+
+    out = Path(path)
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise OnnxGrowError(f"--save-inputs {path}: folder '{out.parent}' does not exist")
+    np.savez(path, **arrays)

@@ -1,0 +1,152 @@
+"""Loading and saving models: external data, constant folding on load, atomic writes."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from .errors import OnnxGrowError
+
+ModelLike = Union[str, os.PathLike, onnx.ModelProto]
+
+#: protobuf refuses to serialise a message of 2 GiB or more.
+PROTOBUF_LIMIT = 2**31 - 1
+#: tensors at least this big go to the external data file when external data is used.
+EXTERNAL_THRESHOLD = 1024
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise OnnxGrowError(f"{path}: no such file")
+    if path.is_dir():
+        raise OnnxGrowError(f"{path}: is a folder, not an ONNX model file")
+    if path.stat().st_size == 0:
+        raise OnnxGrowError(f"{path}: empty file, not an ONNX model")
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
+        raise OnnxGrowError(f"{path}: not a readable ONNX model (truncated or not ONNX: {_short(exc)})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise OnnxGrowError(f"{path}: not an ONNX model (no graph found in the file)")
+    base = path.parent
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            loc = info.get("location", "")
+            if not (base / loc).is_file():
+                raise OnnxGrowError(
+                    f"{path}: external data file '{loc}' for tensor '{tensor.name}' is missing "
+                    f"(looked in {base or '.'})"
+                )
+    try:
+        onnx.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # onnx raises several kinds here
+        raise OnnxGrowError(f"{path}: cannot read external data: {_short(exc)}") from exc
+    return model
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _all_tensors(model: onnx.ModelProto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
+def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.ModelProto:
+    """Read a model from a path or copy an in-memory one; optionally fold constant weights.
+
+    The caller's ModelProto is never modified: a copy is returned.
+    """
+    if isinstance(model, onnx.ModelProto):
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
+        where = "model"
+    else:
+        path = Path(model)
+        result = _read(path)
+        where = str(path)
+    if check:
+        check_model(result, where)
+    if fold:
+        from .passes.fold import fold_constants
+
+        fold_constants(result)
+    from .naming import name_nodes
+
+    name_nodes(result.graph)
+    return result
+
+
+def check_model(model: onnx.ModelProto, where: str = "model") -> None:
+    """Run onnx.checker; a failure is a one-line OnnxGrowError naming `where`."""
+    try:
+        if model.ByteSize() < PROTOBUF_LIMIT:
+            onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxGrowError(f"{where}: not a valid ONNX model: {_short(exc)}") from exc
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    """True when the model cannot be written as one protobuf file."""
+    return model.ByteSize() >= PROTOBUF_LIMIT
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+    """Write `model` to `path` atomically: a temporary file in the same folder, renamed at the end.
+
+    `external_data=None` switches to an external data file (`<name>.data`) only when the
+    model would pass protobuf's 2 GB limit. The model object is not changed.
+    """
+    out = Path(path)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxGrowError(f"{out}: output folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxGrowError(f"{out}: output folder '{folder}' is not writable")
+    if out.is_dir():
+        raise OnnxGrowError(f"{out}: is a folder; give a file name for the output model")
+    if external_data is None:
+        external_data = needs_external_data(model)
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder))
+    try:
+        tmp_model = tmpdir / out.name
+        data_name = out.name + ".data"
+        if external_data:
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(
+                copy,
+                str(tmp_model),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=EXTERNAL_THRESHOLD,
+                convert_attribute=False,
+            )
+        else:
+            with open(tmp_model, "wb") as fh:
+                fh.write(model.SerializeToString())
+                fh.flush()
+                os.fsync(fh.fileno())
+        if (tmpdir / data_name).exists():
+            os.replace(tmpdir / data_name, folder / data_name)
+        os.replace(tmp_model, out)
+    finally:
+        for leftover in tmpdir.iterdir() if tmpdir.exists() else []:
+            leftover.unlink()
+        if tmpdir.exists():
+            tmpdir.rmdir()
+    return out
+
+
+def model_bytes(model: onnx.ModelProto) -> bytes:
+    """Serialised model for onnxruntime; raises a clear error past the 2 GB limit."""
+    return model.SerializeToString()

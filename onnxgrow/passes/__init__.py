@@ -1,0 +1,1 @@
+"""Rewrite passes: each file is one pass over a ModelProto."""

@@ -1,0 +1,158 @@
+"""Fold weights computed by constant subgraphs into plain initializers.
+
+Later passes look for weights among initializers; torch's exporter and older tools hide them
+behind `Constant`, `Identity`, `Transpose`, `Cast` … nodes or list them as graph inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+#: ops that are never folded: random, or with side effects / subgraphs.
+_NEVER = {
+    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+    "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty",
+}
+#: do not materialise folded tensors bigger than this many elements (e.g. a huge ConstantOfShape).
+MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
+
+
+@dataclass
+class FoldResult:
+    """What the pass changed: folded node names and initializers moved out of graph inputs."""
+
+    folded: list[str] = field(default_factory=list)
+    inputs_dropped: list[str] = field(default_factory=list)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 1
+
+
+def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
+    if node.op_type == "Constant":
+        return [_constant_value(node)]
+    from onnx.reference import ReferenceEvaluator
+
+    names = [n for n in node.input]
+    graph_inputs = []
+    feeds = {}
+    for name, value in zip(names, values):
+        if name == "" or value is None:
+            continue
+        feeds[name] = value
+        graph_inputs.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+    graph = onnx.helper.make_graph(
+        [node], "fold", graph_inputs, [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output]
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    outs = ReferenceEvaluator(model).run(None, feeds)
+    return [np.asarray(o) for o in outs]
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    attr = node.attribute[0]
+    kind = attr.name
+    if kind == "value":
+        return numpy_helper.to_array(attr.t)
+    if kind == "value_float":
+        return np.array(attr.f, dtype=np.float32)
+    if kind == "value_floats":
+        return np.array(list(attr.floats), dtype=np.float32)
+    if kind == "value_int":
+        return np.array(attr.i, dtype=np.int64)
+    if kind == "value_ints":
+        return np.array(list(attr.ints), dtype=np.int64)
+    if kind == "sparse_value":
+        sp = attr.sparse_tensor
+        dense = np.zeros(tuple(sp.dims), dtype=onnx.helper.tensor_dtype_to_np_dtype(sp.values.data_type))
+        values = numpy_helper.to_array(sp.values)
+        idx = numpy_helper.to_array(sp.indices)
+        if idx.ndim == 1:
+            dense.reshape(-1)[idx] = values
+        else:
+            dense[tuple(idx.T)] = values
+        return dense
+    raise ValueError(f"Constant attribute {kind} cannot be folded")
+
+
+def fold_constants(model: onnx.ModelProto) -> FoldResult:
+    """Replace every deterministic node whose inputs are all constant by initializers (in place)."""
+    result = FoldResult()
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    keep_inputs = [i for i in graph.input if i.name not in init_names]
+    if len(keep_inputs) != len(graph.input):
+        result.inputs_dropped = [i.name for i in graph.input if i.name in init_names]
+        del graph.input[:]
+        graph.input.extend(keep_inputs)
+    outputs = {o.name for o in graph.output}
+    opset = _opset(model)
+    known: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # lazily converted
+    init_by_name = {t.name: t for t in graph.initializer}
+
+    def value(name: str) -> np.ndarray:
+        cached = known.get(name)
+        if cached is None:
+            cached = numpy_helper.to_array(init_by_name[name])
+            known[name] = cached
+        return cached
+
+    kept: list[onnx.NodeProto] = []
+    new_inits: list[onnx.TensorProto] = []
+    for node in graph.node:
+        foldable = (
+            node.domain in ("", "ai.onnx")
+            and node.op_type not in _NEVER
+            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and all(i == "" or i in known for i in node.input)
+            and not any(o in outputs for o in node.output)
+            and (node.op_type == "Constant" or any(i for i in node.input))
+        )
+        if foldable:
+            try:
+                outs = _evaluate(node, [value(i) if i else None for i in node.input], opset)
+            except Exception:
+                outs = None
+            if outs is not None and all(o.size <= MAX_FOLDED_ELEMENTS for o in outs):
+                for name, arr in zip(node.output, outs):
+                    if not name:
+                        continue
+                    tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+                    new_inits.append(tensor)
+                    init_by_name[name] = tensor
+                    known[name] = arr
+                result.folded.append(node.name or node.op_type)
+                continue
+        kept.append(node)
+    if result.folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+        graph.initializer.extend(new_inits)
+        _drop_unused_initializers(graph)
+    return result
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Remove initializers no node (nor subgraph, nor output) reads any more."""
+    used = {o.name for o in graph.output}
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            used.update(n.input)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    stack.append(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(a.graphs)
+    keep = [t for t in graph.initializer if t.name in used]
+    if len(keep) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(keep)

@@ -1,0 +1,260 @@
+"""Run two models in onnxruntime on the same inputs and compare every output (Polygraphy's rules)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .errors import OnnxGrowError
+from .inputs import InputSpec, generate, input_specs, load_npz, parse_shapes, save_npz
+from .io import ModelLike, load, needs_external_data
+
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-5
+
+
+@dataclass
+class OutputResult:
+    """How one output compared, worst case over all iterations."""
+
+    name: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    passed: bool
+    atol: float
+    rtol: float
+    reason: str | None = None
+    scale: float = 0.0  # max |reference| of this output, to normalise errors
+
+    @property
+    def normalised(self) -> float:
+        """Max abs error relative to the output's magnitude."""
+        return self.max_abs / self.scale if self.scale > 0 else self.max_abs
+
+
+@dataclass
+class Report:
+    """The outcome of a verification; `passed` is True when every output matched."""
+
+    outputs: list[OutputResult] = field(default_factory=list)
+    provider: str = "cpu"
+    iterations: int = 1
+    seed: int = 1
+    inputs: dict[str, list[int]] = field(default_factory=dict)
+    defaulted_inputs: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    @property
+    def worst_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def worst_normalised(self) -> float:
+        """Worst max-abs error divided by the magnitude of that output (recorded per output)."""
+        return max((o.normalised for o in self.outputs), default=0.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "provider": self.provider,
+            "iterations": self.iterations,
+            "seed": self.seed,
+            "inputs": self.inputs,
+            "defaulted_inputs": self.defaulted_inputs,
+            "outputs": [asdict(o) for o in self.outputs],
+        }
+
+
+def parse_tolerance(values: list[str] | float | None, default: float, flag: str) -> tuple[float, dict[str, float]]:
+    """`--atol 1e-4` and/or `--atol out:1e-3` (per output) → (default, per-output)."""
+    if values is None:
+        return default, {}
+    if isinstance(values, (int, float)):
+        return float(values), {}
+    per: dict[str, float] = {}
+    base = default
+    for v in values:
+        name, sep, num = str(v).rpartition(":")
+        try:
+            val = float(num)
+        except ValueError:
+            raise OnnxGrowError(f"{flag} {v!r}: expected a number or NAME:NUMBER") from None
+        if val < 0:
+            raise OnnxGrowError(f"{flag} {v!r}: tolerance must not be negative")
+        if sep:
+            per[name] = val
+        else:
+            base = val
+    return base, per
+
+
+def providers_for(provider: str) -> list[str]:
+    """onnxruntime provider list for `cpu` or `cuda`; a clear error when CUDA is not available."""
+    import onnxruntime as ort
+
+    if provider == "cpu":
+        return ["CPUExecutionProvider"]
+    if provider == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise OnnxGrowError(
+                "--provider cuda: this onnxruntime has no CUDA execution provider "
+                f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use --provider cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise OnnxGrowError(f"--provider {provider!r}: expected cpu or cuda")
+
+
+class Runner:
+    """An onnxruntime session with graph optimisations off (so fusion cannot hide a difference)."""
+
+    def __init__(self, model: onnx.ModelProto, providers: list[str], label: str) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
+        self.label = label
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        try:
+            if needs_external_data(model):
+                self._tmp = tempfile.TemporaryDirectory(prefix="onnxgrow-")
+                path = os.path.join(self._tmp.name, "model.onnx")
+                from .io import save
+
+                save(model, path, external_data=True)
+                self.session = ort.InferenceSession(path, opts, providers=providers)
+            else:
+                self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise OnnxGrowError(f"{label}: onnxruntime cannot load the model: {_first_line(exc)}") from exc
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outs = self.session.run(None, feeds)
+        except Exception as exc:
+            raise OnnxGrowError(f"{self.label}: onnxruntime failed to run the model: {_first_line(exc)}") from exc
+        return dict(zip(self.output_names, outs))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def compare(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> tuple[float, float, bool, str | None]:
+    """Max abs / rel error; an element fails only when it exceeds both tolerances (Polygraphy)."""
+    if ref.shape != cand.shape:
+        return float("inf"), float("inf"), False, f"shape {list(cand.shape)} != reference {list(ref.shape)}"
+    if ref.dtype.kind in "biu" and cand.dtype.kind in "biu":
+        diff = np.abs(ref.astype(np.int64) - cand.astype(np.int64)).astype(np.float64)
+        r = np.abs(ref.astype(np.float64))
+    else:
+        c64 = cand.astype(np.float64)
+        if not np.all(np.isfinite(c64)):
+            return float("nan"), float("nan"), False, "NaN or Inf in candidate"
+        r = ref.astype(np.float64)
+        diff = np.abs(r - c64)
+        r = np.abs(r)
+    if diff.size == 0:
+        return 0.0, 0.0, True, None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(r > 0, diff / r, np.where(diff > 0, np.inf, 0.0))
+    failed = (diff > atol) & (rel > rtol)
+    ok = not bool(failed.any())
+    return float(diff.max()), float(rel.max()), ok, None if ok else "exceeds tolerance"
+
+
+def verify(
+    reference: ModelLike,
+    candidate: ModelLike,
+    *,
+    atol: float | list[str] | None = None,
+    rtol: float | list[str] | None = None,
+    seed: int = 1,
+    iterations: int = 1,
+    input_shapes: dict[str, tuple[int, ...]] | list[str] | None = None,
+    load_inputs: str | None = None,
+    save_inputs: str | None = None,
+    provider: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs."""
+    if iterations < 1:
+        raise OnnxGrowError(f"--iterations {iterations}: must be at least 1")
+    atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
+    rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
+    providers = providers_for(provider)
+    ref_model = reference if isinstance(reference, onnx.ModelProto) else load(reference, fold=False)
+    cand_model = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False)
+    shapes = parse_shapes(input_shapes) if isinstance(input_shapes, list) else dict(input_shapes or {})
+    specs = input_specs(ref_model, shapes)
+    _check_same_interface(ref_model, cand_model, specs)
+    for name in list(atol_per) + list(rtol_per):
+        outs = [o.name for o in ref_model.graph.output]
+        if name not in outs:
+            from .errors import closest
+
+            raise OnnxGrowError(f"tolerance for {name!r}: the model has no output of that name{closest(name, outs)}")
+    if load_inputs:
+        feeds_list = load_npz(load_inputs, specs)
+    else:
+        feeds_list = [generate(specs, seed + i) for i in range(iterations)]
+    ref_run = Runner(ref_model, providers, "reference")
+    cand_run = Runner(cand_model, providers, "candidate")
+    results: dict[str, OutputResult] = {}
+    for i, feeds in enumerate(feeds_list):
+        want = ref_run.run(feeds)
+        got = cand_run.run(feeds)
+        for name, ref in want.items():
+            a = atol_per.get(name, atol_default)
+            r = rtol_per.get(name, rtol_default)
+            if name not in got:
+                res = OutputResult(name, list(ref.shape), float("inf"), float("inf"), False, a, r, "missing in candidate")
+            else:
+                mabs, mrel, ok, why = compare(ref, got[name], a, r)
+                res = OutputResult(name, list(ref.shape), mabs, mrel, ok, a, r, why)
+            res.scale = float(np.max(np.abs(ref.astype(np.float64)))) if ref.size else 0.0
+            prev = results.get(name)
+            if prev is not None:
+                res.scale = max(res.scale, prev.scale)
+            if prev is None or _worse(res, prev):
+                results[name] = res
+        if progress:
+            progress(i + 1, len(feeds_list))
+    if save_inputs:
+        save_npz(save_inputs, feeds_list)
+    return Report(
+        outputs=list(results.values()),
+        provider=provider,
+        iterations=len(feeds_list),
+        seed=seed,
+        inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
+        defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
+    )
+
+
+def _worse(a: OutputResult, b: OutputResult) -> bool:
+    if a.passed != b.passed:
+        return not a.passed
+    return (a.max_abs, a.max_rel) > (b.max_abs, b.max_rel) or a.max_abs != a.max_abs
+
+
+def _check_same_interface(ref: onnx.ModelProto, cand: onnx.ModelProto, specs: list[InputSpec]) -> None:
+    inits = {t.name for t in cand.graph.initializer}
+    cand_inputs = {i.name for i in cand.graph.input if i.name not in inits}
+    missing = [s.name for s in specs if s.name not in cand_inputs]
+    if missing:
+        raise OnnxGrowError(f"candidate: has no input named {', '.join(repr(m) for m in missing)} (the reference has)")
+    extra = sorted(cand_inputs - {s.name for s in specs})
+    if extra:
+        raise OnnxGrowError(f"candidate: needs inputs the reference does not have: {', '.join(extra)}")
