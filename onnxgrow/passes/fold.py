@@ -124,7 +124,7 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
                 for name, arr in zip(node.output, outs):
                     if not name:
                         continue
-                    tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
+                    tensor = numpy_helper.from_array(np.array(arr, copy=True, order="C"), name)
                     new_inits.append(tensor)
                     init_by_name[name] = tensor
                     known[name] = arr

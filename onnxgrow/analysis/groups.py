@@ -1,0 +1,202 @@
+"""Build the axis groups of a model: which (tensor, axis) pairs must grow together, and how."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from . import rules
+from .layout import Layout, atoms
+from .shapes import infer
+from .state import State
+
+
+@dataclass
+class Group:
+    """An axis group: units that grow together, produced by `producers` and read by `consumers`."""
+
+    id: str
+    root: int
+    size: int | None
+    constraint: str  # free | zero | replicate | blocked
+    reason: str | None
+    producers: list[str]
+    consumers: list[str]
+    weights: list[str]
+    granularity: int = 1
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "size": self.size, "constraint": self.constraint, "reason": self.reason,
+                "producers": self.producers, "consumers": self.consumers, "weights": self.weights,
+                "granularity": self.granularity}
+
+    def allows(self, init: str, new_size: int) -> str | None:
+        """Why `init` strategy cannot grow this group to `new_size` (None: it can)."""
+        if self.constraint == "blocked":
+            return f"group {self.id} cannot grow: {self.reason}"
+        if self.size is not None and (new_size - self.size) % self.granularity:
+            return (f"group {self.id} grows in whole groups of {self.granularity} channels ({self.reason or 'grouped Conv'}); "
+                    f"{new_size} - {self.size} is not a multiple")
+        if self.constraint == "zero" and init != "zero":
+            return f"group {self.id} needs new units to stay zero ({self.reason}): only --init zero keeps it exact"
+        if self.constraint == "replicate":
+            if init != "net2net":
+                return f"group {self.id} needs whole copies of its units ({self.reason}): only --init net2net keeps it exact"
+            if self.size and new_size % self.size:
+                return f"group {self.id} needs whole copies of its units ({self.reason}): {new_size} is not a multiple of {self.size}"
+        return None
+
+
+@dataclass
+class Analysis:
+    """The groups of a model and the state the rewrite needs."""
+
+    model: onnx.ModelProto
+    state: State
+    groups: list[Group] = field(default_factory=list)
+
+    def group(self, gid: str) -> Group:
+        return next(g for g in self.groups if g.id == gid)
+
+    def group_of_atom(self, atom: int) -> Group | None:
+        root = self.state.find(atom)
+        return next((g for g in self.groups if g.root == root), None)
+
+    def names(self) -> list[str]:
+        """Every name `resolve` accepts: group ids, node names, weight names."""
+        nodes = [n for g in self.groups for n in g.producers]
+        weights = [u.init for u in self.state.weight_uses if u.role == "producer"]
+        return [g.id for g in self.groups] + nodes + weights
+
+    def resolve(self, name: str) -> Group:
+        """A group id, the name of a node that produces the group, or the name of its weight."""
+        from ..errors import OnnxGrowError, closest
+
+        for g in self.groups:
+            if g.id == name:
+                return g
+        for u in self.state.weight_uses:
+            if u.role == "producer" and (u.node == name or u.init == name):
+                found = self.group_of_atom(next(atoms(u.layout)))
+                if found:
+                    return found
+        node_names = {n.name: n for n in self.model.graph.node}
+        if name in node_names or name in self.state.inits:
+            raise OnnxGrowError(
+                f"{name!r} produces no axis group that can grow (only nodes with weights — Gemm, MatMul, Conv, "
+                f"ConvTranspose, Gather on a table — make new units); see `onnxgrow inspect`")
+        raise OnnxGrowError(f"no node, weight or group named {name!r}{closest(name, self.names())}")
+
+
+def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    reads: set[str] = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            for n in g.node:
+                reads.update(n.input)
+                reads.update(_subgraph_reads(n))
+    return reads
+
+
+def analyse(model: onnx.ModelProto) -> Analysis:
+    """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load)."""
+    shapes = infer(model)
+    st = State(model, shapes)
+    for inp in model.graph.input:
+        if inp.name in st.inits:
+            continue
+        lay = st.fresh_layout(inp.name, f"graph input {inp.name}")
+        for l in lay or []:
+            st.block(l, f"it comes from graph input {inp.name}")
+    for node in model.graph.node:
+        for name in _subgraph_reads(node):
+            for l in st.layout(name) or []:
+                st.block(l, f"{node.name} ({node.op_type}) reads it inside a subgraph")
+        rule = rules.rule_for(node.op_type, node.domain)
+        if rule is None:
+            why = None
+            if node.domain not in ("", "ai.onnx"):
+                why = f"{node.name} is op {node.op_type} of domain {node.domain!r}, which onnxgrow does not know"
+            elif node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                                  "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"):
+                why = f"{node.name} ({node.op_type}): quantised models are not supported yet"
+            rules.block_everything(node, st, why)
+        else:
+            rule.apply(node, st)
+    for out in model.graph.output:
+        for l in st.layout(out.name) or []:
+            st.block(l, f"it reaches graph output {out.name}")
+    _check_all_uses(model, st)
+    return Analysis(model, st, _summarise(st))
+
+
+def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
+    """A weight that a node reads without a recorded use may not change: block its groups."""
+    recorded: dict[str, set[str]] = {}
+    for u in st.weight_uses:
+        recorded.setdefault(u.init, set()).add(u.node)
+    for v in st.value_uses:
+        recorded.setdefault(v.init, set()).add(v.node)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            if i in recorded:
+                readers.setdefault(i, []).append(node)
+        for i in _subgraph_reads(node):
+            if i in recorded:
+                readers.setdefault(i, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    for init, nodes in readers.items():
+        for node in nodes:
+            if node.name not in recorded[init]:
+                for u in st.weight_uses:
+                    if u.init == init:
+                        st.block(u.layout, f"weight {init} is also read by {node.name} ({node.op_type})")
+        if init in outputs:
+            for u in st.weight_uses:
+                if u.init == init:
+                    st.block(u.layout, f"weight {init} is a graph output")
+
+
+def _summarise(st: State) -> list[Group]:
+    by_root: dict[int, dict] = {}
+    for u in st.weight_uses:
+        for a in atoms(u.layout):
+            root = st.find(a)
+            entry = by_root.setdefault(root, {"consumers": [], "weights": []})
+            if u.role == "consumer" and u.node not in entry["consumers"]:
+                entry["consumers"].append(u.node)
+            if u.init not in entry["weights"]:
+                entry["weights"].append(u.init)
+    order = {}
+    for idx, node in enumerate(st.graph.node):
+        order[node.name] = idx
+    roots = [r for r in by_root if st.info[r].producers]
+    roots.sort(key=lambda r: min(order.get(p, 1 << 30) for p in st.info[r].producers))
+    groups = []
+    for i, root in enumerate(roots):
+        info = st.info[root]
+        constraint, reason = _constraint(info)
+        if info.size is None and constraint != "blocked":
+            constraint, reason = "blocked", "its size is not known statically"
+        groups.append(Group(f"g{i}", root, info.size, constraint, reason, list(dict.fromkeys(info.producers)),
+                            by_root[root]["consumers"], by_root[root]["weights"], info.granularity))
+    return groups
+
+
+def _constraint(info) -> tuple[str, str | None]:
+    blocked = [r for k, r in info.constraints if k == "blocked"]
+    if blocked:
+        return "blocked", blocked[0]
+    zero = [r for k, r in info.constraints if k == "zero"]
+    rep = [r for k, r in info.constraints if k == "replicate"]
+    if zero and rep:
+        return "blocked", f"{zero[0]} needs new units to be zero, but {rep[0]} needs copies"
+    if zero:
+        if info.nonzero_ops:
+            return "blocked", f"{zero[0]} needs new units to be zero, but {info.nonzero_ops[0]} maps 0 to a non-zero value"
+        return "zero", zero[0]
+    if rep:
+        return "replicate", rep[0]
+    return "free", None

@@ -1,0 +1,676 @@
+"""Op rules: how each op moves, grows or constrains the axes of its tensors.
+
+One rule per op family, looked up in `RULES` by op type; a new op is one new rule.
+Roles follow DESIGN.md: producer, consumer, pass-through, coupling, mixer, boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .layout import Atom, Cat, Layout, Prod, atoms, prod
+from .state import State
+
+RuleFn = Callable[[onnx.NodeProto, State], None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule for a family of ops: its role (for documentation and `inspect`) and what it does."""
+
+    role: str
+    apply: RuleFn
+
+
+RULES: dict[str, Rule] = {}
+
+
+def rule(role: str, *ops: str) -> Callable[[RuleFn], RuleFn]:
+    """Register `fn` as the rule for `ops`."""
+
+    def register(fn: RuleFn) -> RuleFn:
+        for op in ops:
+            RULES[op] = Rule(role, fn)
+        return fn
+
+    return register
+
+
+# -- helpers --------------------------------------------------------------------------------
+def attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _inp(node: onnx.NodeProto, i: int) -> str:
+    return node.input[i] if len(node.input) > i else ""
+
+
+def _const_ints(st: State, node: onnx.NodeProto, attr_name: str, input_index: int) -> list[int] | None:
+    """An int list given as attribute (old opsets) or constant input (new opsets)."""
+    value = attr(node, attr_name)
+    if value is not None:
+        return [int(v) for v in value]
+    name = _inp(node, input_index)
+    if name and st.is_const(name):
+        return [int(v) for v in np.asarray(st.value(name)).reshape(-1)]
+    return None
+
+
+def block_everything(node: onnx.NodeProto, st: State, why: str | None = None) -> None:
+    """Boundary: inputs may not grow; outputs get new atoms of their own."""
+    reason = why or f"{node.name} ({node.op_type}) has no growth rule"
+    for name in node.input:
+        lay = st.layout(name)
+        if lay:
+            for l in lay:
+                st.block(l, reason)
+    for out in node.output:
+        if out:
+            st.fresh_layout(out, f"output of {node.name}")
+
+
+def _acts(node: onnx.NodeProto, st: State) -> list[tuple[int, str, list[Layout]]]:
+    return [(i, n, st.layout(n)) for i, n in enumerate(node.input) if n and st.layout(n) is not None]  # type: ignore[misc]
+
+
+def _pass(node: onnx.NodeProto, st: State, i: int = 0) -> list[Layout] | None:
+    lay = st.layout(_inp(node, i))
+    if lay is None:
+        block_everything(node, st, f"{node.name} ({node.op_type}): input shape unknown")
+        return None
+    st.set_layout(node.output[0], list(lay))
+    for extra in node.output[1:]:
+        if extra:
+            st.fresh_layout(extra, f"output of {node.name}")
+    return lay
+
+
+# -- pass-through ------------------------------------------------------------------------------
+ZERO_PRESERVING = {
+    "Relu", "LeakyRelu", "Tanh", "Elu", "Selu", "Gelu", "Erf", "HardSwish", "Identity", "Dropout",
+    "Cast", "Neg", "Abs", "Sign", "Sin", "Celu", "Mish", "Softsign", "ThresholdedRelu", "Shrink", "Round",
+    "Floor", "Ceil", "Sqrt", "CastLike", "Clip", "Swish", "Asin", "Atan", "Sinh", "Tan", "Asinh", "Atanh", "Trilu",
+}
+
+
+@rule("pass-through", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
+      "Softplus", "Softsign", "Gelu", "Erf", "Dropout", "Identity", "Cast", "CastLike", "Neg", "Abs", "Exp",
+      "Sign", "Sin", "Cos", "Celu", "Mish", "ThresholdedRelu", "Shrink", "Round", "Floor", "Ceil", "Swish",
+      "Sqrt", "Clip", "Asin", "Atan", "Sinh", "Cosh", "Tan", "Asinh", "Atanh", "Acos", "Acosh", "IsNaN", "IsInf",
+      "Not")
+def _elementwise_unary(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is not None and node.op_type not in ZERO_PRESERVING:
+        for l in lay:
+            st.nonzero(l, node.op_type)
+
+
+@rule("boundary", "Log", "Reciprocal")
+def _unsafe_unary(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    for l in lay or []:
+        st.block(l, f"{node.name} ({node.op_type}) can turn new units into inf or NaN")
+
+
+BINARY_FILL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0, "Pow": 1.0, "Max": 0.0, "Min": 0.0,
+               "Sum": 0.0, "Mean": 0.0, "PRelu": 0.25, "And": 1.0, "Or": 0.0, "Xor": 0.0, "Equal": 0.0,
+               "Greater": 0.0, "Less": 0.0, "GreaterOrEqual": 0.0, "LessOrEqual": 0.0, "BitShift": 0.0,
+               "Mod": 1.0, "Where": 0.0}
+
+
+@rule("coupling", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Equal",
+      "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "Where")
+def _broadcast(node: onnx.NodeProto, st: State) -> None:
+    """Elementwise with broadcasting: activations' axes join; constant per-unit vectors are padded."""
+    out_shape = st.shape(node.output[0])
+    shapes = [st.shape(n) if n else None for n in node.input]
+    if out_shape is None or any(s is None for s, n in zip(shapes, node.input) if n):
+        block_everything(node, st, f"{node.name} ({node.op_type}): shapes unknown")
+        return
+    rank = len(out_shape)
+    result: list[Layout | None] = [None] * rank
+    for i, name in enumerate(node.input):
+        lay = st.layout(name)
+        if lay is None:
+            continue
+        shape = shapes[i]
+        for k in range(len(shape)):  # type: ignore[arg-type]
+            j = rank - len(shape) + k  # type: ignore[arg-type]
+            if shape[k] == 1 and out_shape[j] != 1:  # type: ignore[index]
+                continue
+            result[j] = lay[k] if result[j] is None else st.unify(result[j], lay[k], node.name)  # type: ignore[arg-type]
+    layouts = [r if r is not None else st.fresh(out_shape[j], f"broadcast in {node.name}") for j, r in enumerate(result)]
+    fill = BINARY_FILL.get(node.op_type, 0.0)
+    for i, name in enumerate(node.input):
+        if not name or not st.is_const(name):
+            continue
+        shape = shapes[i]
+        for k in range(len(shape)):  # type: ignore[arg-type]
+            j = rank - len(shape) + k  # type: ignore[arg-type]
+            if shape[k] != 1 or out_shape[j] == 1:  # type: ignore[index]
+                if shape[k] == 1:  # type: ignore[index]
+                    continue
+                st.use(node.name, name, k, layouts[j], "param", fill)
+    if node.op_type in ("Div", "Pow", "Mod") and len(node.input) > 1 and st.layout(node.input[1]) is not None:
+        for l in layouts:
+            st.block(l, f"{node.name} ({node.op_type}) divides by or raises to an activation; new units could be inf or NaN")
+    if node.op_type not in ("Add", "Sub", "Mul", "Sum", "Mean", "PRelu", "Div", "Where"):
+        for l in layouts:
+            st.nonzero(l, node.op_type)
+    st.set_layout(node.output[0], layouts)
+
+
+@rule("pass-through", "BatchNormalization", "InstanceNormalization")
+def _batchnorm(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is None or len(lay) < 2:
+        return
+    fills = [1.0, 0.0, 0.0, 1.0] if node.op_type == "BatchNormalization" else [1.0, 0.0]
+    for k, fill in enumerate(fills, start=1):
+        name = _inp(node, k)
+        if name and st.is_const(name):
+            st.use(node.name, name, 0, lay[1], "param", fill)
+        elif name:
+            st.block(lay[1], f"{node.name}: {node.op_type} parameter {name} is not a constant")
+
+
+# -- producers and consumers -------------------------------------------------------------------
+@rule("producer", "Gemm")
+def _gemm(node: onnx.NodeProto, st: State) -> None:
+    a, b, c = _inp(node, 0), _inp(node, 1), _inp(node, 2)
+    ta, tb = attr(node, "transA", 0), attr(node, "transB", 0)
+    la, lb = st.layout(a), st.layout(b)
+    out = node.output[0]
+    if la is not None and st.is_const(b):
+        m_axis, k_axis = (1, 0) if ta else (0, 1)
+        w_k, w_n = (1, 0) if tb else (0, 1)
+        st.use(node.name, b, w_k, la[k_axis], "consumer")
+        n_atom = st.produce(node.name, b, w_n, st.inits[b].dims[w_n])
+        rows = la[m_axis]
+        _bias(node, st, c, [rows, n_atom])
+        st.set_layout(out, [rows, n_atom])
+    elif lb is not None and st.is_const(a):
+        w_m, w_k = (1, 0) if ta else (0, 1)
+        k_axis, n_axis = (1, 0) if tb else (0, 1)
+        st.use(node.name, a, w_k, lb[k_axis], "consumer")
+        m_atom = st.produce(node.name, a, w_m, st.inits[a].dims[w_m])
+        _bias(node, st, c, [m_atom, lb[n_axis]])
+        st.set_layout(out, [m_atom, lb[n_axis]])
+    else:
+        block_everything(node, st, f"{node.name} (Gemm) multiplies two activations")
+
+
+def _bias(node: onnx.NodeProto, st: State, c: str, out_layouts: list[Layout]) -> None:
+    if not c:
+        return
+    if not st.is_const(c):
+        lc = st.layout(c)
+        for l in lc or []:
+            st.block(l, f"{node.name}: bias {c} is not a constant")
+        return
+    shape = list(st.inits[c].dims)
+    for k in range(len(shape)):
+        j = len(out_layouts) - len(shape) + k
+        if shape[k] != 1:
+            st.use(node.name, c, k, out_layouts[j], "param", 0.0)
+
+
+@rule("producer", "MatMul")
+def _matmul(node: onnx.NodeProto, st: State) -> None:
+    a, b = node.input[0], node.input[1]
+    la, lb = st.layout(a), st.layout(b)
+    sa, sb = st.shape(a), st.shape(b)
+    out = node.output[0]
+    if sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
+        block_everything(node, st, f"{node.name} (MatMul): 1-D or unknown operand shapes")
+        return
+    if la is not None and st.is_const(b):
+        ra = len(sa)
+        st.use(node.name, b, len(sb) - 2, la[ra - 1], "consumer")
+        n_atom = st.produce(node.name, b, len(sb) - 1, sb[-1])  # type: ignore[arg-type]
+        batch = _batch(st, node, la[: ra - 2], sb[:-2], ra - 2)
+        st.set_layout(out, batch + [la[ra - 2], n_atom])
+    elif lb is not None and st.is_const(a):
+        rb = len(sb)
+        st.use(node.name, a, len(sa) - 1, lb[rb - 2], "consumer")
+        m_atom = st.produce(node.name, a, len(sa) - 2, sa[-2])  # type: ignore[arg-type]
+        batch = _batch(st, node, lb[: rb - 2], sa[:-2], rb - 2)
+        st.set_layout(out, batch + [m_atom, lb[rb - 1]])
+    elif la is not None and lb is not None:
+        st.block(la[-1], f"{node.name} (MatMul) contracts this axis between two activations")
+        st.block(lb[-2], f"{node.name} (MatMul) contracts this axis between two activations")
+        out_shape = st.shape(out) or []
+        batch: list[Layout] = []
+        nb = len(out_shape) - 2
+        for j in range(nb):
+            ka, kb = j - (nb - (len(sa) - 2)), j - (nb - (len(sb) - 2))
+            cands = []
+            if ka >= 0 and sa[ka] != 1:
+                cands.append(la[ka])
+            if kb >= 0 and sb[kb] != 1:
+                cands.append(lb[kb])
+            if not cands:
+                batch.append(st.fresh(out_shape[j], f"broadcast in {node.name}"))
+            else:
+                l0 = cands[0]
+                for other in cands[1:]:
+                    l0 = st.unify(l0, other, node.name)
+                batch.append(l0)
+        st.set_layout(out, batch + [la[-2], lb[-1]])
+    else:
+        block_everything(node, st)
+
+
+def _batch(st: State, node: onnx.NodeProto, act_batch: list[Layout], w_batch: list, out_rank: int) -> list[Layout]:
+    """Batch axes of a MatMul with a constant operand: the activation's, when the weight has none."""
+    if any(d != 1 for d in w_batch):
+        for l in act_batch:
+            st.block(l, f"{node.name} (MatMul) has a batched weight")
+    return list(act_batch)
+
+
+@rule("producer", "Conv", "ConvTranspose")
+def _conv(node: onnx.NodeProto, st: State) -> None:
+    x, w, b = node.input[0], node.input[1], _inp(node, 2)
+    lx = st.layout(x)
+    if lx is None or not st.is_const(w) or len(lx) < 3:
+        block_everything(node, st, f"{node.name} ({node.op_type}): weight is not a constant initializer")
+        return
+    out = node.output[0]
+    out_shape = st.shape(out)
+    spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lx))]
+    group = int(attr(node, "group", 1))
+    wdims = list(st.inits[w].dims)
+    transpose = node.op_type == "ConvTranspose"
+    in_axis, out_axis = (0, 1) if transpose else (1, 0)
+    c_in = st.size(lx[1])
+    if group == 1:
+        st.use(node.name, w, in_axis, lx[1], "consumer")
+        c_out = wdims[out_axis]
+        oc = st.produce(node.name, w, out_axis, c_out)
+    else:
+        cpg_in = wdims[0] // group if transpose else wdims[1]
+        cpg_out = wdims[1] if transpose else wdims[0] // group
+        if cpg_in == cpg_out or (cpg_in == 1):
+            mult = cpg_out // cpg_in if cpg_in == 1 else 1
+            # new channels form whole new groups: input, output and `group` grow together
+            st.granularity(lx[1], cpg_in)
+            st.attr_uses.append(_attr_use(node.name, "group", lx[1], cpg_in))
+            if mult == 1:
+                oc = lx[1]
+                st.use(node.name, w, 0, lx[1], "param", None)
+            else:
+                oc = Prod((lx[1], st.fresh(mult, f"depth multiplier of {node.name}")))
+                st.use(node.name, w, 0, oc, "param", None)
+        else:
+            st.block(lx[1], f"{node.name}: grouped {node.op_type} with {cpg_in} inputs and {cpg_out} outputs per group")
+            oc = st.fresh(wdims[out_axis] * (group if transpose else 1), f"output of grouped {node.name}")
+    if b:
+        if st.is_const(b):
+            st.use(node.name, b, 0, oc, "param", 0.0)
+        else:
+            st.block(oc, f"{node.name}: bias {b} is not a constant")
+    st.set_layout(out, [lx[0], oc] + spatial)
+
+
+def _attr_use(node: str, name: str, layout: Layout, divisor: int):
+    from .state import AttrUse
+
+    return AttrUse(node, name, layout, divisor)
+
+
+@rule("producer", "Gather")
+def _gather(node: onnx.NodeProto, st: State) -> None:
+    data, idx = node.input[0], node.input[1]
+    axis = int(attr(node, "axis", 0))
+    li = st.layout(idx)
+    if st.is_const(data) and li is not None:
+        dims = list(st.inits[data].dims)
+        axis %= len(dims)
+        if len(dims) == 2 and axis == 0:
+            d = st.produce(node.name, data, 1, dims[1])
+            st.set_layout(node.output[0], list(li) + [d])
+            return
+    ld = st.layout(data)
+    if ld is not None:
+        axis %= len(ld)
+        st.block(ld[axis], f"{node.name} (Gather) picks positions along this axis")
+        inner = list(li) if li is not None else (st.fresh_layout(idx, "indices") or []) if not st.is_const(idx) else \
+            [st.fresh(d, f"indices of {node.name}") for d in st.inits[idx].dims]
+        st.set_layout(node.output[0], ld[:axis] + inner + ld[axis + 1:])
+        return
+    block_everything(node, st)
+
+
+# -- coupling: shape ops ----------------------------------------------------------------------
+@rule("coupling", "Transpose")
+def _transpose(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    if lay is None:
+        block_everything(node, st)
+        return
+    perm = attr(node, "perm") or list(reversed(range(len(lay))))
+    st.set_layout(node.output[0], [lay[p] for p in perm])
+
+
+@rule("coupling", "Flatten")
+def _flatten(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    if lay is None:
+        block_everything(node, st)
+        return
+    axis = int(attr(node, "axis", 1)) % (len(lay) + 1) if lay else 0
+    left = lay[:axis] or [st.fresh(1, f"{node.name} leading axis")]
+    right = lay[axis:] or [st.fresh(1, f"{node.name} trailing axis")]
+    st.set_layout(node.output[0], [prod(left), prod(right)])
+
+
+@rule("coupling", "Squeeze", "Unsqueeze")
+def _squeeze(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    out_shape = st.shape(node.output[0])
+    axes = _const_ints(st, node, "axes", 1)
+    if lay is None or out_shape is None:
+        block_everything(node, st)
+        return
+    if node.op_type == "Squeeze":
+        if axes is None:
+            in_shape = st.shape(node.input[0]) or []
+            axes = [i for i, d in enumerate(in_shape) if d == 1]
+        axes = [a % len(lay) for a in axes]
+        st.set_layout(node.output[0], [l for i, l in enumerate(lay) if i not in axes])
+    else:
+        if axes is None:
+            block_everything(node, st)
+            return
+        rank = len(lay) + len(axes)
+        axes = sorted(a % rank for a in axes)
+        it = iter(lay)
+        st.set_layout(node.output[0], [st.fresh(1, f"{node.name} new axis") if i in axes else next(it) for i in range(rank)])
+
+
+@rule("coupling", "Reshape")
+def _reshape(node: onnx.NodeProto, st: State) -> None:
+    """Map input axes to output axes by sizes: 1↔1 passes, many→1 flattens, 1→many splits (blocked)."""
+    lay = st.layout(node.input[0])
+    in_shape = st.shape(node.input[0])
+    out_shape = st.shape(node.output[0])
+    if lay is None or in_shape is None or out_shape is None:
+        block_everything(node, st, f"{node.name} (Reshape): shapes unknown")
+        return
+    target = st.value(node.input[1]).reshape(-1).tolist() if st.is_const(node.input[1]) else None
+    out: list[Layout | None] = [None] * len(out_shape)
+    i = j = 0
+    # leading dynamic axes that match one to one (batch)
+    while i < len(in_shape) and j < len(out_shape) and in_shape[i] is None and (
+            out_shape[j] is None or (target is not None and target[j] == 0)):
+        out[j] = lay[i]
+        i, j = i + 1, j + 1
+    rest_in, rest_out = in_shape[i:], out_shape[j:]
+    if any(d is None for d in rest_in) or any(d is None for d in rest_out):
+        for l in lay[i:]:
+            st.block(l, f"{node.name} (Reshape) has dynamic dimensions it cannot map")
+        for k in range(j, len(out_shape)):
+            out[k] = st.fresh(out_shape[k], f"output of {node.name}")
+        st.set_layout(node.output[0], out)  # type: ignore[arg-type]
+        return
+    while j < len(out_shape) or i < len(in_shape):
+        # size-1 axes on either side map to nothing
+        if j < len(out_shape) and out_shape[j] == 1 and (i >= len(in_shape) or in_shape[i] != 1):
+            out[j] = st.fresh(1, f"{node.name} unit axis")
+            j += 1
+            continue
+        if i < len(in_shape) and in_shape[i] == 1 and (j >= len(out_shape) or out_shape[j] != 1):
+            i += 1
+            continue
+        if i >= len(in_shape) or j >= len(out_shape):
+            break
+        i0, j0 = i, j
+        pi, pj = in_shape[i], out_shape[j]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj and i < len(in_shape):
+                pi *= in_shape[i]
+                i += 1
+            elif pj < pi and j < len(out_shape):
+                pj *= out_shape[j]
+                j += 1
+            else:
+                break
+        src = lay[i0:i]
+        if j - j0 == 1:
+            out[j0] = prod(list(src))
+        else:
+            for l in src:
+                st.block(l, f"{node.name} (Reshape) splits this axis into several")
+            for k in range(j0, j):
+                out[k] = st.fresh(out_shape[k], f"split by {node.name}")
+    for k in range(len(out_shape)):
+        if out[k] is None:
+            out[k] = st.fresh(out_shape[k], f"output of {node.name}")
+    if target is not None:
+        from .state import ValueUse
+
+        for k, v in enumerate(target):
+            if v > 0:
+                st.value_uses.append(ValueUse(node.name, node.input[1], k, out[k], 1))  # type: ignore[arg-type]
+    elif not st.is_const(node.input[1]):
+        for k, l in enumerate(out):
+            if any(st.info[st.find(a)].producers for a in atoms(l)):  # type: ignore[arg-type]
+                pass  # a computed shape reads sizes at run time; verification checks it
+    st.set_layout(node.output[0], out)  # type: ignore[arg-type]
+
+
+@rule("coupling", "Concat")
+def _concat(node: onnx.NodeProto, st: State) -> None:
+    out_shape = st.shape(node.output[0])
+    ins = [n for n in node.input if n]
+    lays = [st.layout(n) for n in ins]
+    if out_shape is None or any(l is None and not st.is_const(n) for l, n in zip(lays, ins)):
+        block_everything(node, st)
+        return
+    rank = len(out_shape)
+    axis = int(attr(node, "axis", 0)) % rank
+    full = []
+    for n, l in zip(ins, lays):
+        if l is None:
+            l = [st.fresh(d, f"constant {n}") for d in st.inits[n].dims]
+            for x in l:
+                st.block(x, f"{node.name} concatenates the constant {n}")
+        full.append(l)
+    result: list[Layout] = []
+    for k in range(rank):
+        if k == axis:
+            result.append(Cat(tuple(l[k] for l in full)))
+        else:
+            l0 = full[0][k]
+            for other in full[1:]:
+                l0 = st.unify(l0, other[k], node.name)
+            result.append(l0)
+    st.set_layout(node.output[0], result)
+
+
+@rule("coupling", "Split")
+def _split(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    if lay is None:
+        block_everything(node, st)
+        return
+    axis = int(attr(node, "axis", 0)) % len(lay)
+    split = _const_ints(st, node, "split", 1)
+    outs = [o for o in node.output]
+    sizes = [st.shape(o)[axis] if st.shape(o) else None for o in outs]  # type: ignore[index]
+    part = lay[axis]
+    if isinstance(part, Cat) and len(part.parts) == len(outs) and [st.size(p) for p in part.parts] == sizes:
+        from .state import ValueUse
+
+        for k, (o, p) in enumerate(zip(outs, part.parts)):
+            st.set_layout(o, lay[:axis] + [p] + lay[axis + 1:])
+            if split is not None and attr(node, "split") is None:
+                st.value_uses.append(ValueUse(node.name, node.input[1], k, p, 1))
+        if attr(node, "split") is not None:
+            st.block(part, f"{node.name} (Split) gives its sizes as an attribute")
+        return
+    st.block(part, f"{node.name} (Split) cuts this axis")
+    for o, s in zip(outs, sizes):
+        st.set_layout(o, lay[:axis] + [st.fresh(s, f"output of {node.name}")] + lay[axis + 1:])
+
+
+@rule("coupling", "Slice")
+def _slice(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    out_shape = st.shape(node.output[0])
+    in_shape = st.shape(node.input[0])
+    if lay is None or out_shape is None or in_shape is None:
+        block_everything(node, st)
+        return
+    result = list(lay)
+    for k, (a, b) in enumerate(zip(in_shape, out_shape)):
+        if a != b or a is None:
+            st.block(lay[k], f"{node.name} (Slice) cuts this axis")
+            result[k] = st.fresh(b, f"output of {node.name}")
+    st.set_layout(node.output[0], result)
+
+
+# -- pooling, padding, resizing ------------------------------------------------------------------
+@rule("pass-through", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool",
+      "GlobalLpPool", "Resize", "Upsample", "MaxRoiPool", "DepthToSpace")
+def _spatial(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    out_shape = st.shape(node.output[0])
+    if lay is None or len(lay) < 2 or node.op_type == "DepthToSpace":
+        block_everything(node, st)
+        return
+    if node.op_type in ("Resize", "Upsample"):
+        scales = _const_ints(st, node, "scales", 2 if node.op_type == "Resize" and st.opset >= 11 else 1)
+        if scales is not None and len(scales) >= 2 and scales[1] not in (1,):
+            block_everything(node, st, f"{node.name} ({node.op_type}) resizes the channel axis")
+            return
+    spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lay))]
+    st.set_layout(node.output[0], [lay[0], lay[1]] + spatial)
+    for extra in node.output[1:]:
+        if extra:
+            st.fresh_layout(extra, f"indices of {node.name}")
+            st.block(lay[1], f"{node.name} returns indices")
+
+
+@rule("pass-through", "Pad")
+def _pad(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    pads = _const_ints(st, node, "pads", 1)
+    out_shape = st.shape(node.output[0])
+    if lay is None or pads is None or out_shape is None:
+        block_everything(node, st)
+        return
+    axes = _const_ints(st, node, "axes", 3) if len(node.input) > 3 and node.input[3] else list(range(len(lay)))
+    n = len(axes)  # type: ignore[arg-type]
+    result = list(lay)
+    for idx, ax in enumerate(axes):  # type: ignore[arg-type]
+        ax %= len(lay)
+        if pads[idx] or pads[idx + n]:
+            st.block(lay[ax], f"{node.name} (Pad) pads this axis")
+            result[ax] = st.fresh(out_shape[ax], f"padded by {node.name}")
+    st.set_layout(node.output[0], result)
+
+
+@rule("boundary", "Shape", "Size")
+def _shape(node: onnx.NodeProto, st: State) -> None:
+    st.fresh_layout(node.output[0], f"output of {node.name}")
+
+
+# -- mixers ------------------------------------------------------------------------------------
+@rule("mixer", "LRN")
+def _lrn(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is not None:
+        st.constrain(lay[1], "zero", f"{node.name} (LRN) sums squares across channels")
+
+
+@rule("mixer", "LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
+def _layernorm(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is None:
+        return
+    axis = int(attr(node, "axis", -1)) % len(lay)
+    for k in range(axis, len(lay)):
+        st.constrain(lay[k], "replicate", f"{node.name} ({node.op_type}) normalises over this axis")
+    for idx in (1, 2):
+        name = _inp(node, idx)
+        if name and st.is_const(name):
+            dims = list(st.inits[name].dims)
+            for k in range(len(dims)):
+                j = len(lay) - len(dims) + k
+                if dims[k] != 1:
+                    st.use(node.name, name, k, lay[j], "param", 1.0 if idx == 1 else 0.0)
+
+
+@rule("mixer", "GroupNormalization", "MeanVarianceNormalization")
+def _groupnorm(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is not None:
+        st.block(lay[1], f"{node.name} ({node.op_type}) normalises over groups of channels")
+
+
+@rule("mixer", "Softmax", "LogSoftmax", "Hardmax")
+def _softmax(node: onnx.NodeProto, st: State) -> None:
+    lay = _pass(node, st)
+    if lay is None:
+        return
+    default = -1 if st.opset >= 13 else 1
+    axis = int(attr(node, "axis", default)) % len(lay)
+    axes = [axis] if st.opset >= 13 else list(range(axis, len(lay)))
+    for k in axes:
+        st.block(lay[k], f"{node.name} ({node.op_type}) normalises over this axis")
+
+
+REDUCE_CONSTRAINT = {
+    "ReduceMean": "replicate", "ReduceMax": "replicate", "ReduceMin": "replicate",
+    "ReduceSum": "zero", "ReduceSumSquare": "zero", "ReduceL1": "zero", "ReduceL2": "zero",
+    "ReduceLogSumExp": "blocked", "ReduceLogSum": "blocked", "ReduceProd": "blocked",
+    "ArgMax": "blocked", "ArgMin": "blocked",
+}
+
+
+@rule("mixer", *REDUCE_CONSTRAINT)
+def _reduce(node: onnx.NodeProto, st: State) -> None:
+    lay = st.layout(node.input[0])
+    if lay is None:
+        block_everything(node, st)
+        return
+    if node.op_type in ("ArgMax", "ArgMin"):
+        axes = [int(attr(node, "axis", 0))]
+    else:
+        axes_input_opset = 13 if node.op_type == "ReduceSum" else 18
+        axes = attr(node, "axes")
+        if axes is None and st.opset >= axes_input_opset:
+            axes = _const_ints(st, node, "axes", 1)
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            block_everything(node, st, f"{node.name} ({node.op_type}): axes are computed")
+            return
+        if not axes:
+            axes = [] if attr(node, "noop_with_empty_axes", 0) else list(range(len(lay)))
+    axes = [int(a) % len(lay) for a in axes]
+    keep = int(attr(node, "keepdims", 1))
+    kind = REDUCE_CONSTRAINT[node.op_type]
+    out = []
+    for k, l in enumerate(lay):
+        if k in axes:
+            st.constrain(l, kind, f"{node.name} ({node.op_type}) reduces over this axis")
+            if keep:
+                out.append(st.fresh(1, f"reduced by {node.name}"))
+        else:
+            out.append(l)
+    st.set_layout(node.output[0], out)
+
+
+def rule_for(op_type: str, domain: str) -> Rule | None:
+    """The rule of an op in the default domain; None means: boundary."""
+    if domain not in ("", "ai.onnx"):
+        return None
+    return RULES.get(op_type)

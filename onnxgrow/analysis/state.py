@@ -1,0 +1,199 @@
+"""The analysis state: union-find over axis atoms, and what each group's members impose."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .layout import Atom, Layout, atoms, children, size
+
+Role = Literal["producer", "consumer", "param"]
+#: constraint strength order: a group takes the strongest its members impose.
+CONSTRAINTS = ("free", "zero", "replicate", "blocked")
+
+
+@dataclass
+class WeightUse:
+    """One axis of an initializer that follows a layout.
+
+    producer: rows of new units (fresh → init strategy); consumer: columns reading units
+    (fresh → 0, Net2Net copies divided by their count); param: per-unit constants
+    (fresh → `fill`, or the strategy's noise when fill is None).
+    """
+
+    node: str
+    init: str
+    axis: int
+    layout: Layout
+    role: Role
+    fill: float | None = 0.0
+
+
+@dataclass
+class ValueUse:
+    """A number in a small int64 initializer (Reshape target, Split sizes) equal to a layout's size."""
+
+    node: str
+    init: str
+    index: int
+    layout: Layout
+    input_index: int  # which input of `node` reads the initializer
+    divisor: int = 1
+
+
+@dataclass
+class AttrUse:
+    """An integer attribute equal to a layout's size divided by `divisor` (Conv `group`)."""
+
+    node: str
+    attr: str
+    layout: Layout
+    divisor: int = 1
+
+
+@dataclass
+class GroupInfo:
+    """What is known of one union-find root."""
+
+    size: int | None
+    origin: str
+    producers: list[str] = field(default_factory=list)
+    constraints: list[tuple[str, str]] = field(default_factory=list)  # (kind, reason)
+    granularity: int = 1
+    nonzero_ops: list[str] = field(default_factory=list)  # ops mapping 0 to non-zero
+
+
+class State:
+    """Union-find of atoms plus the uses recorded by the op rules."""
+
+    def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int | None]]) -> None:
+        self.model = model
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.shapes = shapes
+        self.parent: list[int] = []
+        self.info: list[GroupInfo] = []
+        self.layouts: dict[str, list[Layout]] = {}
+        self.weight_uses: list[WeightUse] = []
+        self.value_uses: list[ValueUse] = []
+        self.attr_uses: list[AttrUse] = []
+        self._values: dict[str, np.ndarray] = {}
+
+    # -- union-find -------------------------------------------------------------------
+    def find(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def fresh(self, size_: int | None, origin: str, fixed: bool = True) -> Atom:
+        """A new atom; `fixed` ones (all but producers' outputs) cannot change size."""
+        self.parent.append(len(self.parent))
+        info = GroupInfo(size_, origin)
+        if fixed:
+            info.constraints.append(("blocked", f"its size is fixed by {origin}"))
+        self.info.append(info)
+        return Atom(len(self.parent) - 1)
+
+    def atom_size(self, a: int) -> int | None:
+        return self.info[self.find(a)].size
+
+    def size(self, layout: Layout) -> int | None:
+        return size(layout, self.atom_size)
+
+    def unify(self, a: Layout, b: Layout, node: str) -> Layout:
+        """Make two layouts the same (their groups grow together); block when shapes differ."""
+        if a == b:
+            return a
+        if isinstance(a, Atom) and isinstance(b, Atom):
+            ra, rb = self.find(a.id), self.find(b.id)
+            if ra != rb:
+                ia, ib = self.info[ra], self.info[rb]
+                if ia.size is None:
+                    ia.size = ib.size
+                elif ib.size is not None and ia.size != ib.size:
+                    self.block(a, f"{node} joins axes of sizes {ia.size} and {ib.size}")
+                self.parent[rb] = ra
+                ia.producers += ib.producers
+                ia.constraints += ib.constraints
+                ia.nonzero_ops += ib.nonzero_ops
+                ia.granularity = int(np.lcm(ia.granularity, ib.granularity))
+                if ia.origin == "derived":
+                    ia.origin = ib.origin
+            return a
+        if type(a) is type(b):
+            pa, pb = children(a), children(b)
+            if len(pa) == len(pb) and all(self.size(x) == self.size(y) for x, y in zip(pa, pb)):
+                for x, y in zip(pa, pb):
+                    self.unify(x, y, node)
+                return a
+        reason = f"{node} joins axes built differently (concatenated, flattened or plain)"
+        self.block(a, reason)
+        self.block(b, reason)
+        return a
+
+    # -- constraints -----------------------------------------------------------------
+    def constrain(self, layout: Layout, kind: str, reason: str) -> None:
+        for a in atoms(layout):
+            self.info[self.find(a)].constraints.append((kind, reason))
+
+    def block(self, layout: Layout, reason: str) -> None:
+        self.constrain(layout, "blocked", reason)
+
+    def nonzero(self, layout: Layout, op: str) -> None:
+        for a in atoms(layout):
+            self.info[self.find(a)].nonzero_ops.append(op)
+
+    def granularity(self, layout: Layout, g: int) -> None:
+        for a in atoms(layout):
+            i = self.info[self.find(a)]
+            i.granularity = int(np.lcm(i.granularity, g))
+
+    # -- uses --------------------------------------------------------------------------
+    def produce(self, node: str, init: str, axis: int, size_: int) -> Atom:
+        atom = self.fresh(size_, "producer", fixed=False)
+        self.info[atom.id].producers.append(node)
+        self.weight_uses.append(WeightUse(node, init, axis, atom, "producer", None))
+        return atom
+
+    def use(self, node: str, init: str, axis: int, layout: Layout, role: Role, fill: float | None = 0.0) -> None:
+        dim = self.inits[init].dims[axis] if init in self.inits else None
+        n = self.size(layout)
+        if n is not None and dim is not None and n != dim:
+            self.block(layout, f"{node}: weight {init} axis {axis} has {dim} entries, the tensor axis has {n}")
+            return
+        self.weight_uses.append(WeightUse(node, init, axis, layout, role, fill))
+
+    # -- tensors -------------------------------------------------------------------------
+    def is_const(self, name: str) -> bool:
+        return name in self.inits
+
+    def value(self, name: str) -> np.ndarray:
+        if name not in self._values:
+            self._values[name] = numpy_helper.to_array(self.inits[name])
+        return self._values[name]
+
+    def shape(self, name: str) -> list[int | None] | None:
+        if name in self.inits:
+            return list(self.inits[name].dims)
+        return self.shapes.get(name)
+
+    def layout(self, name: str) -> list[Layout] | None:
+        return self.layouts.get(name)
+
+    def set_layout(self, name: str, layouts: list[Layout]) -> None:
+        if name:
+            self.layouts[name] = layouts
+
+    def fresh_layout(self, name: str, origin: str) -> list[Layout] | None:
+        """Layouts of fresh atoms for a tensor (an output whose axes are new)."""
+        shape = self.shape(name)
+        if shape is None:
+            return None
+        result = [self.fresh(d, origin) for d in shape]
+        self.set_layout(name, result)
+        return result

@@ -1,0 +1,153 @@
+"""`widen`: plan the growth of axis groups, check it against the analysis, rewrite, verify."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnx
+
+from .analysis import Analysis, Group, analyse
+from .errors import OnnxGrowError, VerificationFailed
+from .io import ModelLike, load
+from .passes.widen import GroupPlan, widen_pass
+from .verify import Report, verify
+
+STRATEGIES = ("noise", "zero", "net2net")
+
+
+@dataclass
+class WidenResult:
+    """The grown model with what was done to it and how well it matched."""
+
+    model: onnx.ModelProto
+    plans: list[GroupPlan]
+    params_before: int
+    params_after: int
+    report: Report | None
+    skipped: list[tuple[Group, str]] = field(default_factory=list)
+    exact: bool = True
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    """Number of elements in all floating-point initializers."""
+    total = 0
+    for t in model.graph.initializer:
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                           onnx.TensorProto.BFLOAT16):
+            total += int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    return total
+
+
+def parse_size(spec: str | int | float, current: int | None, where: str) -> int:
+    """`128` (absolute), `x2` / `x1.5` (factor) or `+3` (added units) → the new size."""
+    if current is None:
+        raise OnnxGrowError(f"{where}: the group's size is not known")
+    text = str(spec).strip()
+    try:
+        if text.startswith(("x", "*")):
+            factor = float(text[1:])
+            if not factor > 1:
+                raise OnnxGrowError(f"{where}: factor {text} must be greater than 1 (shrinking is not supported)")
+            new = int(round(current * factor))
+        elif text.startswith("+"):
+            new = current + int(text[1:])
+        else:
+            new = int(text)
+    except ValueError:
+        raise OnnxGrowError(f"{where}: expected a size such as 128, x2 or +3, got {text!r}") from None
+    if new < current:
+        raise OnnxGrowError(f"{where}: {new} is smaller than the current size {current}; shrinking is not supported")
+    if new == current:
+        raise OnnxGrowError(f"{where}: the group already has {current} units; ask for more (e.g. x2)")
+    return new
+
+
+def _fallback(group: Group, init: str, new_size: int) -> str | None:
+    """A strategy the group's constraint allows, preferring the requested one."""
+    for candidate in (init, "net2net", "zero", "noise"):
+        if group.allows(candidate, new_size) is None:
+            return candidate
+    return None
+
+
+def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
+         init: str = "noise", approximate: bool = False) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
+    """Turn user requests into per-group plans, refusing what a group's constraint forbids."""
+    if init not in STRATEGIES:
+        raise OnnxGrowError(f"--init {init!r}: expected one of {', '.join(STRATEGIES)}")
+    plans: dict[str, GroupPlan] = {}
+    asked: dict[str, str] = {}
+    skipped: list[tuple[Group, str]] = []
+    for name, spec in (layers or {}).items():
+        group = analysis.resolve(name)
+        if group.id in asked:
+            raise OnnxGrowError(f"--layer {name}: names group {group.id}, already requested by --layer {asked[group.id]}")
+        asked[group.id] = name
+        new = parse_size(spec, group.size, f"--layer {name}={spec}")
+        if group.constraint == "blocked":
+            raise OnnxGrowError(f"--layer {name}: group {group.id} cannot grow: {group.reason}")
+        why = group.allows(init, new)
+        if why and not approximate:
+            raise OnnxGrowError(f"--layer {name}: {why} (or pass --approximate to grow it anyway and see the error)")
+        plans[group.id] = GroupPlan(group, new, init, "approximate: " + why if why else None)
+    if all is not None:
+        if layers:
+            pass  # explicit --layer requests win over --all for their groups
+        for group in analysis.groups:
+            if group.id in plans:
+                continue
+            if group.constraint == "blocked":
+                skipped.append((group, group.reason or "blocked"))
+                continue
+            new = parse_size(all if str(all).startswith(("x", "*", "+")) else f"x{all}", group.size, f"--all {all}")
+            if group.granularity > 1:
+                new = group.size + math.ceil((new - group.size) / group.granularity) * group.granularity  # type: ignore[operator]
+            strategy = _fallback(group, init, new)
+            if strategy is None:
+                skipped.append((group, group.allows(init, new) or "no strategy keeps it exact"))
+                continue
+            note = None if strategy == init else f"--init {init} not allowed ({group.reason}); used {strategy}"
+            plans[group.id] = GroupPlan(group, new, strategy, note)
+    if not plans:
+        if all is not None:
+            raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
+        raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE or --all xF")
+    return list(plans.values()), skipped
+
+
+def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
+                init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
+                approximate: bool = False, **verify_args) -> WidenResult:
+    """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate)."""
+    if noise_std < 0:
+        raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+    original = load(model)
+    analysis = analyse(original)
+    plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate)
+    grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed)
+    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
+                         exact=not any(p.note and p.note.startswith("approximate") for p in plans))
+    if check:
+        report = verify(original, grown, seed=seed + 1, **verify_args)
+        result.report = report
+        if not report.passed and not approximate:
+            worst = max(report.outputs, key=lambda o: o.max_abs)
+            raise VerificationFailed(
+                f"verification failed: output {worst.name} differs by up to {worst.max_abs:.3g} "
+                f"(atol {worst.atol:g}, rtol {worst.rtol:g}); nothing was written", report)
+        if not report.passed:
+            result.exact = False
+    return result
+
+
+def widen(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, init: str = "noise",
+          **kwargs) -> onnx.ModelProto:
+    """Widen `model` and return the grown, verified ModelProto (see `widen_model` for the details)."""
+    return widen_model(model, layers, init=init, **kwargs).model
+
+
+def inspect_model(model: ModelLike) -> Analysis:
+    """The axis groups of a model (what `onnxgrow inspect` prints)."""
+    return analyse(load(model))
