@@ -1,10 +1,116 @@
-"""Sub-commands that grow models (inspect, widen, deepen, export); filled in by later passes."""
+"""Sub-commands that grow models: inspect and widen (thin wrappers over the API)."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from pathlib import Path
 from typing import Callable
+
+from .errors import OnnxGrowError
 
 
 def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) -> None:
-    """Register the growth sub-commands."""
-    return None
+    """Register the growth sub-commands on the top-level parser."""
+    p = sub.add_parser("inspect", help="list the axis groups of a model and what may grow",
+                       description="Print every axis group: size, constraint and why, producers, consumers, weights.")
+    p.add_argument("model", help="the model (.onnx)")
+    p.add_argument("--json", action="store_true", help="print the groups as JSON on stdout")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("widen", help="add units to layers without changing what the model computes",
+                       description="Widen axis groups, verify the result against the original in onnxruntime, "
+                                   "and write it only when every output matches.")
+    p.add_argument("model", help="the model to grow (.onnx); it is never modified")
+    p.add_argument("-o", "--output", required=True, help="where to write the grown model")
+    p.add_argument("--layer", action="append", default=[], metavar="NAME=SIZE",
+                   help="grow the group of NAME (node, weight or group id) to SIZE, xF (factor) or +N (repeatable)")
+    p.add_argument("--all", metavar="xF", help="grow every group that is not blocked by a factor F (e.g. x2)")
+    p.add_argument("--init", choices=["noise", "zero", "net2net"], default="noise",
+                   help="how new units start (default noise: small random incoming weights, zero outgoing)")
+    p.add_argument("--noise-std", type=float, default=0.1,
+                   help="std of new incoming weights relative to the std of the layer's weights (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed for new weights and Net2Net choices (default 0)")
+    p.add_argument("--approximate", action="store_true",
+                   help="grow groups even where no strategy is exact; report the error instead of failing")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
+    p.add_argument("--save-external-data", action="store_true",
+                   help="write weights to OUTPUT.data (automatic past protobuf's 2 GB limit)")
+    add_verify_flags(p, full=False)
+    p.set_defaults(func=_cmd_widen)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .report import console, groups_table
+    from .widen import inspect_model
+
+    analysis = inspect_model(args.model)
+    if args.json:
+        print(json.dumps({"groups": [g.to_dict() for g in analysis.groups]}, indent=2))
+    else:
+        console().print(groups_table(analysis, args.model))
+    return 0
+
+
+def _layers(specs: list[str]) -> dict[str, str]:
+    layers: dict[str, str] = {}
+    for spec in specs:
+        name, sep, size = spec.rpartition("=")
+        if not sep or not name or not size:
+            raise OnnxGrowError(f"--layer {spec!r}: expected NAME=SIZE, NAME=xF or NAME=+N")
+        if name in layers:
+            raise OnnxGrowError(f"--layer {name}: requested twice")
+        layers[name] = size
+    return layers
+
+
+def check_output_path(model: str, output: str) -> None:
+    """Refuse to overwrite the input, and folders that do not exist, before any work is done."""
+    src, dst = Path(model), Path(output)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise OnnxGrowError(f"-o {output}: is the input model; onnxgrow never overwrites its input")
+    folder = dst.parent if str(dst.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxGrowError(f"-o {output}: folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxGrowError(f"-o {output}: folder '{folder}' is not writable")
+    if dst.is_dir():
+        raise OnnxGrowError(f"-o {output}: is a folder; give a file name")
+
+
+def _cmd_widen(args: argparse.Namespace) -> int:
+    from .errors import VerificationFailed
+    from .io import save
+    from .report import console, widen_table
+    from .widen import widen_model
+
+    check_output_path(args.model, args.output)
+    layers = _layers(args.layer)
+    if args.all is not None and not args.all.startswith(("x", "*")):
+        raise OnnxGrowError(f"--all {args.all!r}: expected a factor such as x2")
+    out = console()
+    try:
+        result = widen_model(
+            args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
+            check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
+            provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
+        )
+    except VerificationFailed as exc:
+        if args.json and exc.report is not None:
+            print(json.dumps({"written": None, "verification": exc.report.to_dict()}, indent=2))
+        raise
+    save(result.model, args.output, external_data=True if args.save_external_data else None)
+    if args.json:
+        print(json.dumps({
+            "written": args.output,
+            "groups": [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
+                       for p in result.plans],
+            "skipped": [{"id": g.id, "reason": why} for g, why in result.skipped],
+            "params_before": result.params_before, "params_after": result.params_after,
+            "exact": result.exact,
+            "verification": result.report.to_dict() if result.report else None,
+        }, indent=2))
+    else:
+        out.print(widen_table(result))
+        out.print(f"wrote {args.output}")
+    return 0
