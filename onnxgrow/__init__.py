@@ -4,6 +4,9 @@ from __future__ import annotations
 from .errors import OnnxGrowError, VerificationFailed
 from .io import load, save
 from .verify import Report, verify
+from .widen import inspect_model as inspect
+from .widen import widen
+from .deepen import deepen
 
-__all__ = ["OnnxGrowError", "VerificationFailed", "Report", "load", "save", "verify"]
+__all__ = ["OnnxGrowError", "VerificationFailed", "Report", "load", "save", "verify", "inspect", "widen", "deepen"]
 __version__ = "0.1.0"

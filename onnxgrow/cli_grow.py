@@ -39,6 +39,30 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     add_verify_flags(p, full=False)
     p.set_defaults(func=_cmd_widen)
 
+    p = sub.add_parser("deepen", help="insert layers that do not change what the model computes",
+                       description="Insert identity layers, zero-initialised residual blocks or copies of residual "
+                                   "blocks after a node or tensor; verify; write only when the check passes.")
+    p.add_argument("model", help="the model to grow (.onnx); it is never modified")
+    p.add_argument("-o", "--output", required=True, help="where to write the deeper model")
+    p.add_argument("--after", required=True, metavar="NAME",
+                   help="node or tensor name (identity, residual) or block id from `inspect` (copy)")
+    p.add_argument("--block", choices=["identity", "residual", "copy"], default="identity",
+                   help="identity: linear identity layer (+ the same idempotent activation); residual: x + 0·f(x) "
+                        "block; copy: duplicate a residual block with its output projection zeroed (default identity)")
+    p.add_argument("--count", type=int, default=1, help="how many layers or blocks to insert (default 1)")
+    p.add_argument("--hidden", type=int, help="hidden size of a residual block (default: the tensor's size)")
+    p.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], default="relu",
+                   help="activation inside a residual block (default relu)")
+    p.add_argument("--kernel", type=int, choices=[1, 3], default=3,
+                   help="kernel size of inserted convolutions (default 3, same padding, stride 1)")
+    p.add_argument("--noise-std", type=float, default=0.0,
+                   help="noise on identity weights to break symmetry (makes the result approximate)")
+    p.add_argument("--seed", type=int, default=0, help="seed for new weights (default 0)")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
+    p.add_argument("--save-external-data", action="store_true", help="write weights to OUTPUT.data")
+    add_verify_flags(p, full=False)
+    p.set_defaults(func=_cmd_deepen)
+
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .report import console, groups_table
@@ -113,4 +137,36 @@ def _cmd_widen(args: argparse.Namespace) -> int:
     else:
         out.print(widen_table(result))
         out.print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_deepen(args: argparse.Namespace) -> int:
+    from .deepen import deepen_model
+    from .io import save
+    from .report import console, fmt
+
+    check_output_path(args.model, args.output)
+    result = deepen_model(
+        args.model, args.after, block=args.block, count=args.count, hidden=args.hidden, activation=args.activation,
+        kernel=args.kernel, noise_std=args.noise_std, seed=args.seed, check=not args.no_verify,
+        atol=args.atol, rtol=args.rtol, provider=args.provider, input_shapes=args.input_shapes,
+        iterations=args.iterations,
+    )
+    save(result.model, args.output, external_data=True if args.save_external_data else None)
+    rep = result.report
+    if args.json:
+        print(json.dumps({
+            "written": args.output, "inserted": result.inserted, "notes": result.notes, "exact": result.exact,
+            "params_before": result.params_before, "params_after": result.params_after,
+            "verification": rep.to_dict() if rep else None,
+        }, indent=2))
+        return 0
+    out = console()
+    status = "exact" if result.exact else "APPROXIMATE"
+    err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
+    out.print(f"deepen --block {args.block} after {args.after}: {len(result.inserted)} new nodes, "
+              f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})")
+    for note in result.notes:
+        out.print(f"  {note}")
+    out.print(f"wrote {args.output}")
     return 0

@@ -1,0 +1,150 @@
+"""`deepen`: insert layers that compute the identity (or add zero) after a tensor, then verify."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .analysis.shapes import infer
+from .errors import OnnxGrowError, VerificationFailed, closest
+from .io import ModelLike, load
+from .passes.deepen import ACTIVATIONS, Site, apply_splice, identity_layer, residual_block
+from .verify import Report, verify
+
+BLOCKS = ("identity", "residual", "copy")
+_WALK_THROUGH = {"Relu", "LeakyRelu", "Clip", "BatchNormalization", "Add", "Mul", "Sigmoid", "Tanh", "Gelu",
+                 "Dropout", "Identity", "MaxPool", "AveragePool", "Elu", "Selu", "HardSwish", "InstanceNormalization",
+                 "LayerNormalization", "Erf", "Div", "Cast"}
+
+
+@dataclass
+class DeepenResult:
+    """The deeper model, what was inserted, and how well it matched the original."""
+
+    model: onnx.ModelProto
+    inserted: list[str] = field(default_factory=list)  # new node names
+    notes: list[str] = field(default_factory=list)
+    exact: bool = True
+    report: Report | None = None
+    params_before: int = 0
+    params_after: int = 0
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | None]]) -> Site:
+    """The tensor named `name`, or the first output of the node named `name`."""
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    nodes = {n.name: n for n in g.node}
+    tensor = nodes[name].output[0] if name in nodes else name
+    if tensor not in producers and tensor not in {i.name for i in g.input}:
+        names = list(nodes) + list(producers)
+        raise OnnxGrowError(f"--after {name}: no node or tensor of that name{closest(name, names)}")
+    if tensor in {o.name for o in g.output}:
+        raise OnnxGrowError(f"--after {name}: {tensor} is a graph output; new layers go inside the network")
+    shape = shapes.get(tensor)
+    if not shape or len(shape) < 2:
+        raise OnnxGrowError(f"--after {name}: the shape of {tensor} is unknown or has fewer than 2 dimensions")
+    elem = _elem_type(model, tensor)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
+    if dtype.kind != "f":
+        raise OnnxGrowError(f"--after {name}: {tensor} is not a floating-point tensor ({dtype})")
+    conv, std = _kind(model, tensor, producers, len(shape))
+    return Site(tensor, shape, dtype, conv, producers.get(tensor), std)
+
+
+def _elem_type(model: onnx.ModelProto, tensor: str) -> int | None:
+    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if vi.name == tensor and vi.type.HasField("tensor_type"):
+            return vi.type.tensor_type.elem_type
+    from .analysis.shapes import _light_copy
+
+    light = onnx.shape_inference.infer_shapes(_light_copy(model), strict_mode=False)
+    for vi in light.graph.value_info:
+        if vi.name == tensor:
+            return vi.type.tensor_type.elem_type
+    return None
+
+
+def _kind(model: onnx.ModelProto, tensor: str, producers: dict, rank: int) -> tuple[bool, float | None]:
+    """Walk back to the layer that made the tensor: conv or dense, and the std of its weight."""
+    inits = {t.name: t for t in model.graph.initializer}
+    seen, frontier = set(), [tensor]
+    while frontier:
+        t = frontier.pop(0)
+        node = producers.get(t)
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"):
+            weight = next((inits[i] for i in node.input if i in inits and len(inits[i].dims) >= 2), None)
+            std = float(np.std(numpy_helper.to_array(weight).astype(np.float64))) if weight is not None else None
+            return node.op_type.startswith("Conv") and rank >= 3, std or None
+        if node.op_type in _WALK_THROUGH:
+            frontier.extend(i for i in node.input if i and i not in inits)
+    return False, None
+
+
+def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
+                 activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
+                 check: bool = True, **verify_args) -> DeepenResult:
+    """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch)."""
+    from .widen import parameter_count
+
+    if block not in BLOCKS:
+        raise OnnxGrowError(f"--block {block!r}: expected one of {', '.join(BLOCKS)}")
+    if count < 1:
+        raise OnnxGrowError(f"--count {count}: must be at least 1")
+    if activation not in ACTIVATIONS:
+        raise OnnxGrowError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+    if hidden is not None and hidden < 1:
+        raise OnnxGrowError(f"--hidden {hidden}: must be at least 1")
+    if kernel not in (1, 3):
+        raise OnnxGrowError(f"--kernel {kernel}: expected 1 or 3")
+    if noise_std < 0:
+        raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+    original = load(model)
+    grown = onnx.ModelProto()
+    grown.CopyFrom(original)
+    result = DeepenResult(grown, params_before=parameter_count(original))
+    if block == "copy":
+        from .passes.blocks import copy_block
+
+        copy_block(grown, after, count, result)
+    else:
+        rng = np.random.default_rng(seed)
+        shapes = infer(grown)
+        site = find_site(grown, after, shapes)
+        for i in range(count):
+            prefix = f"{after}/deepen{i}"
+            if block == "identity":
+                splice = identity_layer(site, prefix, _opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
+            else:
+                splice = residual_block(site, prefix, _opset(grown), hidden=hidden, activation=activation,
+                                        kernel=kernel, rng=rng)
+            apply_splice(grown, site, splice)
+            result.inserted += [n.name for n in splice.nodes]
+            result.notes += [n for n in splice.notes if n not in result.notes]
+            result.exact &= splice.exact
+            producer = splice.nodes[-1]
+            site = Site(splice.output, site.shape, site.dtype, site.conv, producer, site.weight_std)
+    result.params_after = parameter_count(grown)
+    if check:
+        report = verify(original, grown, seed=seed + 1, **verify_args)
+        result.report = report
+        if not report.passed and result.exact:
+            worst = max(report.outputs, key=lambda o: o.max_abs)
+            raise VerificationFailed(
+                f"verification failed: output {worst.name} differs by up to {worst.max_abs:.3g}; nothing was written",
+                report)
+    return result
+
+
+def deepen(model: ModelLike, after: str, **kwargs) -> onnx.ModelProto:
+    """Deepen `model` after the node or tensor `after` and return the verified ModelProto."""
+    return deepen_model(model, after, **kwargs).model
