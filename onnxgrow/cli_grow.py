@@ -68,11 +68,19 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .report import console, groups_table
     from .widen import inspect_model
 
+    from .passes.blocks import find_blocks
+    from .report import blocks_table
+
     analysis = inspect_model(args.model)
+    blocks = find_blocks(analysis.model)
     if args.json:
-        print(json.dumps({"groups": [g.to_dict() for g in analysis.groups]}, indent=2))
+        print(json.dumps({"groups": [g.to_dict() for g in analysis.groups],
+                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
     else:
-        console().print(groups_table(analysis, args.model))
+        out = console()
+        out.print(groups_table(analysis, args.model))
+        if blocks:
+            out.print(blocks_table(blocks))
     return 0
 
 

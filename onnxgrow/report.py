@@ -66,3 +66,13 @@ def widen_table(result) -> Table:
     for g, why in result.skipped:
         table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", f"skipped: {why}")
     return table
+
+
+def blocks_table(blocks) -> Table:
+    """Residual blocks that `deepen --block copy --after ID` can duplicate."""
+    table = Table(title="residual blocks (deepen --block copy --after ID)")
+    for col in ("id", "kind", "nodes", "copy is"):
+        table.add_column(col, overflow="fold")
+    for b in blocks:
+        table.add_row(b.id, b.kind, f"{len(b.nodes)}: {_names(b.nodes, 3)}", "exact" if b.exact else "approximate")
+    return table

@@ -1,0 +1,210 @@
+"""Residual blocks: find them (a branch that leaves a stream and re-joins it at an Add) and copy them.
+
+A copy whose projection into the residual Add is zero adds nothing, so the model is unchanged, except when a
+normalisation follows the Add inside the block (post-norm): then the copy normalises twice (approximate).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import OnnxGrowError, closest
+
+_NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
+_THROUGH = ("Reshape", "Transpose", "Dropout", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten")
+_IDEMPOTENT = ("Relu",)
+
+
+@dataclass
+class Block:
+    """A residual block: nodes from `entry` (the stream) to `exit` (the stream after the block)."""
+
+    id: str
+    kind: str
+    nodes: list[str]
+    entry: str
+    exit: str
+    add: str
+    branch: str  # the tensor the branch feeds into the residual Add
+    exact: bool
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "nodes": self.nodes, "exact": self.exact}
+
+
+def find_blocks(model: onnx.ModelProto) -> list[Block]:
+    """Every Add whose one input is a branch computed from the other input alone."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    order = {n.name: i for i, n in enumerate(g.node)}
+    outputs = {o.name for o in g.output}
+    blocks: list[Block] = []
+    for add in g.node:
+        if add.op_type != "Add" or len(add.input) != 2 or any(i in inits for i in add.input):
+            continue
+        for stream, branch in (add.input, reversed(add.input)):
+            nodes = _branch(stream, branch, producers, inits)
+            if not nodes or not any(producers[t].op_type in ("Conv", "Gemm", "MatMul") for t in
+                                    (o for n in nodes for o in n.output if o in producers)):
+                continue
+            names = {n.name for n in nodes}
+            inner = {o for n in nodes for o in n.output}
+            if any(c.name not in names and c.name != add.name for o in inner for c in consumers.get(o, [])):
+                continue  # a branch tensor is read outside the block
+            if inner & outputs:
+                continue
+            members = sorted(nodes, key=lambda n: order[n.name]) + [add]
+            exit_, exact = add.output[0], True
+            after = consumers.get(exit_, [])
+            if len(after) == 1 and exit_ not in outputs and after[0].input[0] == exit_:
+                nxt = after[0]
+                if nxt.op_type in _NORMS:
+                    members.append(nxt)
+                    exit_, exact = nxt.output[0], False
+                elif nxt.op_type in _IDEMPOTENT:
+                    members.append(nxt)
+                    exit_ = nxt.output[0]
+            ops = [n.op_type for n in members]
+            kind = ("attention" if "Softmax" in ops else
+                    "conv" if "Conv" in ops else "feed-forward")
+            if kind == "conv":
+                kind = "bottleneck" if ops.count("Conv") >= 3 else "basic"
+            kind += " (post-norm)" if not exact else ""
+            blocks.append(Block(f"b{len(blocks)}", kind, [n.name for n in members], stream, exit_, add.name,
+                                branch, exact))
+            break
+    return blocks
+
+
+def _branch(stream: str, branch: str, producers: dict, inits: set[str]) -> list[onnx.NodeProto] | None:
+    """Nodes computing `branch` from `stream` and constants only; None when something else feeds in."""
+    found: dict[str, onnx.NodeProto] = {}
+    frontier = [branch]
+    while frontier:
+        t = frontier.pop()
+        if t == stream or t in inits or t == "":
+            continue
+        node = producers.get(t)
+        if node is None:
+            return None  # a graph input other than the stream
+        if node.name in found:
+            continue
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            return None
+        found[node.name] = node
+        frontier.extend(node.input)
+    if not any(stream in n.input for n in found.values()):
+        return None
+    return list(found.values())
+
+
+def resolve_block(blocks: list[Block], name: str) -> Block:
+    for b in blocks:
+        if name in (b.id, b.add):
+            return b
+    if not blocks:
+        raise OnnxGrowError(f"--after {name}: this model has no residual block that can be copied "
+                            "(a branch that leaves a stream and re-joins it at an Add)")
+    names = [b.id for b in blocks] + [b.add for b in blocks]
+    raise OnnxGrowError(f"--after {name}: no residual block of that id{closest(name, names)}; "
+                        f"blocks: {', '.join(b.id for b in blocks)}")
+
+
+def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
+    """Insert `count` copies of block `name` after it, each with its residual projection zeroed (in place)."""
+    blocks = find_blocks(model)
+    block = resolve_block(blocks, name)
+    g = model.graph
+    nodes = {n.name: n for n in g.node}
+    inits = {t.name: t for t in g.initializer}
+    entry = block.exit
+    position = max(i for i, n in enumerate(g.node) if n.name in set(block.nodes)) + 1
+    readers = [n for n in g.node if block.exit in n.input and n.name not in set(block.nodes)]
+    new_nodes: list[onnx.NodeProto] = []
+    for k in range(count):
+        prefix = f"{block.id}/copy{k}"
+        rename = {block.entry: entry}
+        new_inits: dict[str, onnx.TensorProto] = {}
+        copies = []
+        for nm in block.nodes:
+            src = nodes[nm]
+            node = onnx.NodeProto()
+            node.CopyFrom(src)
+            node.name = f"{prefix}/{src.name}"
+            for j, i in enumerate(src.input):
+                if i in inits:
+                    if i not in new_inits:
+                        t = onnx.TensorProto()
+                        t.CopyFrom(inits[i])
+                        t.name = f"{prefix}/{i}"
+                        new_inits[i] = t
+                    node.input[j] = new_inits[i].name
+                elif i in rename:
+                    node.input[j] = rename[i]
+            for j, o in enumerate(src.output):
+                if o:
+                    rename[o] = f"{prefix}/{o}"
+                    node.output[j] = rename[o]
+            copies.append(node)
+        by_out = {o: n for n in copies for o in n.output}
+        _zero_projection(rename[block.branch], by_out, {t.name: t for t in new_inits.values()}, block)
+        new_nodes += copies
+        g.initializer.extend(new_inits.values())
+        entry = rename[block.exit]
+        result.inserted += [n.name for n in copies]
+    for n in readers:
+        for j, i in enumerate(n.input):
+            if i == block.exit:
+                n.input[j] = entry
+    all_nodes = list(g.node)
+    all_nodes[position:position] = new_nodes
+    del g.node[:]
+    g.node.extend(all_nodes)
+    result.notes.append(f"copied block {block.id} ({block.kind}) {count} time(s); its projection into the residual "
+                        f"Add is zero" + ("" if block.exact else "; a normalisation follows the Add, so the copy is "
+                                                                   "approximate"))
+    result.exact &= block.exact
+
+
+def _zero(t: onnx.TensorProto) -> None:
+    arr = numpy_helper.to_array(t)
+    t.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), t.name))
+
+
+def _zero_projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProto], block: Block) -> None:
+    """Walk back from the branch output to the last layer with weights and make its output zero."""
+    while True:
+        node = by_out.get(tensor)
+        if node is None:
+            break
+        op = node.op_type
+        consts = [i for i in node.input if i in inits]
+        if op == "BatchNormalization":
+            _zero(inits[node.input[1]])
+            _zero(inits[node.input[2]])
+            return
+        if op in ("Gemm", "MatMul", "Conv", "ConvTranspose") and consts:
+            for c in consts:
+                _zero(inits[c])
+            return
+        if op == "Mul" and consts:
+            _zero(inits[consts[0]])
+            return
+        if op == "Add" and consts:
+            _zero(inits[consts[0]])
+            tensor = next(i for i in node.input if i not in inits)
+            continue
+        if op in _THROUGH:
+            tensor = node.input[0]
+            continue
+        break
+    raise OnnxGrowError(f"block {block.id}: cannot find the layer that projects into its residual Add "
+                        f"(stopped at {tensor}); copy refused")
