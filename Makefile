@@ -34,7 +34,7 @@ demo: install
 	$(BIN)/onnxgrow inspect out/wide.onnx
 
 test: install-test
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 models: install-test
 	$(BIN)/python models/build_models.py

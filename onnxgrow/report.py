@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .verify import Report
@@ -22,14 +23,14 @@ def verify_table(report: Report, title: str = "verify") -> Table:
         table.add_column(col)
     for o in report.outputs:
         result = "pass" if o.passed else f"FAIL ({o.reason})"
-        table.add_row(o.name, "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs), fmt(o.max_rel),
+        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs), fmt(o.max_rel),
                       f"{o.atol:g}/{o.rtol:g}", result)
     return table
 
 
 def console(stderr: bool = False) -> Console:
     """A console that does not wrap or colour when it is not a terminal (tests, CI, pipes)."""
-    return Console(stderr=stderr, width=200 if not _tty(stderr) else None, highlight=False)
+    return Console(stderr=stderr, width=120 if not _tty(stderr) else None, highlight=False, soft_wrap=True)
 
 
 def _tty(stderr: bool) -> bool:
@@ -58,7 +59,8 @@ def widen_table(result) -> Table:
     rep = result.report
     err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
     status = "exact" if result.exact else "APPROXIMATE"
-    table = Table(title=f"widen: parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})")
+    table = Table(caption=f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})",
+                  caption_justify="left")
     for col in ("group", "producers", "size", "init", "note"):
         table.add_column(col, overflow="fold")
     for p in result.plans:
