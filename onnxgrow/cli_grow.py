@@ -63,6 +63,16 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     add_verify_flags(p, full=False)
     p.set_defaults(func=_cmd_deepen)
 
+    p = sub.add_parser("export", help="write a grown model for a training framework",
+                       description="torch: a torch.fx GraphModule (onnx2torch) whose every weight is a trainable "
+                                   "nn.Parameter, saved with torch.save. mxnet: an ONNX file that MXNet 1.9's "
+                                   "importer (mxnet.contrib.onnx.import_to_gluon) accepts. Training restarts with a "
+                                   "fresh optimiser: optimiser state is not part of ONNX.")
+    p.add_argument("model", help="the model (.onnx)")
+    p.add_argument("--to", required=True, choices=["torch", "mxnet"], help="target framework")
+    p.add_argument("-o", "--output", required=True, help="output file (.pt for torch, .onnx for mxnet)")
+    p.set_defaults(func=_cmd_export)
+
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .report import console, groups_table
@@ -177,4 +187,24 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
     for note in result.notes:
         out.print(f"  {note}")
     out.print(f"wrote {args.output}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .io import load
+
+    check_output_path(args.model, args.output)
+    model = load(args.model)
+    if args.to == "torch":
+        try:
+            from .torch import save_module, to_module
+        except ImportError as exc:
+            raise OnnxGrowError(f"--to torch needs the torch extra: pip install 'onnxgrow[torch]' ({exc})") from None
+        save_module(to_module(model), args.output)
+    else:
+        from .io import save
+        from .mxnet import for_mxnet
+
+        save(for_mxnet(model), args.output)
+    print(f"wrote {args.output}")
     return 0
