@@ -24,12 +24,12 @@ install-test: $(VENV)/.test-installed
 
 demo: install
 	@mkdir -p out
-	@echo "== verify $(MODEL) against itself"
-	$(BIN)/onnxgrow verify $(MODEL) $(MODEL)
+	@echo "== verify models/mlp.onnx against itself"
+	$(BIN)/onnxgrow verify models/mlp.onnx models/mlp.onnx
 	@echo "== verify against a copy with one weight changed by 1e-3 (expected to FAIL, exit 1)"
-	$(BIN)/python -m onnxgrow.demo perturb $(MODEL) out/perturbed.onnx
-	-$(BIN)/onnxgrow verify $(MODEL) out/perturbed.onnx
-	@echo "== widen every group of $(MODEL) x2, verified before writing"
+	$(BIN)/python -m onnxgrow.demo perturb models/mlp.onnx out/perturbed.onnx
+	-$(BIN)/onnxgrow verify models/mlp.onnx out/perturbed.onnx
+	@echo "== widen every group of $(MODEL) x2, verified before writing, then inspect the result"
 	$(BIN)/onnxgrow widen $(MODEL) -o out/wide.onnx --all x2
 	$(BIN)/onnxgrow inspect out/wide.onnx
 
