@@ -1,0 +1,275 @@
+"""Small real architectures built in torch, for the width-growth tests (tests/test_widen_torch.py).
+
+Every module is tiny (a few channels, 8x8 images) so that both torch exporters finish quickly.
+`build(name)` returns (module in eval mode with non-trivial BatchNorm statistics, example input).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def _bn(c: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c)
+
+
+class VGG(nn.Module):
+    """Conv→ReLU→MaxPool twice, Flatten, Linear→ReLU→Linear: one channel becomes H·W Gemm columns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Linear(8 * 2 * 2, 10), nn.ReLU(), nn.Linear(10, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with a strided 1x1 conv + BN downsample shortcut."""
+
+    def __init__(self, cin: int = 4, cout: int = 6, stride: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = _bn(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = _bn(cout)
+        self.relu = nn.ReLU()
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _bn(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.downsample(x))
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (1x1 → 3x3 → 1x1 ×expansion) with a downsample shortcut."""
+
+    def __init__(self, cin: int = 4, width: int = 3, expansion: int = 2, stride: int = 2) -> None:
+        super().__init__()
+        cout = width * expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = _bn(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = _bn(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = _bn(cout)
+        self.relu = nn.ReLU()
+        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _bn(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.downsample(x))
+
+
+class ResNetHead(nn.Module):
+    """A block followed by global pooling and a classifier, as in torchvision's ResNet."""
+
+    def __init__(self, block: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), _bn(4), nn.ReLU())
+        self.block = block
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.block(self.stem(x))), 1))
+
+
+class DenseNet(nn.Module):
+    """Two dense layers: each sees the concatenation of all earlier features (BN→ReLU→Conv)."""
+
+    def __init__(self, c0: int = 4, growth: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, c0, 3, padding=1)
+        self.layer1 = nn.Sequential(_bn(c0), nn.ReLU(), nn.Conv2d(c0, growth, 3, padding=1, bias=False))
+        self.layer2 = nn.Sequential(_bn(c0 + growth), nn.ReLU(),
+                                    nn.Conv2d(c0 + growth, growth, 3, padding=1, bias=False))
+        c = c0 + 2 * growth
+        self.transition = nn.Sequential(_bn(c), nn.ReLU(), nn.Conv2d(c, 5, 1), nn.AvgPool2d(2))
+        self.fc = nn.Linear(5 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = self.stem(x)
+        x1 = torch.cat([x0, self.layer1(x0)], 1)
+        x2 = torch.cat([x1, self.layer2(x1)], 1)
+        return self.fc(torch.flatten(self.transition(x2), 1))
+
+
+class Inception(nn.Module):
+    """Four parallel branches (1x1, 1x1→3x3, 1x1→5x5, pool→1x1) concatenated, then a 1x1 conv."""
+
+    def __init__(self, cin: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, cin, 3, padding=1), nn.ReLU())
+        self.b1 = nn.Sequential(nn.Conv2d(cin, 2, 1), nn.ReLU())
+        self.b2 = nn.Sequential(nn.Conv2d(cin, 3, 1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.b3 = nn.Sequential(nn.Conv2d(cin, 2, 1), nn.ReLU(), nn.Conv2d(2, 3, 5, padding=2), nn.ReLU())
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.Conv2d(cin, 2, 1), nn.ReLU())
+        self.head = nn.Conv2d(2 + 4 + 3 + 2, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = torch.cat([self.b1(x), self.b2(x), self.b3(x), self.b4(x)], 1)
+        return self.head(y).mean((2, 3))
+
+
+class MobileNetSE(nn.Module):
+    """MobileNet depthwise separable block with squeeze-and-excitation (V3 style)."""
+
+    def __init__(self, c: int = 4, se: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), _bn(c), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False), _bn(c), nn.ReLU())
+        self.se_pool = nn.AdaptiveAvgPool2d(1)
+        self.se_fc1 = nn.Conv2d(c, se, 1)
+        self.se_fc2 = nn.Conv2d(se, c, 1)
+        self.pw = nn.Sequential(nn.Conv2d(c, 6, 1, bias=False), _bn(6), nn.Hardswish())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dw(self.stem(x))
+        s = torch.sigmoid(self.se_fc2(torch.relu(self.se_fc1(self.se_pool(x)))))
+        x = self.pw(x * s)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class ResNeXt(nn.Module):
+    """ResNeXt-style 1x1 → grouped 3x3 (groups=4) → 1x1 with an identity residual."""
+
+    def __init__(self, c: int = 6, width: int = 8, groups: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), _bn(c), nn.ReLU())
+        self.conv1 = nn.Conv2d(c, width, 1, bias=False)
+        self.bn1 = _bn(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, groups=groups, bias=False)
+        self.bn2 = _bn(width)
+        self.conv3 = nn.Conv2d(width, c, 1, bias=False)
+        self.bn3 = _bn(c)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.relu(self.bn3(self.conv3(out)) + x)
+        return self.fc(out.mean((2, 3)))
+
+
+class AlexNetLRN(nn.Module):
+    """AlexNet-style Conv→ReLU→LRN→MaxPool, then Conv→ReLU and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.lrn = nn.LocalResponseNorm(3, alpha=1e-2, beta=0.75, k=2.0)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.lrn(torch.relu(self.conv1(x))))
+        x = torch.relu(self.conv2(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
+    "relu": lambda c: nn.ReLU(),
+    "leakyrelu": lambda c: nn.LeakyReLU(0.1),
+    "prelu": lambda c: nn.PReLU(c),
+    "sigmoid": lambda c: nn.Sigmoid(),
+    "tanh": lambda c: nn.Tanh(),
+    "hardsigmoid": lambda c: nn.Hardsigmoid(),
+    "hardswish": lambda c: nn.Hardswish(),
+    "elu": lambda c: nn.ELU(),
+    "selu": lambda c: nn.SELU(),
+    "softplus": lambda c: nn.Softplus(),
+    "gelu": lambda c: nn.GELU(),
+    "gelu_tanh": lambda c: nn.GELU(approximate="tanh"),
+    "silu": lambda c: nn.SiLU(),
+    "relu6": lambda c: nn.ReLU6(),
+}
+
+
+class MLP(nn.Module):
+    """Linear→act→Linear→act→Linear: two hidden groups, each passing through the activation."""
+
+    def __init__(self, act: str, sizes: tuple[int, ...] = (6, 5, 7, 3)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[act](sizes[i + 1]))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+IMAGE = (2, 3, 8, 8)
+
+#: name → (factory, example input shape)
+MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
+    "vgg": (VGG, IMAGE),
+    "resnet_basic": (lambda: ResNetHead(BasicBlock(4, 6), 6), IMAGE),
+    "resnet_bottleneck": (lambda: ResNetHead(Bottleneck(4, 3, 2), 6), IMAGE),
+    "densenet": (DenseNet, IMAGE),
+    "inception": (Inception, IMAGE),
+    "mobilenet_se": (MobileNetSE, IMAGE),
+    "resnext": (ResNeXt, IMAGE),
+    "alexnet_lrn": (AlexNetLRN, IMAGE),
+    **{f"mlp_{act}": ((lambda a=act: MLP(a)), (3, 6)) for act in ACTIVATIONS},
+}
+
+
+def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers random statistics and affine parameters (so BN is not an identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+            elif isinstance(m, nn.PReLU):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
+    return module.eval()
+
+
+def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
+    factory, shape = MODELS[name]
+    torch.manual_seed(seed)
+    module = randomise(factory(), seed)
+    return module, torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool) -> Path:
+    """Export with the TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True)."""
+    path = Path(path)
+    module = module.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
+                                        input_names=["x"], output_names=["y"])
+            program.save(str(path))
+        else:
+            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+                              opset_version=17)
+    return path
