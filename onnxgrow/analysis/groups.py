@@ -124,6 +124,7 @@ def analyse(model: onnx.ModelProto) -> Analysis:
             rules.block_everything(node, st, why)
         else:
             rule.apply(node, st)
+        rules.track_values(node, st)
     for out in model.graph.output:
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")

@@ -105,15 +105,14 @@ ZERO_PRESERVING = {
       "Sqrt", "Clip", "Asin", "Atan", "Sinh", "Cosh", "Tan", "Asinh", "Atanh", "Acos", "Acosh", "IsNaN", "IsInf",
       "Not")
 def _elementwise_unary(node: onnx.NodeProto, st: State) -> None:
-    lay = _pass(node, st)
-    if lay is not None and node.op_type not in ZERO_PRESERVING:
-        for l in lay:
-            st.nonzero(l, node.op_type)
+    _pass(node, st)  # whether 0 stays 0 is tracked per tensor by `track_values`
 
 
 @rule("boundary", "Log", "Reciprocal")
 def _unsafe_unary(node: onnx.NodeProto, st: State) -> None:
     lay = _pass(node, st)
+    if st.sign(node.input[0]) == "pos":
+        return
     for l in lay or []:
         st.block(l, f"{node.name} ({node.op_type}) can turn new units into inf or NaN")
 
@@ -157,12 +156,10 @@ def _broadcast(node: onnx.NodeProto, st: State) -> None:
                 if shape[k] == 1:  # type: ignore[index]
                     continue
                 st.use(node.name, name, k, layouts[j], "param", fill)
-    if node.op_type in ("Div", "Pow", "Mod") and len(node.input) > 1 and st.layout(node.input[1]) is not None:
+    if node.op_type in ("Div", "Pow", "Mod") and len(node.input) > 1 and st.layout(node.input[1]) is not None \
+            and not (node.op_type == "Div" and st.sign(node.input[1]) == "pos"):
         for l in layouts:
             st.block(l, f"{node.name} ({node.op_type}) divides by or raises to an activation; new units could be inf or NaN")
-    if node.op_type not in ("Add", "Sub", "Mul", "Sum", "Mean", "PRelu", "Div", "Where"):
-        for l in layouts:
-            st.nonzero(l, node.op_type)
     st.set_layout(node.output[0], layouts)
 
 
@@ -285,6 +282,8 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
     out = node.output[0]
     out_shape = st.shape(out)
     spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lx))]
+    for l in lx[2:]:
+        st.block(l, f"{node.name} ({node.op_type}) slides its kernel over this axis")
     group = int(attr(node, "group", 1))
     wdims = list(st.inits[w].dims)
     transpose = node.op_type == "ConvTranspose"
@@ -552,12 +551,72 @@ def _spatial(node: onnx.NodeProto, st: State) -> None:
         if scales is not None and len(scales) >= 2 and scales[1] not in (1,):
             block_everything(node, st, f"{node.name} ({node.op_type}) resizes the channel axis")
             return
-    spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lay))]
+    if node.op_type in ("MaxPool", "AveragePool", "LpPool"):
+        spatial = [_window(node, st, lay, j, out_shape) for j in range(2, len(lay))]
+    else:
+        global_kind = {"GlobalAveragePool": "replicate", "GlobalMaxPool": "replicate"}.get(node.op_type)
+        for l in lay[2:]:
+            if global_kind:
+                st.constrain(l, global_kind, f"{node.name} ({node.op_type}) pools over this axis")
+            elif node.op_type == "GlobalLpPool":
+                st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) pools over this axis")
+            else:
+                st.block(l, f"{node.name} ({node.op_type}) resamples this axis")
+        spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lay))]
     st.set_layout(node.output[0], [lay[0], lay[1]] + spatial)
     for extra in node.output[1:]:
         if extra:
             st.fresh_layout(extra, f"indices of {node.name}")
             st.block(lay[1], f"{node.name} returns indices")
+
+
+ZERO_PAD = "zero padding of "
+
+
+def _window(node: onnx.NodeProto, st: State, lay: list[Layout], j: int, out_shape) -> Layout:
+    """Spatial axis `j` of a windowed pool: kept when the window maps positions 1:1, else blocked.
+
+    A stride-1 window of size k over an axis padded by k-1 zeros (an explicit zero Pad, or the pool's own
+    pads when they count as zeros) keeps one output per unit: old units stay exact when new ones are 0
+    (they take the place of padding zeros). This is how torch exports LocalResponseNorm.
+    """
+    d = j - 2
+    rank = len(lay) - 2
+    k = list(attr(node, "kernel_shape", [1] * rank))[d]
+    stride = list(attr(node, "strides", None) or [1] * rank)[d]
+    dil = list(attr(node, "dilations", None) or [1] * rank)[d]
+    pads = list(attr(node, "pads", None) or [0] * 2 * rank)
+    lo, hi = pads[d], pads[d + rank]
+    auto = attr(node, "auto_pad", b"NOTSET")
+    l = lay[j]
+    if (auto in (b"NOTSET", "NOTSET", b"VALID", "VALID") and k == 1 and stride == 1 and lo == 0 and hi == 0):
+        return l
+    zero_pads = node.op_type == "LpPool" or (node.op_type == "AveragePool" and attr(node, "count_include_pad", 0))
+    parts = list(l.parts) if isinstance(l, Cat) else [l]
+
+    def is_pad(p: Layout) -> bool:
+        return isinstance(p, Atom) and st.info[st.find(p.id)].origin.startswith(ZERO_PAD)
+
+    pre = post = 0
+    while parts and is_pad(parts[0]):
+        pre += st.size(parts.pop(0)) or 0
+    while parts and is_pad(parts[-1]):
+        post += st.size(parts.pop()) or 0
+    if (auto in (b"NOTSET", "NOTSET") and stride == 1 and dil == 1 and len(parts) == 1 and isinstance(parts[0], Atom)
+            and (zero_pads or lo == hi == 0) and pre + lo + post + hi == k - 1):
+        st.needs_zero(node.input[0], parts[0], f"{node.name} ({node.op_type}) sums a sliding window across this axis")
+        return parts[0]
+    st.block(l, f"{node.name} ({node.op_type}) pools a window over this axis")
+    return st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}")
+
+
+def _pad_value(st: State, node: onnx.NodeProto) -> float | None:
+    if st.opset < 11:
+        return float(attr(node, "value", 0.0))
+    name = _inp(node, 2)
+    if not name:
+        return 0.0
+    return float(np.asarray(st.value(name)).reshape(-1)[0]) if st.is_const(name) else None
 
 
 @rule("pass-through", "Pad")
@@ -571,11 +630,22 @@ def _pad(node: onnx.NodeProto, st: State) -> None:
     axes = _const_ints(st, node, "axes", 3) if len(node.input) > 3 and node.input[3] else list(range(len(lay)))
     n = len(axes)  # type: ignore[arg-type]
     result = list(lay)
+    mode = attr(node, "mode", b"constant")
+    zero = mode in (b"constant", "constant") and _pad_value(st, node) == 0.0
     for idx, ax in enumerate(axes):  # type: ignore[arg-type]
         ax %= len(lay)
-        if pads[idx] or pads[idx + n]:
-            st.block(lay[ax], f"{node.name} (Pad) pads this axis")
-            result[ax] = st.fresh(out_shape[ax], f"padded by {node.name}")
+        lo, hi = pads[idx], pads[idx + n]
+        if not (lo or hi):
+            continue
+        if zero and lo >= 0 and hi >= 0:
+            # zeros before and after: the axis's units keep their order between fixed padding blocks
+            parts = [st.fresh(lo, ZERO_PAD + node.name)] if lo else []
+            parts.append(lay[ax])
+            parts += [st.fresh(hi, ZERO_PAD + node.name)] if hi else []
+            result[ax] = Cat(tuple(parts))
+            continue
+        st.block(lay[ax], f"{node.name} (Pad) pads this axis")
+        result[ax] = st.fresh(out_shape[ax], f"padded by {node.name}")
     st.set_layout(node.output[0], result)
 
 
@@ -589,7 +659,7 @@ def _shape(node: onnx.NodeProto, st: State) -> None:
 def _lrn(node: onnx.NodeProto, st: State) -> None:
     lay = _pass(node, st)
     if lay is not None:
-        st.constrain(lay[1], "zero", f"{node.name} (LRN) sums squares across channels")
+        st.needs_zero(node.input[0], lay[1], f"{node.name} (LRN) sums squares across channels")
 
 
 @rule("mixer", "LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
@@ -661,12 +731,137 @@ def _reduce(node: onnx.NodeProto, st: State) -> None:
     out = []
     for k, l in enumerate(lay):
         if k in axes:
-            st.constrain(l, kind, f"{node.name} ({node.op_type}) reduces over this axis")
+            if kind == "zero":
+                st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) reduces over this axis")
+            else:
+                st.constrain(l, kind, f"{node.name} ({node.op_type}) reduces over this axis")
             if keep:
                 out.append(st.fresh(1, f"reduced by {node.name}"))
         else:
             out.append(l)
     st.set_layout(node.output[0], out)
+
+
+# -- value facts ------------------------------------------------------------------------------------
+#: 0 times anything is 0: the output's new units are 0 when one activation input's are
+_ZERO_IF_ANY = {"Mul", "And"}
+#: new units are 0 when every activation input's are and no constant adds a non-zero value to them
+_ADDITIVE = {"Add", "Sub", "Sum", "Mean", "Max", "Min", "Where"}
+#: the new units of a producer's output are its new (zero) rows
+_PRODUCERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"}
+#: ops whose output may be non-zero where its input is all zeros (besides unary ops not in ZERO_PRESERVING)
+_NONZERO = {"Softmax", "LogSoftmax", "Hardmax", "LayerNormalization", "RMSNormalization",
+            "SimplifiedLayerNormalization", "GroupNormalization", "MeanVarianceNormalization",
+            "ReduceLogSumExp", "ReduceLogSum", "ArgMax", "ArgMin", "Log", "Reciprocal", "Pow", "Equal", "Greater",
+            "Less", "GreaterOrEqual", "LessOrEqual", "Or", "Xor", "Not", "Mod", "BitShift", "Exp", "Cos", "Cosh",
+            "Acos", "Acosh", "IsNaN", "IsInf", "Sigmoid", "HardSigmoid", "Softplus"}
+#: ops whose output has the sign of their first input
+_SAME_SIGN = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose", "Identity", "Dropout", "Cast", "Slice",
+              "Split", "Tile", "Expand", "Gather", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+              "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "Resize", "Upsample", "DepthToSpace",
+              "SpaceToDepth", "Relu", "Sqrt", "Reciprocal", "Max", "Clip"}
+_NONNEG = {"Relu", "Abs", "HardSigmoid", "ReduceSumSquare", "ReduceL1", "ReduceL2"}
+_POSITIVE = {"Sigmoid", "Exp", "Softplus", "Softmax"}
+
+
+def _meet(signs: list[str | None]) -> str | None:
+    """Sign of a product (or concatenation) of tensors with these signs."""
+    if not signs or any(s is None for s in signs):
+        return None
+    return "pos" if all(s == "pos" for s in signs) else "nonneg"
+
+
+def _broadcasts_onto_growable(st: State, node: onnx.NodeProto, const: str) -> bool:
+    """Whether a constant reaches the new units of some growable output axis (scalar or size-1 there)."""
+    lay = st.layout(node.output[0]) or []
+    dims = list(st.inits[const].dims)
+    for j, l in enumerate(lay):
+        k = j - (len(lay) - len(dims))
+        if k < 0 or dims[k] == 1:
+            if any(st.info[st.find(a)].producers for a in atoms(l)):
+                return True
+    return False
+
+
+def _sign_of(st: State, node: onnx.NodeProto) -> str | None:
+    op = node.op_type
+    ins = [n for n in node.input if n]
+    if not ins:
+        return None
+    if op in _POSITIVE:
+        return "pos"
+    first = st.sign(ins[0])
+    if op == "Clip":
+        low = _inp(node, 1)
+        bound = (st.sign(low) if low and st.is_const(low) and st.value(low).size == 1 else None)             if st.opset >= 11 else ("pos" if attr(node, "min", -np.inf) > 0 else "nonneg" if attr(node, "min", -np.inf) >= 0 else None)
+        return bound if first is None or bound == "pos" else first if bound is None else _meet([first, bound])
+    if op in _NONNEG:
+        return first if op == "Relu" and first == "pos" else "nonneg"
+    if op in _SAME_SIGN:
+        return first
+    if op == "Mul" and len(ins) == 2 and ins[0] == ins[1]:
+        return first if first == "pos" else "nonneg"
+    if op in ("Mul", "Concat"):
+        return _meet([st.sign(n) for n in ins])
+    if op in ("Add", "Sum"):
+        signs = []
+        for n in ins:
+            sg = st.sign(n)
+            if sg == "pos" and st.is_const(n) and st.value(n).size > 1:
+                sg = "nonneg"  # new entries of a per-unit constant are filled with 0
+            signs.append(sg)
+        if any(x is None for x in signs):
+            return None
+        return "pos" if any(x == "pos" for x in signs) else "nonneg"
+    if op == "Div" and len(ins) == 2 and st.sign(ins[1]) == "pos":
+        return first
+    if op == "Pad":
+        return _meet([first, "nonneg"]) if first else None
+    if op == "Pow" and len(ins) == 2:
+        if first is not None:
+            return first
+        e = ins[1]
+        if st.is_const(e):
+            v = st.value(e)
+            if v.size and np.all(np.mod(v, 2) == 0):
+                return "nonneg"
+    return None
+
+
+def track_values(node: onnx.NodeProto, st: State) -> None:
+    """After a node's rule: which outputs keep new units at 0 (under --init zero), and signs of outputs."""
+    op = node.op_type
+    acts = [n for n in node.input if n and st.layout(n) is not None]
+    flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at]
+    reason: str | None = None
+    known = rule_for(op, node.domain) is not None
+    if not known:
+        reason = op
+    elif op in _PRODUCERS and any(st.is_const(n) for n in node.input[:1 if op == "Gather" else 2]):
+        reason = None
+    elif op in _ZERO_IF_ANY:
+        reason = flagged[0] if acts and len(flagged) == len(acts) else None
+    elif op in ("Div", "PRelu"):
+        first = node.input[0]
+        reason = st.nonzero_at.get(first) if st.layout(first) is not None else op
+    elif op in _ADDITIVE:
+        reason = flagged[0] if flagged else None
+        values = node.input[1:] if op == "Where" else node.input
+        for n in values:
+            if n and st.is_const(n) and np.any(st.value(n) != 0) and _broadcasts_onto_growable(st, node, n):
+                reason = reason or f"{op} of the constant {n}"
+    elif op in _NONZERO or (RULES[op].apply is _elementwise_unary and op not in ZERO_PRESERVING):
+        reason = op
+    else:
+        reason = flagged[0] if flagged else None
+    sign = _sign_of(st, node)
+    for out in node.output:
+        if not out:
+            continue
+        if reason:
+            st.nonzero_at[out] = reason
+        if sign:
+            st.signs[out] = sign
 
 
 def rule_for(op_type: str, domain: str) -> Rule | None:

@@ -82,6 +82,10 @@ class State:
         self.value_uses: list[ValueUse] = []
         self.attr_uses: list[AttrUse] = []
         self._values: dict[str, np.ndarray] = {}
+        #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
+        self.nonzero_at: dict[str, str] = {}
+        #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
+        self.signs: dict[str, str] = {}
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
@@ -147,6 +151,21 @@ class State:
     def nonzero(self, layout: Layout, op: str) -> None:
         for a in atoms(layout):
             self.info[self.find(a)].nonzero_ops.append(op)
+
+    def needs_zero(self, name: str, layout: Layout, reason: str) -> None:
+        """A mixer needs the new units of `layout` in tensor `name` to be exactly 0."""
+        self.constrain(layout, "zero", reason)
+        if name in self.nonzero_at:
+            self.nonzero(layout, self.nonzero_at[name])
+
+    def sign(self, name: str) -> str | None:
+        """'pos' / 'nonneg' when all values of a tensor are known to be > 0 / >= 0."""
+        if name in self.inits:
+            v = self.value(name)
+            if v.dtype.kind not in "fiu" or v.size == 0:
+                return None
+            return "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+        return self.signs.get(name)
 
     def granularity(self, layout: Layout, g: int) -> None:
         for a in atoms(layout):
