@@ -10,7 +10,8 @@ from onnx import numpy_helper
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, VerificationFailed, closest
 from .io import ModelLike, load
-from .passes.deepen import ACTIVATIONS, Site, apply_splice, identity_layer, residual_block
+from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
+                            taken_names)
 from .verify import Report, verify
 
 BLOCKS = ("identity", "residual", "copy")
@@ -87,6 +88,27 @@ def _kind(model: onnx.ModelProto, tensor: str, producers: dict, rank: int) -> tu
             return node.op_type.startswith("Conv") and rank >= 3, std or None
         if node.op_type in _WALK_THROUGH:
             frontier.extend(i for i in node.input if i and i not in inits)
+    return _kind_from_readers(model, tensor, inits, rank)
+
+
+def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: int) -> tuple[bool, float | None]:
+    """No layer made the tensor (a graph input, say): a Conv that reads it, maybe through pooling or a
+    normalisation, makes it convolutional; the std of that Conv's weight sizes new weights."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    reached, frontier = {tensor}, [tensor]
+    while frontier:
+        for node in readers.get(frontier.pop(0), []):
+            if node.op_type == "Conv" and rank >= 3 and node.input[0] in reached:
+                weight = inits.get(node.input[1]) if len(node.input) > 1 else None
+                std = float(np.std(numpy_helper.to_array(weight).astype(np.float64))) if weight is not None else None
+                return True, std or None
+            if node.op_type in _WALK_THROUGH and node.op_type not in ("Add", "Mul", "Div"):
+                new = [o for o in node.output if o and o not in reached]
+                reached.update(new)
+                frontier.extend(new)
     return False, None
 
 
@@ -120,8 +142,13 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         rng = np.random.default_rng(seed)
         shapes = infer(grown)
         site = find_site(grown, after, shapes)
-        for i in range(count):
-            prefix = f"{after}/deepen{i}"
+        taken = taken_names(grown)
+        index = 0
+        for _ in range(count):
+            # deepening the same site again (a grown model) continues the numbering: no name is reused
+            index = free_index(taken, f"{after}/deepen", index)
+            prefix = f"{after}/deepen{index}"
+            index += 1
             if block == "identity":
                 splice = identity_layer(site, prefix, _opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
             else:

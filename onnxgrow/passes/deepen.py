@@ -143,6 +143,29 @@ def residual_block(site: Site, prefix: str, opset: int, *, hidden: int | None, a
     return b.splice
 
 
+def taken_names(model: onnx.ModelProto) -> set[str]:
+    """Every node, initializer and tensor name in the main graph."""
+    g = model.graph
+    names = {n.name for n in g.node} | {t.name for t in g.initializer}
+    names |= {t for n in g.node for t in list(n.input) + list(n.output)}
+    names |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
+    return names
+
+
+def free_index(taken: set[str], base: str, start: int = 0) -> int:
+    """The smallest i >= start such that no name in `taken` starts with `{base}{i}/`."""
+    used = set()
+    for name in taken:
+        if name.startswith(base):
+            head = name[len(base):].split("/", 1)
+            if len(head) == 2 and head[0].isdigit():
+                used.add(int(head[0]))
+    i = start
+    while i in used:
+        i += 1
+    return i
+
+
 def apply_splice(model: onnx.ModelProto, site: Site, splice: Splice) -> None:
     """Insert the splice after the tensor's producer; every former reader of the tensor reads the new output."""
     g = model.graph
