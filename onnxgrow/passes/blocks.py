@@ -5,7 +5,7 @@ normalisation follows the Add inside the block (post-norm): then the copy normal
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -122,15 +122,36 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
     """Insert `count` copies of block `name` after it, each with its residual projection zeroed (in place)."""
     blocks = find_blocks(model)
     block = resolve_block(blocks, name)
+    from .deepen import free_index, taken_names
+
     g = model.graph
     nodes = {n.name: n for n in g.node}
     inits = {t.name: t for t in g.initializer}
+    taken = taken_names(model)
+    exit_ = block.exit
+    if exit_ in {o.name for o in g.output}:
+        # the block's output is the graph's: the block now writes an inner tensor, the last copy the output
+        inner = f"{exit_}/before_copy"
+        while inner in taken:
+            inner += "_"
+        for n in g.node:
+            n.output[:] = [inner if o == exit_ else o for o in n.output]
+            n.input[:] = [inner if i == exit_ else i for i in n.input]
+        for vi in g.value_info:
+            if vi.name == exit_:
+                vi.name = inner
+        block = replace(block, exit=inner)
+        taken.add(inner)
     entry = block.exit
     position = max(i for i, n in enumerate(g.node) if n.name in set(block.nodes)) + 1
     readers = [n for n in g.node if block.exit in n.input and n.name not in set(block.nodes)]
     new_nodes: list[onnx.NodeProto] = []
+    index = 0
     for k in range(count):
-        prefix = f"{block.id}/copy{k}"
+        # copying a block of a grown model again continues the numbering: no name is reused
+        index = free_index(taken, f"{block.id}/copy", index)
+        prefix = f"{block.id}/copy{index}"
+        index += 1
         rename = {block.entry: entry}
         new_inits: dict[str, onnx.TensorProto] = {}
         copies = []
@@ -160,6 +181,10 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
         g.initializer.extend(new_inits.values())
         entry = rename[block.exit]
         result.inserted += [n.name for n in copies]
+    if exit_ != block.exit:  # the last copy writes the graph output
+        for n in new_nodes:
+            n.output[:] = [exit_ if o == entry else o for o in n.output]
+        entry = exit_
     for n in readers:
         for j, i in enumerate(n.input):
             if i == block.exit:
