@@ -395,6 +395,76 @@ def test_widen_group_of_inserted_layer(exported, name, block):
         assert_matches(path, wide.model)
 
 
+def test_deepen_twice_at_the_same_site(exported):
+    """Growing step by step: a second deepen after the same name gets fresh names (deepen1, ...)."""
+    path = exported("mlp_relu")
+    relu = next(n for n in onnxgrow.load(path).graph.node if n.op_type == "Relu").name
+    first = deepen_model(path, relu, block="identity")
+    second = deepen_model(first.model, relu, block="residual", count=2)
+    nodes, inits = new_names(first.model, second.model)
+    assert nodes and all(n.startswith((f"{relu}/deepen1/", f"{relu}/deepen2/")) for n in nodes + inits)
+    third = deepen_model(second.model, relu, block="identity")
+    assert all(n.startswith(f"{relu}/deepen3/") for n in third.inserted)
+    onnx.checker.check_model(third.model, full_check=True)
+    assert_exact(path, third.model)
+
+
+def test_copy_block_twice(exported):
+    path = exported("resnet")
+    first = deepen_model(path, "b0", block="copy")
+    onnx.checker.check_model(first.model, full_check=True)
+    for b in ("b0", "b1"):  # the original block again, and the copy (now b1)
+        again = deepen_model(first.model, b, block="copy", count=2)
+        onnx.checker.check_model(again.model, full_check=True)
+        names = [n.name for n in again.model.graph.node]
+        assert len(names) == len(set(names))
+        assert len(find_blocks(again.model)) == 6
+        assert_exact(path, again.model)
+
+
+def test_copy_block_whose_output_is_the_graph_output(tmp_path):
+    """The last block of a network without a head: the copy must feed the graph output, not dangle."""
+    from deepen_models import build, export
+
+    class Residual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 6), torch.nn.Linear(6, 4)
+
+        def forward(self, x):
+            return x + self.b(torch.relu(self.a(x)))
+
+    path = export(*build(Residual, (3, 4)), tmp_path / "res.onnx")
+    original = onnxgrow.load(path)
+    [block] = find_blocks(original)
+    result = deepen_model(path, block.id, block="copy", count=2)
+    assert [o.name for o in result.model.graph.output] == [o.name for o in original.graph.output]
+    onnx.checker.check_model(result.model, full_check=True)
+    assert_exact(path, result.model)
+    # every inserted node is live: the graph output depends on it
+    g = result.model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    live, frontier = set(), [o.name for o in g.output]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is not None and node.name not in live:
+            live.add(node.name)
+            frontier.extend(node.input)
+    assert set(result.inserted) <= live
+    assert len(find_blocks(result.model)) == 3
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "cnn2d", "cnn3d"])
+def test_cnn_deepen_after_graph_input_is_convolutional(exported, name):
+    """The image itself (no producer): the new layer is a Conv over channels, not a MatMul over width."""
+    path = exported(name)
+    for block in ("identity", "residual"):
+        result = deepen_model(path, "x", block=block)
+        ops = {n.op_type for n in result.model.graph.node if n.name in result.inserted}
+        assert "Conv" in ops and "MatMul" not in ops, ops
+        assert_matches(path, result.model)
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 def test_api_errors(exported):
