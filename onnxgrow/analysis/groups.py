@@ -110,10 +110,10 @@ def analyse(model: onnx.ModelProto) -> Analysis:
         for l in lay or []:
             st.block(l, f"it comes from graph input {inp.name}")
     for node in model.graph.node:
-        for name in _subgraph_reads(node):
+        rule = rules.rule_for(node.op_type, node.domain)
+        for name in _subgraph_reads(node) if rule is None or not rule.subgraphs else ():
             for l in st.layout(name) or []:
                 st.block(l, f"{node.name} ({node.op_type}) reads it inside a subgraph")
-        rule = rules.rule_for(node.op_type, node.domain)
         if rule is None:
             why = None
             if node.domain not in ("", "ai.onnx"):

@@ -23,17 +23,18 @@ class Rule:
 
     role: str
     apply: RuleFn
+    subgraphs: bool = False  # the rule itself handles what the node's subgraphs read
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(role: str, *ops: str) -> Callable[[RuleFn], RuleFn]:
+def rule(role: str, *ops: str, subgraphs: bool = False) -> Callable[[RuleFn], RuleFn]:
     """Register `fn` as the rule for `ops`."""
 
     def register(fn: RuleFn) -> RuleFn:
         for op in ops:
-            RULES[op] = Rule(role, fn)
+            RULES[op] = Rule(role, fn, subgraphs)
         return fn
 
     return register
@@ -652,6 +653,134 @@ def _pad(node: onnx.NodeProto, st: State) -> None:
 @rule("boundary", "Shape", "Size")
 def _shape(node: onnx.NodeProto, st: State) -> None:
     st.fresh_layout(node.output[0], f"output of {node.name}")
+
+
+def _static(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """The value of a small shape computation that growth cannot change, with the atoms each element reads.
+
+    Follows Shape → Gather/Squeeze/Unsqueeze/Cast → Equal/Not from constants; None when unknown.
+    """
+    if st.is_const(name):
+        v = np.asarray(st.value(name))
+        return v, np.full(v.shape, frozenset(), dtype=object)
+    node = st.node_of.get(name)
+    if node is None or depth > 8:
+        return None
+    op = node.op_type
+    if op == "Shape":
+        shape, lay = st.shape(node.input[0]), st.layout(node.input[0])
+        if shape is None or lay is None or any(d is None for d in shape):
+            return None
+        start, end = int(attr(node, "start", 0)), attr(node, "end", None)
+        sl = slice(start, None if end is None else int(end))
+        deps = np.empty(len(lay), dtype=object)
+        deps[:] = [frozenset(st.find(a) for a in atoms(l)) for l in lay]
+        return np.array(shape, dtype=np.int64)[sl], deps[sl]
+    ins = [_static(st, n, depth + 1) if n else None for n in node.input]
+    if not ins or ins[0] is None:
+        return None
+    v, d = ins[0]
+    if op == "Gather" and len(ins) > 1 and ins[1] is not None:
+        idx = ins[1][0].astype(np.int64)
+        axis = int(attr(node, "axis", 0))
+        return np.take(v, idx, axis=axis), np.take(d, idx, axis=axis)
+    if op in ("Cast", "Identity"):
+        return v, d
+    if op in ("Squeeze", "Unsqueeze"):
+        out = st.shape(node.output[0])
+        return (v.reshape(out), d.reshape(out)) if out is not None and None not in out else None
+    if op == "Not":
+        return np.logical_not(v), d
+    if op == "Equal" and len(ins) == 2 and ins[1] is not None:
+        w, e = ins[1]
+        vb, wb = np.broadcast_arrays(v, w)
+        db, eb = np.broadcast_arrays(d, e)
+        deps = np.empty(vb.shape, dtype=object)
+        deps[...] = [x | y for x, y in zip(db.reshape(-1), eb.reshape(-1))] if vb.size else []
+        return vb == wb, deps
+    return None
+
+
+def _growable(st: State, deps: np.ndarray) -> bool:
+    return any(st.info[st.find(a)].producers for s in deps.reshape(-1) for a in s)
+
+
+@rule("coupling", "If", subgraphs=True)
+def _if(node: onnx.NodeProto, st: State) -> None:
+    """An If whose condition growth cannot change (torch's Squeeze-if-size-is-1): the chosen branch's rule.
+
+    Only a branch made of Constants and one Identity/Squeeze/Unsqueeze of an outer tensor is followed;
+    any other If blocks what its subgraphs read.
+    """
+    cond = _static(st, node.input[0])
+    why = f"{node.name} (If) reads it inside a subgraph"
+    if cond is not None and cond[0].size == 1 and not _growable(st, cond[1]):
+        branch = attr(node, "then_branch" if bool(cond[0].reshape(-1)[0]) else "else_branch")
+        if _follow_branch(node, st, branch):
+            return
+        why = f"{node.name} (If) reads it inside a branch onnxgrow cannot follow"
+    for name in _subgraph_reads_of(node):
+        for l in st.layout(name) or []:
+            st.block(l, why)
+    block_everything(node, st, why)
+
+
+def _subgraph_reads_of(node: onnx.NodeProto) -> set[str]:
+    reads: set[str] = set()
+    for a in node.attribute:
+        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+            for n in g.node:
+                reads.update(n.input)
+                reads.update(_subgraph_reads_of(n))
+    return reads
+
+
+def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> bool:
+    consts = {}
+    for n in branch.node:
+        if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+            consts[n.output[0]] = onnx.numpy_helper.to_array(n.attribute[0].t)
+    body = [n for n in branch.node if n.output[0] not in consts]
+    if len(body) != 1 or len(branch.output) != 1 or len(node.output) != 1 or branch.output[0].name != body[0].output[0]:
+        return False
+    inner = body[0]
+    src = _inp(inner, 0)
+    lay, shape = st.layout(src), st.shape(src)
+    if inner.op_type not in ("Identity", "Squeeze", "Unsqueeze") or lay is None or shape is None:
+        return False
+    if any(n not in consts for n in inner.input[1:] if n):
+        return False
+    axes = attr(inner, "axes")
+    if axes is None and len(inner.input) > 1 and inner.input[1]:
+        axes = consts[inner.input[1]].reshape(-1).tolist()
+    if inner.op_type == "Identity":
+        out_shape = list(shape)
+    elif axes is None:
+        return False
+    elif inner.op_type == "Squeeze":
+        drop = {int(a) % len(shape) for a in axes}
+        if any(shape[a] != 1 for a in drop):
+            return False
+        out_shape = [d for i, d in enumerate(shape) if i not in drop]
+    else:
+        rank = len(shape) + len(axes)
+        add = {int(a) % rank for a in axes}
+        it = iter(shape)
+        out_shape = [1 if i in add else next(it) for i in range(rank)]
+    out = node.output[0]
+    st.shapes[out] = out_shape
+    copy = onnx.NodeProto()
+    copy.CopyFrom(inner)
+    copy.name = f"{node.name}/{inner.name or inner.op_type}"
+    del copy.input[1:]
+    del copy.output[:]
+    copy.output.append(out)
+    copy.ClearField("attribute")
+    if inner.op_type != "Identity":
+        copy.attribute.append(onnx.helper.make_attribute("axes", [int(a) for a in axes]))
+    RULES[inner.op_type].apply(copy, st)
+    track_values(copy, st)
+    return True
 
 
 # -- mixers ------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class State:
         self.nonzero_at: dict[str, str] = {}
         #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
         self.signs: dict[str, str] = {}
+        #: tensor → the node of the main graph that computes it
+        self.node_of: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output if o}
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
