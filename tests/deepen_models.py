@@ -123,18 +123,19 @@ class Encoder(nn.Module):
     """Two nn.TransformerEncoderLayer (batch_first, no dropout) and a linear head."""
 
     def __init__(self, norm_first: bool, activation: str, d: int = 8, heads: int = 2, ff: int = 16,
-                 layers: int = 2) -> None:
+                 layers: int = 2, final_norm: bool = False) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, activation=activation, batch_first=True,
                                        norm_first=norm_first)
             for _ in range(layers))
+        self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()  # pre-norm stacks end with one (GPT, ViT)
         self.head = nn.Linear(d, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x)
-        return self.head(x)
+        return self.head(self.norm(x))
 
 
 ENCODER_INPUT = (2, 5, 8)
@@ -203,6 +204,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], bool]] = {
     "resnet_nofold": (ResNet, RESNET_INPUT, False),
     **{f"encoder_{norm}_{act}": ((lambda n=norm, a=act: Encoder(n == "pre", a)), ENCODER_INPUT, True)
        for norm in ("pre", "post") for act in ("relu", "gelu")},
+    "encoder_pre_gelu_final_norm": (lambda: Encoder(True, "gelu", final_norm=True), ENCODER_INPUT, True),
 }
 
 

@@ -245,6 +245,8 @@ def test_resnet_blocks_found_and_copied(exported, name, dynamo):
 # -- transformer encoders ------------------------------------------------------------------------
 
 ENCODERS = [case(f"encoder_{n}_{a}", d) for n in ("pre", "post") for a in ("relu", "gelu") for d in (False, True)]
+# a pre-norm stack ending in a final LayerNorm: the last block is still pre-norm (the norm is not part of it)
+ENCODERS += [case("encoder_pre_gelu_final_norm"), case("encoder_pre_gelu_final_norm", True)]
 
 
 @pytest.mark.parametrize("name, dynamo", ENCODERS)

@@ -64,9 +64,12 @@ def find_blocks(model: onnx.ModelProto) -> list[Block]:
             members = sorted(nodes, key=lambda n: order[n.name]) + [add]
             exit_, exact = add.output[0], True
             after = consumers.get(exit_, [])
+            # a pre-norm branch normalises the stream itself: a norm after its Add belongs to what follows
+            # (the network's final norm), not to the block
+            pre_norm = any(n.op_type in _NORMS and n.input[0] == stream for n in nodes)
             if len(after) == 1 and exit_ not in outputs and after[0].input[0] == exit_:
                 nxt = after[0]
-                if nxt.op_type in _NORMS:
+                if nxt.op_type in _NORMS and not pre_norm:
                     members.append(nxt)
                     exit_, exact = nxt.output[0], False
                 elif nxt.op_type in _IDEMPOTENT:
