@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from .report import console, verify_table
     from .verify import verify
 
@@ -68,14 +70,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         save_inputs=args.save_inputs, provider=args.provider,
     )
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:
         out = console()
         for name in report.defaulted_inputs:
-            out.print(f"input {name}: dynamic dimensions set to {'x'.join(map(str, report.inputs[name]))} "
-                      f"(use --input-shapes {name}:DIMS to choose)")
+            out.print(escape(f"input {name}: dynamic dimensions set to {'x'.join(map(str, report.inputs[name]))} "
+                             f"(use --input-shapes {name}:DIMS to choose)"))
         out.print(verify_table(report))
-    return 0 if report.passed else 1
+    if not report.passed:
+        sys.stdout.flush()
+        raise VerificationFailed(f"verification failed: {report.summary()}", report)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,10 @@
 """Inputs for verification: shapes for dynamic dimensions, dtypes, ids inside embedding tables."""
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -44,8 +47,19 @@ def parse_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 
 def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
-    """Integer graph inputs that index a Gather table (through Cast/Identity/Unsqueeze…) → table rows."""
-    inits = {t.name: t for t in model.graph.initializer}
+    """Integer graph inputs that index a Gather table (through Cast/Identity/Unsqueeze…) → table rows.
+
+    The table may be an initializer, a `Constant` node, or either of them behind `Identity`/`Cast`
+    (torch shares weights that way); models are verified unfolded, so all of these occur.
+    """
+    table_dims: dict[str, list[int]] = {t.name: list(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output:
+            attr = next((a for a in node.attribute if a.name == "value"), None)
+            if attr is not None:
+                table_dims[node.output[0]] = list(attr.t.dims)
+        elif node.op_type in ("Identity", "Cast") and node.input and node.input[0] in table_dims:
+            table_dims[node.output[0]] = table_dims[node.input[0]]
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         for i in node.input:
@@ -59,9 +73,12 @@ def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
                 continue
             seen.add(t)
             for node in consumers.get(t, []):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in inits:
+                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in table_dims:
+                    dims = table_dims[node.input[0]]
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                    rows = inits[node.input[0]].dims[axis]
+                    if not -len(dims) <= axis < len(dims):
+                        continue
+                    rows = dims[axis]
                     bounds[inp.name] = min(bounds.get(inp.name, rows), rows)
                 elif node.op_type in ("Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten"):
                     if node.input and node.input[0] == t:
@@ -134,22 +151,37 @@ def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
     """Inputs saved by --save-inputs (or any .npz keyed by input name); checked against the model."""
     import zipfile
 
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise OnnxGrowError(f"--load-inputs {path}: is a folder, not an .npz file")
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise OnnxGrowError(f"--load-inputs {path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise OnnxGrowError(f"--load-inputs {path}: not a readable .npz file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise OnnxGrowError(f"--load-inputs {path}: not a readable .npz file ({_one_line(exc)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise OnnxGrowError(f"--load-inputs {path}: a single .npy array, not an .npz file keyed by input name")
     keys = list(data.keys())
+    if not keys:
+        keys_data: dict[str, np.ndarray] = {}
+    else:
+        try:
+            keys_data = {key: data[key] for key in keys}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise OnnxGrowError(f"--load-inputs {path}: cannot read its arrays ({_one_line(exc)})") from None
     names = [s.name for s in specs]
     # one iteration: keys are input names; several: keys are "<iteration>/<name>"
     iterations: dict[int, dict[str, np.ndarray]] = {}
     for key in keys:
         idx, sep, name = key.partition("/")
-        if sep and idx.isdigit():
-            iterations.setdefault(int(idx), {})[name] = data[key]
+        if sep and idx.isdigit() and key not in names:
+            iterations.setdefault(int(idx), {})[name] = keys_data[key]
         else:
-            iterations.setdefault(0, {})[key] = data[key]
+            iterations.setdefault(0, {})[key] = keys_data[key]
+    if not iterations:
+        iterations[0] = {}
     result = []
     for i in sorted(iterations):
         feeds = iterations[i]
@@ -183,9 +215,29 @@ def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
         for i, feeds in enumerate(iterations):
             for name, arr in feeds.items():
                 arrays[f"{i}/{name}"] = arr
-    from pathlib import Path
-
+    check_save_path(path)
     out = Path(path)
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise OnnxGrowError(f"--save-inputs {path}: folder '{out.parent}' does not exist")
-    np.savez(path, **arrays)
+    # np.savez(path) would append ".npz" to a name without it; write to exactly `path`, atomically
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def check_save_path(path: str) -> None:
+    """Fail early (before any model runs) when --save-inputs cannot be written."""
+    out = Path(path)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxGrowError(f"--save-inputs {path}: folder '{folder}' does not exist")
+    if out.is_dir():
+        raise OnnxGrowError(f"--save-inputs {path}: is a folder; give a file name such as inputs.npz")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

@@ -103,7 +103,9 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
     """Write `model` to `path` atomically: a temporary file in the same folder, renamed at the end.
 
     `external_data=None` switches to an external data file (`<name>.data`) only when the
-    model would pass protobuf's 2 GB limit. The model object is not changed.
+    model would pass protobuf's 2 GB limit (`PROTOBUF_LIMIT`, read at call time); then tensors
+    of `EXTERNAL_THRESHOLD` bytes or more go to the data file. `external_data=True` puts every
+    initializer in `<name>.data`; `False` never writes one. The model object is not changed.
     """
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
@@ -113,6 +115,7 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
         raise OnnxGrowError(f"{out}: output folder '{folder}' is not writable")
     if out.is_dir():
         raise OnnxGrowError(f"{out}: is a folder; give a file name for the output model")
+    explicit = external_data is True
     if external_data is None:
         external_data = needs_external_data(model)
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder))
@@ -122,13 +125,17 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
         if external_data:
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
+            # asked for explicitly: every initializer goes to the data file, so `<name>.data`
+            # always exists; switched on for size: only tensors of EXTERNAL_THRESHOLD bytes or more.
+            threshold = 0 if explicit else EXTERNAL_THRESHOLD
+            _to_raw_data(copy, threshold)
             onnx.save_model(
                 copy,
                 str(tmp_model),
                 save_as_external_data=True,
                 all_tensors_to_one_file=True,
                 location=data_name,
-                size_threshold=EXTERNAL_THRESHOLD,
+                size_threshold=threshold,
                 convert_attribute=False,
             )
         else:
@@ -145,6 +152,25 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
         if tmpdir.exists():
             tmpdir.rmdir()
     return out
+
+
+def _to_raw_data(model: onnx.ModelProto, threshold: int) -> None:
+    """onnx only moves tensors stored as `raw_data` to external data; convert typed fields
+    (`float_data`, `int64_data` ... as onnx.helper.make_tensor writes them) of big tensors first."""
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            continue
+        arr = numpy_helper.to_array(tensor)
+        if arr.nbytes < threshold:
+            continue
+        raw = numpy_helper.from_array(arr, tensor.name).raw_data
+        for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            tensor.ClearField(typed)
+        tensor.raw_data = raw
 
 
 def model_bytes(model: onnx.ModelProto) -> bytes:

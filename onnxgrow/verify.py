@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from .errors import OnnxGrowError
-from .inputs import InputSpec, generate, input_specs, load_npz, parse_shapes, save_npz
+from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, parse_shapes, save_npz
 from .io import ModelLike, load, needs_external_data
 
 DEFAULT_ATOL = 1e-5
@@ -63,6 +63,7 @@ class Report:
         return max((o.normalised for o in self.outputs), default=0.0)
 
     def to_dict(self) -> dict:
+        """Plain JSON-safe values: NaN and ±Inf errors become None (`reason` says why)."""
         return {
             "passed": self.passed,
             "provider": self.provider,
@@ -70,8 +71,22 @@ class Report:
             "seed": self.seed,
             "inputs": self.inputs,
             "defaulted_inputs": self.defaulted_inputs,
-            "outputs": [asdict(o) for o in self.outputs],
+            "outputs": [_json_safe(asdict(o)) for o in self.outputs],
         }
+
+    def summary(self) -> str:
+        """One line naming the outputs that failed and by how much (or that all passed)."""
+        failed = [o for o in self.outputs if not o.passed]
+        if not failed:
+            return f"all {len(self.outputs)} output(s) match"
+        parts = [f"{o.name} ({o.reason or 'mismatch'}; max abs error {o.max_abs:.3g}, atol {o.atol:g}, rtol {o.rtol:g})"
+                 for o in failed[:3]]
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        return f"{len(failed)} of {len(self.outputs)} output(s) differ: " + ", ".join(parts) + more
+
+
+def _json_safe(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
 def parse_tolerance(values: list[str] | float | None, default: float, flag: str) -> tuple[float, dict[str, float]]:
@@ -79,7 +94,11 @@ def parse_tolerance(values: list[str] | float | None, default: float, flag: str)
     if values is None:
         return default, {}
     if isinstance(values, (int, float)):
+        if values != values or values < 0:
+            raise OnnxGrowError(f"{flag} {values!r}: tolerance must be a non-negative number")
         return float(values), {}
+    if isinstance(values, str):
+        values = [values]
     per: dict[str, float] = {}
     base = default
     for v in values:
@@ -88,6 +107,8 @@ def parse_tolerance(values: list[str] | float | None, default: float, flag: str)
             val = float(num)
         except ValueError:
             raise OnnxGrowError(f"{flag} {v!r}: expected a number or NAME:NUMBER") from None
+        if val != val:
+            raise OnnxGrowError(f"{flag} {v!r}: tolerance must be a number, not NaN")
         if val < 0:
             raise OnnxGrowError(f"{flag} {v!r}: tolerance must not be negative")
         if sep:
@@ -163,6 +184,9 @@ def compare(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> tupl
         if not np.all(np.isfinite(c64)):
             return float("nan"), float("nan"), False, "NaN or Inf in candidate"
         r = ref.astype(np.float64)
+        if not np.all(np.isfinite(r)):
+            # nothing finite can match it, and NaN compares false with every tolerance
+            return float("nan"), float("nan"), False, "NaN or Inf in reference"
         diff = np.abs(r - c64)
         r = np.abs(r)
     if diff.size == 0:
@@ -191,6 +215,10 @@ def verify(
     """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs."""
     if iterations < 1:
         raise OnnxGrowError(f"--iterations {iterations}: must be at least 1")
+    if seed < 0:
+        raise OnnxGrowError(f"--seed {seed}: must not be negative")
+    if save_inputs:
+        check_save_path(save_inputs)
     atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
     rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
     providers = providers_for(provider)

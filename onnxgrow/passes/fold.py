@@ -26,6 +26,9 @@ class FoldResult:
 
     folded: list[str] = field(default_factory=list)
     inputs_dropped: list[str] = field(default_factory=list)
+    #: IR version 3 requires every initializer to be a graph input; it is raised to 4 when
+    #: the pass adds initializers or drops them from the inputs (old value here, else None).
+    ir_version_raised_from: int | None = None
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -115,6 +118,12 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
             and not any(o in outputs for o in node.output)
             and (node.op_type == "Constant" or any(i for i in node.input))
         )
+        if foldable and node.op_type == "ConstantOfShape" and node.input and node.input[0]:
+            # do not even materialise a huge tensor only to throw it away
+            try:
+                foldable = int(np.prod(value(node.input[0]), dtype=np.float64)) <= MAX_FOLDED_ELEMENTS
+            except Exception:
+                foldable = False
         if foldable:
             try:
                 outs = _evaluate(node, [value(i) if i else None for i in node.input], opset)
@@ -136,6 +145,9 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
         graph.node.extend(kept)
         graph.initializer.extend(new_inits)
         _drop_unused_initializers(graph)
+    if (result.folded or result.inputs_dropped) and 0 < model.ir_version < 4:
+        result.ir_version_raised_from = model.ir_version
+        model.ir_version = 4
     return result
 
 
