@@ -154,7 +154,7 @@ def _cmd_widen(args: argparse.Namespace) -> int:
         }, indent=2))
     else:
         out.print(widen_table(result))
-        out.print(f"wrote {args.output}")
+        out.print(f"wrote {args.output}", markup=False)
     return 0
 
 
@@ -183,10 +183,10 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
     status = "exact" if result.exact else "APPROXIMATE"
     err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
     out.print(f"deepen --block {args.block} after {args.after}: {len(result.inserted)} new nodes, "
-              f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})")
+              f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})", markup=False)
     for note in result.notes:
-        out.print(f"  {note}")
-    out.print(f"wrote {args.output}")
+        out.print(f"  {note}", markup=False)
+    out.print(f"wrote {args.output}", markup=False)
     return 0
 
 

@@ -40,17 +40,17 @@ def _tty(stderr: bool) -> bool:
 
 
 def _names(items: list[str], limit: int = 4) -> str:
-    return ", ".join(items[:limit]) + (f" … (+{len(items) - limit})" if len(items) > limit else "")
+    return escape(", ".join(items[:limit]) + (f" … (+{len(items) - limit})" if len(items) > limit else ""))
 
 
 def groups_table(analysis, model_name: str) -> Table:
     """The axis groups of a model, one row each (what `inspect` prints)."""
-    table = Table(title=f"axis groups of {model_name}")
+    table = Table(title=escape(f"axis groups of {model_name}"))
     for col in ("id", "size", "constraint", "why", "producers", "consumers", "weights"):
         table.add_column(col, overflow="fold")
     for g in analysis.groups:
         table.add_row(g.id, str(g.size), g.constraint + (f" (x{g.granularity})" if g.granularity > 1 else ""),
-                      g.reason or "", _names(g.producers), _names(g.consumers), _names(g.weights))
+                      escape(g.reason or ""), _names(g.producers), _names(g.consumers), _names(g.weights))
     return table
 
 
@@ -64,9 +64,9 @@ def widen_table(result) -> Table:
     for col in ("group", "producers", "size", "init", "note"):
         table.add_column(col, overflow="fold")
     for p in result.plans:
-        table.add_row(p.group.id, _names(p.group.producers, 2), f"{p.group.size} -> {p.new_size}", p.init, p.note or "")
+        table.add_row(p.group.id, _names(p.group.producers, 2), f"{p.group.size} -> {p.new_size}", p.init, escape(p.note or ""))
     for g, why in result.skipped:
-        table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", f"skipped: {why}")
+        table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", escape(f"skipped: {why}"))
     return table
 
 
