@@ -378,6 +378,29 @@ def test_deepen_then_widen_all_matches_original(exported, name, block):
         assert_matches(path, wide.model)
 
 
+@pytest.mark.parametrize("name, dynamo", [case("resnet"), case("resnet_nofold"), case("encoder_pre_relu", True)])
+def test_copy_then_widen_matches_original(exported, name, dynamo):
+    path = exported(name, dynamo)
+    deep = deepen_model(path, "b0", block="copy", count=2)
+    wide = widen_model(deep.model, all="x2")
+    assert wide.plans and wide.params_after > deep.params_after
+    assert_matches(path, wide.model)
+
+
+@pytest.mark.parametrize("name, dynamo", [case("resnet"), case("resnet_nofold"), case("encoder_post_relu", True)])
+def test_identity_and_residual_after_every_relu_of_residual_networks(exported, name, dynamo):
+    """Relus inside blocks and on the residual stream (read by the next block and its Add)."""
+    path = exported(name, dynamo)
+    relus = [n.name for n in onnxgrow.load(path).graph.node if n.op_type == "Relu"]
+    assert relus
+    for relu in relus:
+        result = deepen_model(path, relu, block="identity")
+        assert result.exact and any("followed by Relu" in n for n in result.notes)
+        assert_exact(path, result.model)
+        result = deepen_model(path, relu, block="residual", activation="tanh")
+        assert_matches(path, result.model)
+
+
 @pytest.mark.parametrize("name, block", [("mlp_relu", "identity"), ("mlp_silu", "residual"),
                                          ("cnn2d", "identity"), ("cnn3d_bn_nofold", "residual")])
 def test_widen_group_of_inserted_layer(exported, name, block):
