@@ -20,6 +20,10 @@ _WALK_THROUGH = {"Relu", "LeakyRelu", "Clip", "BatchNormalization", "Add", "Mul"
                  "LayerNormalization", "Erf", "Div", "Cast"}
 
 
+_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
+             "InstanceNormalization", "PRelu"}
+
+
 @dataclass
 class DeepenResult:
     """The deeper model, what was inserted, and how well it matched the original."""
@@ -43,6 +47,11 @@ def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | No
     producers = {o: n for n in g.node for o in n.output}
     nodes = {n.name: n for n in g.node}
     tensor = nodes[name].output[0] if name in nodes else name
+    if tensor not in producers and tensor not in {i.name for i in g.input}:
+        # a weight name (fc1.weight): after the layer that owns it
+        owners = [n for n in g.node if name in n.input[1:] and n.op_type in _WEIGHTED]
+        if len({n.name for n in owners}) == 1:
+            tensor = owners[0].output[0]
     if tensor not in producers and tensor not in {i.name for i in g.input}:
         names = list(nodes) + list(producers)
         raise OnnxGrowError(f"--after {name}: no node or tensor of that name{closest(name, names)}")

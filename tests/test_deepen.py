@@ -500,8 +500,20 @@ def test_api_errors(exported):
         deepen_model(path, "y")
     with pytest.raises(OnnxGrowError, match="no residual block"):
         deepen_model(path, "b0", block="copy")
+    with pytest.raises(OnnxGrowError, match="--block"):
+        deepen_model(path, "/net/net.1/Relu", block="dense")
     with pytest.raises(OnnxGrowError, match="--count"):
         deepen_model(path, "/net/net.1/Relu", count=0)
+
+
+def test_after_a_weight_name_means_after_its_layer(exported):
+    path = exported("mlp_relu")
+    gemm = next(n for n in onnxgrow.load(path).graph.node if n.op_type == "Gemm")
+    for name in (gemm.input[1], gemm.input[2]):
+        result = deepen_model(path, name, block="residual")
+        fc1 = next(n for n in result.model.graph.node if n.name == f"{name}/deepen0/fc1")
+        assert fc1.input[0] == gemm.output[0]
+        assert_matches(path, result.model)
 
 
 # -- command line --------------------------------------------------------------------------------
