@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -197,8 +198,13 @@ def test_cnn_identity_and_residual_after_relu(exported, name, dynamo):
             result = deepen_model(path, relu.name, block="identity", kernel=kernel)
             convs = [n for n in result.model.graph.node if n.name in result.inserted and n.op_type == "Conv"]
             assert len(convs) == 1
-            w = next(t for t in result.model.graph.initializer if t.name == convs[0].input[1])
-            assert list(w.dims[2:]) == [kernel] * (len(w.dims) - 2)
+            w = numpy_helper.to_array(
+                next(t for t in result.model.graph.initializer if t.name == convs[0].input[1]))
+            assert list(w.shape[2:]) == [kernel] * (w.ndim - 2) and w.shape[0] == w.shape[1]
+            dirac = np.zeros_like(w)
+            for c in range(w.shape[0]):
+                dirac[(c, c) + (kernel // 2,) * (w.ndim - 2)] = 1.0
+            np.testing.assert_array_equal(w, dirac)
             assert result.exact and any("followed by Relu" in n for n in result.notes)
             assert_exact(path, result.model)
             result = deepen_model(path, relu.name, block="residual", kernel=kernel)
