@@ -586,3 +586,31 @@ def test_cli_copy_block_by_id(exported, tmp_path):
     proc = run_cli("deepen", str(path), "-o", str(tmp_path / "x.onnx"), "--after", "b9", "--block", "copy")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch, capsys):
+    """A layer that is not the identity (a bug, simulated here) fails the check: exit 1, no file, JSON report."""
+    import importlib
+
+    from onnxgrow.cli import main
+    from onnxgrow.passes.deepen import identity_layer
+
+    def broken(site, prefix, opset, **kwargs):
+        splice = identity_layer(site, prefix, opset, **kwargs)
+        weight = splice.inits[0]
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
+        return splice
+
+    # onnxgrow.deepen is also the name of a function in the package: take the module itself
+    monkeypatch.setattr(importlib.import_module("onnxgrow.deepen"), "identity_layer", broken)
+    path = exported("mlp_relu")
+    out = tmp_path / "deep.onnx"
+    with pytest.raises(onnxgrow.VerificationFailed, match="nothing was written"):
+        deepen_model(path, "/net/net.1/Relu")
+    rc = main(["deepen", str(path), "-o", str(out), "--after", "/net/net.1/Relu", "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1 and not out.exists()
+    data = json.loads(captured.out)
+    assert data["written"] is None and data["verification"]["passed"] is False
+    assert len(captured.err.strip().splitlines()) == 1 and "nothing was written" in captured.err
+
