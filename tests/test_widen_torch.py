@@ -25,9 +25,16 @@ from onnxgrow.errors import OnnxGrowError  # noqa: E402
 from onnxgrow.widen import STRATEGIES, inspect_model, widen_model  # noqa: E402
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
+_NEEDS_ONNXSCRIPT = pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="dynamo export needs onnxscript")
+#: (dynamo, dynamic batch): both exporters with static shapes ...
 EXPORTERS = [
-    pytest.param(False, id="torchscript"),
-    pytest.param(True, id="dynamo", marks=pytest.mark.skipif(not HAS_ONNXSCRIPT, reason="dynamo export needs onnxscript")),
+    pytest.param((False, False), id="torchscript"),
+    pytest.param((True, False), id="dynamo", marks=_NEEDS_ONNXSCRIPT),
+]
+#: ... and with a dynamic batch axis, as most real exports have (shape computations in the graph)
+ALL_EXPORTERS = EXPORTERS + [
+    pytest.param((False, True), id="torchscript-dynbatch"),
+    pytest.param((True, True), id="dynamo-dynbatch", marks=_NEEDS_ONNXSCRIPT),
 ]
 TOL = 1e-5
 
@@ -49,13 +56,15 @@ MIN_FREE = {
 def exported(tmp_path_factory):
     """Export each (model, exporter) once per session: a cache of paths."""
     root = tmp_path_factory.mktemp("torch_exports")
-    cache: dict[tuple[str, bool], Path] = {}
+    cache: dict[tuple[str, tuple[bool, bool]], Path] = {}
 
-    def get(name: str, dynamo: bool) -> Path:
-        key = (name, dynamo)
+    def get(name: str, variant: tuple[bool, bool]) -> Path:
+        key = (name, variant)
         if key not in cache:
+            dynamo, dynamic_batch = variant
             module, example = build(name)
-            cache[key] = export(module, example, root / f"{name}-{'dynamo' if dynamo else 'ts'}.onnx", dynamo)
+            tag = ("dynamo" if dynamo else "ts") + ("-dynbatch" if dynamic_batch else "")
+            cache[key] = export(module, example, root / f"{name}-{tag}.onnx", dynamo, dynamic_batch)
         return cache[key]
 
     return get
@@ -70,7 +79,7 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def _inputs(sess: ort.InferenceSession, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+    return {i.name: rng.standard_normal([d if isinstance(d, int) else 3 for d in i.shape]).astype(np.float32)
             for i in sess.get_inputs()}
 
 
@@ -106,11 +115,11 @@ def _grown_weight_dims(grown: onnx.ModelProto, original: onnx.ModelProto) -> set
 MODEL_NAMES = list(MODELS)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant", ALL_EXPORTERS)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_groups_are_growable(exported, name, dynamo):
+def test_groups_are_growable(exported, name, variant):
     """Each architecture has the free groups it should have; blocked ones say why."""
-    path = exported(name, dynamo)
+    path = exported(name, variant)
     groups = inspect_model(str(path)).groups
     assert groups, f"{name}: no groups found"
     for g in groups:
@@ -123,12 +132,12 @@ def test_groups_are_growable(exported, name, dynamo):
     assert groups[-1].constraint == "blocked" and "graph output" in (groups[-1].reason or "")
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant", ALL_EXPORTERS)
 @pytest.mark.parametrize("init", STRATEGIES)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_widen_every_group(exported, name, dynamo, init):
+def test_widen_every_group(exported, name, variant, init):
     """Every growable group, ×2 and to odd sizes, with `init` where allowed: outputs unchanged."""
-    path = exported(name, dynamo)
+    path = exported(name, variant)
     original = onnx.load(str(path))
     groups = inspect_model(original).groups
     tried = 0
@@ -140,7 +149,7 @@ def test_widen_every_group(exported, name, dynamo, init):
         for spec in _sizes(g):
             new = _new_size(spec, g.size)
             why = g.allows(init, new)
-            what = f"{name}/{'dynamo' if dynamo else 'ts'} {g.id} ({g.constraint}, {g.producers}) {spec} init={init}"
+            what = f"{name}/{variant} {g.id} ({g.constraint}, {g.producers}) {spec} init={init}"
             if why is not None:
                 with pytest.raises(OnnxGrowError):
                     widen_model(original, {g.id: spec}, init=init)
@@ -157,12 +166,12 @@ def test_widen_every_group(exported, name, dynamo, init):
         assert tried, f"{name}: nothing could grow with init={init}"
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant", ALL_EXPORTERS)
 @pytest.mark.parametrize("init", STRATEGIES)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_widen_all(exported, name, dynamo, init):
+def test_widen_all(exported, name, variant, init):
     """`all="x2"` grows every group that may grow (with a fallback strategy where needed)."""
-    path = exported(name, dynamo)
+    path = exported(name, variant)
     original = onnx.load(str(path))
     groups = inspect_model(original).groups
     result = widen_model(original, all="x2", init=init, seed=5)
@@ -186,10 +195,10 @@ def _attr(node: onnx.NodeProto, name: str):
     return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_vgg_flatten_columns(exported, dynamo):
+@pytest.mark.parametrize("variant", EXPORTERS)
+def test_vgg_flatten_columns(exported, variant):
     """Growing the last conv by 3 channels adds 3·H·W columns to the Gemm after Flatten."""
-    original = onnx.load(str(exported("vgg", dynamo)))
+    original = onnx.load(str(exported("vgg", variant)))
     analysis = inspect_model(original)
     g = analysis.resolve("features.3.weight")
     result = widen_model(original, {g.id: "+3"}, init="noise")
@@ -198,11 +207,11 @@ def test_vgg_flatten_columns(exported, dynamo):
     assert dims["features.3.weight"][0] == 11
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant", EXPORTERS)
 @pytest.mark.parametrize("name", ["resnet_basic", "resnet_bottleneck"])
-def test_resnet_residual_couples_shortcut(exported, name, dynamo):
+def test_resnet_residual_couples_shortcut(exported, name, variant):
     """The block's last conv and the downsample conv feed one Add: one group, both grow."""
-    original = onnx.load(str(exported(name, dynamo)))
+    original = onnx.load(str(exported(name, variant)))
     groups = inspect_model(original).groups
     down = next(n for n in original.graph.node if n.op_type == "Conv" and _attr(n, "kernel_shape") == [1, 1]
                 and _attr(n, "strides") == [2, 2])
@@ -214,10 +223,10 @@ def test_resnet_residual_couples_shortcut(exported, name, dynamo):
     assert_same_function(original, result.model, name)
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_densenet_concat_offsets(exported, dynamo):
+@pytest.mark.parametrize("variant", EXPORTERS)
+def test_densenet_concat_offsets(exported, variant):
     """Growing the first dense layer inserts its new channels in the middle of the concatenation."""
-    original = onnx.load(str(exported("densenet", dynamo)))
+    original = onnx.load(str(exported("densenet", variant)))
     groups = inspect_model(original).groups
     g = next(g for g in groups if any("layer1" in w for w in g.weights) and len(g.producers) == 1
              and g.size == 3)
@@ -228,10 +237,10 @@ def test_densenet_concat_offsets(exported, dynamo):
     assert_same_function(original, result.model, "densenet")
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_mobilenet_depthwise_groups_follow(exported, dynamo):
+@pytest.mark.parametrize("variant", EXPORTERS)
+def test_mobilenet_depthwise_groups_follow(exported, variant):
     """The depthwise conv's `group` attribute grows with its channels; the SE gate joins them."""
-    original = onnx.load(str(exported("mobilenet_se", dynamo)))
+    original = onnx.load(str(exported("mobilenet_se", variant)))
     groups = inspect_model(original).groups
     dw = _node(original, next(t.name for t in original.graph.initializer
                               if list(t.dims)[:2] == [4, 1] and len(t.dims) == 4))
@@ -245,10 +254,10 @@ def test_mobilenet_depthwise_groups_follow(exported, dynamo):
         assert_same_function(original, result.model, f"mobilenet {spec}")
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_resnext_grouped_conv_granularity(exported, dynamo):
+@pytest.mark.parametrize("variant", EXPORTERS)
+def test_resnext_grouped_conv_granularity(exported, variant):
     """groups=4 over 8 channels: the group grows in whole groups of 2 channels."""
-    original = onnx.load(str(exported("resnext", dynamo)))
+    original = onnx.load(str(exported("resnext", variant)))
     groups = inspect_model(original).groups
     g = next(g for g in groups if g.granularity == 2)
     assert g.size == 8 and g.constraint == "free"
@@ -259,10 +268,10 @@ def test_resnext_grouped_conv_granularity(exported, dynamo):
     assert_same_function(original, result.model, "resnext")
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
-def test_lrn_group_needs_zero(exported, dynamo):
+@pytest.mark.parametrize("variant", ALL_EXPORTERS)
+def test_lrn_group_needs_zero(exported, variant):
     """Channels that meet LRN's cross-channel window may grow only with zeros."""
-    original = onnx.load(str(exported("alexnet_lrn", dynamo)))
+    original = onnx.load(str(exported("alexnet_lrn", variant)))
     groups = inspect_model(original).groups
     g = next(g for g in groups if "conv1.weight" in g.weights)
     assert g.constraint == "zero", g.to_dict()
@@ -271,11 +280,11 @@ def test_lrn_group_needs_zero(exported, dynamo):
     assert_same_function(original, result.model, "alexnet lrn")
 
 
-@pytest.mark.parametrize("dynamo", EXPORTERS)
+@pytest.mark.parametrize("variant", EXPORTERS)
 @pytest.mark.parametrize("act", ["prelu"])
-def test_prelu_slope_grows(exported, act, dynamo):
+def test_prelu_slope_grows(exported, act, variant):
     """PReLU with one slope per channel: the slope vector grows with the channels."""
-    original = onnx.load(str(exported(f"mlp_{act}", dynamo)))
+    original = onnx.load(str(exported(f"mlp_{act}", variant)))
     groups = inspect_model(original).groups
     g = groups[0]
     slope = next(t for t in original.graph.initializer

@@ -5,6 +5,7 @@ Every module is tiny (a few channels, 8x8 images) so that both torch exporters f
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -183,7 +184,7 @@ class AlexNetLRN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.lrn(torch.relu(self.conv1(x))))
         x = torch.relu(self.conv2(x))
-        return self.fc(torch.flatten(x, 1))
+        return self.fc(x.view(x.size(0), 5 * 4 * 4))  # old torchvision style: the size is a constant
 
 
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
@@ -259,17 +260,23 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     return module, torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool) -> Path:
-    """Export with the TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True)."""
+def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool,
+           dynamic_batch: bool = False) -> Path:
+    """Export with the TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True).
+
+    `dynamic_batch` makes the first axis of the input and output dynamic, as most real exports do.
+    """
     path = Path(path)
     module = module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         if dynamo:
-            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
+            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, dynamic_shapes=shapes,
                                         input_names=["x"], output_names=["y"])
             program.save(str(path))
         else:
+            axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
             torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                              opset_version=17)
+                              opset_version=17, dynamic_axes=axes)
     return path

@@ -413,6 +413,17 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
         out[j] = lay[i]
         i, j = i + 1, j + 1
     rest_in, rest_out = in_shape[i:], out_shape[j:]
+    unknown = [d is None for d in rest_in + rest_out]
+    if sum(unknown) == 1:
+        # one size left unknown (a -1 next to a dynamic batch): the element counts must agree
+        known_in = int(np.prod([d for d in rest_in if d is not None], dtype=np.int64))
+        known_out = int(np.prod([d for d in rest_out if d is not None], dtype=np.int64))
+        num, den = (known_in, known_out) if None in rest_out else (known_out, known_in)
+        if den > 0 and num % den == 0:
+            in_shape, out_shape = list(in_shape), list(out_shape)
+            (out_shape if None in rest_out else in_shape)[(j + rest_out.index(None)) if None in rest_out
+                                                          else (i + rest_in.index(None))] = num // den
+            rest_in, rest_out = in_shape[i:], out_shape[j:]
     if any(d is None for d in rest_in) or any(d is None for d in rest_out):
         for l in lay[i:]:
             st.block(l, f"{node.name} (Reshape) has dynamic dimensions it cannot map")
@@ -460,11 +471,48 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
         for k, v in enumerate(target):
             if v > 0:
                 st.value_uses.append(ValueUse(node.name, node.input[1], k, out[k], 1))  # type: ignore[arg-type]
-    elif not st.is_const(node.input[1]):
-        for k, l in enumerate(out):
-            if any(st.info[st.find(a)].producers for a in atoms(l)):  # type: ignore[arg-type]
-                pass  # a computed shape reads sizes at run time; verification checks it
+    else:
+        _computed_target(node, st, out)  # type: ignore[arg-type]
     st.set_layout(node.output[0], out)  # type: ignore[arg-type]
+
+
+def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None:
+    """A Reshape target computed in the graph: each size of a growing axis must follow the growth.
+
+    It does when it is read from the tensor's own shape at run time (Shape → Gather …), or when it is a
+    constant piece of a Concat (then that constant is rewritten like a constant target).
+    """
+    from .state import ValueUse
+
+    elements: list[tuple | None] = []
+    src = st.node_of.get(node.input[1])
+    pieces = list(src.input) if src is not None and src.op_type == "Concat" and int(attr(src, "axis", 0)) == 0 \
+        else [node.input[1]]
+    for p, piece in enumerate(pieces):
+        if src is not None and len(pieces) > 1 and st.is_const(piece):
+            values = st.value(piece).reshape(-1).tolist()
+            elements += [("const", piece, idx, p, v) for idx, v in enumerate(values)]
+            continue
+        static = _static(st, piece)
+        n = (st.shape(piece) or [None])[0] if static is None else static[0].size
+        if static is not None:
+            elements += [("read", d) for d in static[1].reshape(-1)]
+        elif n is not None:
+            elements += [None] * n
+        else:
+            elements = []
+            break
+    for k, l in enumerate(out):
+        roots = {st.find(a) for a in atoms(l)}
+        if not any(st.info[r].producers for r in roots):
+            continue
+        e = elements[k] if len(elements) == len(out) else None
+        if e is not None and e[0] == "const" and e[4] > 0:
+            st.value_uses.append(ValueUse(src.name, e[1], e[2], l, e[3]))  # type: ignore[union-attr]
+        elif e is not None and e[0] == "read" and {a if a == "?" else st.find(a) for a in e[1]} == roots:
+            pass  # read at run time from the grown tensor's own shape
+        elif not (e is not None and e[0] == "const" and e[4] == -1):
+            st.block(l, f"{node.name} (Reshape) computes its target shape in a way onnxgrow cannot follow")
 
 
 @rule("coupling", "Concat")
@@ -669,13 +717,15 @@ def _static(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.ndarra
     op = node.op_type
     if op == "Shape":
         shape, lay = st.shape(node.input[0]), st.layout(node.input[0])
-        if shape is None or lay is None or any(d is None for d in shape):
+        if shape is None or lay is None or len(shape) != len(lay):
             return None
         start, end = int(attr(node, "start", 0)), attr(node, "end", None)
         sl = slice(start, None if end is None else int(end))
         deps = np.empty(len(lay), dtype=object)
-        deps[:] = [frozenset(st.find(a) for a in atoms(l)) for l in lay]
-        return np.array(shape, dtype=np.int64)[sl], deps[sl]
+        # a dynamic size reads the unknown "?" (never static)
+        deps[:] = [frozenset(st.find(a) for a in atoms(l)) | (frozenset("?") if d is None else frozenset())
+                   for l, d in zip(lay, shape)]
+        return np.array([-1 if d is None else d for d in shape], dtype=np.int64)[sl], deps[sl]
     ins = [_static(st, n, depth + 1) if n else None for n in node.input]
     if not ins or ins[0] is None:
         return None
@@ -683,7 +733,9 @@ def _static(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.ndarra
     if op == "Gather" and len(ins) > 1 and ins[1] is not None:
         idx = ins[1][0].astype(np.int64)
         axis = int(attr(node, "axis", 0))
-        return np.take(v, idx, axis=axis), np.take(d, idx, axis=axis)
+        deps = np.empty(np.shape(idx), dtype=object)
+        deps[...] = np.take(d, idx, axis=axis)
+        return np.asarray(np.take(v, idx, axis=axis)), deps
     if op in ("Cast", "Identity"):
         return v, d
     if op in ("Squeeze", "Unsqueeze"):
@@ -702,7 +754,8 @@ def _static(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.ndarra
 
 
 def _growable(st: State, deps: np.ndarray) -> bool:
-    return any(st.info[st.find(a)].producers for s in deps.reshape(-1) for a in s)
+    """Whether growth (or a dynamic size) can change a value computed from these atoms."""
+    return any(a == "?" or st.info[st.find(a)].producers for s in deps.reshape(-1) for a in s)
 
 
 @rule("coupling", "If", subgraphs=True)
