@@ -3,6 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 MODEL ?= models/cnn.onnx
+# MXNet 1.9.1 needs numpy < 1.24 and onnx < 1.17 (no wheels past Python 3.11): its own venv,
+# made with the first Python 3.8-3.11 that runs.
+MXVENV := .venv-mxnet
+MXPY ?= $(shell for p in python3.11 python3.10 python3.9 python3.8 $(PY); do $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
 .PHONY: demo test install install-test models fuzz clean
 
@@ -22,6 +26,13 @@ install: $(BIN)/onnxgrow
 
 install-test: $(VENV)/.test-installed
 
+$(MXVENV)/.installed:
+	@test -n "$(MXPY)" || { echo "no Python 3.8-3.11 found for MXNet 1.9.1 (set MXPY=...)"; exit 1; }
+	$(MXPY) -m venv $(MXVENV)
+	$(MXVENV)/bin/pip install -q mxnet==1.9.1 'numpy<1.24' 'onnx<1.17'
+	$(MXVENV)/bin/python -c "import mxnet, onnx; from mxnet.contrib import onnx as onnx_mxnet"
+	touch $@
+
 demo: install
 	@mkdir -p out
 	@echo "== verify models/mlp.onnx against itself"
@@ -33,7 +44,7 @@ demo: install
 	$(BIN)/onnxgrow widen $(MODEL) -o out/wide.onnx --all x2
 	$(BIN)/onnxgrow inspect out/wide.onnx
 
-test: install-test
+test: install-test $(MXVENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 models: install-test
