@@ -556,14 +556,21 @@ def _split(node: onnx.NodeProto, st: State) -> None:
     sizes = [st.shape(o)[axis] if st.shape(o) else None for o in outs]  # type: ignore[index]
     part = lay[axis]
     if isinstance(part, Cat) and len(part.parts) == len(outs) and [st.size(p) for p in part.parts] == sizes:
-        from .state import ValueUse
+        from .state import AttrUse, ValueUse
 
+        computed = split is None and bool(_inp(node, 1))
+        if computed:
+            st.block(part, f"{node.name} (Split) computes its sizes")
         for k, (o, p) in enumerate(zip(outs, part.parts)):
             st.set_layout(o, lay[:axis] + [p] + lay[axis + 1:])
-            if split is not None and attr(node, "split") is None:
+            if attr(node, "split") is not None:
+                st.attr_uses.append(AttrUse(node.name, "split", p, 1, k))
+            elif split is not None:
                 st.value_uses.append(ValueUse(node.name, node.input[1], k, p, 1))
-        if attr(node, "split") is not None:
-            st.block(part, f"{node.name} (Split) gives its sizes as an attribute")
+        if split is None and not computed:
+            # equal parts (no sizes given, or num_outputs): they must stay equal, so they grow together
+            for p in part.parts[1:]:
+                st.unify(part.parts[0], p, node.name)
         return
     st.block(part, f"{node.name} (Split) cuts this axis")
     for o, s in zip(outs, sizes):
@@ -579,11 +586,62 @@ def _slice(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st)
         return
     result = list(lay)
+    bounds = _slice_bounds(node, st, len(lay))
     for k, (a, b) in enumerate(zip(in_shape, out_shape)):
         if a != b or a is None:
             st.block(lay[k], f"{node.name} (Slice) cuts this axis")
             result[k] = st.fresh(b, f"output of {node.name}")
+        elif bounds is None:
+            st.block(lay[k], f"{node.name} (Slice) computes its starts, ends or steps")
+        elif k in bounds:
+            _slice_whole_axis(node, st, lay[k], a, *bounds[k])
     st.set_layout(node.output[0], result)
+
+
+#: a Slice bound at least this big means "to the end" whatever the axis grows to
+_OPEN_END = 2**30
+
+
+def _slice_bounds(node: onnx.NodeProto, st: State, rank: int) -> dict[int, tuple[int, int, int, int]] | None:
+    """axis -> (start, end, step, position in the lists) of a Slice with constant bounds; None if computed."""
+    def ints(name: str, index: int, default):
+        value = attr(node, name)
+        if value is not None:
+            return [int(v) for v in value]
+        src = _inp(node, index)
+        if not src:
+            return default
+        return [int(v) for v in np.asarray(st.value(src)).reshape(-1)] if st.is_const(src) else None
+
+    starts, ends = ints("starts", 1, None), ints("ends", 2, None)
+    if starts is None or ends is None:
+        return None
+    axes = ints("axes", 3, list(range(len(starts))))
+    steps = ints("steps", 4, [1] * len(starts))
+    if axes is None or steps is None:
+        return None
+    return {int(ax) % rank: (starts[i], ends[i], steps[i], i) for i, ax in enumerate(axes)}
+
+
+def _slice_whole_axis(node: onnx.NodeProto, st: State, layout: Layout, size_: int, start: int, end: int, step: int,
+                      pos: int) -> None:
+    """A Slice that keeps every position of an axis: fine when it keeps them after growth too.
+
+    `ends` equal to the old size is rewritten to the new size; a reversed or shifted axis blocks.
+    """
+    from .state import AttrUse, ValueUse
+
+    if step != 1 or not (start == 0 or start <= -_OPEN_END):
+        st.block(layout, f"{node.name} (Slice) starts this axis at an offset, reverses it or steps over it")
+        return
+    if end >= _OPEN_END:
+        return
+    if end < size_:  # a negative end that happens to reach the end of the old axis
+        st.block(layout, f"{node.name} (Slice) ends this axis at a fixed distance from its end")
+    elif attr(node, "ends") is not None:
+        st.attr_uses.append(AttrUse(node.name, "ends", layout, 1, pos))
+    else:
+        st.value_uses.append(ValueUse(node.name, node.input[2], pos, layout, 2))
 
 
 # -- pooling, padding, resizing ------------------------------------------------------------------
@@ -596,9 +654,9 @@ def _spatial(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st)
         return
     if node.op_type in ("Resize", "Upsample"):
-        scales = _const_ints(st, node, "scales", 2 if node.op_type == "Resize" and st.opset >= 11 else 1)
-        if scales is not None and len(scales) >= 2 and scales[1] not in (1,):
-            block_everything(node, st, f"{node.name} ({node.op_type}) resizes the channel axis")
+        why = _resize_channels(node, st, lay)
+        if why:
+            block_everything(node, st, f"{node.name} ({node.op_type}) {why}")
             return
     if node.op_type in ("MaxPool", "AveragePool", "LpPool"):
         spatial = [_window(node, st, lay, j, out_shape) for j in range(2, len(lay))]
@@ -617,6 +675,36 @@ def _spatial(node: onnx.NodeProto, st: State) -> None:
         if extra:
             st.fresh_layout(extra, f"indices of {node.name}")
             st.block(lay[1], f"{node.name} returns indices")
+
+
+def _resize_channels(node: onnx.NodeProto, st: State, lay: list[Layout]) -> str | None:
+    """Why a Resize/Upsample may not pass the channel axis (None: it keeps it; constant `sizes` are rewritten)."""
+    from .state import ValueUse
+
+    rank = len(lay)
+    given_axes = attr(node, "axes")
+    axes = [int(a) % rank for a in given_axes] if given_axes is not None else list(range(rank))
+    if 1 not in axes:
+        return None
+    pos = axes.index(1)
+    scales = attr(node, "scales")
+    if scales is None:
+        name = _inp(node, 2 if node.op_type == "Resize" and st.opset >= 11 else 1)
+        if name and not st.is_const(name):
+            return "computes its scales"
+        scales = st.value(name).reshape(-1).tolist() if name else []
+    if len(scales):
+        return None if len(scales) > pos and float(scales[pos]) == 1.0 else "resizes the channel axis"
+    sizes = _inp(node, 3) if node.op_type == "Resize" else ""
+    if not sizes or not st.is_const(sizes):
+        return "computes its output sizes"
+    values = st.value(sizes).reshape(-1)
+    if len(values) <= pos or int(values[pos]) != st.size(lay[1]):
+        return "resizes the channel axis"
+    if attr(node, "keep_aspect_ratio_policy", b"stretch") not in (b"stretch", "stretch"):
+        return "keeps an aspect ratio that counts the channel axis"
+    st.value_uses.append(ValueUse(node.name, sizes, pos, lay[1], 3))
+    return None
 
 
 ZERO_PAD = "zero padding of "

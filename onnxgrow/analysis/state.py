@@ -46,12 +46,16 @@ class ValueUse:
 
 @dataclass
 class AttrUse:
-    """An integer attribute equal to a layout's size divided by `divisor` (Conv `group`)."""
+    """An integer attribute equal to a layout's size divided by `divisor` (Conv `group`).
+
+    With `index`, entry `index` of an ints attribute (Split `split`, Slice `ends` at old opsets).
+    """
 
     node: str
     attr: str
     layout: Layout
     divisor: int = 1
+    index: int | None = None
 
 
 @dataclass

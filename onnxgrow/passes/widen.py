@@ -142,8 +142,10 @@ class _Rewriter:
             if self.grown(au.layout):
                 node = nodes[au.node]
                 for a in node.attribute:
-                    if a.name == au.attr:
+                    if a.name == au.attr and au.index is None:
                         a.i = self.new_size(au.layout) // au.divisor
+                    elif a.name == au.attr:
+                        a.ints[au.index] = self.new_size(au.layout) // au.divisor
         self._value_info(g)
         return out
 
