@@ -632,6 +632,39 @@ def _reduce(node, ctx):
                   keepdims=int(a.get("keepdims", 1)))]
 
 
+@rule("LayerNormalization")
+def _layer_norm(node, ctx):
+    """MXNet's importer has no LayerNorm: the same arithmetic from ops it has (ReduceMean, Sub, Mul,
+    Add, Sqrt, Div); onnxruntime's kernel computes these steps in float32 too."""
+    a = _attrs(node)
+    if a.get("stash_type", 1) != 1:
+        raise Unsupported("stash_type other than float32 is not what the decomposition computes")
+    outs = _only_first_output(node, ctx, "Mean/InvStdDev")
+    rank = _need_rank(node, ctx)
+    axis = a.get("axis", -1)
+    axes = list(range(axis + rank if axis < 0 else axis, rank))
+    x, out, base = node.input[0], outs[0], node.name
+    t = lambda tag: ctx.fresh(f"{out}_{tag}")  # noqa: E731
+    mean, d, sq, var, veps, std, norm = t("mean"), t("centred"), t("squared"), t("var"), t("var_eps"), t("std"), t("norm")
+    eps = ctx.const(f"{base}.epsilon", np.array(a.get("epsilon", 1e-5), dtype=np.float32))
+    nodes = [
+        _node("ReduceMean", [x], [mean], ctx.fresh(f"{base}/mean"), axes=axes, keepdims=1),
+        _node("Sub", [x, mean], [d], ctx.fresh(f"{base}/centre")),
+        _node("Mul", [d, d], [sq], ctx.fresh(f"{base}/square")),
+        _node("ReduceMean", [sq], [var], ctx.fresh(f"{base}/var"), axes=axes, keepdims=1),
+        _node("Add", [var, eps], [veps], ctx.fresh(f"{base}/add_eps")),
+        _node("Sqrt", [veps], [std], ctx.fresh(f"{base}/std")),
+        _node("Div", [d, std], [norm], ctx.fresh(f"{base}/normalise")),
+    ]
+    scale = node.input[1]
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    scaled = out if bias is None else t("scaled")
+    nodes.append(_node("Mul", [norm, scale], [scaled], base))
+    if bias is not None:
+        nodes.append(_node("Add", [scaled, bias], [out], ctx.fresh(f"{base}/bias")))
+    return nodes
+
+
 @rule("ArgMax", "ArgMin")
 def _arg(node, ctx):
     a = _attrs(node)
@@ -674,9 +707,9 @@ def _default_opset(model: onnx.ModelProto) -> int:
 
 #: why ops MXNet's importer does list are still refused (its translation would not be exact).
 REFUSED = {
-    "Shape": "it computes a shape at run time; MXNet's importer needs constant shapes "
-             "(export the model with static input shapes so onnxgrow can fold them)",
-    "Size": "it computes a size at run time; MXNet's importer needs constant shapes",
+    "Shape": "it reads a size that is only known at run time; MXNet's importer needs constant shapes "
+             "(give the model's inputs static sizes, then onnxgrow folds the shape arithmetic)",
+    "Size": "it reads a size that is only known at run time; MXNet's importer needs constant shapes",
     "Slice": "MXNet 1.9's Slice translation compares the ends with the first graph input's shape "
              "and loses them when that shape is dynamic",
 }
@@ -693,6 +726,37 @@ def _why_not(node: onnx.NodeProto) -> str:
     return f"MXNet 1.9's ONNX importer has no translation for {node.op_type}"
 
 
+def fold_static_shapes(model: onnx.ModelProto) -> int:
+    """Replace Shape/Size of tensors whose sizes are all static by constants and fold what follows
+    (Gather, Concat, ... down to Reshape targets). Returns how many nodes were replaced."""
+    from .analysis.shapes import infer
+    from .passes.fold import fold_constants
+
+    g = model.graph
+    todo = [n for n in g.node if n.op_type in ("Shape", "Size") and n.domain in ("", "ai.onnx")]
+    if not todo:
+        return 0
+    shapes = infer(model)
+    inits = {t.name: list(t.dims) for t in g.initializer}
+    done = 0
+    for node in todo:
+        dims = inits.get(node.input[0], shapes.get(node.input[0]))
+        if dims is None or None in dims:
+            continue
+        if node.op_type == "Shape":
+            a = _attrs(node)
+            value = np.array(dims[a.get("start", 0):a.get("end", len(dims))], dtype=np.int64)
+        else:
+            value = np.array(int(np.prod(dims, dtype=np.int64)), dtype=np.int64)
+        const = helper.make_node("Constant", [], [node.output[0]], name=node.name,
+                                 value=numpy_helper.from_array(value))
+        node.CopyFrom(const)
+        done += 1
+    if done:
+        fold_constants(model)
+    return done
+
+
 def convert(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite `model` (already loaded and folded) into the MXNet 1.9 dialect; no verification."""
     from .analysis.shapes import infer
@@ -700,6 +764,9 @@ def convert(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = _default_opset(model)
     if opset < MIN_SOURCE_OPSET:
         raise OnnxGrowError(f"opset {opset}: for_mxnet converts models of opset {MIN_SOURCE_OPSET} or later")
+    for _ in range(8):  # each round may make more sizes static (a folded Reshape target, ...)
+        if not fold_static_shapes(model):
+            break
     g = model.graph
     if g.sparse_initializer:
         raise OnnxGrowError("sparse initializers cannot be imported by MXNet; store them dense")

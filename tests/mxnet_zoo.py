@@ -384,6 +384,18 @@ CASES["ReduceLogSumExp"] = _reduce("ReduceLogSumExp")
 CASES["ReduceMean opset 18 axes input"] = _reduce("ReduceMean", axes=(1,), opset=18)
 
 
+@case("LayerNormalization last axis -> ReduceMean arithmetic")
+def _layer_norm():
+    g = G([2, 3, 8])
+    return g.model(g.op("LayerNormalization", ["x", g.w(8), g.w(8)], epsilon=1e-3)), g.feeds()
+
+
+@case("LayerNormalization axis 1, no bias")
+def _layer_norm_axis1():
+    g = G([2, 3, 4])
+    return g.model(g.op("LayerNormalization", ["x", g.w(3, 4)], axis=1)), g.feeds()
+
+
 @case("ArgMax")
 def _argmax():
     g = G([3, 5])
