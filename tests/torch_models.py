@@ -187,6 +187,85 @@ class AlexNetLRN(nn.Module):
         return self.fc(x.view(x.size(0), 5 * 4 * 4))  # old torchvision style: the size is a constant
 
 
+class PReLUDepthMultiplier(nn.Module):
+    """Conv→BN→PReLU(C) (slope C×1×1 in ONNX) → depthwise conv with a channel multiplier of 2."""
+
+    def __init__(self, c: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3, padding=1)
+        self.bn = _bn(c)
+        self.prelu = nn.PReLU(c)
+        self.dw = nn.Conv2d(c, 2 * c, 3, padding=1, groups=c)
+        self.out = nn.Conv2d(2 * c, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.dw(self.prelu(self.bn(self.conv(x)))))
+        return self.out(x).mean((2, 3))
+
+
+class UNet(nn.Module):
+    """Encoder conv, strided conv, ConvTranspose and nearest Upsample back, skip concatenation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 3, 2, stride=2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Conv2d(4 + 3, 2, 1)
+        self.side = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = torch.relu(self.enc(x))
+        d = torch.relu(self.down(e))
+        return self.head(torch.cat([e, self.up(d)], 1)) + self.side(self.upsample(d))
+
+
+class FFNLayerNorm(nn.Module):
+    """Transformer-style post-norm feed-forward block on (batch, seq, dim): MatMul, GELU, LayerNorm."""
+
+    def __init__(self, d: int = 8, hidden: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, d)
+        self.ff1 = nn.Linear(d, hidden)
+        self.ff2 = nn.Linear(hidden, d)
+        self.norm = nn.LayerNorm(d)
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        h = self.norm(h + self.ff2(nn.functional.gelu(self.ff1(h))))
+        return self.out(h)
+
+
+class ChannelShuffle(nn.Module):
+    """ShuffleNet channel shuffle: view(n, g, c/g, h, w).transpose(1, 2) splits the channel axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.out(y).mean((2, 3))
+
+
+class GroupNormNet(nn.Module):
+    """GroupNorm(2, 4): torch exports it as Reshape → InstanceNormalization → Reshape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.norm = nn.GroupNorm(2, 4)
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.norm(self.conv(x)))).mean((2, 3))
+
+
 ACTIVATIONS: dict[str, Callable[[int], nn.Module]] = {
     "relu": lambda c: nn.ReLU(),
     "leakyrelu": lambda c: nn.LeakyReLU(0.1),
@@ -233,6 +312,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mobilenet_se": (MobileNetSE, IMAGE),
     "resnext": (ResNeXt, IMAGE),
     "alexnet_lrn": (AlexNetLRN, IMAGE),
+    "prelu_depth_multiplier": (PReLUDepthMultiplier, IMAGE),
+    "unet": (UNet, IMAGE),
+    "ffn_layernorm": (FFNLayerNorm, (2, 4, 5)),
+    "channel_shuffle": (ChannelShuffle, (2, 3, 4, 4)),
+    "groupnorm": (GroupNormNet, (2, 3, 4, 4)),
     **{f"mlp_{act}": ((lambda a=act: MLP(a)), (3, 6)) for act in ACTIVATIONS},
 }
 
