@@ -195,7 +195,10 @@ def feeds_for(sess, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
     for inp in sess.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else batch for d in inp.shape]
         dtype = _ORT_TYPES.get(inp.type, np.float32)
-        feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
+        if np.dtype(dtype).kind in "iu":  # ids into small tables
+            feeds[inp.name] = rng.integers(0, 3, shape).astype(dtype)
+        else:
+            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
     return feeds
 
 

@@ -945,3 +945,85 @@ def test_widen_with_own_verification():
     model = g.model(out)
     res = widen_model(model, {layer: "x2"})
     assert res.report is not None and res.report.passed
+
+
+# -- more layouts -------------------------------------------------------------------------------------------
+@case("transpose_nhwc_flatten_gemm")
+def _nhwc_flatten(g):
+    # channels become the innermost factor of the flattened axis: new columns interleave
+    return cnn_head(g, lambda g, h: g.op("Flatten", [g.op("Transpose", [h], perm=[0, 2, 3, 1])]), flat=36 * 4)
+
+
+@case("reshape_merge_channels_height_conv1d")
+def _merge_ch(g):
+    x = g.input([1, 3, 6, 6])
+    h = g.op("Relu", [g.conv(x, 3, 4, name="c1")])
+    m = g.op("Reshape", [h, g.ints([1, 4 * 6, 6])])  # [N, C*H, W]
+    return g.conv(m, 24, 3, dims=1, name="c2"), "c1"
+
+
+@case("gather_embedding")
+def _embedding(g):
+    ids = g.input([2, 5], name="ids", dtype=np.int64)
+    e = g.op("Gather", [g.weight(3, 6, name="table"), ids], name="embed")
+    return g.op("MatMul", [g.op("Tanh", [e]), g.weight(6, 4)], name="fc"), "embed"
+
+
+@case("pad_channels_with_zeros", 11)
+def _pad_channels(g):
+    return cnn(g, lambda g, h: g.pad(h, [0, 1, 0, 0, 0, 2, 0, 0]), after=7)
+
+
+@case("branch_two_consumers")
+def _branch(g):
+    x = g.input([2, 4])
+    h = g.op("Relu", [g.gemm(x, 4, 5, "fc1")])
+    return g.op("Add", [g.gemm(h, 5, 3, "fc2"), g.gemm(h, 5, 3, "fc2b")]), "fc1"
+
+
+def test_reducesum_over_grown_axis_needs_zero():
+    g = Graph(13)
+    x = g.input([2, 4])
+    h = g.op("Relu", [g.gemm(x, 4, 5, "fc1")])
+    s = g.reduce("ReduceSum", h, [1], keepdims=1)
+    model = g.model(g.gemm(g.op("Add", [h, s]), 5, 3, "fc2"))
+    group = group_of(model, "fc1")
+    assert group.constraint == "zero" and "ReduceSum" in group.reason
+    grow(model, {"fc1": "x2"}, init="zero")
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Pow"])
+def test_sqrt_of_a_positive_activation(op):
+    """Weights that keep an activation positive make Sqrt safe in the original; noise units must not be NaN."""
+    g = Graph(13)
+    x = g.input([2, 4])
+    h = g.op("Sigmoid", [x])
+    h = g.op("Gemm", [h, g.weight(4, 5, positive=True), g.const(np.full(5, 0.1))], name="fc1")
+    h = g.op("Sqrt", [h]) if op == "Sqrt" else g.op("Pow", [h, g.const(np.array(0.5, np.float32))])
+    model = g.model(g.gemm(h, 5, 3, "fc2"))
+    group = group_of(model, "fc1")
+    assert group.constraint == "zero" and op in group.reason
+    grow_every_way(model, "fc1")
+
+
+@pytest.mark.parametrize("exponent", [0.5, -1.0, -0.5, 2.0, 3.0])
+@pytest.mark.parametrize("base", ["relu", "relu_plus", "tanh_plus"])
+def test_pow_of_an_activation(exponent, base):
+    g = Graph(13)
+    x = g.input([2, 4])
+    h = g.op("Relu", [g.gemm(x, 4, 5, "fc1")])
+    if base == "relu_plus":
+        h = g.op("Add", [h, g.const(np.array(0.5))])  # known positive
+    elif base == "tanh_plus":
+        h = g.op("Add", [g.op("Tanh", [h]), g.const(np.array(2.0))])  # positive, but not known to be
+    elif exponent < 0:
+        return  # the original is inf already
+    model = g.model(g.gemm(g.op("Pow", [h, g.const(np.array(exponent))]), 5, 3, "fc2"))
+    group = group_of(model, "fc1")
+    if base == "tanh_plus" and exponent < 0:
+        assert group.constraint == "blocked" and "Pow" in group.reason
+    elif base == "tanh_plus" and exponent % 1:
+        assert group.constraint == "blocked" and "Pow" in group.reason  # zero needed, but +2 moves 0
+    else:
+        assert group.constraint == "free", group.reason
+        grow_every_way(model, "fc1")

@@ -103,8 +103,7 @@ ZERO_PRESERVING = {
 @rule("pass-through", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu",
       "Softplus", "Softsign", "Gelu", "Erf", "Dropout", "Identity", "Cast", "CastLike", "Neg", "Abs", "Exp",
       "Sign", "Sin", "Cos", "Celu", "Mish", "ThresholdedRelu", "Shrink", "Round", "Floor", "Ceil", "Swish",
-      "Sqrt", "Clip", "Asin", "Atan", "Sinh", "Cosh", "Tan", "Asinh", "Atanh", "Acos", "Acosh", "IsNaN", "IsInf",
-      "Not")
+      "Clip", "Atan", "Sinh", "Cosh", "Tan", "Asinh", "IsNaN", "IsInf", "Not")
 def _elementwise_unary(node: onnx.NodeProto, st: State) -> None:
     _pass(node, st)  # whether 0 stays 0 is tracked per tensor by `track_values`
 
@@ -116,6 +115,37 @@ def _unsafe_unary(node: onnx.NodeProto, st: State) -> None:
         return
     for l in lay or []:
         st.block(l, f"{node.name} ({node.op_type}) can turn new units into inf or NaN")
+
+
+@rule("pass-through", "Sqrt", "Asin", "Acos", "Atanh", "Acosh")
+def _partial_unary(node: onnx.NodeProto, st: State) -> None:
+    """Ops defined on part of the real line: noise could leave it; 0 stays inside (but for Acosh)."""
+    lay = _pass(node, st)
+    sign = st.sign(node.input[0])
+    if lay is None or (node.op_type == "Sqrt" and sign in ("pos", "nonneg")):
+        return
+    for l in lay:
+        if node.op_type == "Acosh":
+            st.block(l, f"{node.name} (Acosh) is not defined at 0 nor below: new units could be NaN")
+        else:
+            st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) is not defined for every input: "
+                                            "new units could be NaN unless they stay 0")
+
+
+def _pow_exponent(node: onnx.NodeProto, st: State, layouts: list[Layout]) -> None:
+    """Pow of an activation by a constant: fractional exponents need new units >= 0, negative ones > 0."""
+    base, exp = node.input[0], node.input[1]
+    if st.layout(base) is None or not st.is_const(exp) or not _broadcasts_onto_growable(st, node, exp):
+        return
+    e = np.asarray(st.value(exp), dtype=np.float64)
+    sign = st.sign(base)
+    if sign == "pos" or (np.all(e >= 0) and (sign == "nonneg" or np.all(np.mod(e, 1) == 0))):
+        return
+    for l in layouts:
+        if np.all(e > 0):
+            st.needs_zero(base, l, f"{node.name} (Pow) raises to a fractional power: new units could be NaN unless they stay 0")
+        else:
+            st.block(l, f"{node.name} (Pow) raises to a negative power: new units could be inf or NaN")
 
 
 BINARY_FILL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0, "Pow": 1.0, "Max": 0.0, "Min": 0.0,
@@ -162,6 +192,8 @@ def _broadcast(node: onnx.NodeProto, st: State) -> None:
         for l in layouts:
             st.block(l, f"{node.name} ({node.op_type}) divides by or raises to an activation; new units could be inf or NaN")
     st.set_layout(node.output[0], layouts)
+    if node.op_type == "Pow":
+        _pow_exponent(node, st, layouts)
 
 
 @rule("pass-through", "BatchNormalization", "InstanceNormalization")
