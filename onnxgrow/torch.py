@@ -1,0 +1,433 @@
+"""Train a grown model in PyTorch: an onnx2torch module whose every weight is a Parameter, or
+the grown weights as a `state_dict` for a bigger instance of the user's own module.
+
+Two paths, one for each kind of user:
+
+- `to_module(model)`: the grown ONNX as a `torch.fx.GraphModule` (onnx2torch). onnx2torch makes
+  `nn.Conv*`, `nn.Linear` (a Gemm whose B and C are initializers and `transA == 0`), `nn.BatchNorm*`,
+  `nn.LayerNorm` and `nn.InstanceNorm*` with trainable parameters, but keeps every other initializer
+  as a *buffer* of its `initializers` submodule (`initializers.onnx_initializer_<k>`): the weights of
+  every MatMul, of a Gemm with `transA` or a computed B, the biases added after a MatMul, embedding
+  tables, PRelu slopes, weights of the layers onnxgrow inserts, ... An optimiser never sees buffers,
+  so those weights would silently stay frozen. `to_module` re-registers each such buffer *in place*
+  (same owner, same name, so the fx graph's `get_attr` nodes keep working) as an `nn.Parameter`.
+- `state_dict_for(module, model)`: the grown initializers mapped onto the user's own, bigger
+  module by name, every shape checked; `module.load_state_dict(sd, strict=True)` takes the result.
+
+Which initializers are weights (`WEIGHT_INPUTS`, one entry per op family) is decided by where they
+are read: weight and bias inputs of MatMul, Gemm, Conv, normalisations, PRelu, the table of a
+Gather, operands of Add/Sub/Mul/Div/Concat/Einsum. Kept as buffers: BatchNorm running mean and
+variance (statistics, not trained by gradients), integer tensors (shapes, indices), inputs that
+configure an op rather than weigh it (Resize scales, Clip bounds, Pow exponents, Pad values, Where
+operands, ...), and, among elementwise operands, single numbers with exporter-made names (`1/sqrt(d)`,
+GELU's 0.5, a LayerNorm epsilon: `onnx::Mul_12`, `/Constant_output_0`) or tensors with inf/NaN
+(attention masks). A single number with a parameter's name (`scale`, `head.bias` of one unit)
+is a weight.
+
+An initializer read by several nodes (tied weights) becomes one Parameter shared by every reader
+that holds it unchanged. onnx2torch's `nn.Linear` for a Gemm with `transB == 0` or `alpha != 1`
+holds a transformed copy, which PyTorch then trains on its own (a warning says so).
+
+Training starts with a fresh optimiser: optimiser state (moments, step counts) is not part of
+ONNX, and growing does not rescale it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from .errors import OnnxGrowError
+from .io import ModelLike, load
+
+#: op type -> the inputs that hold trainable weights when they are initializers (None: every input).
+WEIGHT_INPUTS: dict[str, tuple[int, ...] | None] = {
+    "MatMul": (0, 1), "Gemm": (0, 1, 2), "Conv": (1, 2), "ConvTranspose": (1, 2),
+    "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
+    "GroupNormalization": (1, 2), "PRelu": (1,), "Gather": (0,), "Einsum": None,
+    "Add": None, "Sub": None, "Mul": None, "Div": None, "Concat": None,
+}
+#: ops whose constant operands are weights only when they do not look like an exporter's constant.
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Concat", "Einsum"}
+#: ops that pass a weight through unchanged in meaning (a weight read through them is still a weight).
+_PASS_THROUGH = {"Identity", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand"}
+#: BatchNormalization inputs that are statistics: they stay buffers (and map to running_mean/var).
+_STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+
+_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+# -- which initializers are weights ---------------------------------------------------------------
+
+def _generated(name: str) -> bool:
+    """A name an exporter made up for a constant, not a parameter's name."""
+    return name.startswith(("onnx::", "/", "_v_")) or "Constant" in name or name.startswith("val_")
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name:
+                readers.setdefault(name, []).append((node, k))
+    return readers
+
+
+def _weight_slots(name: str, readers: dict[str, list[tuple[onnx.NodeProto, int]]]) -> list[tuple[onnx.NodeProto, int]]:
+    """The (node, input index) weight slots `name` reaches, directly or through pass-through ops."""
+    found, seen, frontier = [], {name}, [name]
+    while frontier:
+        for node, k in readers.get(frontier.pop(), []):
+            slots = WEIGHT_INPUTS.get(node.op_type, ())
+            if slots is None or k in slots:
+                found.append((node, k))
+            elif node.op_type in _PASS_THROUGH and k == 0:
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        frontier.append(out)
+    return found
+
+
+def weight_initializers(model: onnx.ModelProto) -> dict[str, str]:
+    """ONNX initializer name -> 'weight' or 'statistic' for every float initializer a network learns
+    or tracks (see the module docstring); constants are left out."""
+    g = model.graph
+    readers = _readers(g)
+    kinds: dict[str, str] = {}
+    for t in g.initializer:
+        if t.data_type not in _FLOAT:
+            continue
+        uses = readers.get(t.name, [])
+        if any((n.op_type, k) in _STATISTICS for n, k in uses):
+            kinds[t.name] = "statistic"
+            continue
+        slots = _weight_slots(t.name, readers)
+        if not slots:
+            continue
+        if all(n.op_type in _ELEMENTWISE for n, _ in slots):
+            value = numpy_helper.to_array(t)
+            if value.size == 1 and _generated(t.name):
+                continue
+            if not np.all(np.isfinite(value.astype(np.float64))):
+                continue
+        kinds[t.name] = "weight"
+    return kinds
+
+
+# -- to_module --------------------------------------------------------------------------------
+
+#: onnx2torch module attribute -> ONNX input index, for the modules it builds from initializers.
+_MODULE_INPUTS: dict[str, dict[str, int]] = {
+    "Conv": {"weight": 1, "bias": 2}, "ConvTranspose": {"weight": 1, "bias": 2},
+    "Gemm": {"weight": 1, "bias": 2},
+    "BatchNormalization": {"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4},
+    "LayerNormalization": {"weight": 1, "bias": 2}, "InstanceNormalization": {"weight": 1, "bias": 2},
+}
+
+
+def to_module(model: ModelLike) -> torch.fx.GraphModule:
+    """The model as an onnx2torch `torch.fx.GraphModule` whose every weight is a trainable Parameter.
+
+    The module is returned in eval mode, where it computes what the ONNX model computes; call
+    `.train()` before training (BatchNorm then normalises with batch statistics and updates its
+    running statistics, which stay buffers). Its attribute `onnx_names` maps each state_dict key
+    that came from an initializer to that initializer's name (a `nn.Linear` made from a Gemm with
+    `transB == 0` holds the transpose). See the module docstring for which tensors are weights.
+    """
+    try:
+        from onnx2torch import convert
+        from onnx2torch.onnx_graph import OnnxGraph, ValueType
+    except ImportError as exc:  # pragma: no cover - the torch extra pulls it in
+        raise OnnxGrowError(f"exporting to PyTorch needs onnx2torch: pip install 'onnxgrow[torch]' ({exc})") from None
+    m = load(model)
+    try:
+        gm = convert(m, attach_onnx_mapping=True)
+    except (NotImplementedError, KeyError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise OnnxGrowError(f"onnx2torch cannot convert this model: {first}") from exc
+
+    kinds = weight_initializers(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    onnx_graph = OnnxGraph(m.graph)
+    # fx drops the container when no node reads an initializer through it
+    container = gm.initializers if hasattr(gm, "initializers") else nn.Module()
+    onnx_names: dict[str, str] = {}
+    # Replay onnx2torch's numbering: it adds one buffer `onnx_initializer_<k>` per initializer input
+    # of each node's mapping, in node order (converter.convert).
+    k = 0
+    for unique_name, node in onnx_graph.nodes.items():
+        sub = gm.get_submodule(unique_name)
+        mapping = getattr(sub, "onnx_mapping", None)
+        if mapping is not None:
+            for value in mapping.inputs:
+                if onnx_graph.value_type(value) == ValueType.GRAPH_INITIALIZER:
+                    onnx_names[f"initializers.onnx_initializer_{k}"] = value
+                    k += 1
+            del sub.onnx_mapping
+        attrs = _MODULE_INPUTS.get(node.operation_type, {})
+        for attr, index in attrs.items():
+            t = getattr(sub, attr, None) if isinstance(sub, nn.Module) and not sub.__class__.__module__.startswith("onnx2torch") else None
+            if isinstance(t, torch.Tensor) and index < len(node.input_values) and node.input_values[index] in inits:
+                onnx_names[f"{unique_name}.{attr}"] = node.input_values[index]
+    if k != sum(1 for _ in container.buffers()):
+        raise OnnxGrowError(f"onnx2torch made {sum(1 for _ in container.buffers())} initializer buffers, "
+                            f"expected {k}: this onnx2torch version is not supported")
+
+    # buffers that hold weights -> Parameters, re-registered on their owner under the same name
+    shared: dict[str, nn.Parameter] = {}
+    for key, name in list(onnx_names.items()):
+        if not key.startswith("initializers.") or kinds.get(name) != "weight":
+            continue
+        leaf = key.split(".", 1)[1]
+        buf = container._buffers.pop(leaf)
+        if tuple(buf.shape) != tuple(inits[name].dims):
+            raise OnnxGrowError(f"onnx2torch buffer {key} has shape {tuple(buf.shape)}, initializer {name} "
+                                f"{tuple(inits[name].dims)}: this onnx2torch version is not supported")
+        param = shared.get(name)
+        if param is None:
+            param = shared[name] = nn.Parameter(buf.detach().clone(), requires_grad=True)
+        container.register_parameter(leaf, param)
+    _tie(gm, onnx_names, inits, shared)
+    gm.onnx_names = onnx_names
+    gm.eval()
+    return gm
+
+
+def _tie(gm: nn.Module, onnx_names: dict[str, str], inits: dict[str, onnx.TensorProto],
+         shared: dict[str, nn.Parameter]) -> None:
+    """Make the module parameters that hold the same initializer unchanged one shared Parameter."""
+    by_init: dict[str, list[str]] = {}
+    for key, name in onnx_names.items():
+        by_init.setdefault(name, []).append(key)
+    for name, keys in by_init.items():
+        if len(keys) < 2:
+            continue
+        value = torch.from_numpy(numpy_helper.to_array(inits[name]).copy())
+        untied = []
+        for key in keys:
+            owner_name, _, leaf = key.rpartition(".")
+            owner = gm.get_submodule(owner_name)
+            current = getattr(owner, leaf)
+            if not isinstance(current, nn.Parameter):
+                continue
+            if tuple(current.shape) != tuple(value.shape) or not torch.equal(current.detach(), value.to(current.dtype)):
+                untied.append(key)
+                continue
+            param = shared.setdefault(name, current)
+            if current is not param:
+                setattr(owner, leaf, param)
+        if untied:
+            warnings.warn(f"initializer {name} is read by {len(keys)} layers; {', '.join(untied)} hold(s) a "
+                          f"transformed copy that PyTorch trains separately", stacklevel=3)
+
+
+# -- saving -----------------------------------------------------------------------------------
+
+def save_module(module: nn.Module, path: str | os.PathLike) -> Path:
+    """`torch.save` the whole module (atomically: a temporary file in the same folder, then
+    `os.replace`); `torch.load(path, weights_only=False)` or `load_module(path)` gives it back
+    (onnx2torch must be importable there, its layer classes are pickled by reference)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxGrowError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(module, f)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)
+
+
+def load_module(path: str | os.PathLike) -> nn.Module:
+    """The module `save_module` wrote (unpickled: load only files you trust)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxGrowError(f"{path}: no such file")
+    try:
+        module = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # torch raises many kinds for a bad file
+        raise OnnxGrowError(f"{path}: not a saved torch module ({str(exc).strip().splitlines()[0][:200]})") from exc
+    if not isinstance(module, nn.Module):
+        raise OnnxGrowError(f"{path}: holds a {type(module).__name__}, not a torch module")
+    return module
+
+
+# -- state_dict_for -----------------------------------------------------------------------------
+
+#: (op type, input index) -> (parameter name in the module that did it, transposed in ONNX).
+_SLOT_PARAM: dict[tuple[str, int], tuple[str, bool]] = {
+    ("MatMul", 1): ("weight", True), ("MatMul", 0): ("weight", False),
+    ("Gemm", 1): ("weight", False), ("Gemm", 2): ("bias", False),
+    ("Conv", 1): ("weight", False), ("Conv", 2): ("bias", False),
+    ("ConvTranspose", 1): ("weight", False), ("ConvTranspose", 2): ("bias", False),
+    ("BatchNormalization", 1): ("weight", False), ("BatchNormalization", 2): ("bias", False),
+    ("BatchNormalization", 3): ("running_mean", False), ("BatchNormalization", 4): ("running_var", False),
+    ("InstanceNormalization", 1): ("weight", False), ("InstanceNormalization", 2): ("bias", False),
+    ("LayerNormalization", 1): ("weight", False), ("LayerNormalization", 2): ("bias", False),
+    ("GroupNormalization", 1): ("weight", False), ("GroupNormalization", 2): ("bias", False),
+    ("PRelu", 1): ("weight", False), ("Gather", 0): ("weight", False),
+    ("Add", 0): ("bias", False), ("Add", 1): ("bias", False),
+}
+
+
+def _module_path(node_name: str, modules: set[str]) -> str | None:
+    """The module a torch export's node name (`/layers/layers.0/MatMul`, `/blocks.1/lin/Add`,
+    `/relu_1/Relu`) was made in, resolved against the module's own tree; None if it does not resolve."""
+    parts = [p for p in node_name.split("/") if p][:-1]
+    path = ""
+    for seg in parts:
+        found = None
+        for cand_seg in (seg, re.sub(r"_\d+$", "", seg)):
+            base = path
+            while True:  # a segment is relative to the current module or to one of its ancestors
+                cand = f"{base}.{cand_seg}" if base else cand_seg
+                if cand in modules:
+                    found = cand
+                    break
+                if not base:
+                    break
+                base = base.rpartition(".")[0]
+            if found:
+                break
+        if found is None:
+            return None
+        path = found
+    return path
+
+
+def _shape(shape: Iterable[int]) -> str:
+    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
+
+
+def state_dict_for(module: nn.Module, model: ModelLike) -> dict[str, torch.Tensor]:
+    """The grown model's weights as a state_dict for `module`, a bigger instance of the network
+    the ONNX file was exported from (`torch.onnx.export`), for `module.load_state_dict(sd, strict=True)`.
+
+    Initializers named like a state_dict key (`fc1.weight`, `bn1.running_mean`) go to that key. The
+    ones the exporter renamed (`onnx::MatMul_12`: a Linear's weight, transposed, for a MatMul) are
+    placed through the name of the node that reads them (`/fc1/MatMul` -> module `fc1`, `weight`,
+    transposed back); a module holding a single parameter of the right shape takes it otherwise.
+    Every shape is checked. Keys the ONNX model cannot give that are not floating point
+    (BatchNorm's `num_batches_tracked`) keep the module's own value. Anything else that does not
+    fit (a key the model lacks, a weight the module has no place for, a shape that differs) is
+    listed in one OnnxGrowError.
+    """
+    m = load(model)
+    target = module.state_dict()
+    modules = {name for name, _ in module.named_modules() if name}
+    own = {name: dict(sub.named_parameters(recurse=False)) | dict(sub.named_buffers(recurse=False))
+           for name, sub in module.named_modules()}
+    inits = {t.name: t for t in m.graph.initializer}
+    kinds = weight_initializers(m)
+    readers = _readers(m.graph)
+
+    result: dict[str, torch.Tensor] = {}
+    source: dict[str, str] = {}
+    wrong_shape: list[str] = []
+    no_place: list[str] = []
+
+    def put(key: str, name: str, transpose: bool) -> None:
+        value = numpy_helper.to_array(inits[name])
+        if transpose and value.ndim == 2:
+            value = value.T
+        want = tuple(target[key].shape)
+        if tuple(value.shape) != want:
+            how = " (transposed)" if transpose else ""
+            wrong_shape.append(f"{key}: module {_shape(want)}, model {name}{how} {_shape(value.shape)}")
+            source[key] = name
+            return
+        tensor = torch.from_numpy(np.ascontiguousarray(value)).to(target[key].dtype)
+        if key in result and not torch.equal(result[key], tensor):
+            wrong_shape.append(f"{key}: the model gives it two different tensors ({source[key]}, {name})")
+            return
+        result[key], source[key] = tensor, name
+
+    placed: set[str] = set()
+    # 1. by name: torch.onnx.export keeps parameter and buffer names
+    for name in kinds:
+        if name in target:
+            put(name, name, False)
+            placed.add(name)
+    # 2. through the node that reads it: /fc1/MatMul reads fc1's weight (transposed when renamed);
+    #    this also fills every key of a tied weight
+    guesses: list[tuple[str, str, bool]] = []
+    for name in kinds:
+        for node, k in readers.get(name, []):
+            slot = _SLOT_PARAM.get((node.op_type, k))
+            scope = _module_path(node.name, modules)
+            if slot is None or scope is None:
+                continue
+            param, transposed = slot
+            if node.op_type == "Gemm" and k == 1:
+                transposed = {a.name: a.i for a in node.attribute}.get("transB", 0) == 0
+            elif node.op_type == "MatMul" and not _generated(name):
+                transposed = False  # a parameter read as it is (x @ self.w)
+            key = f"{scope}.{param}" if scope else param
+            if key == name or (key in source and source[key] == name):
+                continue
+            if key in target:
+                put(key, name, transposed)
+                placed.add(name)
+            else:
+                guesses.append((name, scope, transposed))
+    # 3. the module's only free tensor of the right shape (a parameter not called weight/bias)
+    for name, scope, transposed in guesses:
+        if name in placed:
+            continue
+        dims = tuple(inits[name].dims)
+        want = dims[::-1] if transposed else dims
+        cands = [f"{scope}.{leaf}" if scope else leaf for leaf, t in own.get(scope, {}).items()
+                 if tuple(t.shape) == want]
+        cands = [c for c in cands if c in target and c not in source]
+        if len(cands) == 1:
+            put(cands[0], name, transposed)
+            placed.add(name)
+    for name in kinds:
+        if name not in placed:
+            users = sorted({n.name for n, _ in readers.get(name, [])})
+            no_place.append(f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'})")
+
+    missing = []
+    for key, value in target.items():
+        if key in source:
+            continue
+        if not value.is_floating_point():
+            result[key] = value.detach().clone()
+            continue
+        missing.append(f"{key} {_shape(value.shape)}")
+    problems = []
+    if missing:
+        problems.append(f"not in the model: {', '.join(missing)}")
+    if no_place:
+        problems.append(f"no place in the module: {', '.join(no_place)}")
+    if wrong_shape:
+        problems.append(f"shape differs: {'; '.join(wrong_shape)}")
+    if problems:
+        count = len(missing) + len(no_place) + len(wrong_shape)
+        raise OnnxGrowError(f"{type(module).__name__} does not fit the model ({count} mismatch"
+                            f"{'es' if count != 1 else ''}): " + " | ".join(problems))
+    return {key: result[key] for key in target}
