@@ -1027,3 +1027,16 @@ def test_pow_of_an_activation(exponent, base):
     else:
         assert group.constraint == "free", group.reason
         grow_every_way(model, "fc1")
+
+
+def test_lrn_over_a_concatenation_grows_only_its_last_part():
+    """LRN's window slides over channels: units inserted before the end of a Concat would change it."""
+    g = Graph(13)
+    x = g.input([1, 3, 5, 5])
+    h = g.op("Concat", [g.op("Relu", [g.conv(x, 3, 2, name="c0")]), g.op("Relu", [g.conv(x, 3, 3, name="c1")])], axis=1)
+    h = g.op("LRN", [h], size=3, alpha=0.5)  # a large alpha makes a wrong window visible
+    model = g.model(g.conv(h, 5, 3, name="c2"))
+    first, last = group_of(model, "c0"), group_of(model, "c1")
+    assert first.constraint == "blocked" and "LRN" in first.reason
+    assert last.constraint == "zero"
+    grow(model, {"c1": "x2"}, init="zero")

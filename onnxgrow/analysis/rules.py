@@ -960,8 +960,23 @@ def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> 
 @rule("mixer", "LRN")
 def _lrn(node: onnx.NodeProto, st: State) -> None:
     lay = _pass(node, st)
-    if lay is not None:
-        st.needs_zero(node.input[0], lay[1], f"{node.name} (LRN) sums squares across channels")
+    if lay is None:
+        return
+    reason = f"{node.name} (LRN) sums squares across channels"
+    channels = lay[1]
+    # its window slides over the channels: only units appended at the end (behind zero padding) keep
+    # every old window; units inserted inside a concatenation would change their neighbours' windows
+    while isinstance(channels, Cat):
+        parts = list(channels.parts)
+        while len(parts) > 1 and isinstance(parts[-1], Atom) and st.info[st.find(parts[-1].id)].origin.startswith(ZERO_PAD):
+            parts.pop()
+        for p in parts[:-1]:
+            st.block(p, f"{reason} with a sliding window: new units inside a concatenation would change it")
+        channels = parts[-1]
+    if isinstance(channels, Prod):
+        st.block(channels, f"{reason} with a sliding window: new units would interleave with old ones")
+    else:
+        st.needs_zero(node.input[0], channels, reason)
 
 
 @rule("mixer", "LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")

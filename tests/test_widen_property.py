@@ -1,0 +1,180 @@
+"""Property test: widening a random MLP or CNN either keeps its outputs or refuses clearly.
+
+Hypothesis builds random graphs with onnx.helper (depth 1-4, random widths, activations from a safe
+list, residual Add joins, Concat joins, BatchNorm, depthwise convs, Flatten into Gemm, a few mixers)
+and random growth plans (a random subset of the groups, xF or +k sizes, a random strategy). The property:
+`widen_model` returns a model whose outputs match the original within 1e-5 (normalised by the output's
+magnitude, checked here with onnxruntime), or raises OnnxGrowError — never another exception, never a
+mismatch. A plan every chosen group allows must not be refused.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("onnxruntime")
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from onnx_graphs import LATEST, Graph, assert_same_outputs  # noqa: E402
+
+from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
+from onnxgrow.widen import STRATEGIES, inspect_model, parse_size, widen_model  # noqa: E402
+
+OPSETS = [11, 13, 18, LATEST]
+ACTIVATIONS = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "HardSigmoid", "Identity",
+               "ErfGelu", "Clip", "Swish", "none"]
+
+
+def activation(g: Graph, name: str, h: str) -> str:
+    if name == "none":
+        return h
+    if name == "LeakyRelu":
+        return g.op("LeakyRelu", [h], alpha=0.1)
+    if name == "Clip":
+        return g.clip(h, -1.0, 1.0)
+    if name == "Swish":
+        return g.op("Mul", [h, g.op("Sigmoid", [h])])
+    if name == "ErfGelu":
+        e = g.op("Erf", [g.op("Mul", [h, g.const(np.array(0.70710677, np.float32))])])
+        return g.op("Mul", [g.op("Mul", [h, g.op("Add", [e, g.const(np.array(1.0, np.float32))])]),
+                             g.const(np.array(0.5, np.float32))])
+    return g.op(name, [h])
+
+
+def batchnorm(g: Graph, h: str, c: int) -> str:
+    return g.op("BatchNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, c)), g.const(g.rng.standard_normal(c) * 0.1),
+                                       g.const(g.rng.standard_normal(c) * 0.1), g.const(g.rng.uniform(0.5, 1.5, c))])
+
+
+@st.composite
+def mlps(draw) -> tuple[onnx.ModelProto, str]:
+    opset = draw(st.sampled_from(OPSETS))
+    g = Graph(opset, seed=draw(st.integers(0, 2**16)))
+    width = draw(st.integers(2, 6))
+    h = g.input([2, width])
+    desc = [f"mlp op{opset} in{width}"]
+    for layer in range(draw(st.integers(1, 4))):
+        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "sum"]))
+        new = width if join in ("residual", "sum") else draw(st.integers(2, 7))
+        kind = draw(st.sampled_from(["gemm", "gemm_t", "matmul"]))
+
+        def dense(src: str, n: int, tag: str) -> str:
+            if kind == "matmul":
+                y = g.op("MatMul", [src, g.weight(width, n)], name=f"fc{layer}{tag}")
+                return g.op("Add", [y, g.const(g.rng.standard_normal(n) * 0.1)])
+            return g.gemm(src, width, n, f"fc{layer}{tag}", trans_b=1 if kind == "gemm_t" else 0)
+
+        y = dense(h, new, "")
+        if join == "concat":
+            extra = draw(st.integers(2, 5))
+            y = g.op("Concat", [y, dense(h, extra, "b")], axis=1)
+            new += extra
+        elif join == "sum":
+            y = g.op("Sum", [y, dense(h, new, "b")])
+        if draw(st.booleans()):
+            y = batchnorm(g, y, new)
+        mixer = draw(st.sampled_from(["none"] * 6 + ["layernorm", "softmax"]))
+        if mixer == "layernorm" and opset >= 17:
+            y = g.op("LayerNormalization", [y, g.const(g.rng.uniform(0.5, 1.5, new)), g.const(np.zeros(new))], axis=-1)
+        elif mixer == "softmax":
+            y = g.op("Softmax", [y], axis=1)
+        act = draw(st.sampled_from(ACTIVATIONS))
+        y = activation(g, act, y)
+        if join == "residual":
+            y = g.op("Add", [h, y])
+        desc.append(f"{kind}:{join}:{new}:{act}:{mixer}")
+        h, width = y, new
+    out = g.gemm(h, width, 3, "head")
+    return g.model(out), " ".join(desc)
+
+
+@st.composite
+def cnns(draw) -> tuple[onnx.ModelProto, str]:
+    opset = draw(st.sampled_from(OPSETS))
+    g = Graph(opset, seed=draw(st.integers(0, 2**16)))
+    dims = draw(st.sampled_from([1, 2, 2, 3]))
+    size = 6 if dims < 3 else 4
+    c = 3
+    h = g.input([1, c] + [size] * dims)
+    desc = [f"cnn{dims}d op{opset}"]
+    for layer in range(draw(st.integers(1, 4))):
+        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "depthwise"]))
+        k = draw(st.sampled_from([1, 3]))
+        if join == "depthwise":
+            y = g.conv(h, c, c, k=3, dims=dims, name=f"dw{layer}", group=c)
+            new = c
+        else:
+            new = c if join == "residual" else draw(st.integers(2, 6))
+            y = g.conv(h, c, new, k=k, dims=dims, name=f"conv{layer}")
+            if join == "concat":
+                extra = draw(st.integers(2, 4))
+                y = g.op("Concat", [y, g.conv(h, c, extra, k=k, dims=dims, name=f"conv{layer}b")], axis=1)
+                new += extra
+        if draw(st.booleans()):
+            y = batchnorm(g, y, new)
+        act = draw(st.sampled_from(ACTIVATIONS))
+        y = activation(g, act, y)
+        if join == "residual":
+            y = g.op("Add", [h, y])
+        mixer = draw(st.sampled_from(["none"] * 6 + ["lrn", "maxpool"]))
+        if mixer == "lrn" and dims == 2:  # onnxruntime runs LRN on 4-D tensors only
+            y = g.op("LRN", [y], size=3)
+        elif mixer == "maxpool" and size >= 4:
+            y = g.op("MaxPool", [y], kernel_shape=[2] * dims, strides=[2] * dims)
+            size //= 2
+        desc.append(f"{join}:{new}:k{k}:{act}:{mixer}")
+        h, c = y, new
+    head = draw(st.sampled_from(["flatten", "gap", "conv"]))
+    desc.append(head)
+    if head == "flatten":
+        out = g.gemm(g.op("Flatten", [h]), c * size ** dims, 3, "head")
+    elif head == "gap":
+        out = g.gemm(g.op("Flatten", [g.op("GlobalAveragePool", [h])]), c, 3, "head")
+    else:
+        out = g.conv(h, c, 2, k=1, dims=dims, name="head")
+    return g.model(out), " ".join(desc)
+
+
+SIZES = st.one_of(st.sampled_from(["x1.5", "x2", "x3"]), st.integers(1, 4).map(lambda k: f"+{k}"))
+
+
+#: ONNXGROW_PROPERTY_EXAMPLES=2000 runs a longer search (the default keeps the suite fast)
+@settings(max_examples=int(os.environ.get("ONNXGROW_PROPERTY_EXAMPLES", 60)), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(built=st.one_of(mlps(), cnns()), data=st.data())
+def test_widen_matches_or_refuses(built, data):
+    model, desc = built
+    groups = inspect_model(model).groups
+    init = data.draw(st.sampled_from(STRATEGIES), label="init")
+    seed = data.draw(st.integers(0, 1000), label="seed")
+    if data.draw(st.booleans(), label="use --all") or not groups:
+        layers, everything = None, data.draw(st.sampled_from(["x2", "+2", "x1.5"]), label="all")
+        allowed = any(g.constraint == "free" for g in groups)
+    else:
+        chosen = data.draw(st.lists(st.sampled_from(groups), min_size=1, max_size=len(groups), unique_by=lambda g: g.id),
+                           label="groups")
+        layers = {g.id: data.draw(SIZES, label=f"size of {g.id}") for g in chosen}
+        everything = None
+        allowed = all(g.allows(init, parse_size(layers[g.id], g.size, "test")) is None for g in chosen)
+    try:
+        result = widen_model(model, layers, all=everything, init=init, seed=seed, check=False)
+    except VerificationFailed:  # pragma: no cover - check=False never verifies
+        raise
+    except OnnxGrowError as exc:
+        assert not allowed, f"{desc}: refused a plan its groups allow ({layers or everything}, {init}): {exc}"
+        hypothesis.event("refused")
+        return
+    hypothesis.event("grown")
+    onnx.checker.check_model(result.model, full_check=True)
+    try:
+        assert_same_outputs(model, result.model, seeds=(seed,))
+    except AssertionError as exc:
+        raise AssertionError(f"{desc}: {layers or everything} with --init {init}: {exc}") from None
