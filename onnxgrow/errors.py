@@ -22,7 +22,20 @@ def closest(name: str, candidates: list[str], n: int = 3) -> str:
     """A ' (did you mean ...?)' suffix naming the candidates closest to `name`."""
     import difflib
 
+    candidates = list(dict.fromkeys(candidates))
     found = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+    if not found:
+        # exporters decorate names (/fc1/Gemm, fc1.weight, onnx::Conv_35): compare the letters and digits only
+        def norm(text: str) -> str:
+            return "".join(ch for ch in text.lower() if ch.isalnum())
+
+        key = norm(name)
+        by_norm: dict[str, str] = {}
+        for c in candidates:
+            by_norm.setdefault(norm(c), c)
+        found = [by_norm[k] for k in difflib.get_close_matches(key, list(by_norm), n=n, cutoff=0.6)] if key else []
+        if not found and len(key) >= 2:
+            found = [c for k, c in by_norm.items() if key in k][:n]
     if not found:
         return ""
     return " (did you mean " + ", ".join(repr(f) for f in found) + "?)"

@@ -72,20 +72,35 @@ class Analysis:
         """A group id, the name of a node that produces the group, or the name of its weight."""
         from ..errors import OnnxGrowError, closest
 
-        for g in self.groups:
-            if g.id == name:
-                return g
+        by_id = next((g for g in self.groups if g.id == name), None)
+        by_name: list[tuple[str, Group]] = []
         for u in self.state.weight_uses:
             if u.role == "producer" and (u.node == name or u.init == name):
                 found = self.group_of_atom(next(atoms(u.layout)))
-                if found:
-                    return found
+                if found and all(found is not g for _, g in by_name):
+                    by_name.append((f"{'node' if u.node == name else 'weight'} {name} of group {found.id}", found))
+        if by_id is not None and any(g is not by_id for _, g in by_name):
+            # a tensor called like a group id: growing the wrong layer silently would be worse than asking
+            others = "; ".join(what for what, g in by_name if g is not by_id)
+            raise OnnxGrowError(
+                f"{name!r} is ambiguous: it is group {by_id.id} and also {others}; name the layer by another of "
+                f"its names (a node or weight name from `onnxgrow inspect`)")
+        if by_id is not None:
+            return by_id
+        if len(by_name) > 1:
+            raise OnnxGrowError(f"{name!r} is ambiguous: it names " + " and ".join(w for w, _ in by_name)
+                                + "; use the group id from `onnxgrow inspect`")
+        if by_name:
+            return by_name[0][1]
         node_names = {n.name: n for n in self.model.graph.node}
+        if name in self.state.boundaries:
+            raise OnnxGrowError(f"{name!r} makes no axis group that can grow: {self.state.boundaries[name]}")
         if name in node_names or name in self.state.inits:
             raise OnnxGrowError(
                 f"{name!r} produces no axis group that can grow (only nodes with weights — Gemm, MatMul, Conv, "
                 f"ConvTranspose, Gather on a table — make new units); see `onnxgrow inspect`")
-        raise OnnxGrowError(f"no node, weight or group named {name!r}{closest(name, self.names())}")
+        hint = closest(name, self.names()) or " (`onnxgrow inspect` lists the names)"
+        raise OnnxGrowError(f"no node, weight or group named {name!r}{hint}")
 
 
 def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
@@ -97,6 +112,37 @@ def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
                 reads.update(n.input)
                 reads.update(_subgraph_reads(n))
     return reads
+
+
+#: ops of quantised models (QDQ and QLinear/Integer forms, standard and onnxruntime's com.microsoft domain)
+QUANTISED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+    "MatMulInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulInteger16", "MatMulIntegerToFloat",
+    "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized", "QuantizeBFP", "DequantizeBFP", "DynamicQuantizeLSTM",
+})
+
+
+def _quantised_node(graph: onnx.GraphProto) -> onnx.NodeProto | None:
+    for node in graph.node:
+        if node.op_type in QUANTISED_OPS or node.op_type.startswith("QLinear"):
+            return node
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                found = _quantised_node(g)
+                if found is not None:
+                    return found
+    return None
+
+
+def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
+    """Growing a quantised model would leave new weights and units without quantisation parameters: refuse."""
+    from ..errors import OnnxGrowError
+
+    node = _quantised_node(model.graph)
+    if node is not None:
+        raise OnnxGrowError(
+            f"{command}: node {node.name or '(unnamed)'} ({node.op_type}): quantised models are not supported yet; "
+            "grow the float model, then quantise it again")
 
 
 def analyse(model: onnx.ModelProto) -> Analysis:
@@ -118,8 +164,7 @@ def analyse(model: onnx.ModelProto) -> Analysis:
             why = None
             if node.domain not in ("", "ai.onnx"):
                 why = f"{node.name} is op {node.op_type} of domain {node.domain!r}, which onnxgrow does not know"
-            elif node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
-                                  "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"):
+            elif node.op_type in QUANTISED_OPS:
                 why = f"{node.name} ({node.op_type}): quantised models are not supported yet"
             rules.block_everything(node, st, why)
         else:

@@ -66,6 +66,7 @@ def _const_ints(st: State, node: onnx.NodeProto, attr_name: str, input_index: in
 def block_everything(node: onnx.NodeProto, st: State, why: str | None = None) -> None:
     """Boundary: inputs may not grow; outputs get new atoms of their own."""
     reason = why or f"{node.name} ({node.op_type}) has no growth rule"
+    st.boundaries.setdefault(node.name, reason)
     for name in node.input:
         lay = st.layout(name)
         if lay:

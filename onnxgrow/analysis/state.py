@@ -85,6 +85,8 @@ class State:
         self.weight_uses: list[WeightUse] = []
         self.value_uses: list[ValueUse] = []
         self.attr_uses: list[AttrUse] = []
+        #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
+        self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
         #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
         self.nonzero_at: dict[str, str] = {}
@@ -92,6 +94,8 @@ class State:
         self.signs: dict[str, str] = {}
         #: tensor → the node of the main graph that computes it
         self.node_of: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output if o}
+        #: node → why its rule treated it as a boundary (to explain why a Gemm/Conv makes no group)
+        self.boundaries: dict[str, str] = {}
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
