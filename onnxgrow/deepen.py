@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, VerificationFailed, closest
 from .io import ModelLike, load
@@ -46,6 +47,12 @@ def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | No
     g = model.graph
     producers = {o: n for n in g.node for o in n.output}
     nodes = {n.name: n for n in g.node}
+    graph_inputs = {i.name for i in g.input}
+    if name in nodes and (name in producers or name in graph_inputs) and nodes[name].output[0] != name:
+        # a node and another tensor share the name: inserting after the wrong one silently would be worse
+        raise OnnxGrowError(
+            f"--after {name}: ambiguous: node {name} ({nodes[name].op_type}) writes tensor {nodes[name].output[0]!r}, "
+            f"and another tensor is also called {name!r}; give --after {nodes[name].output[0]} for the node's output")
     tensor = nodes[name].output[0] if name in nodes else name
     if tensor not in producers and tensor not in {i.name for i in g.input}:
         # a weight name (fc1.weight): after the layer that owns it
@@ -62,7 +69,7 @@ def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | No
         raise OnnxGrowError(f"--after {name}: the shape of {tensor} is unknown or has fewer than 2 dimensions")
     elem = _elem_type(model, tensor)
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
-    if dtype.kind != "f":
+    if dtype.kind != "f" and dtype.name != "bfloat16":
         raise OnnxGrowError(f"--after {name}: {tensor} is not a floating-point tensor ({dtype})")
     conv, std = _kind(model, tensor, producers, len(shape))
     return Site(tensor, shape, dtype, conv, producers.get(tensor), std)
@@ -137,9 +144,12 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         raise OnnxGrowError(f"--hidden {hidden}: must be at least 1")
     if kernel not in (1, 3):
         raise OnnxGrowError(f"--kernel {kernel}: expected 1 or 3")
-    if noise_std < 0:
+    if not noise_std >= 0:
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+    if seed < 0:
+        raise OnnxGrowError(f"--seed {seed}: must not be negative")
     original = load(model)
+    refuse_quantised(original, "deepen")
     grown = onnx.ModelProto()
     grown.CopyFrom(original)
     result = DeepenResult(grown, params_before=parameter_count(original))

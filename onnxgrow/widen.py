@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from .analysis import Analysis, Group, analyse
+from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError, VerificationFailed
 from .io import ModelLike, load
 from .passes.widen import GroupPlan, widen_pass
@@ -48,6 +49,8 @@ def parse_size(spec: str | int | float, current: int | None, where: str) -> int:
     try:
         if text.startswith(("x", "*")):
             factor = float(text[1:])
+            if not math.isfinite(factor):
+                raise OnnxGrowError(f"{where}: factor {text} must be a finite number")
             if not factor > 1:
                 raise OnnxGrowError(f"{where}: factor {text} must be greater than 1 (shrinking is not supported)")
             new = int(round(current * factor))
@@ -121,9 +124,12 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
                 init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
                 approximate: bool = False, **verify_args) -> WidenResult:
     """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate)."""
-    if noise_std < 0:
+    if not noise_std >= 0:
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+    if seed < 0:
+        raise OnnxGrowError(f"--seed {seed}: must not be negative")
     original = load(model)
+    refuse_quantised(original, "widen")
     analysis = analyse(original)
     plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate)
     grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed)

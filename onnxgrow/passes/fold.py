@@ -15,6 +15,8 @@ from onnx import numpy_helper
 _NEVER = {
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
     "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty",
+    # quantisation stays visible, so that growth can refuse quantised models instead of dequantising them
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
 }
 #: do not materialise folded tensors bigger than this many elements (e.g. a huge ConstantOfShape).
 MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
