@@ -112,6 +112,8 @@ def check_output_path(model: str, output: str) -> None:
     if dst.exists() and src.exists() and os.path.samefile(src, dst):
         raise OnnxGrowError(f"-o {output}: is the input model; onnxgrow never overwrites its input")
     folder = dst.parent if str(dst.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OnnxGrowError(f"-o {output}: '{folder}' is a file, not a folder")
     if not folder.is_dir():
         raise OnnxGrowError(f"-o {output}: folder '{folder}' does not exist")
     if not os.access(folder, os.W_OK):

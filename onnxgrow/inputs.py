@@ -137,7 +137,7 @@ def generate(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
     feeds = {}
     for spec in specs:
         if spec.dtype == np.bool_:
-            arr = rng.random(spec.shape) < 0.5
+            arr = np.asarray(rng.random(spec.shape) < 0.5)
         elif np.issubdtype(spec.dtype, np.integer):
             high = spec.high if spec.high else 10
             arr = rng.integers(0, max(high, 1), size=spec.shape).astype(spec.dtype)
@@ -232,6 +232,8 @@ def check_save_path(path: str) -> None:
     """Fail early (before any model runs) when --save-inputs cannot be written."""
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OnnxGrowError(f"--save-inputs {path}: '{folder}' is a file, not a folder")
     if not folder.is_dir():
         raise OnnxGrowError(f"--save-inputs {path}: folder '{folder}' does not exist")
     if out.is_dir():

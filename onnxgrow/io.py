@@ -91,7 +91,14 @@ def check_model(model: onnx.ModelProto, where: str = "model") -> None:
         if model.ByteSize() < PROTOBUF_LIMIT:
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise OnnxGrowError(f"{where}: not a valid ONNX model: {_short(exc)}") from exc
+        raise OnnxGrowError(f"{where}: not a valid ONNX model: {_checker_line(exc)}") from exc
+
+
+def _checker_line(exc: BaseException) -> str:
+    """onnx.checker's message on one line: it names the node at fault on a later line (`Name: ... OpType: ...`)."""
+    text = " ".join(str(exc).replace("==> Context:", ";").split())
+    text = text.replace(" ;", ";").replace("node: name:", "node").replace(". Name:", ":")
+    return text[:400] if text else type(exc).__name__
 
 
 def needs_external_data(model: onnx.ModelProto) -> bool:
@@ -109,6 +116,8 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
     """
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OnnxGrowError(f"{out}: '{folder}' is a file, not an output folder")
     if not folder.is_dir():
         raise OnnxGrowError(f"{out}: output folder '{folder}' does not exist")
     if not os.access(folder, os.W_OK):

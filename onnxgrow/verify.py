@@ -219,6 +219,11 @@ def verify(
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
     if save_inputs:
         check_save_path(save_inputs)
+        for side, model in (("reference", reference), ("candidate", candidate)):
+            if not isinstance(model, onnx.ModelProto) and Path(save_inputs).exists() and Path(model).exists() \
+                    and os.path.samefile(save_inputs, model):
+                raise OnnxGrowError(f"--save-inputs {save_inputs}: is the {side} model; onnxgrow never overwrites "
+                                    "its input")
     atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
     rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
     providers = providers_for(provider)
