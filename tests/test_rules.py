@@ -1040,3 +1040,21 @@ def test_lrn_over_a_concatenation_grows_only_its_last_part():
     assert first.constraint == "blocked" and "LRN" in first.reason
     assert last.constraint == "zero"
     grow(model, {"c1": "x2"}, init="zero")
+
+
+@pytest.mark.parametrize("op", ["LayerNormalization", "ReduceMean"])
+def test_mean_over_a_concatenation_needs_the_same_factor(op):
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.op("Concat", [g.gemm(x, 4, 3, "fa"), g.gemm(x, 4, 2, "fb")], axis=1)
+    if op == "LayerNormalization":
+        h = g.op(op, [h, g.const(g.rng.uniform(0.5, 1.5, 5)), g.const(np.zeros(5))], axis=-1)
+    else:
+        h = g.op("Sub", [h, g.reduce(op, h, [1])])
+    model = g.model(g.gemm(h, 5, 3, "fc2"))
+    with pytest.raises(OnnxGrowError, match="same whole factor"):
+        widen_model(model, {"fa": "x2"}, init="net2net", check=False)
+    with pytest.raises(OnnxGrowError, match="same whole factor"):
+        widen_model(model, {"fa": "x2", "fb": "x3"}, init="net2net", check=False)
+    grow(model, {"fa": "x2", "fb": "x2"}, init="net2net")
+    grow(model, all="x3", init="net2net")

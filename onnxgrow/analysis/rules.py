@@ -988,6 +988,7 @@ def _layernorm(node: onnx.NodeProto, st: State) -> None:
     axis = int(attr(node, "axis", -1)) % len(lay)
     for k in range(axis, len(lay)):
         st.constrain(lay[k], "replicate", f"{node.name} ({node.op_type}) normalises over this axis")
+        _same_factor(st, lay[k], f"{node.name} ({node.op_type}) normalises over")
     for idx in (1, 2):
         name = _inp(node, idx)
         if name and st.is_const(name):
@@ -996,6 +997,14 @@ def _layernorm(node: onnx.NodeProto, st: State) -> None:
                 j = len(lay) - len(dims) + k
                 if dims[k] != 1:
                     st.use(node.name, name, k, lay[j], "param", 1.0 if idx == 1 else 0.0)
+
+
+def _same_factor(st: State, layout: Layout, reason: str) -> None:
+    """A mean over a concatenation keeps its value only when every part is copied the same number of times."""
+    if isinstance(layout, Cat):
+        st.same_factor.append((list(layout.parts), reason))
+    for child in (layout.parts if isinstance(layout, Cat) else layout.factors if isinstance(layout, Prod) else ()):
+        _same_factor(st, child, reason)
 
 
 @rule("mixer", "GroupNormalization", "MeanVarianceNormalization")
@@ -1053,6 +1062,8 @@ def _reduce(node: onnx.NodeProto, st: State) -> None:
                 st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) reduces over this axis")
             else:
                 st.constrain(l, kind, f"{node.name} ({node.op_type}) reduces over this axis")
+                if node.op_type == "ReduceMean":
+                    _same_factor(st, l, f"{node.name} ({node.op_type}) averages over")
             if keep:
                 out.append(st.fresh(1, f"reduced by {node.name}"))
         else:

@@ -86,6 +86,13 @@ class _Rewriter:
                         raise OnnxGrowError(
                             f"weight {init} is shared by {first.node} and {other.node}, which would grow it "
                             f"differently (tied weights); grow both groups the same way or untie the weight")
+        for parts, reason in self.st.same_factor:
+            ratios = {(e.new_size / e.old_size if e.old_size else 1.0) for e in (expand(p, self.unit) for p in parts)}
+            if len(ratios) > 1:
+                ids = sorted({g.id for p in parts for a in atoms(p) if (g := self.a.group_of_atom(a)) is not None})
+                raise OnnxGrowError(
+                    f"{reason} a concatenation of groups {', '.join(ids)}: all of its parts must grow by the "
+                    f"same whole factor (--init net2net), or none of them")
 
     def grow_weight(self, init: str, uses: list[WeightUse]) -> np.ndarray:
         arr = self.st.value(init)
