@@ -113,11 +113,39 @@ def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, a
                 continue
             note = None if strategy == init else f"--init {init} not allowed ({group.reason}); used {strategy}"
             plans[group.id] = GroupPlan(group, new, strategy, note)
+        _skip_uneven_means(analysis, plans, skipped, set(asked))
     if not plans:
         if all is not None:
             raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
         raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE or --all xF")
     return list(plans.values()), skipped
+
+
+def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped: list[tuple[Group, str]],
+                       explicit: set[str]) -> None:
+    """--all: skip the groups of a concatenation that a mean reads when its parts would grow by different factors."""
+    from .analysis.layout import atoms, size
+
+    st = analysis.state
+    changed = True
+    while changed:
+        changed = False
+        new_of = {g.root: p.new_size for g, p in ((p.group, p) for p in plans.values())}
+        for parts, reason in st.same_factor:
+            ratios = set()
+            for part in parts:
+                old = st.size(part)
+                new = size(part, lambda a: new_of.get(st.find(a), st.atom_size(a)))
+                ratios.add(new / old if old and new is not None else 1.0)
+            if len(ratios) < 2:
+                continue
+            for part in parts:
+                for a in atoms(part):
+                    group = analysis.group_of_atom(a)
+                    if group is not None and group.id in plans and group.id not in explicit:
+                        del plans[group.id]
+                        skipped.append((group, f"{reason} a concatenation whose parts would grow by different factors"))
+                        changed = True
 
 
 def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,

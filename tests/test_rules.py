@@ -1058,3 +1058,14 @@ def test_mean_over_a_concatenation_needs_the_same_factor(op):
         widen_model(model, {"fa": "x2", "fb": "x3"}, init="net2net", check=False)
     grow(model, {"fa": "x2", "fb": "x2"}, init="net2net")
     grow(model, all="x3", init="net2net")
+
+
+def test_all_skips_a_concatenation_a_mean_reads_unevenly():
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.op("Concat", [g.gemm(x, 4, 2, "fa"), g.gemm(x, 4, 4, "fb")], axis=1)
+    h = g.op("LayerNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, 6)), g.const(np.zeros(6))], axis=-1)
+    model = g.model(g.gemm(g.op("Relu", [g.gemm(h, 6, 3, "fc2")]), 3, 2, "fc3"))
+    res = grow(model, all="+2", init="net2net")  # fa: 2 -> 4 (x2) and fb: 4 -> 6 (x1.5, not whole): both skipped
+    assert [p.group.producers for p in res.plans] == [["fc2"]]
+    assert any("different factors" in why or "multiple" in why for _, why in res.skipped)
