@@ -151,6 +151,7 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     except ImportError as exc:  # pragma: no cover - the torch extra pulls it in
         raise OnnxGrowError(f"exporting to PyTorch needs onnx2torch: pip install 'onnxgrow[torch]' ({exc})") from None
     m = load(model)
+    _check_convertible(m)
     try:
         gm = convert(m, attach_onnx_mapping=True)
     except (NotImplementedError, KeyError, ValueError, RuntimeError) as exc:
@@ -202,6 +203,23 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     gm.onnx_names = onnx_names
     gm.eval()
     return gm
+
+
+def _check_convertible(m: onnx.ModelProto) -> None:
+    """Every node onnx2torch has no converter for, in one OnnxGrowError."""
+    from onnx2torch.node_converters import get_converter
+
+    opsets = {o.domain: o.version for o in m.opset_import}
+    bad = []
+    for node in m.graph.node:
+        try:
+            get_converter(domain=node.domain, operation_type=node.op_type, version=opsets.get(node.domain, 1))
+        except NotImplementedError:
+            bad.append(f"'{node.name}' ({node.op_type})")
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise OnnxGrowError(f"onnx2torch cannot convert node {', '.join(bad[:5])}{more}: it has no converter for "
+                            f"{'this op' if len(bad) == 1 else 'these ops'} at this opset")
 
 
 def _tie(gm: nn.Module, onnx_names: dict[str, str], inits: dict[str, onnx.TensorProto],
@@ -360,7 +378,7 @@ def state_dict_for(module: nn.Module, model: ModelLike) -> dict[str, torch.Tenso
             wrong_shape.append(f"{key}: module {_shape(want)}, model {name}{how} {_shape(value.shape)}")
             source[key] = name
             return
-        tensor = torch.from_numpy(np.ascontiguousarray(value)).to(target[key].dtype)
+        tensor = torch.from_numpy(np.array(value, copy=True)).to(target[key].dtype)
         if key in result and not torch.equal(result[key], tensor):
             wrong_shape.append(f"{key}: the model gives it two different tensors ({source[key]}, {name})")
             return
