@@ -861,10 +861,11 @@ def _unique_node_names(g: onnx.GraphProto) -> None:
 def _prune_initializers(g: onnx.GraphProto) -> None:
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     keep = [t for t in g.initializer if t.name in used]
-    if len(keep) != len(g.initializer):
+    dropped = {t.name for t in g.initializer} - used
+    if dropped:
         g.ClearField("initializer")
         g.initializer.extend(keep)
-    inputs = [v for v in g.input if v.name in used or v.name not in {t.name for t in keep}]
+    inputs = [v for v in g.input if v.name not in dropped]
     if len(inputs) != len(g.input):
         g.ClearField("input")
         g.input.extend(inputs)
