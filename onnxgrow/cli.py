@@ -101,6 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onnxgrow: interrupted; nothing was written", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `onnxgrow inspect --json | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         print("onnxgrow: error: out of memory", file=sys.stderr)
         return 2
