@@ -1112,6 +1112,22 @@ def _broadcasts_onto_growable(st: State, node: onnx.NodeProto, const: str) -> bo
     return False
 
 
+def _activation_broadcasts(st: State, node: onnx.NodeProto, name: str) -> bool:
+    """Whether an activation input is broadcast onto the new units of a growable output axis (its value lands
+    there: h + ReduceSum(h, axis=1) gives every new channel the sum, however the channel started)."""
+    out, lay = st.layout(node.output[0]) or [], st.layout(name)
+    if lay is None:
+        return True
+    for j, l in enumerate(out):
+        roots = {st.find(a) for a in atoms(l)}
+        if not any(st.info[r].producers for r in roots):
+            continue
+        k = j - (len(out) - len(lay))
+        if k < 0 or not roots & {st.find(a) for a in atoms(lay[k])}:
+            return True
+    return False
+
+
 def _sign_of(st: State, node: onnx.NodeProto) -> str | None:
     op = node.op_type
     ins = [n for n in node.input if n]
@@ -1179,6 +1195,8 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
         for n in values:
             if n and st.is_const(n) and np.any(st.value(n) != 0) and _broadcasts_onto_growable(st, node, n):
                 reason = reason or f"{op} of the constant {n}"
+            elif n and not st.is_const(n) and _activation_broadcasts(st, node, n):
+                reason = reason or f"{op} of {n} broadcast over the axis"
     elif op in _NONZERO or (RULES[op].apply is _elementwise_unary and op not in ZERO_PRESERVING):
         reason = op
     else:
