@@ -222,6 +222,9 @@ def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        from .io import new_file_mode
+
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

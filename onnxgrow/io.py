@@ -163,6 +163,14 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
     return out
 
 
+def new_file_mode() -> int:
+    """The permissions `open()` gives a new file (0o666 less the umask): temporary files made with
+    tempfile.mkstemp are 0o600, and a renamed temporary file must not end up readable by its owner only."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _to_raw_data(model: onnx.ModelProto, threshold: int) -> None:
     """onnx only moves tensors stored as `raw_data` to external data; convert typed fields
     (`float_data`, `int64_data` ... as onnx.helper.make_tensor writes them) of big tensors first."""

@@ -264,6 +264,9 @@ def save_module(module: nn.Module, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(module, f)
+        from .io import new_file_mode
+
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with _suppress():

@@ -232,12 +232,12 @@ def verify(
     shapes = parse_shapes(input_shapes) if isinstance(input_shapes, list) else dict(input_shapes or {})
     specs = input_specs(ref_model, shapes)
     _check_same_interface(ref_model, cand_model, specs)
-    for name in list(atol_per) + list(rtol_per):
+    for flag, name, value in [("--atol", n, v) for n, v in atol_per.items()] + [("--rtol", n, v) for n, v in rtol_per.items()]:
         outs = [o.name for o in ref_model.graph.output]
         if name not in outs:
             from .errors import closest
 
-            raise OnnxGrowError(f"tolerance for {name!r}: the model has no output of that name{closest(name, outs)}")
+            raise OnnxGrowError(f"{flag} {name}:{value:g}: the model has no output named {name!r}{closest(name, outs)}")
     if load_inputs:
         feeds_list = load_npz(load_inputs, specs)
     else:
