@@ -488,13 +488,16 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
             else:
                 break
         src = lay[i0:i]
-        if j - j0 == 1:
+        if j - j0 == 1 and pi == pj:
             out[j0] = prod(list(src))
         else:
             for l in src:
-                st.block(l, f"{node.name} (Reshape) splits this axis into several")
+                st.block(l, f"{node.name} (Reshape) splits this axis into several" if pi == pj
+                         else f"{node.name} (Reshape): axis sizes do not match up")
             for k in range(j0, j):
                 out[k] = st.fresh(out_shape[k], f"split by {node.name}")
+    for l in lay[i:]:
+        st.block(l, f"{node.name} (Reshape) maps this axis to nothing onnxgrow can follow")
     for k in range(len(out_shape)):
         if out[k] is None:
             out[k] = st.fresh(out_shape[k], f"output of {node.name}")
@@ -1176,6 +1179,8 @@ def _sign_of(st: State, node: onnx.NodeProto) -> str | None:
 def track_values(node: onnx.NodeProto, st: State) -> None:
     """After a node's rule: which outputs keep new units at 0 (under --init zero), and signs of outputs."""
     op = node.op_type
+    if op == "If":
+        return  # its rule tracks the branch it follows; an If it cannot follow has fresh outputs
     acts = [n for n in node.input if n and st.layout(n) is not None]
     flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at]
     reason: str | None = None
