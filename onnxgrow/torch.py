@@ -33,7 +33,7 @@ ONNX, and growing does not rescale it.
 """
 from __future__ import annotations
 
-import math
+import ast
 import os
 import re
 import tempfile
@@ -151,10 +151,12 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     except ImportError as exc:  # pragma: no cover - the torch extra pulls it in
         raise OnnxGrowError(f"exporting to PyTorch needs onnx2torch: pip install 'onnxgrow[torch]' ({exc})") from None
     m = load(model)
+    # onnx2torch infers shapes itself; a recorded shape that disagrees (a stale entry) would stop it
+    del m.graph.value_info[:]
     _check_convertible(m)
     try:
         gm = convert(m, attach_onnx_mapping=True)
-    except (NotImplementedError, KeyError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # onnx2torch and onnx's shape inference raise many kinds
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise OnnxGrowError(f"onnx2torch cannot convert this model: {first}") from exc
 
@@ -168,7 +170,11 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     # of each node's mapping, in node order (converter.convert).
     k = 0
     for unique_name, node in onnx_graph.nodes.items():
-        sub = gm.get_submodule(unique_name)
+        try:
+            sub = gm.get_submodule(unique_name)
+        except AttributeError:
+            raise OnnxGrowError(f"onnx2torch made no module for node {node.name!r}: this onnx2torch version is "
+                                f"not supported") from None
         mapping = getattr(sub, "onnx_mapping", None)
         if mapping is not None:
             for value in mapping.inputs:
@@ -181,9 +187,12 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
             t = getattr(sub, attr, None) if isinstance(sub, nn.Module) and not sub.__class__.__module__.startswith("onnx2torch") else None
             if isinstance(t, torch.Tensor) and index < len(node.input_values) and node.input_values[index] in inits:
                 onnx_names[f"{unique_name}.{attr}"] = node.input_values[index]
-    if k != sum(1 for _ in container.buffers()):
-        raise OnnxGrowError(f"onnx2torch made {sum(1 for _ in container.buffers())} initializer buffers, "
-                            f"expected {k}: this onnx2torch version is not supported")
+    buffers = dict(container.named_buffers())
+    replayed = {key.split(".", 1)[1]: name for key, name in onnx_names.items() if key.startswith("initializers.")}
+    if buffers.keys() != replayed.keys() or not all(
+            _holds(buffers[leaf], inits[name]) for leaf, name in replayed.items()):
+        raise OnnxGrowError("onnx2torch's initializer buffers are not the ones onnxgrow expects: this onnx2torch "
+                            "version is not supported")
 
     # buffers that hold weights -> Parameters, re-registered on their owner under the same name
     shared: dict[str, nn.Parameter] = {}
@@ -192,9 +201,6 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
             continue
         leaf = key.split(".", 1)[1]
         buf = container._buffers.pop(leaf)
-        if tuple(buf.shape) != tuple(inits[name].dims):
-            raise OnnxGrowError(f"onnx2torch buffer {key} has shape {tuple(buf.shape)}, initializer {name} "
-                                f"{tuple(inits[name].dims)}: this onnx2torch version is not supported")
         param = shared.get(name)
         if param is None:
             param = shared[name] = nn.Parameter(buf.detach().clone(), requires_grad=True)
@@ -203,6 +209,16 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     gm.onnx_names = onnx_names
     gm.eval()
     return gm
+
+
+def _holds(tensor: torch.Tensor, init: onnx.TensorProto) -> bool:
+    """Whether `tensor` is the initializer's value (bit for bit; shape only where numpy cannot compare)."""
+    if tuple(tensor.shape) != tuple(init.dims):
+        return False
+    try:
+        return bytes(tensor.detach().contiguous().numpy().tobytes()) == numpy_helper.to_array(init).tobytes()
+    except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks
+        return True
 
 
 def _check_convertible(m: onnx.ModelProto) -> None:
@@ -315,10 +331,24 @@ _SLOT_PARAM: dict[tuple[str, int], tuple[str, bool]] = {
 }
 
 
-def _module_path(node_name: str, modules: set[str]) -> str | None:
-    """The module a torch export's node name (`/layers/layers.0/MatMul`, `/blocks.1/lin/Add`,
-    `/relu_1/Relu`) was made in, resolved against the module's own tree; None if it does not resolve."""
-    parts = [p for p in node_name.split("/") if p][:-1]
+def _scopes(node: onnx.NodeProto) -> list[str]:
+    """The module scopes a torch export recorded for a node: the dynamo exporter's
+    `pkg.torch.onnx.name_scopes` metadata (['', 'fc1', 'linear']), else the TorchScript
+    exporter's node name (`/layers/layers.0/MatMul`, `/blocks.1/lin/Add`, `/relu_1/Relu`)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                break
+            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
+                return [x for x in scopes[1:-1] if x]
+    return [p for p in node.name.split("/") if p][:-1]
+
+
+def _module_path(node: onnx.NodeProto, modules: set[str]) -> str | None:
+    """The module (path in the user's module tree) a node was made in; None if it does not resolve."""
+    parts = _scopes(node)
     path = ""
     for seg in parts:
         found = None
@@ -349,9 +379,13 @@ def state_dict_for(module: nn.Module, model: ModelLike) -> dict[str, torch.Tenso
     the ONNX file was exported from (`torch.onnx.export`), for `module.load_state_dict(sd, strict=True)`.
 
     Initializers named like a state_dict key (`fc1.weight`, `bn1.running_mean`) go to that key. The
-    ones the exporter renamed (`onnx::MatMul_12`: a Linear's weight, transposed, for a MatMul) are
-    placed through the name of the node that reads them (`/fc1/MatMul` -> module `fc1`, `weight`,
-    transposed back); a module holding a single parameter of the right shape takes it otherwise.
+    ones the exporter renamed (`onnx::MatMul_12`, or dynamo's `val_0`/`t`: a Linear's weight stored
+    transposed for a MatMul) are placed through the module scope of the node that reads them (the
+    TorchScript exporter's node name `/fc1/MatMul`, the dynamo exporter's `name_scopes` metadata,
+    resolved against `module`'s own tree) and the input they feed (MatMul B -> `weight`, transposed
+    back; Gemm B -> `weight`, transposed when `transB == 0`; Add -> `bias`; BatchNormalization ->
+    `weight`, `bias`, `running_mean`, `running_var`, ...); otherwise the scope's module takes it if it
+    has exactly one free tensor of that shape (a parameter not called `weight`, read as `x @ w.t()`).
     Every shape is checked. Keys the ONNX model cannot give that are not floating point
     (BatchNorm's `num_batches_tracked`) keep the module's own value. Anything else that does not
     fit (a key the model lacks, a weight the module has no place for, a shape that differs) is
@@ -399,14 +433,17 @@ def state_dict_for(module: nn.Module, model: ModelLike) -> dict[str, torch.Tenso
     for name in kinds:
         for node, k in readers.get(name, []):
             slot = _SLOT_PARAM.get((node.op_type, k))
-            scope = _module_path(node.name, modules)
+            scope = _module_path(node, modules)
             if slot is None or scope is None:
                 continue
             param, transposed = slot
             if node.op_type == "Gemm" and k == 1:
                 transposed = {a.name: a.i for a in node.attribute}.get("transB", 0) == 0
-            elif node.op_type == "MatMul" and not _generated(name):
-                transposed = False  # a parameter read as it is (x @ self.w)
+            elif node.op_type == "MatMul" and k == 1:
+                # x @ W.T for a Linear: the exporter folds the transpose into a renamed tensor
+                # (onnx::MatMul_12, dynamo's t or val_0); a parameter read as it is (x @ self.w)
+                # keeps its own name
+                transposed = name not in target
             key = f"{scope}.{param}" if scope else param
             if key == name or (key in source and source[key] == name):
                 continue

@@ -385,6 +385,59 @@ def test_state_dict_for_the_users_bigger_cnn():
     assert user.bn1.running_var.shape == (16,) and not torch.all(user.bn1.running_var == 1)
 
 
+class Block(nn.Module):
+    """A Linear, then a bare parameter used transposed (torch folds `w.t()` into a renamed tensor)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.w = nn.Parameter(torch.randn(d, d) / d**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x)) @ self.w.t()
+
+
+class Nested(nn.Module):
+    """Sequential and ModuleList scopes, an embedding, a LayerNorm; every matrix square, so only
+    the mapping (not the shapes) can tell a weight from its transpose."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(d, d), nn.ReLU(), Block(d))
+        self.blocks = nn.ModuleList([Block(d), Block(d)])
+        self.emb = nn.Embedding(10, d)
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        x = self.layers(x) + self.emb(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_state_dict_for_finds_every_weight_of_a_nested_module(dynamo, tmp_path):
+    torch.manual_seed(0)
+    net = Nested().eval()
+    with torch.no_grad():
+        net.ln.weight.uniform_(0.5, 1.5)
+    args = (torch.randn(2, 5, 8), torch.randint(0, 10, (2, 5)))
+    path = tmp_path / "nested.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(net, args, dynamo=True, input_names=["x", "ids"], verbose=False).save(str(path))
+        else:
+            torch.onnx.export(net, args, str(path), dynamo=False, opset_version=17, input_names=["x", "ids"])
+    user = Nested()
+    sd = state_dict_for(user, path)
+    expected = net.state_dict()
+    assert sd.keys() == expected.keys()
+    assert [k for k, v in expected.items() if not torch.equal(sd[k], v)] == []
+    user.load_state_dict(sd, strict=True)
+    assert torch.equal(user.eval()(*args), net(*args))
+
+
 def test_state_dict_for_a_wrong_module_lists_every_mismatch():
     with pytest.raises(OnnxGrowError) as err:
         state_dict_for(MLP(hidden=96), grown("mlp", "noise"))
@@ -474,11 +527,11 @@ def test_readme_torch_section_runs(tmp_path):
                 assert line.rstrip() in printed, f"`{first}` did not print:\n{line}\n--- got:\n" + "\n".join(printed)
     blocks = re.findall(r"```python torch\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 2
-    outputs = []
-    for code in blocks:
-        res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
-        assert res.returncode == 0, res.stderr[-3000:]
-        outputs.append(res.stdout)
+    # the blocks run one after the other in one interpreter (one torch import), as in a notebook
+    res = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    outputs = [res.stdout]
     # what the prose after each block says it prints
     said = [q for para in re.findall(r"(?m)^(?:which )?prints (.*?)(?:\n\n|\Z)", section, flags=re.S)
             for q in re.findall(r"`([^`]+)`", para)]
