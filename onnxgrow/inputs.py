@@ -155,6 +155,12 @@ def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
 
     if Path(path).is_dir():
         raise OnnxGrowError(f"--load-inputs {path}: is a folder, not an .npz file")
+    if Path(path).is_file():
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            raise OnnxGrowError(f"--load-inputs {path}: not an .npz file (not a zip archive of arrays; "
+                                "--save-inputs writes one)")
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -242,8 +242,10 @@ def verify(
         feeds_list = load_npz(load_inputs, specs)
     else:
         feeds_list = [generate(specs, seed + i) for i in range(iterations)]
-    ref_run = Runner(ref_model, providers, "reference")
-    cand_run = Runner(cand_model, providers, "candidate")
+    ref_run = Runner(ref_model, providers, "reference" if isinstance(reference, onnx.ModelProto)
+                     else f"reference {reference}")
+    cand_run = Runner(cand_model, providers, "candidate" if isinstance(candidate, onnx.ModelProto)
+                      else f"candidate {candidate}")
     results: dict[str, OutputResult] = {}
     for i, feeds in enumerate(feeds_list):
         want = ref_run.run(feeds)

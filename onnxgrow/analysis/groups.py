@@ -174,7 +174,13 @@ def analyse(model: onnx.ModelProto) -> Analysis:
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")
     _check_all_uses(model, st)
-    return Analysis(model, st, _summarise(st))
+    groups = _summarise(st)
+    quantised = _quantised_node(model.graph)
+    if quantised is not None:  # as widen refuses: inspect must not show a group as free
+        for g in groups:
+            g.constraint = "blocked"
+            g.reason = f"{quantised.name} ({quantised.op_type}): quantised models are not supported yet"
+    return Analysis(model, st, groups)
 
 
 def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
