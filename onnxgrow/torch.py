@@ -182,9 +182,11 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
                     onnx_names[f"initializers.onnx_initializer_{k}"] = value
                     k += 1
             del sub.onnx_mapping
-        attrs = _MODULE_INPUTS.get(node.operation_type, {})
-        for attr, index in attrs.items():
-            t = getattr(sub, attr, None) if isinstance(sub, nn.Module) and not sub.__class__.__module__.startswith("onnx2torch") else None
+        # torch layers (nn.Conv2d, nn.Linear, nn.BatchNorm2d, ...) onnx2torch filled from initializers;
+        # its own Onnx* modules read initializers through the container instead
+        native = not type(sub).__module__.startswith("onnx2torch")
+        for attr, index in _MODULE_INPUTS.get(node.operation_type, {}).items():
+            t = getattr(sub, attr, None) if native else None
             if isinstance(t, torch.Tensor) and index < len(node.input_values) and node.input_values[index] in inits:
                 onnx_names[f"{unique_name}.{attr}"] = node.input_values[index]
     buffers = dict(container.named_buffers())

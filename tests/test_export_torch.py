@@ -202,6 +202,7 @@ def test_onnx2torch_alone_leaves_matmul_weights_frozen():
     assert len(list(to_module(grown("mlp", "net2net")).parameters())) == 4
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # onnx2torch's Slice indexes with a list
 def test_scalar_constants_stay_buffers_in_a_transformer():
     """encoder.onnx: attention scales and shape constants stay buffers, every weight trains."""
     model = widen_model(ROOT / "models" / "encoder.onnx", all="x2", init="net2net").model
