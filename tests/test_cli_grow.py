@@ -164,3 +164,26 @@ def _layernorm_mlp() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])], [w1, g, b, w2])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_value_info_of_grown_weights_is_refreshed():
+    """The dynamo exporter records value_info for weights too; stale entries break shape inference downstream."""
+    from onnx import helper, numpy_helper
+
+    from onnxgrow.widen import widen_model
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc1"), helper.make_node("Relu", ["a"], ["r"], name="act"),
+         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])], [w1, w2],
+        value_info=[helper.make_tensor_value_info("w1", onnx.TensorProto.FLOAT, [8, 6]),
+                    helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 6])])
+    grown = widen_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {"fc1": "x2"}).model
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in grown.graph.value_info}
+    assert shapes == {"w1": [8, 12], "a": [2, 12]}
+    onnx.shape_inference.infer_shapes(grown, strict_mode=True)
+    onnx.checker.check_model(grown, full_check=True)

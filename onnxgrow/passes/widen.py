@@ -191,8 +191,16 @@ class _Rewriter:
                             node.input[k] = name
 
     def _value_info(self, g: onnx.GraphProto) -> None:
-        """Refresh recorded shapes of intermediate tensors whose axes grew (stale ones break inference)."""
-        for vi in g.value_info:
+        """Refresh recorded shapes of tensors and weights whose axes grew (stale ones break inference)."""
+        weights = {t.name: list(t.dims) for t in g.initializer}
+        for vi in list(g.value_info) + list(g.input):
+            if vi.name in weights and vi.type.HasField("tensor_type"):
+                shape = vi.type.tensor_type.shape
+                if len(shape.dim) == len(weights[vi.name]):
+                    for d, n in zip(shape.dim, weights[vi.name]):
+                        if d.HasField("dim_value"):
+                            d.dim_value = n
+                continue
             lay = self.st.layout(vi.name)
             if lay is None or not vi.type.HasField("tensor_type"):
                 continue
