@@ -471,6 +471,8 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
             j += 1
             continue
         if i < len(in_shape) and in_shape[i] == 1 and (j >= len(out_shape) or out_shape[j] != 1):
+            # dropped: if it grew, the element count would no longer fit the target (one channel, flattened)
+            st.block(lay[i], f"{node.name} (Reshape) drops this axis of size 1")
             i += 1
             continue
         if i >= len(in_shape) or j >= len(out_shape):
@@ -549,6 +551,14 @@ def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None
             pass  # read at run time from the grown tensor's own shape
         elif not (e is not None and e[0] == "const" and e[4] == -1):
             st.block(l, f"{node.name} (Reshape) computes its target shape in a way onnxgrow cannot follow")
+    # a size read at run time from a growing axis must land on an axis that grows with it
+    for k, e in enumerate(elements if len(elements) == len(out) else []):
+        if e is None or e[0] != "read":
+            continue
+        read = {st.find(a) for a in e[1] if a != "?"}
+        if read and read != {st.find(a) for a in atoms(out[k])}:
+            for r in read:
+                st.block(Atom(r), f"{node.name} (Reshape) reads this size at run time for an axis that does not grow with it")
 
 
 @rule("coupling", "Concat")
