@@ -264,3 +264,35 @@ def conv_transpose(g: Graph, x: str, c_in: int, c_out: int, k: int = 3, dims: in
     ins = [x, w] + ([g.const(g.rng.standard_normal(c_out) * 0.1)] if bias else [])
     return g.op("ConvTranspose", ins, name=name, kernel_shape=[k] * dims, pads=[k // 2] * 2 * dims,
                 strides=[stride] * dims if stride != 1 else None, group=group if group != 1 else None)
+
+
+def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model computing in float64 (float32 weights, inputs, outputs and Casts become double)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    for t in g.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    for node in g.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                a.i = TensorProto.DOUBLE
+    return m
+
+
+def reference_error(original: onnx.ModelProto, grown: onnx.ModelProto, seed: int = 0) -> float:
+    """Worst normalised output difference of two models run by onnx's reference evaluator (any dtype)."""
+    from onnx.reference import ReferenceEvaluator
+
+    a, b = ReferenceEvaluator(original), ReferenceEvaluator(grown)
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in original.graph.input:
+        shape = [d.dim_value or 2 for d in inp.type.tensor_type.shape.dim]
+        elem = inp.type.tensor_type.elem_type
+        feeds[inp.name] = rng.standard_normal(shape).astype(helper.tensor_dtype_to_np_dtype(elem))
+    return max(normalised_error(x, y) for x, y in zip(a.run(None, feeds), b.run(None, feeds)))

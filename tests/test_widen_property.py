@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from onnx_graphs import LATEST, Graph, assert_same_outputs  # noqa: E402
+from onnx_graphs import LATEST, Graph, assert_same_outputs, conv_transpose, reference_error, to_float64  # noqa: E402
 
 from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
 from onnxgrow.widen import STRATEGIES, inspect_model, parse_size, widen_model  # noqa: E402
 
-OPSETS = [11, 13, 18, LATEST]
+OPSETS = [9, 11, 13, 18, LATEST]
 ACTIVATIONS = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "HardSigmoid", "Identity",
                "ErfGelu", "Clip", "Swish", "none"]
 
@@ -62,7 +62,7 @@ def mlps(draw) -> tuple[onnx.ModelProto, str]:
     h = g.input([2, width])
     desc = [f"mlp op{opset} in{width}"]
     for layer in range(draw(st.integers(1, 4))):
-        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "sum"]))
+        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "sum", "gate", "split"]))
         new = width if join in ("residual", "sum") else draw(st.integers(2, 7))
         kind = draw(st.sampled_from(["gemm", "gemm_t", "matmul"]))
 
@@ -79,6 +79,12 @@ def mlps(draw) -> tuple[onnx.ModelProto, str]:
             new += extra
         elif join == "sum":
             y = g.op("Sum", [y, dense(h, new, "b")])
+        elif join == "gate":
+            y = g.op("Mul", [y, g.op("Sigmoid", [dense(h, new, "g")])])
+        elif join == "split":
+            extra = draw(st.integers(2, 4))
+            p, q = g.split(g.op("Concat", [y, dense(h, extra, "b")], axis=1), [new, extra], axis=1)
+            y = g.op("Add", [p, g.op("MatMul", [q, g.weight(extra, new)], name=f"fc{layer}q")])
         if draw(st.booleans()):
             y = batchnorm(g, y, new)
         mixer = draw(st.sampled_from(["none"] * 6 + ["layernorm", "softmax"]))
@@ -106,10 +112,23 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
     h = g.input([1, c] + [size] * dims)
     desc = [f"cnn{dims}d op{opset}"]
     for layer in range(draw(st.integers(1, 4))):
-        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "depthwise"]))
+        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "depthwise", "grouped", "transpose",
+                                     "se"]))
         k = draw(st.sampled_from([1, 3]))
         if join == "depthwise":
-            y = g.conv(h, c, c, k=3, dims=dims, name=f"dw{layer}", group=c)
+            mult = draw(st.sampled_from([1, 1, 2]))
+            y = g.conv(h, c, c * mult, k=3, dims=dims, name=f"dw{layer}", group=c)
+            new = c * mult
+        elif join == "grouped" and c % 2 == 0:
+            new = draw(st.sampled_from([c, 2 * c, c + 2]))
+            y = g.conv(h, c, new, k=k, dims=dims, name=f"gc{layer}", group=2)
+        elif join == "transpose":
+            new = draw(st.integers(2, 5))
+            y = conv_transpose(g, h, c, new, k=3, dims=dims, name=f"ct{layer}")
+        elif join == "se":
+            r = g.op("Relu", [g.conv(h, c, c, k=k, dims=dims, name=f"conv{layer}")])
+            s_ = g.op("Relu", [g.conv(g.op("GlobalAveragePool", [r]), c, 2, k=1, dims=dims, name=f"se{layer}a")])
+            y = g.op("Mul", [r, g.op("Sigmoid", [g.conv(s_, 2, c, k=1, dims=dims, name=f"se{layer}b")])])
             new = c
         else:
             new = c if join == "residual" else draw(st.integers(2, 6))
@@ -124,18 +143,39 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
         y = activation(g, act, y)
         if join == "residual":
             y = g.op("Add", [h, y])
-        mixer = draw(st.sampled_from(["none"] * 6 + ["lrn", "maxpool"]))
+        mixer = draw(st.sampled_from(["none"] * 6 + ["lrn", "maxpool", "avgpool", "pad", "resize", "instancenorm",
+                                                     "slice"]))
         if mixer == "lrn" and dims == 2:  # onnxruntime runs LRN on 4-D tensors only
             y = g.op("LRN", [y], size=3)
         elif mixer == "maxpool" and size >= 4:
             y = g.op("MaxPool", [y], kernel_shape=[2] * dims, strides=[2] * dims)
             size //= 2
+        elif mixer == "avgpool":
+            y = g.op("AveragePool", [y], kernel_shape=[3] * dims, pads=[1] * 2 * dims)
+        elif mixer == "pad":
+            y = g.pad(y, [0, 0] + [1] * dims + [0, 0] + [1] * dims, draw(st.sampled_from(["constant", "edge"])))
+            size += 2
+        elif mixer == "resize" and dims == 2 and size <= 6:
+            y = g.resize(y, [1.0, 1.0, 2.0, 2.0])
+            size *= 2
+        elif mixer == "instancenorm":
+            y = g.op("InstanceNormalization", [y, g.const(g.rng.uniform(0.5, 1.5, new)), g.const(np.zeros(new))])
+        elif mixer == "slice" and size >= 4:
+            y = g.slice(y, [1] * dims, [size - 1] * dims, list(range(2, dims + 2)))
+            size -= 2
         desc.append(f"{join}:{new}:k{k}:{act}:{mixer}")
         h, c = y, new
-    head = draw(st.sampled_from(["flatten", "gap", "conv"]))
+    head = draw(st.sampled_from(["flatten", "gap", "conv", "reshape", "nhwc_matmul", "reducemean"]))
     desc.append(head)
     if head == "flatten":
         out = g.gemm(g.op("Flatten", [h]), c * size ** dims, 3, "head")
+    elif head == "reshape":
+        out = g.gemm(g.op("Reshape", [h, g.ints([1, c * size ** dims])]), c * size ** dims, 3, "head")
+    elif head == "nhwc_matmul":
+        t = g.op("Transpose", [h], perm=[0] + list(range(2, dims + 2)) + [1])
+        out = g.op("MatMul", [t, g.weight(c, 3)], name="head")
+    elif head == "reducemean":
+        out = g.gemm(g.reduce("ReduceMean", h, list(range(2, dims + 2)), keepdims=0), c, 3, "head")
     elif head == "gap":
         out = g.gemm(g.op("Flatten", [g.op("GlobalAveragePool", [h])]), c, 3, "head")
     else:
@@ -146,8 +186,11 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
 SIZES = st.one_of(st.sampled_from(["x1.5", "x2", "x3"]), st.integers(1, 4).map(lambda k: f"+{k}"))
 
 
-#: ONNXGROW_PROPERTY_EXAMPLES=2000 runs a longer search (the default keeps the suite fast)
-@settings(max_examples=int(os.environ.get("ONNXGROW_PROPERTY_EXAMPLES", 60)), deadline=None,
+#: ONNXGROW_PROPERTY_EXAMPLES=3000 runs a longer, random search; the default runs the same 60 examples each time
+EXAMPLES = os.environ.get("ONNXGROW_PROPERTY_EXAMPLES")
+
+
+@settings(max_examples=int(EXAMPLES or 60), deadline=None, derandomize=EXAMPLES is None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(built=st.one_of(mlps(), cnns()), data=st.data())
 def test_widen_matches_or_refuses(built, data):
@@ -179,4 +222,13 @@ def test_widen_matches_or_refuses(built, data):
     try:
         assert_same_outputs(model, result.model, seeds=(seed,))
     except AssertionError as exc:
-        raise AssertionError(f"{desc}: {layers or everything} with --init {init}: {exc}") from None
+        # a random graph can amplify float32 round-off (a norm over a nearly constant channel, Net2Net's
+        # weights divided by 3): grown in float64, the same plan must then be exact to 1e-9; a real mismatch
+        # stays as large there
+        model64 = to_float64(model)
+        grown64 = widen_model(model64, layers, all=everything, init=init, seed=seed, check=False).model
+        err64 = reference_error(model64, grown64, seed)
+        if err64 > 1e-9:
+            raise AssertionError(f"{desc}: {layers or everything} with --init {init}: {exc} "
+                                 f"(float64: {err64:.3g})") from None
+        hypothesis.event("float32 round-off only")
