@@ -13,7 +13,7 @@ from .errors import OnnxGrowError, VerificationFailed, closest
 from .io import ModelLike, load
 from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
                             taken_names)
-from .verify import Report, verify
+from .verify import Report, cannot_verify, verify
 
 BLOCKS = ("identity", "residual", "copy")
 _WALK_THROUGH = {"Relu", "LeakyRelu", "Clip", "BatchNormalization", "Add", "Mul", "Sigmoid", "Tanh", "Gelu",
@@ -181,7 +181,10 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             site = Site(splice.output, site.shape, site.dtype, site.conv, producer, site.weight_std)
     result.params_after = parameter_count(grown)
     if check:
-        report = verify(original, grown, seed=seed + 1, **verify_args)
+        try:
+            report = verify(original, grown, seed=seed + 1, **verify_args)
+        except OnnxGrowError as exc:
+            raise cannot_verify(exc, model) from exc
         result.report = report
         if not report.passed and result.exact:
             worst = max(report.outputs, key=lambda o: o.max_abs)

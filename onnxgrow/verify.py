@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from .errors import OnnxGrowError
+from .errors import OnnxGrowError, VerificationFailed
 from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, parse_shapes, save_npz
 from .io import ModelLike, load, needs_external_data
 
@@ -276,6 +276,17 @@ def verify(
         inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
         defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
     )
+
+
+def cannot_verify(exc: OnnxGrowError, model: object) -> OnnxGrowError:
+    """The error widen/deepen raise when verification cannot even start: onnxruntime does not run the
+    original model (a bfloat16 Gemm on CPU, a custom op ...). Other errors are returned unchanged."""
+    msg = str(exc)
+    if isinstance(exc, VerificationFailed) or not msg.startswith("reference"):
+        return exc
+    where = "model" if isinstance(model, onnx.ModelProto) else str(model)
+    detail = msg.split(": ", 1)[1] if ": " in msg else msg
+    return OnnxGrowError(f"{where}: cannot verify the growth: {detail} (--no-verify writes it unverified)")
 
 
 def _worse(a: OutputResult, b: OutputResult) -> bool:

@@ -13,7 +13,7 @@ from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError, VerificationFailed
 from .io import ModelLike, load
 from .passes.widen import GroupPlan, widen_pass
-from .verify import Report, verify
+from .verify import Report, cannot_verify, verify
 
 STRATEGIES = ("noise", "zero", "net2net")
 
@@ -164,7 +164,10 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
                          exact=not any(p.note and p.note.startswith("approximate") for p in plans))
     if check:
-        report = verify(original, grown, seed=seed + 1, **verify_args)
+        try:
+            report = verify(original, grown, seed=seed + 1, **verify_args)
+        except OnnxGrowError as exc:
+            raise cannot_verify(exc, model) from exc
         result.report = report
         if not report.passed and not approximate:
             worst = max(report.outputs, key=lambda o: o.max_abs)
