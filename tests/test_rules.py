@@ -1106,3 +1106,30 @@ def test_weights_listed_as_graph_inputs():
     for t in res.model.graph.initializer:
         if t.name in declared:
             assert declared[t.name] == list(t.dims), t.name
+
+
+@pytest.mark.parametrize("opset", [9, LATEST])
+@pytest.mark.parametrize("lo,hi", [(0.1, 6.0), (-1.0, -0.2), (0.0, 6.0), (None, 1.0)])
+def test_clip_before_lrn(opset, lo, hi):
+    """Clip keeps 0 only when 0 lies within [min, max]; otherwise zero-initialised units move before LRN."""
+    g = Graph(opset)
+    out, layer = cnn(g, lambda g, h: g.op("LRN", [g.clip(h, lo, hi)], size=3, alpha=0.5))
+    model = g.model(out)
+    group = group_of(model, layer)
+    keeps_zero = (lo is None or lo <= 0) and (hi is None or hi >= 0)
+    if keeps_zero:
+        assert group.constraint == "zero"
+        grow(model, {layer: "x2"}, init="zero")
+    else:
+        assert group.constraint == "blocked" and "Clip" in group.reason
+
+
+@case("conv_strides_dilations_autopad")
+def _conv_fancy(g):
+    x = g.input([1, 3, 9, 9])
+    w = g.weight(4, 3, 3, 3)
+    h = g.op("Conv", [x, w, g.const(g.rng.standard_normal(4))], name="c1", kernel_shape=[3, 3], strides=[2, 2],
+             dilations=[1, 1], auto_pad="SAME_UPPER")
+    h = g.op("Relu", [h])
+    w2 = g.weight(3, 4, 3, 3)
+    return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"

@@ -1186,6 +1186,17 @@ def _sign_of(st: State, node: onnx.NodeProto) -> str | None:
     return None
 
 
+def _clip_keeps_zero(node: onnx.NodeProto, st: State) -> bool:
+    """Whether Clip maps 0 to 0: its bounds are known and 0 lies between them."""
+    if st.opset < 11:
+        return float(attr(node, "min", -np.inf)) <= 0 <= float(attr(node, "max", np.inf))
+    for i, ok in ((1, lambda v: v <= 0), (2, lambda v: v >= 0)):
+        name = _inp(node, i)
+        if name and not (st.is_const(name) and bool(np.all(ok(np.asarray(st.value(name), dtype=np.float64))))):
+            return False
+    return True
+
+
 def track_values(node: onnx.NodeProto, st: State) -> None:
     """After a node's rule: which outputs keep new units at 0 (under --init zero), and signs of outputs."""
     op = node.op_type
@@ -1214,6 +1225,8 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
                 reason = reason or f"{op} of {n} broadcast over the axis"
     elif op in _NONZERO or (RULES[op].apply is _elementwise_unary and op not in ZERO_PRESERVING):
         reason = op
+    elif op == "Clip" and not _clip_keeps_zero(node, st):
+        reason = f"{op} (0 lies outside its bounds)"
     else:
         reason = flagged[0] if flagged else None
     sign = _sign_of(st, node)
