@@ -9,7 +9,6 @@ file happens in two driver processes: `make` (module fixture `made`) and one `ba
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+import readme_examples
 
 from onnxgrow import OnnxGrowError, VerificationFailed, save
 from onnxgrow.deepen import deepen_model
@@ -443,14 +444,8 @@ def test_cli_export_refuses_an_op_mxnet_cannot_take(tmp_path):
 # ---------------------------------------------------------------------------------- the README
 
 def _mxnet_section() -> str:
-    """The README's MXNet section (or .readme_mxnet.md until it is merged)."""
-    for path in (ROOT / "README.md", ROOT / ".readme_mxnet.md"):
-        if path.exists() and "```python mxnet" in path.read_text():
-            text = path.read_text()
-            start = text.rfind("\n## ", 0, text.index("```python mxnet"))
-            end = text.find("\n## ", text.index("```python mxnet"))
-            return text[start if start >= 0 else 0:end if end >= 0 else len(text)]
-    pytest.fail("no README section with a ```python mxnet block (README.md or .readme_mxnet.md)")
+    """The README's mxnet section."""
+    return readme_examples.section("```python mxnet")
 
 
 @needs_mxnet
@@ -458,21 +453,7 @@ def test_readme_mxnet_section_runs(tmp_path):
     section = _mxnet_section()
     shutil.copytree(ROOT / "models", tmp_path / "models")
     (tmp_path / "out").mkdir()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("COLUMNS", None)
-    for block in re.findall(r"```console\n(.*?)```", section, flags=re.S):
-        for chunk in re.split(r"(?m)^(?=\$ )", block):
-            if not chunk.strip():
-                continue
-            first, *expected = chunk.rstrip("\n").split("\n")
-            status = 0
-            if expected and re.fullmatch(r"\[exit (\d+)\]", expected[-1]):
-                status = int(expected.pop()[6:-1])
-            res = subprocess.run(first[2:], shell=True, cwd=tmp_path, capture_output=True, text=True, env=env)
-            assert res.returncode == status, res.stdout + res.stderr
-            printed = [line.rstrip() for line in (res.stdout + res.stderr).splitlines()]
-            for line in expected:
-                assert line.rstrip() in printed, f"`{first}` did not print:\n{line}\n--- got:\n" + "\n".join(printed)
+    readme_examples.run_all(section, tmp_path)
     for code in re.findall(r"```python mxnet\n(.*?)```", section, flags=re.S):
         res = subprocess.run([str(MXPY), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+import readme_examples
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
@@ -497,35 +498,16 @@ def test_cli_export_to_torch(tmp_path):
 
 
 def _torch_section() -> str:
-    """The README's PyTorch section (or .readme_torch.md until it is merged)."""
-    for path in (ROOT / "README.md", ROOT / ".readme_torch.md"):
-        if path.exists() and "```python torch" in path.read_text():
-            text = path.read_text()
-            start = text.rfind("\n## ", 0, text.index("```python torch"))
-            end = text.find("\n## ", text.index("```python torch"))
-            return text[start if start >= 0 else 0:end if end >= 0 else len(text)]
-    pytest.fail("no README section with a ```python torch block (README.md or .readme_torch.md)")
+    """The README's torch section."""
+    return readme_examples.section("```python torch")
 
 
 def test_readme_torch_section_runs(tmp_path):
     section = _torch_section()
     shutil.copytree(ROOT / "models", tmp_path / "models")
     (tmp_path / "out").mkdir()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.pop("COLUMNS", None)
-    for block in re.findall(r"```console\n(.*?)```", section, flags=re.S):
-        for chunk in re.split(r"(?m)^(?=\$ )", block):
-            if not chunk.strip():
-                continue
-            first, *expected = chunk.rstrip("\n").split("\n")
-            status = 0
-            if expected and re.fullmatch(r"\[exit (\d+)\]", expected[-1]):
-                status = int(expected.pop()[6:-1])
-            res = subprocess.run(first[2:], shell=True, cwd=tmp_path, capture_output=True, text=True, env=env)
-            assert res.returncode == status, res.stdout + res.stderr
-            printed = [line.rstrip() for line in (res.stdout + res.stderr).splitlines()]
-            for line in expected:
-                assert line.rstrip() in printed, f"`{first}` did not print:\n{line}\n--- got:\n" + "\n".join(printed)
+    env = readme_examples.env()
+    readme_examples.run_all(section, tmp_path)
     blocks = re.findall(r"```python torch\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 2
     # the blocks run one after the other in one interpreter (one torch import), as in a notebook
