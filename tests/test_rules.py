@@ -893,17 +893,34 @@ def test_bfloat16_weights_keep_their_type():
 
 
 # -- tied weights, names, value_info ------------------------------------------------------------------------
-def _tied():
+def _tied(op: str = "MatMul"):
     g = Graph()
     x = g.input([2, 4])
     w = g.weight(4, 4, name="shared")
-    a = g.op("Relu", [g.op("MatMul", [x, w], name="fa")])
-    b = g.op("Tanh", [g.op("MatMul", [x, w], name="fb")])
+    if op == "MatMul":
+        a = g.op("Relu", [g.op("MatMul", [x, w], name="fa")])
+        b = g.op("Tanh", [g.op("MatMul", [x, w], name="fb")])
+    else:
+        a = g.op("Relu", [g.op("Gemm", [x, w, g.const(np.zeros(4))], name="fa", transB=1)])
+        b = g.op("Tanh", [g.op("Gemm", [x, w, g.const(np.ones(4))], name="fb", transB=1)])
     return g.model(g.op("Add", [g.gemm(a, 4, 3, "ha"), g.gemm(b, 4, 3, "hb")]))
 
 
-def test_tied_weight_grown_differently_is_refused():
-    model = _tied()
+def test_tied_consumer_weight_grown_differently_is_refused():
+    g = Graph()
+    x = g.input([2, 4])
+    w = g.weight(5, 3, name="shared_out")
+    a = g.op("Relu", [g.gemm(x, 4, 5, "fa")])
+    b = g.op("Relu", [g.gemm(x, 4, 5, "fb")])
+    model = g.model(g.op("Add", [g.op("MatMul", [a, w], name="ha"), g.op("MatMul", [b, w], name="hb")]))
+    with pytest.raises(OnnxGrowError, match="shared_out"):
+        widen_model(model, {"fa": "x2"}, check=False)
+    grow(model, {"fa": "x2", "fb": "x2"}, init="noise")
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Gemm"])
+def test_tied_weight_grown_differently_is_refused(op):
+    model = _tied(op)
     with pytest.raises(OnnxGrowError, match="shared") as info:
         widen_model(model, {"fa": "x2"}, check=False)
     assert not isinstance(info.value, VerificationFailed)
