@@ -47,6 +47,11 @@ demo: install
 test: install-test $(MXVENV)/.installed
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
+# a long random search of tests/test_fuzz.py (make test runs 200 examples); FUZZ_EXAMPLES=N to choose
+FUZZ_EXAMPLES ?= 5000
+fuzz: install-test
+	ONNXGROW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ONNXGROW_FUZZ_RANDOM=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics
+
 models: install-test
 	$(BIN)/python models/build_models.py
 

@@ -113,6 +113,10 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
     model would pass protobuf's 2 GB limit (`PROTOBUF_LIMIT`, read at call time); then tensors
     of `EXTERNAL_THRESHOLD` bytes or more go to the data file. `external_data=True` puts every
     initializer in `<name>.data`; `False` never writes one. The model object is not changed.
+
+    A process killed while writing leaves the previous file (or nothing) at `path`, never part of a model;
+    a SIGKILL can leave the hidden temporary folder `.<name>.<random>.tmp` behind, which may be deleted.
+    With external data the model and `<name>.data` are renamed one after the other (two files: not atomic).
     """
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")

@@ -351,6 +351,7 @@ def check(spec, plan, tmp: Path) -> list[str]:
     """Apply the plan to the spec's model; assert the property; return what happened (for hypothesis.event)."""
     original = build(spec)
     dtype = spec[1]
+    _session(original).run(None, _feeds(original, dtype, 0))  # the generator makes models onnxruntime runs
     model, happened = original, []
     for i, action in enumerate(plan):
         try:
