@@ -111,6 +111,15 @@ def check_output_path(model: str, output: str) -> None:
     src, dst = Path(model), Path(output)
     if dst.exists() and src.exists() and os.path.samefile(src, dst):
         raise OnnxGrowError(f"-o {output}: is the input model; onnxgrow never overwrites its input")
+    data = dst.with_name(dst.name + ".data")  # written beside the output with external data
+    if src.is_file() and (dst.exists() or data.exists()):
+        from .io import external_files
+
+        for ext in external_files(src):
+            for target in (dst, data):
+                if target.exists() and os.path.samefile(target, ext):
+                    raise OnnxGrowError(f"-o {output}: {target} holds the external data of the input model; "
+                                        "onnxgrow never overwrites its input")
     folder = dst.parent if str(dst.parent) else Path(".")
     if folder.exists() and not folder.is_dir():
         raise OnnxGrowError(f"-o {output}: '{folder}' is a file, not a folder")

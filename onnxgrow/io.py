@@ -49,6 +49,24 @@ def _read(path: Path) -> onnx.ModelProto:
     return model
 
 
+def external_files(path: Path, max_bytes: int = 64 * 2**20) -> list[Path]:
+    """The external data files a model file refers to that exist (read without the data; [] when the
+    file is unreadable, or bigger than `max_bytes`: such a file keeps its weights inside)."""
+    try:
+        if path.stat().st_size > max_bytes:
+            return []
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # an unreadable model is reported when it is loaded
+        return []
+    found = []
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            loc = {e.key: e.value for e in tensor.external_data}.get("location", "")
+            if loc and (path.parent / loc).is_file() and path.parent / loc not in found:
+                found.append(path.parent / loc)
+    return found
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

@@ -77,6 +77,8 @@ def corpus(tmp_path_factory) -> Path:
     onnx.save(onnx.load_from_string(good), str(d / "external.onnx"), save_as_external_data=True,
               location="external.onnx.data")
     (d / "external.onnx.data").unlink()
+    onnx.save(onnx.load_from_string(good), str(d / "split.onnx"), save_as_external_data=True,
+              location="shared.onnx.data", size_threshold=0)
     onnx.save(_mlp_with("Foo", "com.example"), str(d / "custom.onnx"))
     onnx.save(_mlp_with("Gelu", "com.microsoft"), str(d / "msgelu.onnx"))  # onnxruntime runs this one
     onnx.save(_qdq(), str(d / "quant.onnx"))
@@ -192,6 +194,10 @@ CASES += [
                  id="export-mxnet-output-is-input"),
     pytest.param(["export", MLP, "--to", "torch", "-o", MLP], ["never overwrites its input"],
                  id="export-torch-output-is-input"),
+    pytest.param(["widen", "{i}/split.onnx", "-o", "{i}/shared.onnx.data", "--all", "x2"],
+                 ["shared.onnx.data", "holds the external data of the input model"], id="widen-output-is-input-data"),
+    pytest.param(["deepen", "{i}/split.onnx", "-o", "{i}/shared.onnx", "--after", "/fc1/Gemm", "--save-external-data"],
+                 ["shared.onnx.data", "holds the external data of the input model"], id="deepen-output-data-is-input-data"),
     pytest.param(["verify", MLP, "{i}/link.onnx", "--save-inputs", MLP], ["--save-inputs", "mlp.onnx",
                                                                         "never overwrites"], id="save-inputs-is-model"),
     pytest.param(WIDEN[:3] + ["{o}/missing/out.onnx", "--all", "x2"], ["-o", "folder", "missing", "does not exist"],
