@@ -8,7 +8,7 @@ MODEL ?= models/cnn.onnx
 MXVENV := .venv-mxnet
 MXPY ?= $(shell for p in python3.11 python3.10 python3.9 python3.8 $(PY); do $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test install install-test models fuzz clean
+.PHONY: demo test install install-test models fuzz bench clean
 
 $(BIN)/onnxgrow: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,11 @@ test: install-test $(MXVENV)/.installed
 FUZZ_EXAMPLES ?= 5000
 fuzz: install-test
 	ONNXGROW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ONNXGROW_FUZZ_RANDOM=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics
+
+# speed and memory of growing VGG-16, a BERT-base encoder and a > 2 GB MLP (issue 9); ~16 GB RAM, minutes
+bench: install-test
+	-$(BIN)/pip install -q polygraphy
+	$(BIN)/python bench/grow_speed.py --markdown bench/results/grow_speed.md
 
 models: install-test
 	$(BIN)/python models/build_models.py
