@@ -106,7 +106,7 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.Mod
 def check_model(model: onnx.ModelProto, where: str = "model") -> None:
     """Run onnx.checker; a failure is a one-line OnnxGrowError naming `where`."""
     try:
-        if model.ByteSize() < PROTOBUF_LIMIT:
+        if not needs_external_data(model):
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise OnnxGrowError(f"{where}: not a valid ONNX model: {_checker_line(exc)}") from exc
@@ -120,8 +120,37 @@ def _checker_line(exc: BaseException) -> str:
 
 
 def needs_external_data(model: onnx.ModelProto) -> bool:
-    """True when the model cannot be written as one protobuf file."""
+    """True when the model cannot be written as one protobuf file.
+
+    ModelProto.ByteSize() costs a full serialisation with protobuf's upb backend (seconds on a
+    400 MB model), so an upper bound on the size, read without touching tensor bytes, settles
+    the common case; only a model near the limit pays for the exact size."""
+    if isinstance(model, onnx.ModelProto) and _size_upper_bound(model) < PROTOBUF_LIMIT:
+        return False
     return model.ByteSize() >= PROTOBUF_LIMIT
+
+
+def _tensor_size_bound(t: onnx.TensorProto) -> int:
+    """An upper bound on the encoded size of a TensorProto (varints counted at their 10-byte maximum)."""
+    return (len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.double_data)
+            + 10 * (len(t.int32_data) + len(t.int64_data) + len(t.uint64_data) + len(t.dims))
+            + sum(len(x) + 11 for x in t.string_data)
+            + sum(len(e.key) + len(e.value) + 32 for e in t.external_data)
+            + len(t.name.encode()) + len(t.doc_string.encode()) + t.segment.ByteSize() + 128)
+
+
+def _size_upper_bound(model: onnx.ModelProto) -> int:
+    """Main-graph initializers by `_tensor_size_bound`; every other field of the graph and the model (nodes
+    with their attributes and subgraphs, inputs/outputs, functions, metadata) by its exact size; plus slack."""
+    size = sum(_tensor_size_bound(t) for t in model.graph.initializer)
+    for msg, skip in ((model, "graph"), (model.graph, "initializer")):
+        for field, value in msg.ListFields():
+            if field.name == skip:
+                continue
+            repeated = not isinstance(value, (str, bytes, int, float)) and not hasattr(value, "ByteSize")
+            for item in (value if repeated else [value]):
+                size += (item.ByteSize() if hasattr(item, "ByteSize") else len(str(item).encode())) + 16
+    return size + 4096
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
