@@ -92,7 +92,9 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.Mod
         result = _read(path)
         where = str(path)
     if check:
-        check_model(result, where)
+        # a file is checked from its path: onnx.checker parses it in C++, where a ModelProto would first be
+        # serialised in Python (seconds on a large model), and a model with external data is checked too
+        check_model(str(path) if where != "model" else result, where)
     if fold:
         from .passes.fold import fold_constants
 
@@ -103,10 +105,10 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.Mod
     return result
 
 
-def check_model(model: onnx.ModelProto, where: str = "model") -> None:
-    """Run onnx.checker; a failure is a one-line OnnxGrowError naming `where`."""
+def check_model(model: onnx.ModelProto | str, where: str = "model") -> None:
+    """Run onnx.checker on a ModelProto or a file path; a failure is a one-line OnnxGrowError naming `where`."""
     try:
-        if not needs_external_data(model):
+        if isinstance(model, str) or not needs_external_data(model):
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise OnnxGrowError(f"{where}: not a valid ONNX model: {_checker_line(exc)}") from exc
