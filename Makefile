@@ -8,7 +8,7 @@ MODEL ?= models/cnn.onnx
 MXVENV := .venv-mxnet
 MXPY ?= $(shell for p in python3.11 python3.10 python3.9 python3.8 $(PY); do $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test install install-test models fuzz bench clean
+.PHONY: demo test install install-test models fuzz bench worth-it clean
 
 $(BIN)/onnxgrow: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ fuzz: install-test
 bench: install-test
 	-$(BIN)/pip install -q polygraphy
 	$(BIN)/python bench/grow_speed.py --markdown bench/results/grow_speed.md
+
+# is growing worth it? trains, grows and compares on 2 CPU cores (<= 15 min); writes bench/results/
+worth-it: install-test
+	$(BIN)/python bench/worth_it.py --out bench/results
 
 models: install-test
 	$(BIN)/python models/build_models.py
