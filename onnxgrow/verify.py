@@ -137,7 +137,7 @@ def providers_for(provider: str) -> list[str]:
 class Runner:
     """An onnxruntime session with graph optimisations off (so fusion cannot hide a difference)."""
 
-    def __init__(self, model: onnx.ModelProto, providers: list[str], label: str) -> None:
+    def __init__(self, model: onnx.ModelProto | str, providers: list[str], label: str) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -146,7 +146,9 @@ class Runner:
         self.label = label
         self._tmp: tempfile.TemporaryDirectory | None = None
         try:
-            if needs_external_data(model):
+            if isinstance(model, str):  # a file (already loaded and checked): onnxruntime reads it itself
+                self.session = ort.InferenceSession(model, opts, providers=providers)
+            elif needs_external_data(model):
                 self._tmp = tempfile.TemporaryDirectory(prefix="onnxgrow-")
                 path = os.path.join(self._tmp.name, "model.onnx")
                 from .io import save
@@ -242,13 +244,16 @@ def verify(
         feeds_list = load_npz(load_inputs, specs)
     else:
         feeds_list = [generate(specs, seed + i) for i in range(iterations)]
-    ref_run = Runner(ref_model, providers, "reference" if isinstance(reference, onnx.ModelProto)
-                     else f"reference {reference}")
-    cand_run = Runner(cand_model, providers, "candidate" if isinstance(candidate, onnx.ModelProto)
-                      else f"candidate {candidate}")
+    # A model given as a file goes to onnxruntime as that file (no second serialisation in Python).
+    # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
+    ref_run = Runner(ref_model if isinstance(reference, onnx.ModelProto) else str(reference), providers,
+                     "reference" if isinstance(reference, onnx.ModelProto) else f"reference {reference}")
+    wants = [ref_run.run(feeds) for feeds in feeds_list]
+    del ref_run
+    cand_run = Runner(cand_model if isinstance(candidate, onnx.ModelProto) else str(candidate), providers,
+                      "candidate" if isinstance(candidate, onnx.ModelProto) else f"candidate {candidate}")
     results: dict[str, OutputResult] = {}
-    for i, feeds in enumerate(feeds_list):
-        want = ref_run.run(feeds)
+    for i, (feeds, want) in enumerate(zip(feeds_list, wants)):
         got = cand_run.run(feeds)
         for name, ref in want.items():
             a = atol_per.get(name, atol_default)
