@@ -81,7 +81,8 @@ def _kill_when_writing(argv: list[str], folder: Path, name: str, delay: float, t
             if time.monotonic() - start > timeout:
                 raise AssertionError(f"{argv} did not start writing in {timeout} s")
             time.sleep(0.0005)
-        if proc.poll() is not None:
+        if proc.poll() is not None:  # finished before it was killed: it must have succeeded
+            assert proc.returncode == 0, f"{argv[3:5]} failed: {proc.stderr.read().decode()[-2000:]}"
             return False
         time.sleep(delay)
         writing = bool(_temporary(folder, name)) and proc.poll() is None
