@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Union
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 
 from .errors import OnnxGrowError
 
@@ -127,9 +127,15 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
     ModelProto.ByteSize() costs a full serialisation with protobuf's upb backend (seconds on a
     400 MB model), so an upper bound on the size, read without touching tensor bytes, settles
     the common case; only a model near the limit pays for the exact size."""
-    if isinstance(model, onnx.ModelProto) and _size_upper_bound(model) < PROTOBUF_LIMIT:
-        return False
-    return model.ByteSize() >= PROTOBUF_LIMIT
+    if isinstance(model, onnx.ModelProto):
+        if _size_upper_bound(model) < PROTOBUF_LIMIT:
+            return False
+        if sum(len(t.raw_data) for t in model.graph.initializer) >= PROTOBUF_LIMIT:
+            return True
+    try:
+        return model.ByteSize() >= PROTOBUF_LIMIT
+    except EncodeError:  # upb computes the size by serialising, which fails past the limit
+        return True
 
 
 def _tensor_size_bound(t: onnx.TensorProto) -> int:
