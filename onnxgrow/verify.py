@@ -244,7 +244,12 @@ def verify(
         feeds_list = load_npz(load_inputs, specs)
     else:
         feeds_list = [generate(specs, seed + i) for i in range(iterations)]
-    # A model given as a file goes to onnxruntime as that file (no second serialisation in Python).
+    # A model given as a file goes to onnxruntime as that file (no second serialisation in Python),
+    # so its loaded copy is dropped here rather than held while the sessions run.
+    if not isinstance(reference, onnx.ModelProto):
+        ref_model = None
+    if not isinstance(candidate, onnx.ModelProto):
+        cand_model = None
     # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
     ref_run = Runner(ref_model if isinstance(reference, onnx.ModelProto) else str(reference), providers,
                      "reference" if isinstance(reference, onnx.ModelProto) else f"reference {reference}")
