@@ -358,6 +358,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny budgets and 1 seed (for the test)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(TASKS))
     cfg = ap.parse_args(argv)
     cfg.batch, cfg.lr = 64, 1e-3
@@ -365,9 +366,9 @@ def main(argv=None) -> int:
         cfg.small_steps, cfg.grown_steps, cfg.evals = 40, 40, 8
         cfg.seeds = cfg.seeds or 1
     else:
-        cfg.small_steps, cfg.grown_steps, cfg.evals = 500, 1000, 40
+        cfg.small_steps, cfg.grown_steps, cfg.evals = 400, 800, 40
         cfg.seeds = cfg.seeds or 3
-    torch.set_num_threads(2)
+    torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results = {}

@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib")
 
 
 def test_worth_it_quick(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "worth_it.py"), "--quick", "--out", str(tmp_path)],
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "worth_it.py"), "--quick", "--threads", "1", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     png, md = tmp_path / "worth_it.png", tmp_path / "worth_it.md"
