@@ -367,7 +367,7 @@ def main(argv=None) -> int:
         cfg.seeds = cfg.seeds or 1
     else:
         cfg.small_steps, cfg.grown_steps, cfg.evals = 400, 800, 40
-        cfg.seeds = cfg.seeds or 3
+        cfg.seeds = cfg.seeds or 5
     torch.set_num_threads(cfg.threads)
     cfg.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
