@@ -114,9 +114,12 @@ class _Rewriter:
             shape[u.axis] = -1
             work = np.take(work, np.clip(e.src, 0, None), axis=u.axis)
             index = [slice(None)] * work.ndim
-            index[u.axis] = np.nonzero(e.fresh)[0]
+            fresh = np.nonzero(e.fresh)[0]
+            # new units are usually one run at the end: a slice is far cheaper than fancy indexing
+            contiguous = fresh.size and fresh[-1] - fresh[0] + 1 == fresh.size
+            index[u.axis] = slice(int(fresh[0]), int(fresh[-1]) + 1) if contiguous else fresh
             if u.role == "consumer":
-                if work.dtype.kind == "f":
+                if work.dtype.kind == "f" and not np.all(e.scale == 1):  # x * 1.0 == x: skip the pass
                     work = work * e.scale.reshape(shape)
                 work[tuple(index)] = 0
             else:
