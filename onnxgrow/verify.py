@@ -314,3 +314,23 @@ def _check_same_interface(ref: onnx.ModelProto, cand: onnx.ModelProto, specs: li
     extra = sorted(cand_inputs - {s.name for s in specs})
     if extra:
         raise OnnxGrowError(f"candidate: needs inputs the reference does not have: {', '.join(extra)}")
+
+
+def check_growth(original: onnx.ModelProto, grown: onnx.ModelProto, source: object, *, seed: int, strict: bool,
+                 **verify_args) -> Report:
+    """Verify a grown model against its original (seed + 1); with `strict`, a mismatch raises VerificationFailed.
+
+    Shared by widen and deepen so both refuse, and word the refusal, the same way.
+    """
+    from .errors import VerificationFailed
+
+    try:
+        report = verify(original, grown, seed=seed + 1, **verify_args)
+    except OnnxGrowError as exc:
+        raise cannot_verify(exc, source) from exc
+    if strict and not report.passed:
+        worst = max(report.outputs, key=lambda o: o.max_abs)
+        raise VerificationFailed(
+            f"verification failed: output {worst.name} differs by up to {worst.max_abs:.3g} "
+            f"(atol {worst.atol:g}, rtol {worst.rtol:g}); nothing was written", report)
+    return report
