@@ -9,7 +9,9 @@ from typing import Union
 import onnx
 from google.protobuf.message import DecodeError, EncodeError
 
+from . import stream
 from .errors import OnnxGrowError
+from .progress import ProgressFn
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
 
@@ -19,34 +21,81 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_THRESHOLD = 1024
 
 
-def _read(path: Path) -> onnx.ModelProto:
+def _read(path: Path, *, external_data: bool = True, check: bool = True,
+          progress: ProgressFn | None = None) -> onnx.ModelProto:
+    """The model at `path`, with its external data unless `external_data` is False, checked by onnx.checker.
+
+    The checker reads the file's bytes before Python parses them (parsed in C++, and not both parsed
+    copies held at once); a model with external data is checked from its path, so that its data files
+    are checked too. A file that does not parse is reported as such before any checker error."""
     if not path.exists():
         raise OnnxGrowError(f"{path}: no such file")
     if path.is_dir():
         raise OnnxGrowError(f"{path}: is a folder, not an ONNX model file")
     if path.stat().st_size == 0:
         raise OnnxGrowError(f"{path}: empty file, not an ONNX model")
+    size = path.stat().st_size
+    if progress:
+        progress("load", 0, size)
+    raw = path.read_bytes()
+    invalid: OnnxGrowError | None = None
+    unchecked = False
+    if check:
+        try:
+            check_model(raw, str(path))
+        except OnnxGrowError as exc:
+            invalid = exc
+        except ValueError:  # bytes the checker cannot parse: Python's parse below says so in its words
+            unchecked = True
     try:
-        model = onnx.load_model(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(raw)
     except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
         raise OnnxGrowError(f"{path}: not a readable ONNX model (truncated or not ONNX: {_short(exc)})") from exc
+    del raw
     if not model.graph.node and not model.graph.output:
         raise OnnxGrowError(f"{path}: not an ONNX model (no graph found in the file)")
     base = path.parent
-    for tensor in _all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in tensor.external_data}
-            loc = info.get("location", "")
-            if not (base / loc).is_file():
-                raise OnnxGrowError(
-                    f"{path}: external data file '{loc}' for tensor '{tensor.name}' is missing "
-                    f"(looked in {base or '.'})"
-                )
-    try:
-        onnx.load_external_data_for_model(model, str(base))
-    except Exception as exc:  # onnx raises several kinds here
-        raise OnnxGrowError(f"{path}: cannot read external data: {_short(exc)}") from exc
+    external = [t for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+    for tensor in external:
+        info = {e.key: e.value for e in tensor.external_data}
+        loc = info.get("location", "")
+        if not (base / loc).is_file():
+            raise OnnxGrowError(
+                f"{path}: external data file '{loc}' for tensor '{tensor.name}' is missing "
+                f"(looked in {base or '.'})"
+            )
+    if check and (external or unchecked):
+        check_model(str(path), str(path))  # the bytes alone cannot tell whether the data files are right
+    elif invalid is not None:
+        raise invalid
+    if not external_data:
+        if progress:
+            progress("load", size, size)
+        return model
+    lengths = [_external_length(t) for t in external]
+    total, done = size + sum(lengths), size
+    if progress:
+        progress("load", done, total)
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor, length in zip(external, lengths):
+        try:
+            load_external_data_for_tensor(tensor, str(base))
+        except Exception as exc:  # onnx raises several kinds here
+            raise OnnxGrowError(f"{path}: cannot read external data: {_short(exc)}") from exc
+        done += length
+        if progress:
+            progress("load", done, total)
     return model
+
+
+def _external_length(tensor: onnx.TensorProto) -> int:
+    """The byte length an external tensor declares (0 when it does not say; then it reads to the end)."""
+    info = {e.key: e.value for e in tensor.external_data}
+    try:
+        return int(info.get("length", 0))
+    except ValueError:
+        return 0
 
 
 def external_files(path: Path, max_bytes: int = 64 * 2**20) -> list[Path]:
@@ -78,23 +127,23 @@ def _all_tensors(model: onnx.ModelProto):
     return _get_all_tensors(model)
 
 
-def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.ModelProto:
+def load(model: ModelLike, *, fold: bool = True, check: bool = True, external_data: bool = True,
+         progress: ProgressFn | None = None) -> onnx.ModelProto:
     """Read a model from a path or copy an in-memory one; optionally fold constant weights.
 
-    The caller's ModelProto is never modified: a copy is returned.
+    The caller's ModelProto is never modified: a copy is returned. `external_data=False` leaves the
+    tensors of a file's external data where they are (names, types and shapes only, for what needs no
+    weights). `progress` is called with the step "load" (bytes read).
     """
     if isinstance(model, onnx.ModelProto):
         result = onnx.ModelProto()
         result.CopyFrom(model)
-        where = "model"
+        if check:
+            check_model(result)
     else:
-        path = Path(model)
-        result = _read(path)
-        where = str(path)
-    if check:
-        # a file is checked from its path: onnx.checker parses it in C++, where a ModelProto would first be
-        # serialised in Python (seconds on a large model), and a model with external data is checked too
-        check_model(str(path) if where != "model" else result, where)
+        # a file is checked from the bytes read (parsed in C++), where a ModelProto would first be
+        # serialised in Python (seconds on a large model)
+        result = _read(Path(model), external_data=external_data, check=check, progress=progress)
     if fold:
         from .passes.fold import fold_constants
 
@@ -105,10 +154,11 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True) -> onnx.Mod
     return result
 
 
-def check_model(model: onnx.ModelProto | str, where: str = "model") -> None:
-    """Run onnx.checker on a ModelProto or a file path; a failure is a one-line OnnxGrowError naming `where`."""
+def check_model(model: onnx.ModelProto | str | bytes, where: str = "model") -> None:
+    """Run onnx.checker on a ModelProto, a file path or a file's bytes; a failure is a one-line
+    OnnxGrowError naming `where`."""
     try:
-        if isinstance(model, str) or not needs_external_data(model):
+        if isinstance(model, (str, bytes)) or not needs_external_data(model):
             onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise OnnxGrowError(f"{where}: not a valid ONNX model: {_checker_line(exc)}") from exc
@@ -161,18 +211,31 @@ def _size_upper_bound(model: onnx.ModelProto) -> int:
     return size + 4096
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
+def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
+         progress: ProgressFn | None = None) -> Path:
     """Write `model` to `path` atomically: a temporary file in the same folder, renamed at the end.
 
     `external_data=None` switches to an external data file (`<name>.data`) only when the
     model would pass protobuf's 2 GB limit (`PROTOBUF_LIMIT`, read at call time); then tensors
     of `EXTERNAL_THRESHOLD` bytes or more go to the data file. `external_data=True` puts every
-    initializer in `<name>.data`; `False` never writes one. The model object is not changed.
+    initializer in `<name>.data`; `False` never writes one. The model object is not changed, and no
+    copy of its weights is made: each tensor's bytes are written in turn (onnxgrow.stream).
+    `progress` is called with the step "write" (bytes written).
 
     A process killed while writing leaves the previous file (or nothing) at `path`, never part of a model;
     a SIGKILL can leave the hidden temporary folder `.<name>.<random>.tmp` behind, which may be deleted.
     With external data the model and `<name>.data` are renamed one after the other (two files: not atomic).
     """
+    out = output_path(path)
+    skel, deferred = stream.skeleton(model)
+    with PendingWrite(out) as pending:
+        pending.write(skel, deferred, external_data, progress)
+        pending.commit()
+    return out
+
+
+def output_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path, refused with a one-line error when its folder cannot take a new file."""
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if folder.exists() and not folder.is_dir():
@@ -183,43 +246,55 @@ def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool
         raise OnnxGrowError(f"{out}: output folder '{folder}' is not writable")
     if out.is_dir():
         raise OnnxGrowError(f"{out}: is a folder; give a file name for the output model")
-    explicit = external_data is True
-    if external_data is None:
-        external_data = needs_external_data(model)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder))
-    try:
-        tmp_model = tmpdir / out.name
-        data_name = out.name + ".data"
-        if external_data:
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            # asked for explicitly: every initializer goes to the data file, so `<name>.data`
-            # always exists; switched on for size: only tensors of EXTERNAL_THRESHOLD bytes or more.
-            threshold = 0 if explicit else EXTERNAL_THRESHOLD
-            _to_raw_data(copy, threshold)
-            onnx.save_model(
-                copy,
-                str(tmp_model),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=threshold,
-                convert_attribute=False,
-            )
-        else:
-            with open(tmp_model, "wb") as fh:
-                fh.write(model.SerializeToString())
-                fh.flush()
-                os.fsync(fh.fileno())
-        if (tmpdir / data_name).exists():
-            os.replace(tmpdir / data_name, folder / data_name)
-        os.replace(tmp_model, out)
-    finally:
-        for leftover in tmpdir.iterdir() if tmpdir.exists() else []:
-            leftover.unlink()
-        if tmpdir.exists():
-            tmpdir.rmdir()
     return out
+
+
+class PendingWrite:
+    """A model written into a hidden temporary folder beside `out` (`.<name>.<random>.tmp/`), renamed into
+    place by `commit()`; leaving the `with` block deletes whatever was not committed. The files can be
+    checked (onnxruntime reads `model_path`) before they replace anything."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.folder = out.parent if str(out.parent) else Path(".")
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=self.folder))
+        self.model_path = self.tmpdir / out.name
+        self.data_name = out.name + ".data"
+
+    def __enter__(self) -> "PendingWrite":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for leftover in self.tmpdir.iterdir() if self.tmpdir.exists() else []:
+            leftover.unlink()
+        if self.tmpdir.exists():
+            self.tmpdir.rmdir()
+
+    def write(self, model: onnx.ModelProto, deferred: dict[str, stream.Deferred], external_data: bool | None,
+              progress: ProgressFn | None = None) -> bool:
+        """Write `model` (whose stubs' bytes are `deferred`) to the temporary folder; returns whether it used
+        external data (see `save` for `external_data`). Stubs in `model` may be filled in."""
+        explicit = external_data is True
+        if external_data is None:
+            external_data = stream.encoded_size(model, deferred) >= PROTOBUF_LIMIT
+        with open(self.model_path, "wb") as fh:
+            if external_data:
+                # asked for explicitly: every initializer goes to the data file, so `<name>.data`
+                # always exists; switched on for size: only tensors of EXTERNAL_THRESHOLD bytes or more.
+                with open(self.tmpdir / self.data_name, "wb") as data_fh:
+                    stream.write_external(model, deferred, fh, data_fh, self.data_name,
+                                          0 if explicit else EXTERNAL_THRESHOLD, progress)
+                    stream.fsync(data_fh)
+            else:
+                stream.write_inline(model, deferred, fh, progress)
+            stream.fsync(fh)
+        return bool(external_data)
+
+    def commit(self) -> None:
+        """Rename the written files into place: the data file first, then the model."""
+        if (self.tmpdir / self.data_name).exists():
+            os.replace(self.tmpdir / self.data_name, self.folder / self.data_name)
+        os.replace(self.model_path, self.out)
 
 
 def new_file_mode() -> int:
@@ -228,25 +303,6 @@ def new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _to_raw_data(model: onnx.ModelProto, threshold: int) -> None:
-    """onnx only moves tensors stored as `raw_data` to external data; convert typed fields
-    (`float_data`, `int64_data` ... as onnx.helper.make_tensor writes them) of big tensors first."""
-    from onnx import numpy_helper
-
-    for tensor in model.graph.initializer:
-        if tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL:
-            continue
-        if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-            continue
-        arr = numpy_helper.to_array(tensor)
-        if arr.nbytes < threshold:
-            continue
-        raw = numpy_helper.from_array(arr, tensor.name).raw_data
-        for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            tensor.ClearField(typed)
-        tensor.raw_data = raw
 
 
 def model_bytes(model: onnx.ModelProto) -> bytes:

@@ -1,0 +1,280 @@
+"""Write a ModelProto whose big tensors are produced one at a time, never all held together.
+
+A protobuf message's encoding is the concatenation of its fields' encodings, so a model is written as
+the model's fields before `graph`, the graph's tag and length, the graph's fields before `initializer`,
+each initializer (tag, length, tensor), the graph's remaining fields, then the model's remaining fields.
+Every length is computed up front from tensor shapes, so a tensor's bytes are produced, written and
+dropped in turn. Fields are written in field-number order, as protobuf does: the bytes are those of
+`SerializeToString()`. With external data the tensors go to the data file instead and the (small) model
+is serialised at the end.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator, Mapping, Union
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import OnnxGrowError
+from .progress import ProgressFn
+
+Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
+
+#: field numbers (onnx.proto): ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9
+#: typed data fields of a TensorProto (cleared when a tensor's data moves to raw_data or external data)
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+#: element types stored two to a byte
+_PACKED = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
+#: big tensors are written in pieces of this many bytes (bounded copies, and progress between them)
+CHUNK = 64 * 2**20
+
+
+@dataclass
+class Deferred:
+    """The raw bytes of one initializer, produced only when it is written; the model holds a stub of it
+    (every field but the data). `nbytes` must be exact: lengths are written before the data."""
+
+    nbytes: int
+    produce: Callable[[], Buffer]
+
+
+def raw_nbytes(data_type: int, dims: list[int]) -> int | None:
+    """Size of a tensor's raw_data from its type and shape (None for strings and unknown types)."""
+    n = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    if data_type in _PACKED:
+        return (n + 1) // 2
+    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    try:
+        return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def array_bytes(arr: np.ndarray, data_type: int) -> Buffer:
+    """The raw_data of `arr` as ONNX stores it (little-endian, row-major), without a copy where possible."""
+    if data_type in _PACKED or arr.dtype.byteorder == ">":
+        return numpy_helper.from_array(arr).raw_data
+    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+
+
+def copy_except(msg, skip: tuple[str, ...]):
+    """A copy of a protobuf message without the fields named in `skip` (never read, so never copied)."""
+    out = type(msg)()
+    for field in msg.DESCRIPTOR.fields:
+        if field.name in skip:
+            continue
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            if len(getattr(msg, field.name)):
+                getattr(out, field.name).extend(getattr(msg, field.name))
+        elif msg.HasField(field.name):
+            if field.message_type is not None:
+                getattr(out, field.name).CopyFrom(getattr(msg, field.name))
+            else:
+                setattr(out, field.name, getattr(msg, field.name))
+    return out
+
+
+def stub(tensor: onnx.TensorProto) -> onnx.TensorProto:
+    """The tensor without its data (name, type, shape, doc string ...)."""
+    return copy_except(tensor, _DATA_FIELDS)
+
+
+def has_data(tensor: onnx.TensorProto) -> bool:
+    """Whether the tensor carries its data (any data field) or refers to external data."""
+    return tensor.data_location == onnx.TensorProto.EXTERNAL or any(
+        tensor.HasField(f) if f == "raw_data" else len(getattr(tensor, f)) for f in _DATA_FIELDS)
+
+
+def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
+    """A copy of `model` whose main-graph initializers stored as raw_data are stubs, with their bytes
+    deferred (read from `model` when written): the copy costs no weight bytes."""
+    out = copy_except(model, ("graph",))
+    out.graph.CopyFrom(copy_except(model.graph, ("initializer",)))
+    deferred: dict[str, Deferred] = {}
+    names = [t.name for t in model.graph.initializer]
+    dup = {n for n in names if names.count(n) > 1} if len(set(names)) != len(names) else set()
+    for t in model.graph.initializer:
+        nbytes = raw_nbytes(t.data_type, list(t.dims))
+        if not t.HasField("raw_data") or t.name in dup or nbytes is None:
+            out.graph.initializer.add().CopyFrom(t)
+            continue
+        out.graph.initializer.add().CopyFrom(stub(t))
+        deferred[t.name] = Deferred(nbytes, lambda t=t: t.raw_data)
+    return out, deferred
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(number: int, length: int) -> bytes:
+    """Tag of a length-delimited field, then the length."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _split(msg, number: int) -> tuple[bytes, bytes]:
+    """Encodings of the fields of `msg` numbered below and above `number` (that field left out)."""
+    head, tail = type(msg)(), type(msg)()
+    for field, value in msg.ListFields():
+        if field.number == number:
+            continue
+        target = head if field.number < number else tail
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
+    return head.SerializeToString(), tail.SerializeToString()
+
+
+@dataclass
+class _Piece:
+    """One initializer of the written graph: complete bytes, or a stub's encoding around deferred data."""
+
+    head: bytes
+    data: Deferred | None = None
+    tail: bytes = b""
+
+    @property
+    def size(self) -> int:
+        body = len(self.head) + len(self.tail)
+        if self.data is not None:
+            body += len(_key(_RAW_DATA, self.data.nbytes)) + self.data.nbytes
+        return len(_key(_INITIALIZER, body)) + body
+
+
+def _pieces(model: onnx.ModelProto, deferred: Mapping[str, Deferred]) -> Iterator[_Piece]:
+    for t in model.graph.initializer:
+        d = deferred.get(t.name)
+        if d is None or has_data(t):
+            yield _Piece(t.SerializeToString())
+        else:
+            head, tail = _split(t, _RAW_DATA)
+            yield _Piece(head, d, tail)
+
+
+def encoded_size(model: onnx.ModelProto, deferred: Mapping[str, Deferred]) -> int:
+    """Exact size of the model written inline, computed without producing any deferred tensor."""
+    g_head, g_tail = _split(model.graph, _INITIALIZER)
+    m_head, m_tail = _split(model, _GRAPH)
+    graph = len(g_head) + len(g_tail) + sum(p.size for p in _pieces(model, deferred))
+    return len(m_head) + len(_key(_GRAPH, graph)) + graph + len(m_tail)
+
+
+class _Writer:
+    """Writes buffers to a file in bounded pieces, reporting bytes done through `progress`."""
+
+    def __init__(self, fh: BinaryIO, total: int, progress: ProgressFn | None, step: str) -> None:
+        self.fh, self.total, self.progress, self.step, self.done = fh, total, progress, step, 0
+        if progress:
+            progress(step, 0, total)
+
+    def write(self, data: Buffer) -> None:
+        view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(data.reshape(-1).view(np.uint8))
+        for start in range(0, len(view), CHUNK):
+            self.fh.write(view[start:start + CHUNK])
+            self.done += min(CHUNK, len(view) - start)
+            if self.progress and len(view) > CHUNK:
+                self.progress(self.step, self.done, self.total)
+        if self.progress and len(view) <= CHUNK:
+            self.progress(self.step, self.done, self.total)
+
+
+def _produce(name: str, d: Deferred) -> memoryview:
+    data = d.produce()
+    view = memoryview(data.reshape(-1).view(np.uint8)) if isinstance(data, np.ndarray) else memoryview(data).cast("B")
+    if len(view) != d.nbytes:
+        raise OnnxGrowError(f"tensor {name}: {len(view)} bytes of data where its type and shape need {d.nbytes}")
+    return view
+
+
+def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO,
+                 progress: ProgressFn | None = None) -> int:
+    """Write `model` as one protobuf file, producing each deferred tensor in turn; returns the bytes written."""
+    g_head, g_tail = _split(model.graph, _INITIALIZER)
+    m_head, m_tail = _split(model, _GRAPH)
+    pieces = list(_pieces(model, deferred))
+    graph = len(g_head) + len(g_tail) + sum(p.size for p in pieces)
+    total = len(m_head) + len(_key(_GRAPH, graph)) + graph + len(m_tail)
+    w = _Writer(fh, total, progress, "write")
+    w.write(m_head + _key(_GRAPH, graph) + g_head)
+    for t, p in zip(model.graph.initializer, pieces):
+        if p.data is None:
+            w.write(_key(_INITIALIZER, len(p.head)) + p.head)
+            continue
+        body = len(p.head) + len(p.tail) + len(_key(_RAW_DATA, p.data.nbytes)) + p.data.nbytes
+        w.write(_key(_INITIALIZER, body) + p.head + _key(_RAW_DATA, p.data.nbytes))
+        w.write(_produce(t.name, p.data))
+        w.write(p.tail)
+    w.write(g_tail + m_tail)
+    return total
+
+
+def _subgraph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers of the subgraphs (If/Loop/Scan bodies) under `graph`'s nodes."""
+    for node in graph.node:
+        for a in node.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                      list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+                yield from g.initializer
+                yield from _subgraph_tensors(g)
+
+
+def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO, data_fh: BinaryIO,
+                   location: str, threshold: int, progress: ProgressFn | None = None) -> None:
+    """Write initializers of `threshold` bytes or more (main graph and subgraphs; strings stay inline) to
+    `data_fh`, recorded as external data at `location`, and the rest of `model` to `fh`.
+
+    `model` is changed: its stubs get their data or external-data entries (it is the caller's copy)."""
+    tensors = list(model.graph.initializer) + list(_subgraph_tensors(model.graph))
+    main = len(model.graph.initializer)
+    sizes = []
+    for i, t in enumerate(tensors):
+        d = deferred.get(t.name) if i < main else None
+        sizes.append(d.nbytes if d is not None and not has_data(t) else raw_nbytes(t.data_type, list(t.dims)) or 0)
+    w = _Writer(data_fh, sum(s for s in sizes if s >= threshold), progress, "write")
+    for i, (t, nbytes) in enumerate(zip(tensors, sizes)):
+        d = deferred.get(t.name) if i < main else None
+        if d is not None and not has_data(t):
+            data: Buffer = _produce(t.name, d)
+        elif t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING or nbytes < threshold:
+            continue
+        elif t.HasField("raw_data"):
+            data = t.raw_data
+        else:  # typed fields (float_data ...): onnx keeps only raw_data outside the model
+            data = array_bytes(numpy_helper.to_array(t), t.data_type)
+        if nbytes < threshold:
+            t.raw_data = bytes(data)
+            continue
+        for f in _DATA_FIELDS:
+            t.ClearField(f)
+        offset = data_fh.tell()
+        w.write(data)
+        del data
+        t.data_location = onnx.TensorProto.EXTERNAL
+        del t.external_data[:]
+        for key, value in (("location", location), ("offset", offset), ("length", nbytes)):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, str(value)
+    fh.write(model.SerializeToString())
+
+
+def fsync(fh: BinaryIO) -> None:
+    """Flush a file to disk (before it is renamed into place)."""
+    fh.flush()
+    os.fsync(fh.fileno())
