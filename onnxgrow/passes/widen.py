@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -12,6 +10,8 @@ from ..analysis.groups import Analysis, Group
 from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansion
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
+from ..progress import ProgressFn
+from ..stream import Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
 
 
 @dataclass
@@ -94,58 +94,125 @@ class _Rewriter:
                     f"{reason} a concatenation of groups {', '.join(ids)}: all of its parts must grow by the "
                     f"same whole factor (--init net2net), or none of them")
 
-    def grow_weight(self, init: str, uses: list[WeightUse]) -> np.ndarray:
-        arr = self.st.value(init)
-        dtype = arr.dtype
-        work = arr.astype(np.float64) if dtype.kind == "f" or dtype.kind == "V" or "bfloat" in str(dtype) else arr.copy()
-        std = float(np.std(work)) if work.size > 1 and work.dtype.kind == "f" else 0.0
-        scale_ref = std if std > 0 else (float(np.abs(work).max()) if work.size else 0.0) or 1e-2
+    def _steps(self, uses: list[WeightUse]) -> list[tuple[WeightUse, GroupPlan, Expansion]]:
+        """The grown axes of a weight in the order they are applied: consumer uses first, one use per axis."""
         seen: set[int] = set()
-        ordered = [u for u in uses if u.role == "consumer"] + [u for u in uses if u.role != "consumer"]
-        for u in ordered:
+        steps = []
+        for u in [u for u in uses if u.role == "consumer"] + [u for u in uses if u.role != "consumer"]:
             if u.axis in seen:
                 continue
             seen.add(u.axis)
             plan = self.grown(u.layout)
-            if plan is None:
-                continue
-            e = expand(u.layout, self.unit)
+            if plan is not None:
+                steps.append((u, plan, expand(u.layout, self.unit)))
+        return steps
+
+    def grown_shape(self, init: str, uses: list[WeightUse]) -> list[int]:
+        """The shape `grow_weight` will return, known without growing anything."""
+        shape = list(self.st.inits[init].dims)
+        for u, _, e in self._steps(uses):
+            shape[u.axis] = e.new_size
+        return shape
+
+    def grow_weight(self, init: str, uses: list[WeightUse], *, general: bool = False) -> np.ndarray:
+        """The grown weight, in the weight's own dtype (float16/bfloat16 are worked on in float32).
+
+        Steps apply in order: each gathers its axis (copied units, and old units in place) and then
+        overwrites the new units of that axis: 0 for a consumer, `fill` or the strategy's noise for a
+        producer. When every grown axis only appends new units after the old ones (zero and noise
+        inits), the result is written straight into one array of the final shape; otherwise (Net2Net
+        copies, units interleaved by a concatenation or flattening) axis by axis with `np.take`.
+        `general` forces the second way (tests check both give the same weight).
+        """
+        arr = numpy_helper.to_array(self.st.inits[init])  # not cached: the copy lives while this weight grows
+        dtype = arr.dtype
+        native = dtype.kind == "f" and dtype.itemsize >= 4
+        wdtype = dtype if native or dtype.kind not in "fV" and "bfloat" not in str(dtype) else np.dtype(np.float32)
+        steps = self._steps(uses)
+        noise = any(p.init == "noise" and u.fill is None and u.role != "consumer" for u, p, _ in steps)
+        scale_ref = _scale_ref(arr) if noise and wdtype.kind == "f" else 0.0
+        if not general and all(_appends(e, arr.shape[u.axis]) for u, _, e in steps):
+            work = self._grow_appended(arr, steps, wdtype, scale_ref)
+        else:
+            work = self._grow_general(arr, steps, wdtype, scale_ref)
+        return work if work.dtype == dtype else work.astype(dtype)
+
+    def _fill_fresh(self, view: np.ndarray, u: WeightUse, plan: GroupPlan, scale_ref: float) -> None:
+        """Write the new units of one step into `view`: 0 (consumer), the use's fill, or noise."""
+        if u.role == "consumer":
+            view[...] = 0
+        elif u.fill is not None:
+            view[...] = u.fill
+        elif plan.init == "noise" and view.dtype.kind == "f":
+            _fill_noise(view, self.rng, self.noise_std * scale_ref)
+        else:
+            view[...] = 0
+
+    def _grow_appended(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float) -> np.ndarray:
+        """Every step appends its new units after the old ones: copy the old block once, then fill each
+        step's new units; a later step's new units overwrite an earlier step's (as axis by axis would)."""
+        final = list(arr.shape)
+        for u, _, e in steps:
+            final[u.axis] = e.new_size
+        out = np.empty(final, dtype=wdtype)
+        out[tuple(slice(0, n) for n in arr.shape)] = arr
+        for k, (u, plan, e) in enumerate(steps):
+            region = [slice(None)] * out.ndim
+            region[u.axis] = slice(arr.shape[u.axis], e.new_size)
+            for later, _, _ in steps[k + 1:]:
+                region[later.axis] = slice(0, arr.shape[later.axis])
+            view = out[tuple(region)]
+            if view.size:
+                self._fill_fresh(view, u, plan, scale_ref)
+        return out
+
+    def _grow_general(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float) -> np.ndarray:
+        """Axis by axis: gather the axis (copies and old units), scale consumers' copies, fill new units."""
+        work = arr if arr.dtype == wdtype else arr.astype(wdtype)
+        for u, plan, e in steps:
             shape = [1] * work.ndim
             shape[u.axis] = -1
             work = np.take(work, np.clip(e.src, 0, None), axis=u.axis)
             index = [slice(None)] * work.ndim
             fresh = np.nonzero(e.fresh)[0]
-            # new units are usually one run at the end: a slice is far cheaper than fancy indexing
-            contiguous = fresh.size and fresh[-1] - fresh[0] + 1 == fresh.size
-            index[u.axis] = slice(int(fresh[0]), int(fresh[-1]) + 1) if contiguous else fresh
-            if u.role == "consumer":
-                if work.dtype.kind == "f" and not np.all(e.scale == 1):  # x * 1.0 == x: skip the pass
-                    work = work * e.scale.reshape(shape)
-                work[tuple(index)] = 0
+            if u.role == "consumer" and work.dtype.kind == "f" and not np.all(e.scale == 1):  # x * 1.0 == x
+                work *= e.scale.reshape(shape).astype(work.dtype)
+            if not fresh.size:
+                continue
+            # new units are usually one run at the end: a slice (a view, filled in place) is far cheaper
+            if fresh[-1] - fresh[0] + 1 == fresh.size:
+                index[u.axis] = slice(int(fresh[0]), int(fresh[-1]) + 1)
+                self._fill_fresh(work[tuple(index)], u, plan, scale_ref)
             else:
-                fresh_shape = list(work.shape)
-                fresh_shape[u.axis] = int(e.fresh.sum())
-                if u.fill is not None:
-                    work[tuple(index)] = u.fill
-                elif plan.init == "noise" and work.dtype.kind == "f":
-                    work[tuple(index)] = self.rng.standard_normal(fresh_shape) * self.noise_std * scale_ref
-                else:
-                    work[tuple(index)] = 0
-        return work.astype(dtype)
+                index[u.axis] = fresh
+                values = np.empty(work[tuple(index)].shape, dtype=work.dtype)
+                self._fill_fresh(values, u, plan, scale_ref)
+                work[tuple(index)] = values
+        return work
 
     # -- small constants and attributes -------------------------------------------------------------
     def new_size(self, layout: Layout) -> int:
         return expand(layout, self.unit).new_size
 
-    def rewrite(self, model: onnx.ModelProto) -> onnx.ModelProto:
+    def rewrite(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
+        """The grown model with every weight a stub (name, type, grown shape) whose bytes are deferred:
+        a grown weight is computed only when its bytes are asked for, an unchanged one read from `model`."""
         self.check()
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
+        out, deferred = skeleton(model)
         g = out.graph
         index = {t.name: i for i, t in enumerate(g.initializer)}
         for init, uses in self.weight_uses().items():
-            new = self.grow_weight(init, uses)
-            g.initializer[index[init]].CopyFrom(numpy_helper.from_array(new, init))
+            t = g.initializer[index[init]]
+            t.CopyFrom(stub(t))
+            del t.dims[:]
+            t.dims.extend(self.grown_shape(init, uses))
+            nbytes = raw_nbytes(t.data_type, list(t.dims))
+            if nbytes is None:  # no raw bytes for this type (strings): grow it now
+                t.CopyFrom(numpy_helper.from_array(self.grow_weight(init, uses), init))
+                deferred.pop(init, None)
+                continue
+            deferred[init] = Deferred(nbytes, lambda init=init, uses=uses, dt=t.data_type:
+                                      array_bytes(self.grow_weight(init, uses), dt))
         self._values(g, index)
         nodes = {n.name: n for n in g.node}
         for au in self.st.attr_uses:
@@ -157,7 +224,7 @@ class _Rewriter:
                     elif a.name == au.attr:
                         a.ints[au.index] = self.new_size(au.layout) // au.divisor
         self._value_info(g)
-        return out
+        return out, deferred
 
     def _values(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         by_init: dict[str, dict[str, np.ndarray]] = {}
@@ -215,8 +282,69 @@ class _Rewriter:
                     d.dim_value = self.new_size(l)
 
 
-def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *,
-               noise_std: float = 0.1, seed: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> onnx.ModelProto:
-    """Return a widened copy of `model` (the analysed one) following `plans`."""
+def _appends(e: Expansion, old: int) -> bool:
+    """Whether a grown axis keeps its `old` units in place and appends only new ones (no copies)."""
+    return bool(np.all(e.src[:old] == np.arange(old)) and np.all(e.src[old:] < 0) and np.all(e.scale[:old] == 1))
+
+
+def _fill_noise(view: np.ndarray, rng: np.random.Generator, std: float, chunk: int = 1 << 22) -> None:
+    """Fill `view` with normal noise of standard deviation `std`, drawn in C order (the values of one
+    draw of `view.shape`), in place or through pieces of `chunk` elements: no temporary of the view's size."""
+    if view.flags.c_contiguous and view.dtype in (np.float32, np.float64):
+        rng.standard_normal(dtype=view.dtype, out=view)
+        view *= view.dtype.type(std)
+        return
+    dtype = np.float64 if view.dtype == np.float64 else np.float32
+    if view.ndim == 0:
+        view[...] = rng.standard_normal(dtype=dtype) * dtype(std)
+        return
+    rows = max(1, chunk // max(1, int(np.prod(view.shape[1:], dtype=np.int64))))
+    for start in range(0, view.shape[0], rows):
+        block = view[start:start + rows]
+        draw = rng.standard_normal(block.shape, dtype=dtype)
+        draw *= dtype(std)
+        block[...] = draw
+
+
+def _scale_ref(arr: np.ndarray) -> float:
+    """The weight's standard deviation (else its largest magnitude, else 0.01): the scale of new noise.
+
+    Accumulated in float64 over pieces of the weight, so that no float64 copy of a large weight is made."""
+    flat = arr.reshape(-1)
+    if flat.size > 1:
+        step = 1 << 22
+        mean = float(np.add.reduce(flat, dtype=np.float64)) / flat.size
+        sq = sum(float(np.square(flat[i:i + step].astype(np.float64) - mean).sum()) for i in range(0, flat.size, step))
+        std = (sq / flat.size) ** 0.5
+        if std > 0:
+            return std
+    return (float(np.abs(flat.astype(np.float64)).max()) if flat.size else 0.0) or 1e-2
+
+
+def widen_rewrite(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *, noise_std: float = 0.1,
+                  seed: int = 0) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
+    """The widened model as a stub model plus deferred weight bytes (see onnxgrow.stream): nothing is grown
+    until the bytes are asked for, in the order the model is written, one weight at a time."""
     return _Rewriter(analysis, plans, noise_std, seed).rewrite(model)
+
+
+def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress: ProgressFn | None = None) -> None:
+    """Fill every stub of `model` with its deferred bytes (in place); `progress` gets the step "grow" in bytes."""
+    todo = [t for t in model.graph.initializer if t.name in deferred and not has_data(t)]
+    total, done = sum(deferred[t.name].nbytes for t in todo), 0
+    if progress:
+        progress("grow", 0, total)
+    for t in todo:
+        data = deferred[t.name].produce()
+        t.raw_data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        done += deferred[t.name].nbytes
+        if progress:
+            progress("grow", done, total)
+
+
+def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *,
+               noise_std: float = 0.1, seed: int = 0, progress: ProgressFn | None = None) -> onnx.ModelProto:
+    """Return a widened copy of `model` (the analysed one) following `plans`."""
+    out, deferred = widen_rewrite(model, analysis, plans, noise_std=noise_std, seed=seed)
+    materialise(out, deferred, progress)
+    return out
