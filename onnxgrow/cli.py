@@ -61,14 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
+    from .progress_bars import on_stderr
     from .report import console, verify_table
     from .verify import verify
 
-    report = verify(
-        args.reference, args.candidate, atol=args.atol, rtol=args.rtol, seed=args.seed,
-        iterations=args.iterations, input_shapes=args.input_shapes, load_inputs=args.load_inputs,
-        save_inputs=args.save_inputs, provider=args.provider,
-    )
+    with on_stderr() as progress:
+        report = verify(
+            args.reference, args.candidate, atol=args.atol, rtol=args.rtol, seed=args.seed,
+            iterations=args.iterations, input_shapes=args.input_shapes, load_inputs=args.load_inputs,
+            save_inputs=args.save_inputs, provider=args.provider, progress=progress,
+        )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
     else:

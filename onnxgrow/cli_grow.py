@@ -133,7 +133,7 @@ def check_output_path(model: str, output: str) -> None:
 
 def _cmd_widen(args: argparse.Namespace) -> int:
     from .errors import VerificationFailed
-    from .io import save
+    from .progress_bars import on_stderr
     from .report import console, widen_table
     from .widen import widen_model
 
@@ -143,16 +143,17 @@ def _cmd_widen(args: argparse.Namespace) -> int:
         raise OnnxGrowError(f"--all {args.all!r}: expected a factor such as x2")
     out = console()
     try:
-        result = widen_model(
-            args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
-            check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
-            provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
-        )
+        with on_stderr() as progress:
+            result = widen_model(
+                args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
+                check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
+                provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
+                output=args.output, external_data=True if args.save_external_data else None, progress=progress,
+            )
     except VerificationFailed as exc:
         if args.json and exc.report is not None:
             print(json.dumps({"written": None, "verification": exc.report.to_dict()}, indent=2))
         raise
-    save(result.model, args.output, external_data=True if args.save_external_data else None)
     if args.json:
         print(json.dumps({
             "written": args.output,

@@ -5,7 +5,6 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -13,6 +12,8 @@ import onnx
 from .errors import OnnxGrowError, VerificationFailed
 from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, parse_shapes, save_npz
 from .io import ModelLike, load, needs_external_data
+from .progress import ProgressFn
+from .stream import skeleton
 
 DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
@@ -142,6 +143,9 @@ class Runner:
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # no pre-packed copies of Gemm/MatMul/Conv weights: a session runs a few times, and pre-packing
+        # costs a second copy of the weights and most of the session's start-up on large models
+        opts.add_session_config_entry("session.disable_prepacking", "1")
         opts.log_severity_level = 3
         self.label = label
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -212,9 +216,16 @@ def verify(
     load_inputs: str | None = None,
     save_inputs: str | None = None,
     provider: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
+    interfaces: tuple[onnx.ModelProto, onnx.ModelProto] | None = None,
 ) -> Report:
-    """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs."""
+    """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs.
+
+    A model given as a file goes to onnxruntime as that file; Python reads it only for its inputs and
+    outputs (not its external data), and not at all when `interfaces` gives models with the same inputs,
+    outputs and initializer names and shapes (weights not needed: stubs will do) for both.
+    `progress` gets the step "verify", counted in onnxruntime sessions and runs.
+    """
     if iterations < 1:
         raise OnnxGrowError(f"--iterations {iterations}: must be at least 1")
     if seed < 0:
@@ -229,34 +240,51 @@ def verify(
     atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
     rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
     providers = providers_for(provider)
-    ref_model = reference if isinstance(reference, onnx.ModelProto) else load(reference, fold=False)
-    cand_model = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False)
+    ref_iface, cand_iface = interfaces or (None, None)
+    # read one model at a time, and without external data: only inputs, outputs and shapes are needed here
+    if ref_iface is None and isinstance(reference, onnx.ModelProto):
+        ref_iface = reference
+    elif ref_iface is None:
+        ref_iface = skeleton(load(reference, fold=False, external_data=False))[0]  # weights dropped at once
+    if cand_iface is None:
+        cand_iface = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False,
+                                                                                   external_data=False)
     shapes = parse_shapes(input_shapes) if isinstance(input_shapes, list) else dict(input_shapes or {})
-    specs = input_specs(ref_model, shapes)
-    _check_same_interface(ref_model, cand_model, specs)
+    specs = input_specs(ref_iface, shapes)
+    _check_same_interface(ref_iface, cand_iface, specs)
+    outs = [o.name for o in ref_iface.graph.output]
     for flag, name, value in [("--atol", n, v) for n, v in atol_per.items()] + [("--rtol", n, v) for n, v in rtol_per.items()]:
-        outs = [o.name for o in ref_model.graph.output]
         if name not in outs:
             from .errors import closest
 
             raise OnnxGrowError(f"{flag} {name}:{value:g}: the model has no output named {name!r}{closest(name, outs)}")
+    # the loaded copies are not needed any more: onnxruntime reads files itself
+    del ref_iface, cand_iface
     if load_inputs:
         feeds_list = load_npz(load_inputs, specs)
     else:
         feeds_list = [generate(specs, seed + i) for i in range(iterations)]
-    # A model given as a file goes to onnxruntime as that file (no second serialisation in Python),
-    # so its loaded copy is dropped here rather than held while the sessions run.
-    if not isinstance(reference, onnx.ModelProto):
-        ref_model = None
-    if not isinstance(candidate, onnx.ModelProto):
-        cand_model = None
+    stages, done = 2 * (1 + len(feeds_list)), 0
+
+    def advance() -> None:
+        nonlocal done
+        if progress:
+            progress("verify", done, stages)
+        done += 1
+
+    advance()
     # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
-    ref_run = Runner(ref_model if isinstance(reference, onnx.ModelProto) else str(reference), providers,
+    ref_run = Runner(reference if isinstance(reference, onnx.ModelProto) else str(reference), providers,
                      "reference" if isinstance(reference, onnx.ModelProto) else f"reference {reference}")
-    wants = [ref_run.run(feeds) for feeds in feeds_list]
+    advance()
+    wants = []
+    for feeds in feeds_list:
+        wants.append(ref_run.run(feeds))
+        advance()
     del ref_run
-    cand_run = Runner(cand_model if isinstance(candidate, onnx.ModelProto) else str(candidate), providers,
-                      "candidate" if isinstance(candidate, onnx.ModelProto) else f"candidate {candidate}")
+    cand_run = Runner(candidate if isinstance(candidate, onnx.ModelProto) else str(candidate), providers,
+                      "candidate" if isinstance(candidate, onnx.ModelProto) or interfaces else f"candidate {candidate}")
+    advance()
     results: dict[str, OutputResult] = {}
     for i, (feeds, want) in enumerate(zip(feeds_list, wants)):
         got = cand_run.run(feeds)
@@ -274,8 +302,8 @@ def verify(
                 res.scale = max(res.scale, prev.scale)
             if prev is None or _worse(res, prev):
                 results[name] = res
-        if progress:
-            progress(i + 1, len(feeds_list))
+        advance()
+    del cand_run
     if save_inputs:
         save_npz(save_inputs, feeds_list)
     return Report(
@@ -316,7 +344,7 @@ def _check_same_interface(ref: onnx.ModelProto, cand: onnx.ModelProto, specs: li
         raise OnnxGrowError(f"candidate: needs inputs the reference does not have: {', '.join(extra)}")
 
 
-def check_growth(original: onnx.ModelProto, grown: onnx.ModelProto, source: object, *, seed: int, strict: bool,
+def check_growth(original: ModelLike, grown: ModelLike, source: object, *, seed: int, strict: bool,
                  **verify_args) -> Report:
     """Verify a grown model against its original (seed + 1); with `strict`, a mismatch raises VerificationFailed.
 

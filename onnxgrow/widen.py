@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -11,8 +12,11 @@ import onnx
 from .analysis import Analysis, Group, analyse
 from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError
+from . import io
 from .io import ModelLike, load
-from .passes.widen import GroupPlan, widen_pass
+from .passes.widen import GroupPlan, widen_pass, widen_rewrite
+from .progress import ProgressFn, step
+from .stream import skeleton
 from .verify import Report, check_growth
 
 STRATEGIES = ("noise", "zero", "net2net")
@@ -150,23 +154,51 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
 
 def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
                 init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
-                approximate: bool = False, **verify_args) -> WidenResult:
-    """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate)."""
+                approximate: bool = False, output: str | os.PathLike | None = None, external_data: bool | None = None,
+                progress: ProgressFn | None = None, **verify_args) -> WidenResult:
+    """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate).
+
+    With `output`, the grown model is written there (`external_data` as in `onnxgrow.save`) and
+    `result.model` holds it without weights (stubs: names, types and grown shapes): each weight is grown
+    while it is written, so no second copy of the model is held, and onnxruntime verifies the written
+    file before it is renamed into place (a failed check writes nothing). `progress` is called with the
+    steps "load", "analyse", "grow" (in memory) or "write" (with `output`), and "verify".
+    """
     if not noise_std >= 0:
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
     if seed < 0:
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
-    original = load(model)
+    out = io.output_path(output) if output is not None else None
+    original = load(model, progress=progress)
     refuse_quantised(original, "widen")
-    analysis = analyse(original)
+    with step(progress, "analyse"):
+        analysis = analyse(original)
     plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate)
-    grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed)
-    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
-                         exact=not any(p.note and p.note.startswith("approximate") for p in plans))
-    if check:
-        result.report = check_growth(original, grown, model, seed=seed, strict=not approximate, **verify_args)
-        if not result.report.passed:
-            result.exact = False
+    exact = not any(p.note and p.note.startswith("approximate") for p in plans)
+    if out is None:
+        grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed, progress=progress)
+        result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped, exact=exact)
+        if check:
+            result.report = check_growth(original, grown, model, seed=seed, strict=not approximate,
+                                         progress=progress, **verify_args)
+            if not result.report.passed:
+                result.exact = False
+        return result
+    grown, deferred = widen_rewrite(original, analysis, plans, noise_std=noise_std, seed=seed)
+    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped, exact=exact)
+    with io.PendingWrite(out) as pending:
+        pending.write(grown, deferred, external_data, progress)
+        if check:
+            # the original's weights and the grown bytes' sources are dropped before onnxruntime loads
+            # the two models (from their files where there are files)
+            reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
+            ref_iface = skeleton(original)[0]
+            del original, analysis, deferred
+            result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=not approximate,
+                                         interfaces=(ref_iface, grown), progress=progress, **verify_args)
+            if not result.report.passed:
+                result.exact = False
+        pending.commit()
     return result
 
 

@@ -115,16 +115,16 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
 
     widen_mod = importlib.import_module("onnxgrow.widen")  # the module, not the re-exported function
 
-    real = widen_mod.widen_pass
+    real = widen_mod.widen_rewrite  # what the command uses: the grown model is written as it is grown
 
     def broken(*a, **k):
-        model = real(*a, **k)
+        model, deferred = real(*a, **k)
         t = next(t for t in model.graph.initializer if t.name == "fc3.bias")
-        arr = onnx.numpy_helper.to_array(t) + 1e-2
-        t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), t.name))
-        return model
+        arr = np.frombuffer(bytes(deferred.pop(t.name).produce()), np.float32) + 1e-2
+        t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32).reshape(t.dims), t.name))
+        return model, deferred
 
-    monkeypatch.setattr(widen_mod, "widen_pass", broken)
+    monkeypatch.setattr(widen_mod, "widen_rewrite", broken)
     out = tmp_path / "o.onnx"
     assert main(["widen", str(MODELS / "mlp.onnx"), "-o", str(out), "--all", "x2"]) == 1
     err = capsys.readouterr().err
