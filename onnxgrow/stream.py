@@ -36,10 +36,12 @@ CHUNK = 64 * 2**20
 @dataclass
 class Deferred:
     """The raw bytes of one initializer, produced only when it is written; the model holds a stub of it
-    (every field but the data). `nbytes` must be exact: lengths are written before the data."""
+    (every field but the data). `produce` returns the bytes, or an iterator of consecutive pieces of them
+    (each piece is written before the next is asked for). `nbytes` must be exact: lengths are written
+    before the data."""
 
     nbytes: int
-    produce: Callable[[], Buffer]
+    produce: Callable[[], Union[Buffer, Iterator[Buffer]]]
 
 
 def raw_nbytes(data_type: int, dims: list[int]) -> int | None:
@@ -185,7 +187,7 @@ class _Writer:
             progress(step, 0, total)
 
     def write(self, data: Buffer) -> None:
-        view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(data.reshape(-1).view(np.uint8))
+        view = _view(data)
         for start in range(0, len(view), CHUNK):
             self.fh.write(view[start:start + CHUNK])
             self.done += min(CHUNK, len(view) - start)
@@ -195,12 +197,24 @@ class _Writer:
             self.progress(self.step, self.done, self.total)
 
 
-def _produce(name: str, d: Deferred) -> memoryview:
+def _view(data: Buffer) -> memoryview:
+    if isinstance(data, np.ndarray):
+        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    return memoryview(data).cast("B")
+
+
+def pieces(name: str, d: Deferred) -> Iterator[memoryview]:
+    """The deferred bytes of tensor `name`, piece by piece; an error if they are not `d.nbytes` long."""
     data = d.produce()
-    view = memoryview(data.reshape(-1).view(np.uint8)) if isinstance(data, np.ndarray) else memoryview(data).cast("B")
-    if len(view) != d.nbytes:
-        raise OnnxGrowError(f"tensor {name}: {len(view)} bytes of data where its type and shape need {d.nbytes}")
-    return view
+    seen = 0
+    for piece in [data] if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data:
+        view = _view(piece)
+        seen += len(view)
+        if seen > d.nbytes:
+            break
+        yield view
+    if seen != d.nbytes:
+        raise OnnxGrowError(f"tensor {name}: {seen} bytes of data where its type and shape need {d.nbytes}")
 
 
 def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO,
@@ -208,18 +222,19 @@ def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: B
     """Write `model` as one protobuf file, producing each deferred tensor in turn; returns the bytes written."""
     g_head, g_tail = _split(model.graph, _INITIALIZER)
     m_head, m_tail = _split(model, _GRAPH)
-    pieces = list(_pieces(model, deferred))
-    graph = len(g_head) + len(g_tail) + sum(p.size for p in pieces)
+    parts = list(_pieces(model, deferred))
+    graph = len(g_head) + len(g_tail) + sum(p.size for p in parts)
     total = len(m_head) + len(_key(_GRAPH, graph)) + graph + len(m_tail)
     w = _Writer(fh, total, progress, "write")
     w.write(m_head + _key(_GRAPH, graph) + g_head)
-    for t, p in zip(model.graph.initializer, pieces):
+    for t, p in zip(model.graph.initializer, parts):
         if p.data is None:
             w.write(_key(_INITIALIZER, len(p.head)) + p.head)
             continue
         body = len(p.head) + len(p.tail) + len(_key(_RAW_DATA, p.data.nbytes)) + p.data.nbytes
         w.write(_key(_INITIALIZER, body) + p.head + _key(_RAW_DATA, p.data.nbytes))
-        w.write(_produce(t.name, p.data))
+        for piece in pieces(t.name, p.data):
+            w.write(piece)
         w.write(p.tail)
     w.write(g_tail + m_tail)
     return total
@@ -251,21 +266,21 @@ def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh:
     for i, (t, nbytes) in enumerate(zip(tensors, sizes)):
         d = deferred.get(t.name) if i < main else None
         if d is not None and not has_data(t):
-            data: Buffer = _produce(t.name, d)
+            data: Iterator[Buffer] = pieces(t.name, d)
         elif t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING or nbytes < threshold:
             continue
         elif t.HasField("raw_data"):
-            data = t.raw_data
+            data = iter([t.raw_data])
         else:  # typed fields (float_data ...): onnx keeps only raw_data outside the model
-            data = array_bytes(numpy_helper.to_array(t), t.data_type)
+            data = iter([array_bytes(numpy_helper.to_array(t), t.data_type)])
         if nbytes < threshold:
-            t.raw_data = bytes(data)
+            t.raw_data = b"".join(data)
             continue
+        offset = data_fh.tell()
+        for piece in data:
+            w.write(piece)
         for f in _DATA_FIELDS:
             t.ClearField(f)
-        offset = data_fh.tell()
-        w.write(data)
-        del data
         t.data_location = onnx.TensorProto.EXTERNAL
         del t.external_data[:]
         for key, value in (("location", location), ("offset", offset), ("length", nbytes)):

@@ -142,15 +142,18 @@ def test_grown_model_streamed_is_the_one_built_in_memory(path, init, tmp_path):
                                         ("cnn.onnx", "net2net"), ("encoder.onnx", "noise"),
                                         ("encoder.onnx", "net2net")])
 def test_grow_weight_in_one_array_equals_axis_by_axis(path, init):
-    """The fast way (old block copied once, new units filled in place) gives the weights, random draws
-    included, of the general way (np.take per axis)."""
+    """The fast way (old values copied once, new units filled in place, piece by piece) gives the weights,
+    random draws included, of the general way (np.take per axis), whatever the size of the pieces."""
     original = load(MODELS / path)
     analysis = analyse(original)
     plans, _ = plan(analysis, all="x2", init=init)
-    fast, general = _Rewriter(analysis, plans, 0.1, 7), _Rewriter(analysis, plans, 0.1, 7)
-    for name, uses in fast.weight_uses().items():
-        a, b = fast.grow_weight(name, uses), general.grow_weight(name, uses, general=True)
+    rewriter = _Rewriter(analysis, plans, 0.1, 7)
+    for name, uses in rewriter.weight_uses().items():
+        a, b = rewriter.grow_weight(name, uses), rewriter.grow_weight(name, uses, general=True)
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+        for block_bytes in (1, 100, 4096):
+            pieces = [p.copy() for p in rewriter.grow_blocks(name, uses, block_bytes=block_bytes)]
+            assert np.array_equal(np.concatenate(pieces), a), (name, block_bytes)
 
 
 def test_float16_weights_grow_in_their_own_type():

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import zlib
+from typing import Iterator
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -11,7 +14,10 @@ from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansi
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
 from ..progress import ProgressFn
-from ..stream import Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
+from ..stream import Deferred, array_bytes, has_data, pieces as stream_pieces, raw_nbytes, skeleton, stub
+
+#: a large grown weight is produced (and written) in pieces of about this many bytes
+BLOCK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -46,6 +52,7 @@ class _Rewriter:
         self.a = analysis
         self.st = analysis.state
         self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.plans = {p.group.root: p for p in plans}
         self.maps = {root: unit_map(p, self.rng) for root, p in self.plans.items()}
         self.noise_std = noise_std
@@ -115,14 +122,26 @@ class _Rewriter:
         return shape
 
     def grow_weight(self, init: str, uses: list[WeightUse], *, general: bool = False) -> np.ndarray:
-        """The grown weight, in the weight's own dtype (float16/bfloat16 are worked on in float32).
+        """The grown weight as one array (see `grow_blocks`)."""
+        blocks = list(self.grow_blocks(init, uses, general=general, block_bytes=None))
+        if not blocks:  # a first axis of size 0
+            return np.empty(self.grown_shape(init, uses), dtype=numpy_helper.to_array(self.st.inits[init]).dtype)
+        return blocks[0]
+
+    def grow_blocks(self, init: str, uses: list[WeightUse], *, general: bool = False,
+                    block_bytes: int | None = BLOCK_BYTES) -> Iterator[np.ndarray]:
+        """The grown weight in the weight's own dtype (float16/bfloat16 are worked on in float32), as pieces of
+        about `block_bytes` along its first axis, in order (None: one piece). A piece is valid until the next
+        is asked for (one buffer is reused, so a large weight is never held whole).
 
         Steps apply in order: each gathers its axis (copied units, and old units in place) and then
-        overwrites the new units of that axis: 0 for a consumer, `fill` or the strategy's noise for a
-        producer. When every grown axis only appends new units after the old ones (zero and noise
-        inits), the result is written straight into one array of the final shape; otherwise (Net2Net
-        copies, units interleaved by a concatenation or flattening) axis by axis with `np.take`.
-        `general` forces the second way (tests check both give the same weight).
+        overwrites the new units of that axis: 0 for a consumer, `fill` or noise for a producer; a later
+        step's new units overwrite an earlier step's. When every grown axis only appends new units after
+        the old ones (zero and noise inits) the pieces are built directly; otherwise (Net2Net copies, units
+        interleaved by a concatenation or flattening) the weight is grown whole, axis by axis with np.take.
+        `general` forces the second way (tests check both give the same weight). Each step draws its noise
+        from its own generator (seed, weight name, step), in C order over its new units, so the values do
+        not depend on the pieces' size nor on the order weights are grown in.
         """
         arr = numpy_helper.to_array(self.st.inits[init])  # not cached: the copy lives while this weight grows
         dtype = arr.dtype
@@ -131,45 +150,69 @@ class _Rewriter:
         steps = self._steps(uses)
         noise = any(p.init == "noise" and u.fill is None and u.role != "consumer" for u, p, _ in steps)
         scale_ref = _scale_ref(arr) if noise and wdtype.kind == "f" else 0.0
+        gens = [self._generator(init, k) for k in range(len(steps))]
         if not general and all(_appends(e, arr.shape[u.axis]) for u, _, e in steps):
-            work = self._grow_appended(arr, steps, wdtype, scale_ref)
+            blocks = self._appended_blocks(arr, steps, wdtype, scale_ref, gens, block_bytes)
         else:
-            work = self._grow_general(arr, steps, wdtype, scale_ref)
-        return work if work.dtype == dtype else work.astype(dtype)
+            blocks = iter([self._grow_general(arr, steps, wdtype, scale_ref, gens)])
+        for block in blocks:
+            yield block if block.dtype == dtype else block.astype(dtype)
 
-    def _fill_fresh(self, view: np.ndarray, u: WeightUse, plan: GroupPlan, scale_ref: float) -> None:
+    def _generator(self, init: str, k: int) -> np.random.Generator:
+        """The noise stream of step `k` of weight `init`."""
+        key = np.random.SeedSequence(self.seed, spawn_key=(zlib.crc32(init.encode()), k))
+        return np.random.Generator(np.random.PCG64(key))
+
+    def _fill_fresh(self, view: np.ndarray, u: WeightUse, plan: GroupPlan, scale_ref: float,
+                    gen: np.random.Generator) -> None:
         """Write the new units of one step into `view`: 0 (consumer), the use's fill, or noise."""
         if u.role == "consumer":
             view[...] = 0
         elif u.fill is not None:
             view[...] = u.fill
         elif plan.init == "noise" and view.dtype.kind == "f":
-            _fill_noise(view, self.rng, self.noise_std * scale_ref)
+            _fill_noise(view, gen, self.noise_std * scale_ref)
         else:
             view[...] = 0
 
-    def _grow_appended(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float) -> np.ndarray:
-        """Every step appends its new units after the old ones: copy the old block once, then fill each
-        step's new units; a later step's new units overwrite an earlier step's (as axis by axis would)."""
+    def _appended_blocks(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float,
+                         gens: list[np.random.Generator], block_bytes: int | None) -> Iterator[np.ndarray]:
+        """Every step appends its new units after the old ones: per piece of rows, copy the old values in
+        and fill each step's new units (its region: earlier steps' axes whole, later steps' axes old)."""
         final = list(arr.shape)
         for u, _, e in steps:
             final[u.axis] = e.new_size
-        out = np.empty(final, dtype=wdtype)
-        out[tuple(slice(0, n) for n in arr.shape)] = arr
-        for k, (u, plan, e) in enumerate(steps):
-            region = [slice(None)] * out.ndim
+        row_bytes = int(np.prod(final[1:], dtype=np.int64)) * wdtype.itemsize
+        rows = final[0] if block_bytes is None else max(1, block_bytes // max(1, row_bytes))
+        buf = np.empty([min(rows, final[0])] + final[1:], dtype=wdtype)
+        regions = []
+        for k, (u, _, e) in enumerate(steps):
+            region = [slice(0, n) for n in final]
             region[u.axis] = slice(arr.shape[u.axis], e.new_size)
             for later, _, _ in steps[k + 1:]:
                 region[later.axis] = slice(0, arr.shape[later.axis])
-            view = out[tuple(region)]
-            if view.size:
-                self._fill_fresh(view, u, plan, scale_ref)
-        return out
+            regions.append(region)
+        old = tuple(slice(0, n) for n in arr.shape[1:])
+        for r0 in range(0, final[0], rows):
+            r1 = min(r0 + rows, final[0])
+            block = buf[:r1 - r0]
+            if r0 < arr.shape[0]:
+                k = min(r1, arr.shape[0]) - r0
+                block[(slice(0, k),) + old] = arr[r0:r0 + k]
+            for (u, plan, _), region, gen in zip(steps, regions, gens):
+                lo, hi = max(region[0].start, r0), min(region[0].stop, r1)
+                if lo >= hi:
+                    continue
+                view = block[(slice(lo - r0, hi - r0),) + tuple(region[1:])]
+                if view.size:
+                    self._fill_fresh(view, u, plan, scale_ref, gen)
+            yield block
 
-    def _grow_general(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float) -> np.ndarray:
+    def _grow_general(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float,
+                      gens: list[np.random.Generator]) -> np.ndarray:
         """Axis by axis: gather the axis (copies and old units), scale consumers' copies, fill new units."""
         work = arr if arr.dtype == wdtype else arr.astype(wdtype)
-        for u, plan, e in steps:
+        for (u, plan, e), gen in zip(steps, gens):
             shape = [1] * work.ndim
             shape[u.axis] = -1
             work = np.take(work, np.clip(e.src, 0, None), axis=u.axis)
@@ -182,11 +225,11 @@ class _Rewriter:
             # new units are usually one run at the end: a slice (a view, filled in place) is far cheaper
             if fresh[-1] - fresh[0] + 1 == fresh.size:
                 index[u.axis] = slice(int(fresh[0]), int(fresh[-1]) + 1)
-                self._fill_fresh(work[tuple(index)], u, plan, scale_ref)
+                self._fill_fresh(work[tuple(index)], u, plan, scale_ref, gen)
             else:
                 index[u.axis] = fresh
                 values = np.empty(work[tuple(index)].shape, dtype=work.dtype)
-                self._fill_fresh(values, u, plan, scale_ref)
+                self._fill_fresh(values, u, plan, scale_ref, gen)
                 work[tuple(index)] = values
         return work
 
@@ -212,7 +255,7 @@ class _Rewriter:
                 deferred.pop(init, None)
                 continue
             deferred[init] = Deferred(nbytes, lambda init=init, uses=uses, dt=t.data_type:
-                                      array_bytes(self.grow_weight(init, uses), dt))
+                                      (array_bytes(b, dt) for b in self.grow_blocks(init, uses)))
         self._values(g, index)
         nodes = {n.name: n for n in g.node}
         for au in self.st.attr_uses:
@@ -335,8 +378,7 @@ def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress:
     if progress:
         progress("grow", 0, total)
     for t in todo:
-        data = deferred[t.name].produce()
-        t.raw_data = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+        t.raw_data = b"".join(stream_pieces(t.name, deferred[t.name]))
         done += deferred[t.name].nbytes
         if progress:
             progress("grow", done, total)
