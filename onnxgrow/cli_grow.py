@@ -173,23 +173,26 @@ def _cmd_widen(args: argparse.Namespace) -> int:
 def _cmd_deepen(args: argparse.Namespace) -> int:
     from .deepen import deepen_model
     from .io import save
+    from .progress_bars import on_stderr
     from .report import console, fmt
 
     from .errors import VerificationFailed
 
     check_output_path(args.model, args.output)
     try:
-        result = deepen_model(
-            args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
-            activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
-            check=not args.no_verify, atol=args.atol, rtol=args.rtol, provider=args.provider,
-            input_shapes=args.input_shapes, iterations=args.iterations,
-        )
+        with on_stderr() as progress:
+            result = deepen_model(
+                args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
+                activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
+                check=not args.no_verify, atol=args.atol, rtol=args.rtol, provider=args.provider,
+                input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
+            )
+            save(result.model, args.output, external_data=True if args.save_external_data else None,
+                 progress=progress)
     except VerificationFailed as exc:
         if args.json and exc.report is not None:
             print(json.dumps({"written": None, "verification": exc.report.to_dict()}, indent=2))
         raise
-    save(result.model, args.output, external_data=True if args.save_external_data else None)
     rep = result.report
     if args.json:
         print(json.dumps({

@@ -13,6 +13,7 @@ from .errors import OnnxGrowError, closest
 from .io import ModelLike, load
 from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
                             taken_names)
+from .progress import ProgressFn
 from .verify import Report, check_growth
 
 BLOCKS = ("identity", "residual", "copy")
@@ -130,8 +131,10 @@ def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: i
 
 def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
                  activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
-                 check: bool = True, **verify_args) -> DeepenResult:
-    """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch)."""
+                 check: bool = True, progress: ProgressFn | None = None, **verify_args) -> DeepenResult:
+    """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch).
+
+    `progress` is called with the steps "load" and "verify" (see onnxgrow.progress)."""
     from .widen import parameter_count
 
     if block not in BLOCKS:
@@ -148,7 +151,7 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
     if seed < 0:
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
-    original = load(model)
+    original = load(model, progress=progress)
     refuse_quantised(original, "deepen")
     grown = onnx.ModelProto()
     grown.CopyFrom(original)
@@ -181,7 +184,8 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             site = Site(splice.output, site.shape, site.dtype, site.conv, producer, site.weight_std)
     result.params_after = parameter_count(grown)
     if check:
-        result.report = check_growth(original, grown, model, seed=seed, strict=result.exact, **verify_args)
+        result.report = check_growth(original, grown, model, seed=seed, strict=result.exact, progress=progress,
+                                     **verify_args)
     return result
 
 

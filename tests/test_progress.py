@@ -75,6 +75,13 @@ def test_verify_and_save_report_their_steps(tmp_path):
     rec.check()
 
 
+def test_deepen_reports_load_and_verify():
+    rec = Recorder()
+    onnxgrow.deepen(str(MODELS / "mlp.onnx"), "/Relu", block="residual", progress=rec)
+    assert rec.steps() == ["load", "verify"]
+    rec.check()
+
+
 def _bars(delay: float) -> str:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100)
