@@ -288,6 +288,10 @@ def report(name: str, result: list, base: float) -> list[str]:
     if by.get("onnxgrow verify A B") and by.get("polygraphy run A, run B"):
         v, p = by["onnxgrow verify A B"][0], by["polygraphy run A, run B"][0]
         verdicts.append(f"verify {v:.2f} s vs Polygraphy {p:.2f} s: {'OK' if v <= p else 'MISSED'}")
+    if grown >= 2**31:
+        ok = by["widen --all x2 (verified)"] is not None and by["onnxgrow verify A B"] is not None
+        verdicts.append(f"the > 2 GB model grows ({grown / 2**30:.1f} GiB of weights, external data) and verifies, "
+                        f"no protobuf size error: {'OK' if ok else 'FAILED'}")
     lines += [""] + [f"- {v}" for v in verdicts]
     return lines
 
