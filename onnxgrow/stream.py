@@ -11,6 +11,7 @@ is serialised at the end.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Mapping, Union
 
@@ -64,21 +65,25 @@ def array_bytes(arr: np.ndarray, data_type: int) -> Buffer:
     return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
+def _copy_field(src, dst, field) -> None:
+    """Copy one field of protobuf message `src` into `dst` (a field that is not set is left unset)."""
+    repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+    if repeated:
+        if len(getattr(src, field.name)):
+            getattr(dst, field.name).extend(getattr(src, field.name))
+    elif src.HasField(field.name):
+        if field.message_type is not None:
+            getattr(dst, field.name).CopyFrom(getattr(src, field.name))
+        else:
+            setattr(dst, field.name, getattr(src, field.name))
+
+
 def copy_except(msg, skip: tuple[str, ...]):
     """A copy of a protobuf message without the fields named in `skip` (never read, so never copied)."""
     out = type(msg)()
     for field in msg.DESCRIPTOR.fields:
-        if field.name in skip:
-            continue
-        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-        if repeated:
-            if len(getattr(msg, field.name)):
-                getattr(out, field.name).extend(getattr(msg, field.name))
-        elif msg.HasField(field.name):
-            if field.message_type is not None:
-                getattr(out, field.name).CopyFrom(getattr(msg, field.name))
-            else:
-                setattr(out, field.name, getattr(msg, field.name))
+        if field.name not in skip:
+            _copy_field(msg, out, field)
     return out
 
 
@@ -99,8 +104,7 @@ def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferre
     out = copy_except(model, ("graph",))
     out.graph.CopyFrom(copy_except(model.graph, ("initializer",)))
     deferred: dict[str, Deferred] = {}
-    names = [t.name for t in model.graph.initializer]
-    dup = {n for n in names if names.count(n) > 1} if len(set(names)) != len(names) else set()
+    dup = {n for n, c in Counter(t.name for t in model.graph.initializer).items() if c > 1}
     for t in model.graph.initializer:
         nbytes = raw_nbytes(t.data_type, list(t.dims))
         if not t.HasField("raw_data") or t.name in dup or nbytes is None:
@@ -130,17 +134,9 @@ def _key(number: int, length: int) -> bytes:
 def _split(msg, number: int) -> tuple[bytes, bytes]:
     """Encodings of the fields of `msg` numbered below and above `number` (that field left out)."""
     head, tail = type(msg)(), type(msg)()
-    for field, value in msg.ListFields():
-        if field.number == number:
-            continue
-        target = head if field.number < number else tail
-        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-        if repeated:
-            getattr(target, field.name).extend(value)
-        elif field.message_type is not None:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
+    for field in msg.DESCRIPTOR.fields:
+        if field.number != number:
+            _copy_field(msg, head if field.number < number else tail, field)
     return head.SerializeToString(), tail.SerializeToString()
 
 
