@@ -76,7 +76,14 @@ class Analysis:
         by_name: list[tuple[str, Group]] = []
         for u in self.state.weight_uses:
             if u.role == "producer" and (u.node == name or u.init == name):
-                found = self.group_of_atom(next(atoms(u.layout)))
+                # a producer split by a Reshape (heads × head size) makes several groups: name the one that grows
+                parts = [g for a in atoms(u.layout) if (g := self.group_of_atom(a)) is not None]
+                growable = [g for g in parts if g.constraint != "blocked"]
+                if len(growable) > 1:
+                    raise OnnxGrowError(
+                        f"{name!r} is ambiguous: it produces groups {', '.join(g.id for g in growable)} (a Reshape "
+                        f"splits its output); use one of these ids from `onnxgrow inspect`")
+                found = (growable or parts or [None])[0]
                 if found and all(found is not g for _, g in by_name):
                     by_name.append((f"{'node' if u.node == name else 'weight'} {name} of group {found.id}", found))
         if by_id is not None and any(g is not by_id for _, g in by_name):
@@ -173,6 +180,7 @@ def analyse(model: onnx.ModelProto) -> Analysis:
     for out in model.graph.output:
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")
+    st.normalise()
     _check_all_uses(model, st)
     groups = _summarise(st)
     quantised = _quantised_node(model.graph)

@@ -166,8 +166,8 @@ class _Rewriter:
             if arr is None:
                 arr = np.array(self.st.value(vu.init)).reshape(-1).copy()
                 by_init[vu.init][vu.node] = arr
-            if self.grown(vu.layout):
-                arr[vu.index] = self.new_size(vu.layout) // vu.divisor
+            if self.grown(vu.layout) or (vu.per is not None and self.grown(vu.per)):
+                arr[vu.index] = self._value(vu)
         readers: dict[str, list[onnx.NodeProto]] = {}
         for n in g.node:
             for i in n.input:
@@ -193,6 +193,19 @@ class _Rewriter:
                         if i == init:
                             node.input[k] = name
 
+    def _value(self, vu) -> int:
+        """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
+        n = self.new_size(vu.layout) // vu.divisor
+        if vu.per is None:
+            return n
+        per = self.new_size(vu.per)
+        if per == 0 or n % per:
+            raise OnnxGrowError(
+                f"node {vu.node}: computes a size as {self.st.size(vu.layout)} / {self.st.size(vu.per)} at run time "
+                f"(as torch's MultiheadAttention computes the head size); after growing it would be {n} / {per}, "
+                f"not a whole number: grow the hidden size and the heads by the same factor")
+        return n // per
+
     def _value_info(self, g: onnx.GraphProto) -> None:
         """Refresh recorded shapes of tensors and weights whose axes grew (stale ones break inference)."""
         weights = {t.name: list(t.dims) for t in g.initializer}
@@ -213,6 +226,8 @@ class _Rewriter:
             for d, l in zip(dims, lay):
                 if self.grown(l) and d.HasField("dim_value"):
                     d.dim_value = self.new_size(l)
+                elif self.grown(l) and d.HasField("dim_param"):
+                    d.ClearField("dim_param")  # "2*batch" is no longer the size: leave it unknown
 
 
 def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *,
