@@ -152,8 +152,12 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
             "grow the float model, then quantise it again")
 
 
-def analyse(model: onnx.ModelProto) -> Analysis:
-    """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load)."""
+def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
+    """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load).
+
+    With `keep_outputs`, axes that reach a graph output may grow: widen then slices the output back to the
+    original units (the first copy of each), so the model's interface stays the same.
+    """
     shapes = infer(model)
     st = State(model, shapes)
     for inp in model.graph.input:
@@ -178,6 +182,9 @@ def analyse(model: onnx.ModelProto) -> Analysis:
             rule.apply(node, st)
         rules.track_values(node, st)
     for out in model.graph.output:
+        if keep_outputs and out.name in st.node_of:
+            st.kept_outputs.append(out.name)
+            continue
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")
     st.normalise()

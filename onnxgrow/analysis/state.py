@@ -100,6 +100,8 @@ class State:
         self.boundaries: dict[str, str] = {}
         #: root → the product of finer atoms it was split into (a Reshape splitting hidden into heads × head size)
         self.splits: dict[int, Prod] = {}
+        #: graph outputs whose grown axes are sliced back to the original units (widen --keep-outputs)
+        self.kept_outputs: list[str] = []
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:

@@ -157,7 +157,43 @@ class _Rewriter:
                     elif a.name == au.attr:
                         a.ints[au.index] = self.new_size(au.layout) // au.divisor
         self._value_info(g)
+        self._keep_outputs(g, index)
         return out
+
+    def _keep_outputs(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
+        """Slice each kept graph output back to its original units (the first copy of each)."""
+        opset = self.st.opset
+        for name in self.st.kept_outputs:
+            lay = self.st.layout(name) or []
+            grown = [(k, expand(l, self.unit)) for k, l in enumerate(lay) if self.grown(l)]
+            if not grown:
+                continue
+            inner = f"{name}/grown"
+            for n in g.node:
+                for k, o in enumerate(n.output):
+                    if o == name:
+                        n.output[k] = inner
+                for k, i in enumerate(n.input):
+                    if i == name:
+                        n.input[k] = inner
+            cur = inner
+            for step, (axis, e) in enumerate(grown):
+                last = step == len(grown) - 1
+                dst = name if last else f"{name}/kept_{axis}"
+                keep = np.array([int(np.nonzero(e.src == j)[0][0]) for j in range(e.old_size)], dtype=np.int64)
+                node_name = f"{name}/keep_outputs_{axis}"
+                if opset >= 10 and np.array_equal(keep, np.arange(e.old_size)):
+                    params = []
+                    for what, v in (("starts", 0), ("ends", e.old_size), ("axes", axis)):
+                        t = f"{node_name}/{what}"
+                        g.initializer.append(numpy_helper.from_array(np.array([v], dtype=np.int64), t))
+                        params.append(t)
+                    g.node.append(onnx.helper.make_node("Slice", [cur] + params, [dst], name=node_name))
+                else:
+                    t = f"{node_name}/indices"
+                    g.initializer.append(numpy_helper.from_array(keep, t))
+                    g.node.append(onnx.helper.make_node("Gather", [cur, t], [dst], name=node_name, axis=axis))
+                cur = dst
 
     def _values(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         by_init: dict[str, dict[str, np.ndarray]] = {}
