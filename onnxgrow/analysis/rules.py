@@ -735,6 +735,8 @@ def _split(node: onnx.NodeProto, st: State) -> None:
 
 @rule("coupling", "Slice")
 def _slice(node: onnx.NodeProto, st: State) -> None:
+    if _slice_table(node, st):
+        return
     lay = st.layout(node.input[0])
     out_shape = st.shape(node.output[0])
     in_shape = st.shape(node.input[0])
@@ -752,6 +754,21 @@ def _slice(node: onnx.NodeProto, st: State) -> None:
         elif k in bounds:
             _slice_whole_axis(node, st, lay[k], a, *bounds[k])
     st.set_layout(node.output[0], result)
+
+
+def _slice_table(node: onnx.NodeProto, st: State) -> bool:
+    """Rows of a 2-D weight table sliced by position (a positional embedding cut to the sequence length):
+    the table's columns are new units, like an embedding Gather's."""
+    data = node.input[0]
+    if not st.is_const(data) or len(st.inits[data].dims) != 2:
+        return False
+    axes = _const_ints(st, node, "axes", 3)
+    if axes is None or any(int(a) % 2 != 0 for a in axes):
+        return False
+    out_shape = st.shape(node.output[0])
+    rows = st.fresh(out_shape[0] if out_shape else None, f"rows of {node.name}")
+    st.set_layout(node.output[0], [rows, st.produce(node.name, data, 1, int(st.inits[data].dims[1]))])
+    return True
 
 
 #: a Slice bound at least this big means "to the end" whatever the axis grows to
