@@ -16,6 +16,8 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
                        description="Print every axis group: size, constraint and why, producers, consumers, weights.")
     p.add_argument("model", help="the model (.onnx)")
     p.add_argument("--json", action="store_true", help="print the groups as JSON on stdout")
+    p.add_argument("--keep-outputs", action="store_true",
+                   help="show groups as `widen --keep-outputs` sees them (graph outputs do not block growth)")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("widen", help="add units to layers without changing what the model computes",
@@ -26,6 +28,13 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("--layer", action="append", default=[], metavar="NAME=SIZE",
                    help="grow the group of NAME (node, weight or group id) to SIZE, xF (factor) or +N (repeatable)")
     p.add_argument("--all", metavar="xF", help="grow every group that is not blocked by a factor F (e.g. x2)")
+    p.add_argument("--heads", metavar="SIZE", help="transformers: attention heads of every layer (e.g. +2, x2)")
+    p.add_argument("--ffn", metavar="SIZE", help="transformers: feed-forward width of every layer (e.g. x2)")
+    p.add_argument("--hidden", metavar="xF",
+                   help="transformers: hidden size (whole copies under LayerNorm/RMSNorm: x2, x3, ...; net2net)")
+    p.add_argument("--keep-outputs", action="store_true",
+                   help="let groups that reach a graph output grow; the output is sliced back to its original "
+                        "units, so the model's interface does not change")
     p.add_argument("--init", choices=["noise", "zero", "net2net"], default="noise",
                    help="how new units start (default noise: small random incoming weights, zero outgoing)")
     p.add_argument("--noise-std", type=float, default=0.1,
@@ -45,7 +54,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("model", help="the model to grow (.onnx); it is never modified")
     p.add_argument("-o", "--output", required=True, help="where to write the deeper model")
     p.add_argument("--after", required=True, metavar="NAME",
-                   help="node or tensor name (identity, residual) or block id from `inspect` (copy)")
+                   help="node or tensor name (identity, residual); for copy: a block id from `inspect`, a chain "
+                        "bA-bB (a transformer layer), a comma-separated list of them, or `layers` (every "
+                        "transformer layer: doubles the depth)")
     p.add_argument("--block", choices=["identity", "residual", "copy"], default="identity",
                    help="identity: linear identity layer (+ the same idempotent activation); residual: x + 0·f(x) "
                         "block; copy: duplicate a residual block with its output projection zeroed (default identity)")
@@ -81,16 +92,31 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .passes.blocks import find_blocks
     from .report import blocks_table
 
-    analysis = inspect_model(args.model)
+    from .analysis.transformer import layers as transformer_layers
+    from .report import transformer_table
+
+    analysis = inspect_model(args.model, keep_outputs=args.keep_outputs)
     blocks = find_blocks(analysis.model)
+    layers = transformer_layers(analysis)
     if args.json:
         print(json.dumps({"groups": [g.to_dict() for g in analysis.groups],
-                          "blocks": [b.to_dict() for b in blocks]}, indent=2))
+                          "blocks": [b.to_dict() for b in blocks],
+                          "transformer_layers": [layer.to_dict() for layer in layers]}, indent=2))
     else:
         out = console()
         out.print(groups_table(analysis, args.model))
         if blocks:
             out.print(blocks_table(blocks))
+        if layers:
+            from .passes.blocks import layer_units, resolve_chain
+
+            units = {}
+            for unit in layer_units(blocks):
+                nodes = {n for b in resolve_chain(blocks, unit) for n in b.nodes}
+                for layer in layers:
+                    if layer.scores in nodes:
+                        units[layer.scores] = unit
+            out.print(transformer_table(layers, units))
     return 0
 
 
@@ -148,6 +174,7 @@ def _cmd_widen(args: argparse.Namespace) -> int:
                 args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
                 check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
                 provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
+                heads=args.heads, ffn=args.ffn, hidden=args.hidden, keep_outputs=args.keep_outputs,
                 output=args.output, external_data=True if args.save_external_data else None, progress=progress,
             )
     except VerificationFailed as exc:

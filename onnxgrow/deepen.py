@@ -157,9 +157,17 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
     grown.CopyFrom(original)
     result = DeepenResult(grown, params_before=parameter_count(original))
     if block == "copy":
-        from .passes.blocks import copy_block
+        from .passes.blocks import copy_block, find_blocks, layer_units, resolve_chain
 
-        copy_block(grown, after, count, result)
+        blocks = find_blocks(grown)
+        units = [u.strip() for u in after.split(",")] if after != "layers" else layer_units(blocks)
+        if not units or not all(units):
+            raise OnnxGrowError(f"--after {after}: no transformer layer found (see `onnxgrow inspect`)"
+                                if after == "layers" else f"--after {after!r}: expected block ids such as b0,b2-b3")
+        # later units first: copies go after their unit, so the ids of earlier blocks do not move
+        chains = sorted(((blocks.index(resolve_chain(blocks, u)[0]), u) for u in units), reverse=True)
+        for _, unit in chains:
+            copy_block(grown, unit, count, result)
     else:
         rng = np.random.default_rng(seed)
         shapes = infer(grown)

@@ -78,3 +78,23 @@ def blocks_table(blocks) -> Table:
     for b in blocks:
         table.add_row(b.id, b.kind, f"{len(b.nodes)}: {_names(b.nodes, 3)}", "exact" if b.exact else "approximate")
     return table
+
+
+def _group_cell(g) -> str:
+    return "-" if g is None else f"{g.size} ({g.id}, {g.constraint})"
+
+
+def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
+    """Per transformer layer: heads, head size, hidden and feed-forward sizes with the groups that grow them.
+
+    `units` maps a layer's scores node to its blocks for `deepen --block copy --after` (e.g. b2-b3).
+    """
+    table = Table(title="transformer layers (widen --heads / --ffn / --hidden grow every layer; "
+                        "deepen --block copy --after BLOCKS copies one, --after layers all)")
+    for col in ("layer", "attention scores", "heads", "head size", "value size", "hidden", "feed-forward", "blocks"):
+        table.add_column(col, overflow="fold")
+    for layer in layers:
+        table.add_row(str(layer.index), escape(layer.scores), _group_cell(layer.heads), str(layer.head_size),
+                      _group_cell(layer.value_size), _group_cell(layer.hidden),
+                      ", ".join(_group_cell(g) for g in layer.ffn) or "-", (units or {}).get(layer.scores, "-"))
+    return table

@@ -153,6 +153,8 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     m = load(model)
     # onnx2torch infers shapes itself; a recorded shape that disagrees (a stale entry) would stop it
     del m.graph.value_info[:]
+    m = _down_to_known_opset(m)
+    _drop_idle_allowzero(m)
     _check_convertible(m)
     try:
         gm = convert(m, attach_onnx_mapping=True)
@@ -221,6 +223,93 @@ def _holds(tensor: torch.Tensor, init: onnx.TensorProto) -> bool:
         return bytes(tensor.detach().contiguous().numpy().tobytes()) == numpy_helper.to_array(init).tobytes()
     except (TypeError, RuntimeError):  # bfloat16 and other dtypes numpy lacks
         return True
+
+
+#: the newest ai.onnx opset onnx2torch 1.5 converts every common op at (ReduceMean 18, Reshape 19, Gelu 20 are not)
+_ONNX2TORCH_OPSET = 17
+
+
+def _unconvertible(m: onnx.ModelProto) -> list[onnx.NodeProto]:
+    from onnx2torch.node_converters import get_converter
+
+    opsets = {o.domain: o.version for o in m.opset_import}
+    bad = []
+    for node in m.graph.node:
+        try:
+            get_converter(domain=node.domain, operation_type=node.op_type, version=opsets.get(node.domain, 1))
+        except NotImplementedError:
+            bad.append(node)
+    return bad
+
+
+def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A model of a newer opset (torch's dynamo exporter writes 18+) converted to opset 17 for onnx2torch.
+
+    Gelu (opset 20, no earlier version) is first written out as x·(1 + erf(x/√2))/2 or its tanh form.
+    Returns the model unchanged when nothing needs it or when onnx's version converter cannot do it.
+    """
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if opset <= _ONNX2TORCH_OPSET or not _unconvertible(m):
+        return m
+    from onnx import version_converter
+
+    work = onnx.ModelProto()
+    work.CopyFrom(m)
+    _write_out_gelu(work.graph)
+    try:
+        converted = version_converter.convert_version(work, _ONNX2TORCH_OPSET)
+    except Exception:  # the converter has no adapter for some op: report the ops as they are
+        return m
+    return converted if len(_unconvertible(converted)) < len(_unconvertible(m)) else m
+
+
+def _drop_idle_allowzero(m: onnx.ModelProto) -> None:
+    """Reshape allowzero=1 (torch's dynamo exporter) only matters for a 0 in the target: drop it when none is."""
+    consts = {t.name: t for t in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type != "Reshape" or len(n.input) < 2 or n.input[1] not in consts:
+            continue
+        keep = [a for a in n.attribute if not (a.name == "allowzero" and a.i == 1)]
+        if len(keep) != len(n.attribute) and 0 not in numpy_helper.to_array(consts[n.input[1]]).reshape(-1).tolist():
+            del n.attribute[:]
+            n.attribute.extend(keep)
+
+
+def _write_out_gelu(graph: onnx.GraphProto) -> None:
+    from onnx import helper
+
+    nodes = []
+    consts: dict[str, float] = {}
+
+    def const(value: float) -> str:
+        name = f"onnxgrow_gelu_const_{len(consts)}"
+        for k, v in consts.items():
+            if v == value:
+                return k
+        consts[name] = value
+        graph.initializer.append(helper.make_tensor(name, onnx.TensorProto.FLOAT, [], [value]))
+        return name
+
+    for n in graph.node:
+        if n.op_type != "Gelu" or n.domain not in ("", "ai.onnx"):
+            nodes.append(n)
+            continue
+        x, y, p = n.input[0], n.output[0], f"{n.name or n.output[0]}/gelu"
+        tanh = any(a.name == "approximate" and a.s == b"tanh" for a in n.attribute)
+        if tanh:  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            nodes += [helper.make_node("Mul", [x, x], [f"{p}/x2"]), helper.make_node("Mul", [f"{p}/x2", x], [f"{p}/x3"]),
+                      helper.make_node("Mul", [f"{p}/x3", const(0.044715)], [f"{p}/c"]),
+                      helper.make_node("Add", [x, f"{p}/c"], [f"{p}/s"]),
+                      helper.make_node("Mul", [f"{p}/s", const(float(np.sqrt(2 / np.pi)))], [f"{p}/t"]),
+                      helper.make_node("Tanh", [f"{p}/t"], [f"{p}/e"])]
+        else:  # 0.5·x·(1 + erf(x/√2))
+            nodes += [helper.make_node("Mul", [x, const(float(1 / np.sqrt(2)))], [f"{p}/t"]),
+                      helper.make_node("Erf", [f"{p}/t"], [f"{p}/e"])]
+        nodes += [helper.make_node("Add", [f"{p}/e", const(1.0)], [f"{p}/1e"]),
+                  helper.make_node("Mul", [x, f"{p}/1e"], [f"{p}/x1e"]),
+                  helper.make_node("Mul", [f"{p}/x1e", const(0.5)], [y], name=n.name)]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _check_convertible(m: onnx.ModelProto) -> None:

@@ -79,18 +79,65 @@ def _fallback(group: Group, init: str, new_size: int) -> str | None:
     return None
 
 
+#: transformer-wide requests: flag → what it grows in every layer
+TRANSFORMER_PARTS = {"heads": "attention heads", "ffn": "feed-forward width", "hidden": "hidden size"}
+
+
+def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init: str, plans: dict[str, GroupPlan],
+                       asked: dict[str, str]) -> None:
+    """--heads/--ffn/--hidden: the same request for that group of every transformer layer."""
+    from .analysis.transformer import layers as transformer_layers
+
+    found = transformer_layers(analysis)
+    for part, spec in parts.items():
+        if part not in TRANSFORMER_PARTS:
+            raise OnnxGrowError(f"--{part}: expected one of {', '.join('--' + k for k in TRANSFORMER_PARTS)}")
+        flag = f"--{part} {spec}"
+        if not found:
+            raise OnnxGrowError(f"{flag}: no attention layer found in this model (see `onnxgrow inspect`)")
+        groups: list[Group] = []
+        for layer in found:
+            for g in (layer.ffn if part == "ffn" else [getattr(layer, part)]):
+                if g is not None and all(g is not x for x in groups):
+                    groups.append(g)
+        if not groups:
+            raise OnnxGrowError(f"{flag}: no {TRANSFORMER_PARTS[part]} group found in this model's layers")
+        for g in groups:
+            if g.id in asked:
+                raise OnnxGrowError(f"{flag}: group {g.id} is also requested by {asked[g.id]}")
+            asked[g.id] = flag
+            if g.constraint == "blocked":
+                hint = " (pass --keep-outputs to keep the output's size)" if "graph output" in (g.reason or "") else ""
+                raise OnnxGrowError(f"{flag}: group {g.id} cannot grow: {g.reason}{hint}")
+            new = parse_size(spec, g.size, flag)
+            if g.granularity > 1:
+                new = g.size + math.ceil((new - g.size) / g.granularity) * g.granularity  # type: ignore[operator]
+            strategy = _fallback(g, init, new)
+            if strategy is None:
+                raise OnnxGrowError(f"{flag}: {g.allows(init, new)}")
+            note = None if strategy == init else f"--init {init} not allowed ({g.reason}); used {strategy}"
+            plans[g.id] = GroupPlan(g, new, strategy, note)
+
+
 def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
-         init: str = "noise", approximate: bool = False) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
-    """Turn user requests into per-group plans, refusing what a group's constraint forbids."""
+         init: str = "noise", approximate: bool = False, transformer: Mapping[str, str | int] | None = None
+         ) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
+    """Turn user requests into per-group plans, refusing what a group's constraint forbids.
+
+    `transformer` maps heads / ffn / hidden to a size spec applied to that group of every layer.
+    """
     if init not in STRATEGIES:
         raise OnnxGrowError(f"--init {init!r}: expected one of {', '.join(STRATEGIES)}")
     plans: dict[str, GroupPlan] = {}
     asked: dict[str, str] = {}
     skipped: list[tuple[Group, str]] = []
+    if transformer:
+        _transformer_plans(analysis, transformer, init, plans, asked)
     for name, spec in (layers or {}).items():
         group = analysis.resolve(name)
         if group.id in asked:
-            raise OnnxGrowError(f"--layer {name}: names group {group.id}, already requested by --layer {asked[group.id]}")
+            by = asked[group.id] if asked[group.id].startswith("--") else f"--layer {asked[group.id]}"
+            raise OnnxGrowError(f"--layer {name}: names group {group.id}, already requested by {by}")
         asked[group.id] = name
         new = parse_size(spec, group.size, f"--layer {name}={spec}")
         if group.constraint == "blocked":
@@ -121,7 +168,7 @@ def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, a
     if not plans:
         if all is not None:
             raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
-        raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE or --all xF")
+        raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE, --all xF, or --heads/--ffn/--hidden for a transformer")
     return list(plans.values()), skipped
 
 
@@ -154,9 +201,13 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
 
 def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
                 init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
-                approximate: bool = False, output: str | os.PathLike | None = None, external_data: bool | None = None,
-                progress: ProgressFn | None = None, **verify_args) -> WidenResult:
+                approximate: bool = False, heads: str | int | None = None, ffn: str | int | None = None,
+                hidden: str | int | None = None, keep_outputs: bool = False, output: str | os.PathLike | None = None,
+                external_data: bool | None = None, progress: ProgressFn | None = None, **verify_args) -> WidenResult:
     """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate).
+
+    heads / ffn / hidden grow that group of every transformer layer (e.g. heads="+2", hidden="x2");
+    keep_outputs lets groups that reach a graph output grow, slicing the output back to its old size.
 
     With `output`, the grown model is written there (`external_data` as in `onnxgrow.save`) and
     `result.model` holds it without weights (stubs: names, types and grown shapes): each weight is grown
@@ -172,8 +223,9 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     original = load(model, progress=progress)
     refuse_quantised(original, "widen")
     with step(progress, "analyse"):
-        analysis = analyse(original)
-    plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate)
+        analysis = analyse(original, keep_outputs=keep_outputs)
+    parts = {k: v for k, v in (("heads", heads), ("ffn", ffn), ("hidden", hidden)) if v is not None}
+    plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate, transformer=parts)
     exact = not any(p.note and p.note.startswith("approximate") for p in plans)
     if out is None:
         grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed, progress=progress)
@@ -208,6 +260,6 @@ def widen(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, in
     return widen_model(model, layers, init=init, **kwargs).model
 
 
-def inspect_model(model: ModelLike) -> Analysis:
+def inspect_model(model: ModelLike, keep_outputs: bool = False) -> Analysis:
     """The axis groups of a model (what `onnxgrow inspect` prints)."""
-    return analyse(load(model))
+    return analyse(load(model), keep_outputs=keep_outputs)

@@ -11,3 +11,10 @@ def test_grow_speed_runs_on_a_tiny_model():
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "x floor" in res.stdout and "widen --all x2 (verified)" in res.stdout
+
+
+def test_grow_transformer_runs_on_a_tiny_encoder():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "grow_transformer.py"), "--layers", "2", "--hidden", "32",
+                          "--heads", "4", "--ffn", "64", "--vocab", "100"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "2 layers x hidden 32 -> 4 layers x hidden 64" in res.stdout and "x floor" in res.stdout

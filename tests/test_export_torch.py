@@ -209,8 +209,8 @@ def test_scalar_constants_stay_buffers_in_a_transformer():
     model = widen_model(ROOT / "models" / "encoder.onnx", all="x2", init="net2net").model
     gm = to_module(model)
     floats = {n: b for n, b in gm.named_buffers() if b.is_floating_point()}
+    # scalars only (attention scales, folded from Constant nodes or from the static head size at load)
     assert floats and all(b.numel() == 1 for b in floats.values())
-    assert all("Constant" in gm.onnx_names[n] for n in floats)
     names = {gm.onnx_names[k] for k, _ in gm.named_parameters()}
     assert {"embed.weight", "layer.self_attn.in_proj_bias", "layer.linear1.bias"} <= names
     ids = torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0))

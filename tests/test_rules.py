@@ -632,13 +632,19 @@ def test_reshape_target_shared_by_two_reshapes():
     assert initializer(res.model, b.input[1]).tolist() == [1, 5 * 36]
 
 
-def test_reshape_splitting_a_group_is_blocked():
+def test_reshape_splitting_a_group_makes_a_group_of_each_part():
+    """[2, 6] → [2, 2, 3]: fc1's 6 units are 2 blocks of 3; each factor grows on its own, exactly."""
     g = Graph()
     x = g.input([2, 4])
     h = g.op("Reshape", [g.gemm(x, 4, 6, "fc1"), g.ints([2, 2, 3])])
     model = g.model(g.op("MatMul", [h, g.weight(3, 3)], name="fc2"))
-    group = group_of(model, "fc1")
-    assert group.constraint == "blocked" and "Reshape" in group.reason
+    groups = [gr for gr in inspect_model(model).groups if "fc1" in gr.producers]
+    assert [(gr.size, gr.constraint) for gr in groups] == [(2, "blocked"), (3, "free")]
+    assert "graph output" in groups[0].reason
+    res = grow(model, {groups[1].id: "+2"})
+    assert initializer(res.model, "fc1.weight").size == 4 * 2 * 5
+    reshape = next(n for n in res.model.graph.node if n.op_type == "Reshape")
+    assert initializer(res.model, reshape.input[1]).tolist() == [2, 2, 5]
 
 
 # -- mixers: constraints ------------------------------------------------------------------------------------
@@ -780,6 +786,18 @@ def test_resize_with_sizes_of_spatial_axes_only():
 
 
 def test_resize_with_computed_sizes_is_blocked():
+    """Sizes computed from a dynamic shape (batch) stay computed: the channel entry cannot be followed."""
+    g = Graph(LATEST)
+    x = g.input(["n", 3, 6, 6])
+    h = g.conv(x, 3, 4, name="c1")
+    sizes = g.op("Mul", [g.op("Shape", [h]), g.ints([1, 1, 2, 2])])
+    model = g.model(g.conv(g.op("Resize", [h, "", "", sizes]), 4, 3, name="c2"))
+    group = group_of(model, "c1")
+    assert group.constraint == "blocked" and "Resize" in group.reason
+
+
+def test_resize_with_sizes_from_a_static_shape_grows():
+    """Shape of a static tensor folds to a constant at load, so the channel entry of `sizes` is rewritten."""
     g = Graph(LATEST)
 
     def middle(g, h):
@@ -787,8 +805,7 @@ def test_resize_with_computed_sizes_is_blocked():
         return g.op("Resize", [h, "", "", sizes])
 
     out, layer = cnn(g, middle)
-    group = group_of(g.model(out), layer)
-    assert group.constraint == "blocked" and "Resize" in group.reason
+    grow(g.model(out), {layer: "+3"})
 
 
 @pytest.mark.parametrize("opset", [9, 13, LATEST])

@@ -76,7 +76,14 @@ class Analysis:
         by_name: list[tuple[str, Group]] = []
         for u in self.state.weight_uses:
             if u.role == "producer" and (u.node == name or u.init == name):
-                found = self.group_of_atom(next(atoms(u.layout)))
+                # a producer split by a Reshape (heads × head size) makes several groups: name the one that grows
+                parts = [g for a in atoms(u.layout) if (g := self.group_of_atom(a)) is not None]
+                growable = [g for g in parts if g.constraint != "blocked"]
+                if len(growable) > 1:
+                    raise OnnxGrowError(
+                        f"{name!r} is ambiguous: it produces groups {', '.join(g.id for g in growable)} (a Reshape "
+                        f"splits its output); use one of these ids from `onnxgrow inspect`")
+                found = (growable or parts or [None])[0]
                 if found and all(found is not g for _, g in by_name):
                     by_name.append((f"{'node' if u.node == name else 'weight'} {name} of group {found.id}", found))
         if by_id is not None and any(g is not by_id for _, g in by_name):
@@ -145,8 +152,12 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
             "grow the float model, then quantise it again")
 
 
-def analyse(model: onnx.ModelProto) -> Analysis:
-    """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load)."""
+def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
+    """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load).
+
+    With `keep_outputs`, axes that reach a graph output may grow: widen then slices the output back to the
+    original units (the first copy of each), so the model's interface stays the same.
+    """
     shapes = infer(model)
     st = State(model, shapes)
     for inp in model.graph.input:
@@ -171,8 +182,12 @@ def analyse(model: onnx.ModelProto) -> Analysis:
             rule.apply(node, st)
         rules.track_values(node, st)
     for out in model.graph.output:
+        if keep_outputs and out.name in st.node_of:
+            st.kept_outputs.append(out.name)
+            continue
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")
+    st.normalise()
     _check_all_uses(model, st)
     groups = _summarise(st)
     quantised = _quantised_node(model.graph)

@@ -203,6 +203,10 @@ def _batchnorm(node: onnx.NodeProto, st: State) -> None:
     if lay is None or len(lay) < 2:
         return
     fills = [1.0, 0.0, 0.0, 1.0] if node.op_type == "BatchNormalization" else [1.0, 0.0]
+    if node.op_type == "InstanceNormalization":  # statistics over axes 2+: a mean, kept by whole copies
+        for l in lay[2:]:
+            st.constrain(l, "replicate", f"{node.name} (InstanceNormalization) normalises over this axis")
+            _same_factor(st, l, f"{node.name} (InstanceNormalization) normalises over")
     for k, fill in enumerate(fills, start=1):
         name = _inp(node, k)
         if name and st.is_const(name):
@@ -430,7 +434,11 @@ def _squeeze(node: onnx.NodeProto, st: State) -> None:
 
 @rule("coupling", "Reshape")
 def _reshape(node: onnx.NodeProto, st: State) -> None:
-    """Map input axes to output axes by sizes: 1↔1 passes, many→1 flattens, 1→many splits (blocked)."""
+    """Map input axes to output axes through their row-major factors: merges make products, splits split atoms.
+
+    Splitting hidden (one atom) into heads × head size makes two atoms that grow on their own: attention then
+    blocks the head size (contracted between activations) and leaves the head count free.
+    """
     lay = st.layout(node.input[0])
     in_shape = st.shape(node.input[0])
     out_shape = st.shape(node.output[0])
@@ -438,80 +446,113 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st, f"{node.name} (Reshape): shapes unknown")
         return
     target = st.value(node.input[1]).reshape(-1).tolist() if st.is_const(node.input[1]) else None
-    out: list[Layout | None] = [None] * len(out_shape)
-    i = j = 0
-    # leading dynamic axes that match one to one (batch)
-    while i < len(in_shape) and j < len(out_shape) and in_shape[i] is None and (
-            out_shape[j] is None or (target is not None and target[j] == 0)):
-        out[j] = lay[i]
-        i, j = i + 1, j + 1
-    rest_in, rest_out = in_shape[i:], out_shape[j:]
-    unknown = [d is None for d in rest_in + rest_out]
-    if sum(unknown) == 1:
-        # one size left unknown (a -1 next to a dynamic batch): the element counts must agree
-        known_in = int(np.prod([d for d in rest_in if d is not None], dtype=np.int64))
-        known_out = int(np.prod([d for d in rest_out if d is not None], dtype=np.int64))
-        num, den = (known_in, known_out) if None in rest_out else (known_out, known_in)
-        if den > 0 and num % den == 0:
-            in_shape, out_shape = list(in_shape), list(out_shape)
-            (out_shape if None in rest_out else in_shape)[(j + rest_out.index(None)) if None in rest_out
-                                                          else (i + rest_in.index(None))] = num // den
-            rest_in, rest_out = in_shape[i:], out_shape[j:]
-    if any(d is None for d in rest_in) or any(d is None for d in rest_out):
-        for l in lay[i:]:
-            st.block(l, f"{node.name} (Reshape) has dynamic dimensions it cannot map")
-        for k in range(j, len(out_shape)):
-            out[k] = st.fresh(out_shape[k], f"output of {node.name}")
-        st.set_layout(node.output[0], out)  # type: ignore[arg-type]
+    out = _map_reshape(node, st, lay, list(in_shape), list(out_shape), target)
+    if isinstance(out, str):
+        for l in lay:
+            st.block(l, f"{node.name} (Reshape) {out}")
+        st.set_layout(node.output[0], [st.fresh(d, f"output of {node.name}") for d in out_shape])
         return
-    while j < len(out_shape) or i < len(in_shape):
-        # size-1 axes on either side map to nothing
-        if j < len(out_shape) and out_shape[j] == 1 and (i >= len(in_shape) or in_shape[i] != 1):
-            out[j] = st.fresh(1, f"{node.name} unit axis")
-            j += 1
-            continue
-        if i < len(in_shape) and in_shape[i] == 1 and (j >= len(out_shape) or out_shape[j] != 1):
-            # dropped: if it grew, the element count would no longer fit the target (one channel, flattened)
-            st.block(lay[i], f"{node.name} (Reshape) drops this axis of size 1")
-            i += 1
-            continue
-        if i >= len(in_shape) or j >= len(out_shape):
-            break
-        i0, j0 = i, j
-        pi, pj = in_shape[i], out_shape[j]
-        i, j = i + 1, j + 1
-        while pi != pj:
-            if pi < pj and i < len(in_shape):
-                pi *= in_shape[i]
-                i += 1
-            elif pj < pi and j < len(out_shape):
-                pj *= out_shape[j]
-                j += 1
-            else:
-                break
-        src = lay[i0:i]
-        if j - j0 == 1 and pi == pj:
-            out[j0] = prod(list(src))
-        else:
-            for l in src:
-                st.block(l, f"{node.name} (Reshape) splits this axis into several" if pi == pj
-                         else f"{node.name} (Reshape): axis sizes do not match up")
-            for k in range(j0, j):
-                out[k] = st.fresh(out_shape[k], f"split by {node.name}")
-    for l in lay[i:]:
-        st.block(l, f"{node.name} (Reshape) maps this axis to nothing onnxgrow can follow")
-    for k in range(len(out_shape)):
-        if out[k] is None:
-            out[k] = st.fresh(out_shape[k], f"output of {node.name}")
     if target is not None:
         from .state import ValueUse
 
         for k, v in enumerate(target):
             if v > 0:
-                st.value_uses.append(ValueUse(node.name, node.input[1], k, out[k], 1))  # type: ignore[arg-type]
+                st.value_uses.append(ValueUse(node.name, node.input[1], k, out[k], 1))
     else:
-        _computed_target(node, st, out)  # type: ignore[arg-type]
-    st.set_layout(node.output[0], out)  # type: ignore[arg-type]
+        _computed_target(node, st, out)
+    st.set_layout(node.output[0], out)
+
+
+def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: list[int | None],
+                 out_shape: list[int | None], target: list[int] | None) -> list[Layout] | str:
+    """Output layouts of a Reshape, or why they cannot be followed.
+
+    Leading dynamic axes copied one to one (batch) map to themselves; then output axes of known size take
+    input factors from the right and from the left (splitting an atom where an axis ends inside it); what
+    is left (at most one output axis, the -1) is the product of the remaining factors.
+    """
+    from collections import deque
+
+    out: list[Layout | None] = [None] * len(out_shape)
+    i = j = 0
+    while i < len(in_shape) and j < len(out_shape) and in_shape[i] is None and not isinstance(lay[i], Prod) and (
+            (target is None and out_shape[j] is None) or (target is not None and target[j] == 0)):
+        out[j] = lay[i]
+        i, j = i + 1, j + 1
+    factors: deque = deque()
+    for l, d in zip(lay[i:], in_shape[i:]):
+        parts = list(l.factors) if isinstance(l, Prod) else [l]
+        sizes = [st.size(p) for p in parts]
+        if len(parts) == 1 and sizes[0] is None:
+            sizes = [d]
+        factors.extend([p, n] for p, n in zip(parts, sizes))
+
+    def take(right: bool, n: int) -> list[Layout] | None:
+        got: list[Layout] = []
+        while n > 1:
+            if not factors:
+                return None
+            f, s = factors[-1] if right else factors[0]
+            if s is None:
+                return None
+            if s == 1:
+                st.block(f, f"{node.name} (Reshape) drops this axis of size 1")
+                factors.pop() if right else factors.popleft()
+            elif n % s == 0:
+                got.append(f)
+                factors.pop() if right else factors.popleft()
+                n //= s
+            elif s % n == 0 and isinstance(f, Atom):
+                parts = st.split(f, [s // n, n] if right else [n, s // n], f"split by {node.name}")
+                if parts is None:
+                    return None
+                if right:
+                    factors[-1] = [parts[0], s // n]
+                    got.append(parts[1])
+                else:
+                    factors[0] = [parts[1], s // n]
+                    got.append(parts[0])
+                n = 1
+            else:
+                return None
+        return got[::-1] if right else got
+
+    def place(k: int, right: bool) -> bool:
+        n = out_shape[k]
+        end = (factors[-1] if right else factors[0]) if factors else None
+        if n == 1:
+            if end is not None and end[1] == 1:
+                out[k] = (factors.pop() if right else factors.popleft())[0]
+            else:
+                out[k] = st.fresh(1, f"{node.name} unit axis")
+            return True
+        got = take(right, int(n))  # type: ignore[arg-type]
+        if got is None:
+            return False
+        out[k] = prod(got)
+        return True
+
+    r = len(out_shape) - 1
+    while r >= j and out_shape[r] is not None:
+        if not place(r, True):
+            return "splits or merges this axis in a way onnxgrow cannot follow"
+        r -= 1
+    while j <= r and out_shape[j] is not None:
+        if not place(j, False):
+            return "splits or merges this axis in a way onnxgrow cannot follow"
+        j += 1
+    if j == r:
+        if not factors:
+            return "has an output axis onnxgrow cannot map"
+        out[j] = prod([f for f, _ in factors])
+        factors.clear()
+    elif j < r:
+        return "has dynamic dimensions it cannot map"
+    for f, s in factors:
+        if s != 1:
+            return "maps this axis to nothing onnxgrow can follow"
+        st.block(f, f"{node.name} (Reshape) drops this axis of size 1")
+    return out  # type: ignore[return-value]
 
 
 def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None:
@@ -533,7 +574,10 @@ def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None
             continue
         static = _static(st, piece)
         n = (st.shape(piece) or [None])[0] if static is None else static[0].size
-        if static is not None:
+        scaled = _scaled(st, piece) if static is None else None
+        if scaled is not None:
+            elements.append(scaled)
+        elif static is not None:
             elements += [("read", d) for d in static[1].reshape(-1)]
         elif n is not None:
             elements += [None] * n
@@ -545,6 +589,8 @@ def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None
         if not any(st.info[r].producers for r in roots):
             continue
         e = elements[k] if len(elements) == len(out) else None
+        if e is not None and e[0] == "scaled":
+            continue  # recorded below, whichever side grows
         if e is not None and e[0] == "const" and e[4] > 0:
             st.value_uses.append(ValueUse(src.name, e[1], e[2], l, e[3]))  # type: ignore[union-attr]
         elif e is not None and e[0] == "read" and {a if a == "?" else st.find(a) for a in e[1]} == roots:
@@ -553,12 +599,76 @@ def _computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None
             st.block(l, f"{node.name} (Reshape) computes its target shape in a way onnxgrow cannot follow")
     # a size read at run time from a growing axis must land on an axis that grows with it
     for k, e in enumerate(elements if len(elements) == len(out) else []):
+        if e is not None and e[0] == "scaled":
+            _scaled_use(node, st, e, out[k])
+            continue
         if e is None or e[0] != "read":
             continue
         read = {st.find(a) for a in e[1] if a != "?"}
         if read and read != {st.find(a) for a in atoms(out[k])}:
             for r in read:
                 st.block(Atom(r), f"{node.name} (Reshape) reads this size at run time for an axis that does not grow with it")
+
+
+def _scaled(st: State, name: str, depth: int = 0) -> tuple | None:
+    """("scaled", read, op, const, node) when `name` is one size read from a shape, × or ÷ a constant.
+
+    torch's MultiheadAttention computes batch × heads and hidden ÷ heads this way at run time.
+    """
+    node = st.node_of.get(name)
+    if node is None or depth > 6:
+        return None
+    if node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return _scaled(st, node.input[0], depth + 1)
+    if node.op_type not in ("Mul", "Div") or len(node.input) != 2 or not st.is_const(node.input[1]) \
+            or st.value(node.input[1]).size != 1:
+        return None
+    read = _read_axis(st, node.input[0])
+    return None if read is None else ("scaled", read, node.op_type, node.input[1], node.name)
+
+
+def _read_axis(st: State, name: str, depth: int = 0) -> Layout | None:
+    """The layout of the one axis whose size `name` holds (Shape → Gather, through Cast/Squeeze)."""
+    node = st.node_of.get(name)
+    if node is None or depth > 6:
+        return None
+    if node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
+        return _read_axis(st, node.input[0], depth + 1)
+    if node.op_type == "Gather" and st.is_const(node.input[1]) and st.value(node.input[1]).size == 1:
+        src = st.node_of.get(node.input[0])
+        if src is None or src.op_type != "Shape" or int(attr(src, "start", 0)) != 0:
+            return None
+        lay = st.layout(src.input[0])
+        k = int(st.value(node.input[1]).reshape(-1)[0])
+        return None if lay is None or not -len(lay) <= k < len(lay) else lay[k]
+    return None
+
+
+def _factors_of(layout: Layout) -> list[Layout]:
+    return list(layout.factors) if isinstance(layout, Prod) else [layout]
+
+
+def _scaled_use(node: onnx.NodeProto, st: State, e: tuple, out: Layout) -> None:
+    """Record the constant of read × c (or read ÷ c) so that it follows the growth of the axes it relates."""
+    from .state import ValueUse
+
+    _, read, op, const, where = e
+    c = int(st.value(const).reshape(-1)[0])
+    big, small = (out, read) if op == "Mul" else (read, out)
+    rest = list(_factors_of(big))
+    for f in _factors_of(small):
+        if f in rest:
+            rest.remove(f)
+        else:
+            rest = []
+            break
+    if rest and len(rest) < len(_factors_of(big)) and st.size(prod(rest)) == c:
+        st.value_uses.append(ValueUse(where, const, 0, prod(rest), 1))
+    elif st.size(big) is not None and st.size(small) and st.size(big) == c * st.size(small):
+        st.value_uses.append(ValueUse(where, const, 0, big, 1, small))
+    else:
+        for l in (read, out):
+            st.block(l, f"{node.name} (Reshape) computes its target shape in a way onnxgrow cannot follow")
 
 
 @rule("coupling", "Concat")
@@ -625,6 +735,8 @@ def _split(node: onnx.NodeProto, st: State) -> None:
 
 @rule("coupling", "Slice")
 def _slice(node: onnx.NodeProto, st: State) -> None:
+    if _slice_table(node, st):
+        return
     lay = st.layout(node.input[0])
     out_shape = st.shape(node.output[0])
     in_shape = st.shape(node.input[0])
@@ -642,6 +754,21 @@ def _slice(node: onnx.NodeProto, st: State) -> None:
         elif k in bounds:
             _slice_whole_axis(node, st, lay[k], a, *bounds[k])
     st.set_layout(node.output[0], result)
+
+
+def _slice_table(node: onnx.NodeProto, st: State) -> bool:
+    """Rows of a 2-D weight table sliced by position (a positional embedding cut to the sequence length):
+    the table's columns are new units, like an embedding Gather's."""
+    data = node.input[0]
+    if not st.is_const(data) or len(st.inits[data].dims) != 2:
+        return False
+    axes = _const_ints(st, node, "axes", 3)
+    if axes is None or any(int(a) % 2 != 0 for a in axes):
+        return False
+    out_shape = st.shape(node.output[0])
+    rows = st.fresh(out_shape[0] if out_shape else None, f"rows of {node.name}")
+    st.set_layout(node.output[0], [rows, st.produce(node.name, data, 1, int(st.inits[data].dims[1]))])
+    return True
 
 
 #: a Slice bound at least this big means "to the end" whatever the axis grows to
@@ -872,6 +999,13 @@ def _static(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.ndarra
         return np.asarray(np.take(v, idx, axis=axis)), deps
     if op in ("Cast", "Identity"):
         return v, d
+    if op == "Slice" and v.ndim == 1 and all(n == "" or st.is_const(n) for n in node.input[1:]):
+        bounds = [st.value(n).reshape(-1).tolist() if n else None for n in node.input[1:5]] + [None] * 4
+        starts, ends, axes, steps = bounds[:4]
+        if len(starts) != 1 or (axes is not None and axes[0] not in (0, -1)):
+            return None
+        sl = slice(int(starts[0]), int(ends[0]), int(steps[0]) if steps else 1)
+        return v[sl], d[sl]
     if op in ("Squeeze", "Unsqueeze"):
         out = st.shape(node.output[0])
         return (v.reshape(out), d.reshape(out)) if out is not None and None not in out else None

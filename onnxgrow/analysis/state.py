@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .layout import Atom, Layout, atoms, children, size
+from .layout import Atom, Cat, Layout, Prod, atoms, children, size
 
 Role = Literal["producer", "consumer", "param"]
 #: constraint strength order: a group takes the strongest its members impose.
@@ -42,6 +42,8 @@ class ValueUse:
     layout: Layout
     input_index: int  # which input of `node` reads the initializer
     divisor: int = 1
+    #: the number is size(layout) / size(per): a head count or head size that torch computes at run time
+    per: Layout | None = None
 
 
 @dataclass
@@ -96,6 +98,10 @@ class State:
         self.node_of: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output if o}
         #: node → why its rule treated it as a boundary (to explain why a Gemm/Conv makes no group)
         self.boundaries: dict[str, str] = {}
+        #: root → the product of finer atoms it was split into (a Reshape splitting hidden into heads × head size)
+        self.splits: dict[int, Prod] = {}
+        #: graph outputs whose grown axes are sliced back to the original units (widen --keep-outputs)
+        self.kept_outputs: list[str] = []
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
@@ -119,10 +125,69 @@ class State:
     def size(self, layout: Layout) -> int | None:
         return size(layout, self.atom_size)
 
+    # -- splits ------------------------------------------------------------------------
+    def resolve(self, layout: Layout) -> Layout:
+        """The layout with every split atom replaced by the product of its parts (recursively)."""
+        if isinstance(layout, Atom):
+            parts = self.splits.get(self.find(layout.id))
+            return layout if parts is None else self.resolve(parts)
+        if isinstance(layout, Cat):
+            return Cat(tuple(self.resolve(p) for p in layout.parts))
+        flat: list[Layout] = []  # a product of products is one product (row-major nesting is associative)
+        for f in layout.factors:
+            r = self.resolve(f)
+            flat.extend(r.factors if isinstance(r, Prod) else [r])
+        return Prod(tuple(flat))
+
+    def normalise(self) -> None:
+        """Replace split atoms in every recorded use (run once, after all rules)."""
+        if not self.splits:
+            return
+        for u in self.weight_uses:
+            u.layout = self.resolve(u.layout)
+        for v in self.value_uses:
+            v.layout = self.resolve(v.layout)
+            v.per = None if v.per is None else self.resolve(v.per)
+        for au in self.attr_uses:
+            au.layout = self.resolve(au.layout)
+        self.same_factor = [([self.resolve(p) for p in parts], why) for parts, why in self.same_factor]
+        self.layouts = {k: [self.resolve(l) for l in v] for k, v in self.layouts.items()}
+
+    def split(self, atom: Atom, sizes: list[int], origin: str) -> list[Layout] | None:
+        """Split one atom into a row-major product of parts of `sizes` (None when it was split otherwise).
+
+        Every part inherits the atom's producers and constraints: each is a group of its own, and the ops
+        downstream decide which can grow (the head count can, a head's size is contracted by attention).
+        """
+        root = self.find(atom.id)
+        if root in self.splits:
+            done = self.splits[root]
+            return list(done.factors) if [self.size(f) for f in done.factors] == sizes else None
+        info = self.info[root]
+        if info.size is None or int(np.prod(sizes, dtype=np.int64)) != info.size or info.granularity > 1:
+            return None
+        parts: list[Layout] = []
+        for n in sizes:
+            part = self.fresh(n, origin, fixed=False)
+            pi = self.info[part.id]
+            pi.origin = info.origin
+            pi.producers = list(info.producers)
+            pi.constraints = list(info.constraints)
+            pi.nonzero_ops = list(info.nonzero_ops)
+            parts.append(part)
+        self.splits[root] = Prod(tuple(parts))
+        return parts
+
     def unify(self, a: Layout, b: Layout, node: str) -> Layout:
         """Make two layouts the same (their groups grow together); block when shapes differ."""
+        a, b = self.resolve(a), self.resolve(b)
         if a == b:
             return a
+        for x, y in ((a, b), (b, a)):
+            if isinstance(x, Atom) and isinstance(y, Prod) and self.size(x) == self.size(y):
+                sizes = [self.size(f) for f in y.factors]
+                if None not in sizes and self.split(x, sizes, f"split by {node}") is not None:  # type: ignore[arg-type]
+                    return self.unify(self.resolve(x), y, node)
         if isinstance(a, Atom) and isinstance(b, Atom):
             ra, rb = self.find(a.id), self.find(b.id)
             if ra != rb:
@@ -152,14 +217,14 @@ class State:
 
     # -- constraints -----------------------------------------------------------------
     def constrain(self, layout: Layout, kind: str, reason: str) -> None:
-        for a in atoms(layout):
+        for a in atoms(self.resolve(layout)):
             self.info[self.find(a)].constraints.append((kind, reason))
 
     def block(self, layout: Layout, reason: str) -> None:
         self.constrain(layout, "blocked", reason)
 
     def nonzero(self, layout: Layout, op: str) -> None:
-        for a in atoms(layout):
+        for a in atoms(self.resolve(layout)):
             self.info[self.find(a)].nonzero_ops.append(op)
 
     def needs_zero(self, name: str, layout: Layout, reason: str) -> None:
@@ -178,7 +243,7 @@ class State:
         return self.signs.get(name)
 
     def granularity(self, layout: Layout, g: int) -> None:
-        for a in atoms(layout):
+        for a in atoms(self.resolve(layout)):
             i = self.info[self.find(a)]
             i.granularity = int(np.lcm(i.granularity, g))
 
@@ -212,7 +277,8 @@ class State:
         return self.shapes.get(name)
 
     def layout(self, name: str) -> list[Layout] | None:
-        return self.layouts.get(name)
+        lay = self.layouts.get(name)
+        return None if lay is None else [self.resolve(l) for l in lay]
 
     def set_layout(self, name: str, layouts: list[Layout]) -> None:
         if name:

@@ -121,19 +121,52 @@ def resolve_block(blocks: list[Block], name: str) -> Block:
                         f"blocks: {', '.join(b.id for b in blocks)}")
 
 
+def layer_units(blocks: list[Block]) -> list[str]:
+    """One unit per transformer layer: its attention block and the block that starts where it ends (`bA-bB`)."""
+    units = []
+    for k, b in enumerate(blocks):
+        if b.kind.startswith("attention"):
+            nxt = blocks[k + 1] if k + 1 < len(blocks) else None
+            units.append(f"{b.id}-{nxt.id}" if nxt is not None and nxt.entry == b.exit
+                         and not nxt.kind.startswith("attention") else b.id)
+    return units
+
+
+def resolve_chain(blocks: list[Block], name: str) -> list[Block]:
+    """`bN` → [bN]; `bA-bB` → the blocks A..B, each starting where the previous one ends (a transformer layer)."""
+    first, sep, last = name.partition("-")
+    if not sep or not last:
+        return [resolve_block(blocks, name)]
+    a, b = resolve_block(blocks, first), resolve_block(blocks, last)
+    ia, ib = blocks.index(a), blocks.index(b)
+    if ib < ia:
+        raise OnnxGrowError(f"--after {name}: {b.id} comes before {a.id}; give the blocks in order")
+    chain = blocks[ia:ib + 1]
+    for x, y in zip(chain, chain[1:]):
+        if y.entry != x.exit:
+            raise OnnxGrowError(f"--after {name}: block {y.id} does not start where {x.id} ends, so they cannot be "
+                                f"copied as one unit")
+    return chain
+
+
 def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
-    """Insert `count` copies of block `name` after it, each with its residual projection zeroed (in place)."""
-    blocks = find_blocks(model)
-    block = resolve_block(blocks, name)
+    """Insert `count` copies of block `name` (or of a chain `bA-bB`) after it, each residual projection zeroed.
+
+    A chain copies a whole transformer layer (attention block then feed-forward block) as one unit.
+    """
+    chain = resolve_chain(find_blocks(model), name)
     from .deepen import free_index, taken_names
 
     g = model.graph
     nodes = {n.name: n for n in g.node}
     inits = {t.name: t for t in g.initializer}
     taken = taken_names(model)
-    exit_ = block.exit
+    members = {nm for b in chain for nm in b.nodes}
+    first, last = chain[0], chain[-1]
+    unit = "-".join(dict.fromkeys([first.id, last.id]))
+    exit_ = last.exit
     if exit_ in {o.name for o in g.output}:
-        # the block's output is the graph's: the block now writes an inner tensor, the last copy the output
+        # the chain's output is the graph's: it now writes an inner tensor, the last copy the output
         inner = f"{exit_}/before_copy"
         while inner in taken:
             inner += "_"
@@ -143,63 +176,70 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
         for vi in g.value_info:
             if vi.name == exit_:
                 vi.name = inner
-        block = replace(block, exit=inner)
+        chain = [replace(b, exit=inner if b.exit == exit_ else b.exit, branch=b.branch) for b in chain]
+        last = chain[-1]
         taken.add(inner)
-    entry = block.exit
-    position = max(i for i, n in enumerate(g.node) if n.name in set(block.nodes)) + 1
-    readers = [n for n in g.node if block.exit in n.input and n.name not in set(block.nodes)]
+    entry = last.exit
+    position = max(i for i, n in enumerate(g.node) if n.name in members) + 1
+    readers = [n for n in g.node if last.exit in n.input and n.name not in members]
     new_nodes: list[onnx.NodeProto] = []
     index = 0
-    for k in range(count):
+    for _ in range(count):
         # copying a block of a grown model again continues the numbering: no name is reused
-        index = free_index(taken, f"{block.id}/copy", index)
-        prefix = f"{block.id}/copy{index}"
+        index = free_index(taken, f"{unit}/copy", index)
+        prefix = f"{unit}/copy{index}"
         index += 1
-        rename = {block.entry: entry}
+        rename = {first.entry: entry}
         new_inits: dict[str, onnx.TensorProto] = {}
         copies = []
-        for nm in block.nodes:
-            src = nodes[nm]
-            node = onnx.NodeProto()
-            node.CopyFrom(src)
-            node.name = f"{prefix}/{src.name}"
-            for j, i in enumerate(src.input):
-                if i in inits:
-                    if i not in new_inits:
-                        t = onnx.TensorProto()
-                        t.CopyFrom(inits[i])
-                        t.name = f"{prefix}/{i}"
-                        new_inits[i] = t
-                    node.input[j] = new_inits[i].name
-                elif i in rename:
-                    node.input[j] = rename[i]
-            for j, o in enumerate(src.output):
-                if o:
-                    rename[o] = f"{prefix}/{o}"
-                    node.output[j] = rename[o]
-            copies.append(node)
+        for block in chain:
+            for nm in block.nodes:
+                src = nodes[nm]
+                node = onnx.NodeProto()
+                node.CopyFrom(src)
+                node.name = f"{prefix}/{src.name}"
+                for j, i in enumerate(src.input):
+                    if i in inits:
+                        if i not in new_inits:
+                            t = onnx.TensorProto()
+                            t.CopyFrom(inits[i])
+                            t.name = f"{prefix}/{i}"
+                            new_inits[i] = t
+                        node.input[j] = new_inits[i].name
+                    elif i in rename:
+                        node.input[j] = rename[i]
+                for j, o in enumerate(src.output):
+                    if o:
+                        rename[o] = f"{prefix}/{o}"
+                        node.output[j] = rename[o]
+                copies.append(node)
         by_out = {o: n for n in copies for o in n.output}
-        _zero_projection(rename[block.branch], by_out, {t.name: t for t in new_inits.values()}, block)
+        copied = {t.name: t for t in new_inits.values()}
+        for block in chain:
+            _zero_projection(rename[block.branch], by_out, copied, block)
         new_nodes += copies
         g.initializer.extend(new_inits.values())
-        entry = rename[block.exit]
+        entry = rename[last.exit]
         result.inserted += [n.name for n in copies]
-    if exit_ != block.exit:  # the last copy writes the graph output
+    if exit_ != last.exit:  # the last copy writes the graph output
         for n in new_nodes:
             n.output[:] = [exit_ if o == entry else o for o in n.output]
         entry = exit_
     for n in readers:
         for j, i in enumerate(n.input):
-            if i == block.exit:
+            if i == last.exit:
                 n.input[j] = entry
     all_nodes = list(g.node)
     all_nodes[position:position] = new_nodes
     del g.node[:]
     g.node.extend(all_nodes)
-    result.notes.append(f"copied block {block.id} ({block.kind}) {count} time(s); its projection into the residual "
-                        f"Add is zero" + ("" if block.exact else "; a normalisation follows the Add, so the copy is "
-                                                                   "approximate"))
-    result.exact &= block.exact
+    kinds = " + ".join(f"{b.id} ({b.kind})" for b in chain)
+    exact = all(b.exact for b in chain)
+    result.notes.append(f"copied {'block' if len(chain) == 1 else 'blocks'} {kinds} {count} time(s); "
+                        f"{'its projection' if len(chain) == 1 else 'each projection'} into the residual Add is zero"
+                        + ("" if exact else f"; a normalisation follows {'the' if len(chain) == 1 else 'an'} Add, "
+                                            "so the copy is approximate"))
+    result.exact &= exact
 
 
 def _zero(t: onnx.TensorProto) -> None:

@@ -111,7 +111,20 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
 
     kept: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
+    static = _StaticShapes(model)
+
+    def add(name: str, arr: np.ndarray) -> None:
+        tensor = numpy_helper.from_array(np.array(arr, copy=True, order="C"), name)
+        new_inits.append(tensor)
+        init_by_name[name] = tensor
+        known[name] = arr
+
     for node in graph.node:
+        sizes = static.value(node, known, value)
+        if sizes is not None and not any(o in outputs for o in node.output):
+            add(node.output[0], sizes)
+            result.folded.append(node.name or node.op_type)
+            continue
         foldable = (
             node.domain in ("", "ai.onnx")
             and node.op_type not in _NEVER
@@ -133,16 +146,14 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
                 outs = None
             if outs is not None and all(o.size <= MAX_FOLDED_ELEMENTS for o in outs):
                 for name, arr in zip(node.output, outs):
-                    if not name:
-                        continue
-                    tensor = numpy_helper.from_array(np.array(arr, copy=True, order="C"), name)
-                    new_inits.append(tensor)
-                    init_by_name[name] = tensor
-                    known[name] = arr
+                    if name:
+                        add(name, arr)
                 result.folded.append(node.name or node.op_type)
                 continue
         kept.append(node)
     if result.folded:
+        if static.partial:  # Shape nodes whose static entries were all folded away now feed nothing
+            kept = _live(kept, graph)
         del graph.node[:]
         graph.node.extend(kept)
         graph.initializer.extend(new_inits)
@@ -151,6 +162,86 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
         result.ir_version_raised_from = model.ir_version
         model.ir_version = 4
     return result
+
+
+class _StaticShapes:
+    """Sizes read from a tensor's shape that shape inference knows statically (hidden size, head size).
+
+    Shape/Size of a fully static tensor folds to a constant; Gather/Slice picking only static entries of a
+    partly dynamic shape (a dynamic batch) fold too, so `hidden / heads` becomes the constant head size.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.shapes: dict[str, list[int | None]] | None = None
+        self.model = model
+        self.partial: dict[str, list[int | None]] = {}  # Shape outputs with dynamic entries
+
+    def _shape(self, name: str) -> list[int | None] | None:
+        if self.shapes is None:
+            from ..analysis.shapes import infer
+
+            self.shapes = infer(self.model)
+        return self.shapes.get(name)
+
+    def value(self, node: onnx.NodeProto, known: dict, value) -> np.ndarray | None:
+        if node.domain not in ("", "ai.onnx") or not node.input:
+            return None
+        if node.op_type in ("Shape", "Size") and node.input[0] not in known:
+            shape = self._shape(node.input[0])
+            if shape is None:
+                return None
+            if node.op_type == "Size":
+                return None if None in shape else np.array(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+            start = end = None
+            for a in node.attribute:
+                if a.name == "start":
+                    start = int(a.i)
+                elif a.name == "end":
+                    end = int(a.i)
+            picked = shape[slice(start, end)]
+            if None in picked:
+                self.partial[node.output[0]] = picked
+                return None
+            return np.array(picked, dtype=np.int64)
+        part = self.partial.get(node.input[0])
+        if part is None or any(i and i not in known for i in node.input[1:]):
+            return None
+        if node.op_type == "Gather" and len(node.input) == 2 and all(a.i == 0 for a in node.attribute if a.name == "axis"):
+            idx = np.asarray(value(node.input[1])).astype(np.int64)
+            picked = np.asarray(np.asarray(part, dtype=object)[idx], dtype=object)
+        elif node.op_type == "Slice" and len(node.input) >= 3:
+            starts, ends = (np.asarray(value(n)).reshape(-1) for n in node.input[1:3])
+            axes = np.asarray(value(node.input[3])).reshape(-1) if len(node.input) > 3 and node.input[3] else [0]
+            steps = np.asarray(value(node.input[4])).reshape(-1) if len(node.input) > 4 and node.input[4] else [1]
+            if len(starts) != 1 or int(axes[0]) not in (0, -1):
+                return None
+            n = len(part)
+            lo, hi = (int(max(min(v, 2**62), -(2**62))) for v in (starts[0], ends[0]))
+            picked = np.asarray(part[slice(lo, hi, int(steps[0]))], dtype=object)
+        else:
+            return None
+        if any(v is None for v in picked.reshape(-1)):
+            return None
+        return picked.astype(np.int64)
+
+
+def _live(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """The nodes whose outputs something still reads (a graph output, a later node or a subgraph)."""
+    used = {o.name for o in graph.output}
+    live: list[onnx.NodeProto] = []
+    for n in reversed(nodes):
+        if any(o in used for o in n.output if o):
+            live.append(n)
+            used.update(n.input)
+            stack = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH] + \
+                [g for a in n.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+            while stack:
+                sub = stack.pop()
+                for m in sub.node:
+                    used.update(m.input)
+                    stack += [a.g for a in m.attribute if a.type == onnx.AttributeProto.GRAPH]
+                    stack += [g for a in m.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+    return live[::-1]
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:

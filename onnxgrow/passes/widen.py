@@ -267,7 +267,43 @@ class _Rewriter:
                     elif a.name == au.attr:
                         a.ints[au.index] = self.new_size(au.layout) // au.divisor
         self._value_info(g)
+        self._keep_outputs(g, index)
         return out, deferred
+
+    def _keep_outputs(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
+        """Slice each kept graph output back to its original units (the first copy of each)."""
+        opset = self.st.opset
+        for name in self.st.kept_outputs:
+            lay = self.st.layout(name) or []
+            grown = [(k, expand(l, self.unit)) for k, l in enumerate(lay) if self.grown(l)]
+            if not grown:
+                continue
+            inner = f"{name}/grown"
+            for n in g.node:
+                for k, o in enumerate(n.output):
+                    if o == name:
+                        n.output[k] = inner
+                for k, i in enumerate(n.input):
+                    if i == name:
+                        n.input[k] = inner
+            cur = inner
+            for step, (axis, e) in enumerate(grown):
+                last = step == len(grown) - 1
+                dst = name if last else f"{name}/kept_{axis}"
+                keep = np.array([int(np.nonzero(e.src == j)[0][0]) for j in range(e.old_size)], dtype=np.int64)
+                node_name = f"{name}/keep_outputs_{axis}"
+                if opset >= 10 and np.array_equal(keep, np.arange(e.old_size)):
+                    params = []
+                    for what, v in (("starts", 0), ("ends", e.old_size), ("axes", axis)):
+                        t = f"{node_name}/{what}"
+                        g.initializer.append(numpy_helper.from_array(np.array([v], dtype=np.int64), t))
+                        params.append(t)
+                    g.node.append(onnx.helper.make_node("Slice", [cur] + params, [dst], name=node_name))
+                else:
+                    t = f"{node_name}/indices"
+                    g.initializer.append(numpy_helper.from_array(keep, t))
+                    g.node.append(onnx.helper.make_node("Gather", [cur, t], [dst], name=node_name, axis=axis))
+                cur = dst
 
     def _values(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         by_init: dict[str, dict[str, np.ndarray]] = {}
@@ -276,8 +312,8 @@ class _Rewriter:
             if arr is None:
                 arr = np.array(self.st.value(vu.init)).reshape(-1).copy()
                 by_init[vu.init][vu.node] = arr
-            if self.grown(vu.layout):
-                arr[vu.index] = self.new_size(vu.layout) // vu.divisor
+            if self.grown(vu.layout) or (vu.per is not None and self.grown(vu.per)):
+                arr[vu.index] = self._value(vu)
         readers: dict[str, list[onnx.NodeProto]] = {}
         for n in g.node:
             for i in n.input:
@@ -303,6 +339,19 @@ class _Rewriter:
                         if i == init:
                             node.input[k] = name
 
+    def _value(self, vu) -> int:
+        """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
+        n = self.new_size(vu.layout) // vu.divisor
+        if vu.per is None:
+            return n
+        per = self.new_size(vu.per)
+        if per == 0 or n % per:
+            raise OnnxGrowError(
+                f"node {vu.node}: computes a size as {self.st.size(vu.layout)} / {self.st.size(vu.per)} at run time "
+                f"(as torch's MultiheadAttention computes the head size); after growing it would be {n} / {per}, "
+                f"not a whole number: grow the hidden size and the heads by the same factor")
+        return n // per
+
     def _value_info(self, g: onnx.GraphProto) -> None:
         """Refresh recorded shapes of tensors and weights whose axes grew (stale ones break inference)."""
         weights = {t.name: list(t.dims) for t in g.initializer}
@@ -323,6 +372,8 @@ class _Rewriter:
             for d, l in zip(dims, lay):
                 if self.grown(l) and d.HasField("dim_value"):
                     d.dim_value = self.new_size(l)
+                elif self.grown(l) and d.HasField("dim_param"):
+                    d.ClearField("dim_param")  # "2*batch" is no longer the size: leave it unknown
 
 
 def _appends(e: Expansion, old: int) -> bool:

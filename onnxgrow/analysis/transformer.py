@@ -1,0 +1,128 @@
+"""Transformer layers seen through the axis groups: heads, head size, hidden and feed-forward groups.
+
+An attention is a Softmax between two MatMuls of activations (scores = Q·Kᵀ, then scores·V). Its head count
+is the growable batch axis of the scores MatMul (the factor a Reshape split off the Q projection), its head
+size the contracted axis. The hidden size is the group the Q projection reads; a feed-forward group is one
+produced from hidden and consumed back into hidden that is not an attention group. `inspect` prints this
+and `widen --heads/--ffn/--hidden` grows every layer's group at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+
+from .groups import Analysis, Group
+from .layout import atoms
+
+#: ops allowed between the scores MatMul and the Softmax (scale, mask, casts), and after it (dropout, casts)
+_BEFORE_SOFTMAX = ("Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Transpose")
+_AFTER_SOFTMAX = ("Cast", "Identity", "Dropout", "Where")
+#: ops from the Q projection to the scores MatMul
+_Q_PATH = ("Reshape", "Transpose", "Add", "Mul", "Div", "Squeeze", "Unsqueeze", "Gather", "Cast", "Identity")
+
+
+@dataclass
+class Layer:
+    """One transformer layer: its attention and the feed-forward groups that follow it."""
+
+    index: int
+    scores: str  # the Q·Kᵀ MatMul
+    heads: Group | None
+    head_size: int | None
+    value_size: Group | None  # each head's value width (grows on its own)
+    hidden: Group | None
+    ffn: list[Group] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"layer": self.index, "scores": self.scores, "heads": _brief(self.heads), "head_size": self.head_size,
+                "value_size": _brief(self.value_size), "hidden": _brief(self.hidden),
+                "ffn": [_brief(g) for g in self.ffn]}
+
+
+def _brief(g: Group | None) -> dict | None:
+    return None if g is None else {"group": g.id, "size": g.size, "constraint": g.constraint}
+
+
+def layers(analysis: Analysis) -> list[Layer]:
+    """The transformer layers of a model, in graph order (empty when it has no attention)."""
+    st = analysis.state
+    g = analysis.model.graph
+    order = {n.name: i for i, n in enumerate(g.node)}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def groups_of(layout) -> list[Group]:
+        found: list[Group] = []
+        for a in atoms(layout):
+            grp = analysis.group_of_atom(a)
+            if grp is not None and grp not in found:
+                found.append(grp)
+        return found
+
+    produced: dict[str, list[Group]] = {}
+    read: dict[str, list[Group]] = {}
+    for u in st.weight_uses:
+        target = produced if u.role == "producer" else read if u.role == "consumer" else None
+        if target is not None:
+            for grp in groups_of(u.layout):
+                if grp not in target.setdefault(u.node, []):
+                    target[u.node].append(grp)
+
+    found: list[Layer] = []
+    for sm in g.node:
+        if sm.op_type not in ("Softmax", "LogSoftmax"):
+            continue
+        qk = _walk_back(sm.input[0], st, _BEFORE_SOFTMAX)
+        if qk is None or qk.op_type != "MatMul" or any(st.is_const(i) for i in qk.input):
+            continue
+        lay = st.layout(qk.input[0])
+        if lay is None or len(lay) < 3:
+            continue
+        heads = next((grp for l in lay[:-2] for grp in groups_of(l) if grp.producers), None)
+        head_size = st.size(lay[-1])
+        av = _walk_forward(sm.output[0], consumers, _AFTER_SOFTMAX)
+        value = None
+        if av is not None and st.layout(av.input[1]) is not None:
+            value = next((grp for grp in groups_of(st.layout(av.input[1])[-1]) if grp.producers), None)  # type: ignore[index]
+        q_proj = _walk_back(qk.input[0], st, _Q_PATH)
+        hidden = (read.get(q_proj.name) or [None])[0] if q_proj is not None else None
+        found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
+    if not found:
+        return found
+    attention = {id(x) for layer in found for x in (layer.heads, layer.value_size) if x is not None}
+    hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}
+    for grp in analysis.groups:
+        if id(grp) in attention or id(grp) in hidden_ids or not grp.producers or not grp.consumers:
+            continue
+        from_hidden = all(any(id(h) in hidden_ids for h in read.get(p, [])) for p in grp.producers)
+        to_hidden = all(any(id(h) in hidden_ids for h in produced.get(c, [])) for c in grp.consumers)
+        if from_hidden and to_hidden:
+            at = min(order.get(p, 0) for p in grp.producers)
+            owner = max((layer for layer in found if order.get(layer.scores, 0) < at),
+                        key=lambda layer: order.get(layer.scores, 0), default=None)
+            if owner is not None:
+                owner.ffn.append(grp)
+    return found
+
+
+def _walk_back(name: str, st, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+    """The first node before `name` (following input 0, or the non-constant input) that is not in `through`."""
+    node = st.node_of.get(name)
+    if node is None or depth > 12:
+        return None
+    if node.op_type not in through:
+        return node
+    candidates = node.input[1:3] if node.op_type == "Where" else node.input  # Where(mask, scores, fill)
+    inputs = [i for i in candidates if i and not st.is_const(i)]
+    return _walk_back(inputs[0], st, through, depth + 1) if inputs else None
+
+
+def _walk_forward(name: str, consumers: dict, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+    nxt = consumers.get(name, [])
+    if len(nxt) != 1 or depth > 6:
+        return None
+    node = nxt[0]
+    return node if node.op_type not in through else _walk_forward(node.output[0], consumers, through, depth + 1)
