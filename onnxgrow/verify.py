@@ -241,7 +241,8 @@ def verify(
     rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
     providers = providers_for(provider)
     ref_iface, cand_iface = interfaces or (None, None)
-    # read one model at a time, and without external data: only inputs, outputs and shapes are needed here
+    # files are read without external data, and the reference's weights are dropped before the candidate
+    # is read: only inputs, outputs, initializer names and shapes are needed here
     if ref_iface is None and isinstance(reference, onnx.ModelProto):
         ref_iface = reference
     elif ref_iface is None:
