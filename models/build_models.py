@@ -57,6 +57,47 @@ class TinyEncoder(nn.Module):
         return self.cls(self.layer(self.embed(ids)).mean(dim=1))
 
 
+class TinyGPT(nn.Module):
+    """GPT-style decoder: token + position embeddings, 2 pre-norm layers (hidden 32, 4 heads written out with
+    view(), causal mask, GELU FFN 64), final LayerNorm, logits tied to the token embedding."""
+
+    def __init__(self, vocab: int = 100, d: int = 32, heads: int = 4, ff: int = 64, seq: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
+        self.ln1 = nn.ModuleList(nn.LayerNorm(d) for _ in range(2))
+        self.qkv = nn.ModuleList(nn.Linear(d, 3 * d) for _ in range(2))
+        self.proj = nn.ModuleList(nn.Linear(d, d) for _ in range(2))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(d) for _ in range(2))
+        self.fc = nn.ModuleList(nn.Linear(d, ff) for _ in range(2))
+        self.out = nn.ModuleList(nn.Linear(ff, d) for _ in range(2))
+        self.ln = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.lm_head.weight = self.tok.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        b, s = ids.shape
+        x = self.tok(ids) + self.pos(torch.arange(s))
+        mask = torch.tril(torch.ones(s, s, dtype=torch.bool))
+        for i in range(2):
+            q, k, v = self.qkv[i](self.ln1[i](x)).split(x.shape[-1], dim=-1)
+            q, k, v = (t.view(b, s, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+            att = (q @ k.transpose(-2, -1)) / (q.shape[-1] ** 0.5)
+            att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+            x = x + self.proj[i]((att @ v).transpose(1, 2).reshape(b, s, -1))
+            x = x + self.out[i](nn.functional.gelu(self.fc[i](self.ln2[i](x))))
+        return self.lm_head(self.ln(x))
+
+
+def _randomise_norms(model: nn.Module) -> None:
+    """Trained-looking LayerNorm scales and shifts (else torch merges the equal ones into one initializer)."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
 def _randomise_bn(model: nn.Module) -> None:
     """Give BatchNorm layers trained-looking statistics instead of the identity defaults."""
     g = torch.Generator().manual_seed(0)
@@ -75,9 +116,12 @@ def build(out: Path = HERE) -> list[Path]:
         ("mlp.onnx", MLP(), torch.randn(1, 784), ["x"], {"x": {0: "batch"}}),
         ("cnn.onnx", ResCNN(), torch.randn(1, 3, 32, 32), ["x"], {"x": {0: "batch"}}),
         ("encoder.onnx", TinyEncoder(), torch.randint(0, 100, (1, 8)), ["ids"], {"ids": {0: "batch"}}),
+        ("gpt.onnx", TinyGPT(), torch.randint(0, 100, (1, 8)), ["ids"], {"ids": {0: "batch"}}),
     ]
     for name, model, example, inputs, dyn in specs:
         _randomise_bn(model)
+        if isinstance(model, TinyGPT):
+            _randomise_norms(model)
         model.eval()
         path = out / name
         torch.onnx.export(model, (example,), str(path), input_names=inputs, output_names=["logits"],

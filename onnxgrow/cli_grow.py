@@ -18,6 +18,8 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("--json", action="store_true", help="print the groups as JSON on stdout")
     p.add_argument("--keep-outputs", action="store_true",
                    help="show groups as `widen --keep-outputs` sees them (graph outputs do not block growth)")
+    p.add_argument("--layers", action="store_true",
+                   help="print only the transformer layers (heads, head size, hidden, feed-forward, blocks)")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("widen", help="add units to layers without changing what the model computes",
@@ -104,9 +106,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                           "transformer_layers": [layer.to_dict() for layer in layers]}, indent=2))
     else:
         out = console()
-        out.print(groups_table(analysis, args.model))
-        if blocks:
-            out.print(blocks_table(blocks))
+        if args.layers and not layers:
+            raise OnnxGrowError(f"{args.model}: no attention layer found (inspect without --layers lists its groups)")
+        if not args.layers:
+            out.print(groups_table(analysis, args.model))
+            if blocks:
+                out.print(blocks_table(blocks))
         if layers:
             from .passes.blocks import layer_units, resolve_chain
 

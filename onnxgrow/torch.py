@@ -314,15 +314,7 @@ def _write_out_gelu(graph: onnx.GraphProto) -> None:
 
 def _check_convertible(m: onnx.ModelProto) -> None:
     """Every node onnx2torch has no converter for, in one OnnxGrowError."""
-    from onnx2torch.node_converters import get_converter
-
-    opsets = {o.domain: o.version for o in m.opset_import}
-    bad = []
-    for node in m.graph.node:
-        try:
-            get_converter(domain=node.domain, operation_type=node.op_type, version=opsets.get(node.domain, 1))
-        except NotImplementedError:
-            bad.append(f"'{node.name}' ({node.op_type})")
+    bad = [f"'{node.name}' ({node.op_type})" for node in _unconvertible(m)]
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise OnnxGrowError(f"onnx2torch cannot convert node {', '.join(bad[:5])}{more}: it has no converter for "

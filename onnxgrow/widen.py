@@ -114,7 +114,7 @@ def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init:
                 new = g.size + math.ceil((new - g.size) / g.granularity) * g.granularity  # type: ignore[operator]
             strategy = _fallback(g, init, new)
             if strategy is None:
-                raise OnnxGrowError(f"{flag}: {g.allows(init, new)}")
+                raise OnnxGrowError(f"{flag}: {g.allows('net2net' if g.constraint == 'replicate' else init, new)}")
             note = None if strategy == init else f"--init {init} not allowed ({g.reason}); used {strategy}"
             plans[g.id] = GroupPlan(g, new, strategy, note)
 

@@ -52,8 +52,8 @@ def exported(tmp_path_factory):
     return get
 
 
-def _ids(batch: int = 3, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, tm.VOCAB, (batch, 6)).astype(np.int64)
+def _ids(batch: int = 3, seed: int = 1, seq: int = 6) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, tm.VOCAB, (batch, seq)).astype(np.int64)
 
 
 def _run(model, ids: np.ndarray) -> np.ndarray:
@@ -67,9 +67,9 @@ def _normalised(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(a))), 1e-12))
 
 
-def _same(original: Path, grown, tol: float = TOL) -> None:
+def _same(original: Path, grown, tol: float = TOL, seq: int = 6) -> None:
     for batch, seed in ((3, 1), (1, 2)):  # not the export's batch of 2: the dynamic batch must still work
-        ids = _ids(batch, seed)
+        ids = _ids(batch, seed, seq)
         assert _normalised(_run(original, ids), _run(grown, ids)) < tol
 
 
@@ -183,3 +183,16 @@ def test_cli_grows_and_inspects_a_transformer(exported, tmp_path):
                           "--heads", "+2", "--layer", "g1=+1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--heads" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_packed_qkv_split_heads_grow(tmp_path):
+    """models/gpt.onnx (GPT-2 style: one q|k|v projection split in three, view(b, s, heads, -1) with a dynamic
+    batch, the -1 solved from the shapes): heads, hidden and depth grow exactly."""
+    path = Path(__file__).resolve().parent.parent / "models" / "gpt.onnx"
+    found = layers(inspect_model(path))
+    assert [(x.heads.size, x.head_size, x.hidden.size, x.ffn[0].size) for x in found] == [(4, 8, 32, 64)] * 2
+    wide = widen_model(path, heads="+2", hidden="x2", check=False)
+    deep = deepen_model(wide.model, "layers", block="copy", check=False)
+    _same(path, deep.model, seq=8)
+    qkv = [t for t in deep.model.graph.initializer if t.name == "qkv.0.bias"]
+    assert qkv and list(qkv[0].dims) == [3 * 6 * 8]  # three chunks of 6 heads x 8

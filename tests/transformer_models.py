@@ -10,15 +10,16 @@ Every model is tiny (hidden 8-16, 2 heads) so both torch exporters finish in sec
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import warnings
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from torch_models import export as export_model  # noqa: E402
 
 VOCAB = 23
 
@@ -170,28 +171,10 @@ def build(name: str, seed: int = 0, batch: int = 2, seq: int = 6) -> tuple[nn.Mo
 
 def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool,
            dynamic_batch: bool = False) -> Path:
-    """Export with the TorchScript exporter (opset 17) or the dynamo exporter (its default opset)."""
-    path = Path(path)
-    module = module.eval()
+    """torch_models.export (TorchScript at opset 17, or dynamo) with the fused encoder fast path turned off."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # else eval encoders export as one fused aten op
     try:
-        _export(module, example, path, dynamo, dynamic_batch)
+        return export_model(module.eval(), example, path, dynamo, dynamic_batch)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return path
-
-
-def _export(module: nn.Module, example: torch.Tensor, path: Path, dynamo: bool, dynamic_batch: bool) -> None:
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        if dynamo:
-            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
-            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, dynamic_shapes=shapes,
-                                        input_names=["x"], output_names=["y"])
-            program.save(str(path))
-        else:
-            axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                              opset_version=17, dynamic_axes=axes)

@@ -728,9 +728,40 @@ def _split(node: onnx.NodeProto, st: State) -> None:
             for p in part.parts[1:]:
                 st.unify(part.parts[0], p, node.name)
         return
+    if _split_equal_chunks(node, st, lay, axis, split, sizes):
+        return
     st.block(part, f"{node.name} (Split) cuts this axis")
     for o, s in zip(outs, sizes):
         st.set_layout(o, lay[:axis] + [st.fresh(s, f"output of {node.name}")] + lay[axis + 1:])
+
+
+def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int, split: list[int] | None,
+                        sizes: list[int | None]) -> bool:
+    """Equal chunks of one group (GPT-2's packed q|k|v projection): the axis is chunk × unit, each output the
+    unit factor. The chunk count is fixed; a unit grows inside every chunk, and the split sizes follow."""
+    from .state import AttrUse, ValueUse
+
+    k, n = len(sizes), st.size(lay[axis])
+    if k < 2 or None in sizes or len(set(sizes)) != 1 or n != k * sizes[0] or (split is None and _inp(node, 1)):
+        return False
+    part = lay[axis]
+    if isinstance(part, Prod) and st.size(part.factors[0]) == k:
+        chunks, unit = part.factors[0], prod(list(part.factors[1:]))
+    elif isinstance(part, Atom):
+        pieces = st.split(part, [k, int(sizes[0])], f"split by {node.name}")  # type: ignore[arg-type]
+        if pieces is None:
+            return False
+        chunks, unit = pieces
+    else:
+        return False
+    st.block(chunks, f"{node.name} (Split) picks chunks along this axis")
+    for j, o in enumerate(node.output):
+        st.set_layout(o, lay[:axis] + [unit] + lay[axis + 1:])
+        if attr(node, "split") is not None:
+            st.attr_uses.append(AttrUse(node.name, "split", unit, 1, j))
+        elif split is not None:
+            st.value_uses.append(ValueUse(node.name, node.input[1], j, unit, 1))
+    return True
 
 
 @rule("coupling", "Slice")

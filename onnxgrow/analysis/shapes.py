@@ -32,10 +32,43 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _dims(tp: onnx.TypeProto) -> list[int | None] | None:
+def _dims(tp: onnx.TypeProto) -> list[int | str | None] | None:
+    """Sizes, with the symbol of a dynamic dimension ('batch', 'unk__1') or None when it has none."""
     if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tp.tensor_type.shape.dim]
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+            for d in tp.tensor_type.shape.dim]
+
+
+def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str, int]:
+    """Sizes of the symbols onnx leaves for a Reshape's -1 (`unk__1`) when the other symbols cancel out.
+
+    view(batch, seq, heads, -1) of a [batch, seq, hidden] tensor: 'batch' is on both sides, so the -1 is
+    hidden / heads; onnx's inference cannot divide symbols, so it names the result `unk__N`.
+    """
+    solved: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type != "Reshape" or node.input[0] not in shapes or node.output[0] not in shapes:
+            continue
+        din = [solved.get(d, d) if isinstance(d, str) else d for d in shapes[node.input[0]]]
+        dout = [solved.get(d, d) if isinstance(d, str) else d for d in shapes[node.output[0]]]
+        if None in din or None in dout:
+            continue
+        left = [d for d in din if isinstance(d, str)]
+        right = [d for d in dout if isinstance(d, str)]
+        for sym in list(left):
+            if sym in right:
+                left.remove(sym)
+                right.remove(sym)
+        known_in = 1
+        for d in din:
+            known_in *= d if isinstance(d, int) else 1
+        known_out = 1
+        for d in dout:
+            known_out *= d if isinstance(d, int) else 1
+        if not left and len(right) == 1 and known_out and known_in % known_out == 0:
+            solved[right[0]] = known_in // known_out
+    return solved
 
 
 def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -45,9 +78,10 @@ def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
         light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown shapes block growth locally
         pass
-    shapes: dict[str, list[int | None]] = {}
+    named: dict[str, list] = {}
     for vi in list(light.graph.input) + list(light.graph.value_info) + list(light.graph.output):
         dims = _dims(vi.type)
         if dims is not None:
-            shapes[vi.name] = dims
-    return shapes
+            named[vi.name] = dims
+    solved = _solve_reshapes(light.graph, named)
+    return {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in named.items()}

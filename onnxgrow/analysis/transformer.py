@@ -19,7 +19,7 @@ from .layout import atoms
 _BEFORE_SOFTMAX = ("Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Transpose")
 _AFTER_SOFTMAX = ("Cast", "Identity", "Dropout", "Where")
 #: ops from the Q projection to the scores MatMul
-_Q_PATH = ("Reshape", "Transpose", "Add", "Mul", "Div", "Squeeze", "Unsqueeze", "Gather", "Cast", "Identity")
+_Q_PATH = ("Reshape", "Transpose", "Add", "Mul", "Div", "Squeeze", "Unsqueeze", "Gather", "Split", "Cast", "Identity")
 
 
 @dataclass

@@ -87,13 +87,33 @@ def find_blocks(model: onnx.ModelProto) -> list[Block]:
     return blocks
 
 
+#: ops of the small integer arithmetic that reads sizes (a Reshape target's batch read from the input ids)
+_SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div", "Slice", "Identity",
+              "Range", "ConstantOfShape", "Equal", "Where", "Expand", "Reshape", "Not", "Trilu")
+
+
+def _shape_only(t: str, producers: dict, inits: set[str], memo: dict[str, bool], depth: int = 0) -> bool:
+    """Whether `t` is computed from sizes of graph inputs and constants alone: the same for a block and its copy."""
+    if t in inits or t == "":
+        return True
+    if t in memo:
+        return memo[t]
+    node = producers.get(t)
+    ok = node is not None and depth < 16 and (
+        (node.op_type in ("Shape", "Size") and node.input[0] not in producers) or  # sizes of a graph input
+        (node.op_type in _SHAPE_OPS and all(_shape_only(i, producers, inits, memo, depth + 1) for i in node.input)))
+    memo[t] = ok
+    return ok
+
+
 def _branch(stream: str, branch: str, producers: dict, inits: set[str]) -> list[onnx.NodeProto] | None:
-    """Nodes computing `branch` from `stream` and constants only; None when something else feeds in."""
+    """Nodes computing `branch` from `stream`, constants and sizes only; None when something else feeds in."""
     found: dict[str, onnx.NodeProto] = {}
     frontier = [branch]
+    memo: dict[str, bool] = {}
     while frontier:
         t = frontier.pop()
-        if t == stream or t in inits or t == "":
+        if t == stream or t in inits or t == "" or (t != branch and _shape_only(t, producers, inits, memo)):
             continue
         node = producers.get(t)
         if node is None:
