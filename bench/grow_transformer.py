@@ -2,12 +2,13 @@
 
 Builds the encoder locally (bench/grow_speed.py's builder: 12 post-norm layers, hidden 768, 12 heads, FFN
 3072, random weights, nothing downloaded), then runs, each as a fresh process:
-  widen   onnxgrow widen bert.onnx --hidden x2 --keep-outputs        (768 -> 1536, whole copies, exact)
+  widen   onnxgrow widen bert.onnx --hidden x2 --heads x2 --ffn x2 --keep-outputs
+          (hidden 768 -> 1536 by whole copies, 12 -> 24 heads of 64, FFN 3072 -> 6144; exact)
   deepen  onnxgrow deepen wide.onnx --block copy --after layers        (12 -> 24 layers; post-norm: approximate)
   floor   onnx.load + onnx.save of the final model
 both without and with onnxgrow's onnxruntime check, and prints each time as a ratio to the floor.
 
-Run:  python bench/grow_transformer.py                        (~110 M -> ~850 M parameters; needs ~12 GB RAM)
+Run:  python bench/grow_transformer.py                        (~110 M -> ~730 M parameters; needs ~12 GB RAM)
       python bench/grow_transformer.py --layers 2 --hidden 32 --heads 4 --ffn 64 --vocab 100   (what the test runs)
 """
 from __future__ import annotations
@@ -62,10 +63,11 @@ def main() -> int:
         rows = []
         for verified in (False, True):
             flag = [] if verified else ["--no-verify"]
-            t_wide = _timed(og + ["widen", str(bert), "-o", str(wide), "--hidden", "x2", "--keep-outputs"] + flag)
+            t_wide = _timed(og + ["widen", str(bert), "-o", str(wide), "--hidden", "x2", "--heads", "x2", "--ffn", "x2",
+                                  "--keep-outputs"] + flag)
             t_deep = _timed(og + ["deepen", str(wide), "-o", str(deep), "--block", "copy", "--after", "layers"] + flag)
             label = "verified" if verified else "no verify"
-            rows += [(f"widen --hidden x2 ({label})", t_wide), (f"deepen --after layers ({label})", t_deep),
+            rows += [(f"widen --hidden x2 --heads x2 --ffn x2 ({label})", t_wide), (f"deepen --after layers ({label})", t_deep),
                      (f"both ({label})", t_wide + t_deep)]
         t_floor = _timed([sys.executable, "-c", FLOOR, str(deep), str(floor)])
         before, after = _params(bert), _params(deep)

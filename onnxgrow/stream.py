@@ -246,9 +246,16 @@ def _subgraph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from _subgraph_tensors(g)
 
 
+#: small integer tensors stay in the model even when every initializer is asked to go outside: they are shape
+#: constants (Reshape targets, Slice bounds) that onnxruntime's shape inference must read at load time
+_SHAPE_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+SMALL_INTEGERS = 1024
+
+
 def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO, data_fh: BinaryIO,
                    location: str, threshold: int, progress: ProgressFn | None = None) -> None:
-    """Write initializers of `threshold` bytes or more (main graph and subgraphs; strings stay inline) to
+    """Write initializers of `threshold` bytes or more (main graph and subgraphs; strings and small integer
+    shape constants stay inline) to
     `data_fh`, recorded as external data at `location`, and the rest of `model` to `fh`.
 
     `model` is changed: its stubs get their data or external-data entries (it is the caller's copy)."""
@@ -258,18 +265,20 @@ def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh:
     for i, t in enumerate(tensors):
         d = deferred.get(t.name) if i < main else None
         sizes.append(d.nbytes if d is not None and not has_data(t) else raw_nbytes(t.data_type, list(t.dims)) or 0)
-    w = _Writer(data_fh, sum(s for s in sizes if s >= threshold), progress, "write")
-    for i, (t, nbytes) in enumerate(zip(tensors, sizes)):
+    inline = [nbytes < threshold or (t.data_type in _SHAPE_TYPES and nbytes < SMALL_INTEGERS)
+              for t, nbytes in zip(tensors, sizes)]
+    w = _Writer(data_fh, sum(s for s, keep in zip(sizes, inline) if not keep), progress, "write")
+    for i, (t, nbytes, keep) in enumerate(zip(tensors, sizes, inline)):
         d = deferred.get(t.name) if i < main else None
         if d is not None and not has_data(t):
             data: Iterator[Buffer] = pieces(t.name, d)
-        elif t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING or nbytes < threshold:
+        elif t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING or keep:
             continue
         elif t.HasField("raw_data"):
             data = iter([t.raw_data])
         else:  # typed fields (float_data ...): onnx keeps only raw_data outside the model
             data = iter([array_bytes(numpy_helper.to_array(t), t.data_type)])
-        if nbytes < threshold:
+        if keep:
             t.raw_data = b"".join(data)
             continue
         offset = data_fh.tell()

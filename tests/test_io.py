@@ -502,3 +502,25 @@ def test_python_module_entry_point_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "onnxgrow", "verify", str(p), str(p)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+
+
+def test_external_data_keeps_shape_constants_inline(tmp_path):
+    """--save-external-data (and verify's temporary copy past 2 GB): a Reshape target or Slice bound in the
+    data file stops onnxruntime's shape inference at load ("Cannot parse data from external tensors")."""
+    w = np.random.default_rng(0).standard_normal((4, 600)).astype(np.float32)  # big enough to go outside
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Slice", ["h", "start", "end", "axis"], ["s"]),
+         helper.make_node("Reshape", ["s", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0], np.int64), "start"),
+         numpy_helper.from_array(np.array([300], np.int64), "end"), numpy_helper.from_array(np.array([1], np.int64), "axis"),
+         numpy_helper.from_array(np.array([-1, 30, 10], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = onnxgrow.save(model, tmp_path / "m.onnx", external_data=True)
+    back = onnx.load(str(path), load_external_data=False)
+    where = {t.name: t.data_location for t in back.graph.initializer}
+    assert where["w"] == TensorProto.EXTERNAL and where["shape"] == where["end"] == TensorProto.DEFAULT
+    x = np.ones((2, 4), np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, (x @ w)[:, :300].reshape(-1, 30, 10), rtol=1e-6)
