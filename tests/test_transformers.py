@@ -196,3 +196,13 @@ def test_packed_qkv_split_heads_grow(tmp_path):
     _same(path, deep.model, seq=8)
     qkv = [t for t in deep.model.graph.initializer if t.name == "qkv.0.bias"]
     assert qkv and list(qkv[0].dims) == [3 * 6 * 8]  # three chunks of 6 heads x 8
+
+
+@pytest.mark.parametrize("init", ["noise", "zero", "net2net"])
+@pytest.mark.parametrize("name,exporter", [("llama", "torchscript"), ("llama", "dynamo"), ("encoder-pre-gelu", "dynamo")])
+def test_feed_forward_grows_exactly_with_every_strategy(exported, name, exporter, init):
+    """SwiGLU (silu(gate) * up) and GELU feed-forward layers: every strategy keeps the model exact."""
+    path = exported(name, exporter)
+    result = widen_model(path, ffn="x2", init=init, check=False)
+    assert all(p.init == init for p in result.plans)
+    _same(path, result.model)
