@@ -256,11 +256,53 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     work = onnx.ModelProto()
     work.CopyFrom(m)
     _write_out_gelu(work.graph)
+    hidden = _hide_splits(work)
     try:
         converted = version_converter.convert_version(work, _ONNX2TORCH_OPSET)
     except Exception:  # the converter has no adapter for some op: report the ops as they are
         return m
+    for n in converted.graph.node:
+        if n.domain == _HIDDEN and n.name in hidden:
+            n.domain = ""
+    kept = [o for o in converted.opset_import if o.domain != _HIDDEN]
+    del converted.opset_import[:]
+    converted.opset_import.extend(kept)
     return converted if len(_unconvertible(converted)) < len(_unconvertible(m)) else m
+
+
+_HIDDEN = "onnxgrow.opset17"
+
+
+def _hide_splits(m: onnx.ModelProto) -> set[str]:
+    """Split-18 nodes rewritten as Split-13 (sizes as an input instead of num_outputs) and hidden from onnx's
+    version converter, which has no Split 18 → 17 adapter; the caller puts them back in the default domain."""
+    from .analysis.shapes import infer
+
+    shapes = infer(m)
+    hidden: set[str] = set()
+    for k, n in enumerate(m.graph.node):
+        if n.op_type != "Split" or n.domain not in ("", "ai.onnx"):
+            continue
+        n.name = n.name or f"onnxgrow_split_{k}"
+        parts = next((a.i for a in n.attribute if a.name == "num_outputs"), None)
+        if parts is not None:
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+            shape = shapes.get(n.input[0])
+            size = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+            if size is None or size % parts:
+                continue  # uneven or unknown: leave it to the converter (which will refuse)
+            sizes = f"{n.name}/split"
+            m.graph.initializer.append(numpy_helper.from_array(np.full(parts, size // parts, np.int64), sizes))
+            del n.input[1:]
+            n.input.append(sizes)
+            keep = [a for a in n.attribute if a.name != "num_outputs"]
+            del n.attribute[:]
+            n.attribute.extend(keep)
+        n.domain = _HIDDEN
+        hidden.add(n.name)
+    if hidden:
+        m.opset_import.append(onnx.helper.make_opsetid(_HIDDEN, 1))
+    return hidden
 
 
 def _drop_idle_allowzero(m: onnx.ModelProto) -> None:

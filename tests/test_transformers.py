@@ -28,10 +28,11 @@ from onnxgrow.errors import OnnxGrowError  # noqa: E402
 from onnxgrow.passes.blocks import find_blocks, layer_units  # noqa: E402
 from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
 
-NAMES = ["encoder-pre-relu", "encoder-pre-gelu", "encoder-post-relu", "encoder-post-gelu", "gpt", "llama"]
+NAMES = ["encoder-pre-relu", "encoder-pre-gelu", "encoder-post-relu", "encoder-post-gelu", "gpt", "llama",
+         "llama-rope"]
 EXPORTERS = ["torchscript", "dynamo"]
 CASES = [pytest.param(n, e, id=f"{n}-{e}") for n in NAMES for e in EXPORTERS]
-FFN = {"llama": 12}  # feed-forward width of each model (16 unless listed)
+FFN = {"llama": 12, "llama-rope": 12, "llama-gqa": 12}  # feed-forward width of each model (16 unless listed)
 TOL = 1e-5
 
 
@@ -206,3 +207,13 @@ def test_feed_forward_grows_exactly_with_every_strategy(exported, name, exporter
     result = widen_model(path, ffn="x2", init=init, check=False)
     assert all(p.init == init for p in result.plans)
     _same(path, result.model)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_grouped_query_attention_heads_are_refused_with_the_reason(exported, exporter):
+    """k/v heads repeated for their query group (repeat_interleave → Tile/Expand): the head count cannot grow
+    yet, and says why; hidden and feed-forward still grow exactly."""
+    path = exported("llama-gqa", exporter)
+    with pytest.raises(OnnxGrowError, match=r"--heads \+2: group g\d+ cannot grow: .*(Tile|Expand)"):
+        widen_model(path, heads="+2", check=False)
+    _same(path, widen_model(path, hidden="x2", ffn="x2", check=False).model)

@@ -4,7 +4,8 @@
 - `gpt`: a GPT-style decoder: token + learned position embeddings, causal self-attention written out
   (Linear q/k/v, view into heads, masked softmax), GELU MLP, final LayerNorm, output head tied to the
   token embedding.
-- `llama`: LLaMA-style blocks: RMSNorm written out, attention without biases, SwiGLU feed-forward.
+- `llama`: LLaMA-style blocks: RMSNorm written out, attention without biases, SwiGLU feed-forward;
+  `llama-rope` adds rotary position embeddings, `llama-gqa` also grouped-query attention (1 k/v head).
 
 Every model is tiny (hidden 8-16, 2 heads) so both torch exporters finish in seconds.
 """
@@ -68,6 +69,39 @@ class CausalSelfAttention(nn.Module):
         return self.o(y)
 
 
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class RopeAttention(CausalSelfAttention):
+    """LLaMA attention: rotary position embeddings on q and k, no biases, optionally fewer key/value heads
+    than query heads (grouped-query attention: each k/v head repeated for its group with repeat_interleave)."""
+
+    def __init__(self, d: int, heads: int, kv_heads: int | None = None, seq: int = 6) -> None:
+        super().__init__(d, heads, bias=False)
+        self.kv_heads = kv_heads or heads
+        self.k = nn.Linear(d, self.kv_heads * self.head_dim, bias=False)
+        self.v = nn.Linear(d, self.kv_heads * self.head_dim, bias=False)
+        inv = 1.0 / (10000 ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        freqs = torch.outer(torch.arange(seq).float(), inv)
+        self.register_buffer("cos", torch.cat((freqs, freqs), -1).cos())
+        self.register_buffer("sin", torch.cat((freqs, freqs), -1).sin())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        q = self.q(x).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = q * self.cos + _rotate_half(q) * self.sin, k * self.cos + _rotate_half(k) * self.sin
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att.masked_fill(~torch.tril(torch.ones(s, s, dtype=torch.bool)), float("-inf")).softmax(-1)
+        return self.o((att @ v).transpose(1, 2).reshape(b, s, self.heads * self.head_dim))
+
+
 class GPTBlock(nn.Module):
     def __init__(self, d: int, heads: int, ff: int) -> None:
         super().__init__()
@@ -110,12 +144,14 @@ class RMSNorm(nn.Module):
 
 
 class LlamaBlock(nn.Module):
-    """RMSNorm → attention (no biases) → residual; RMSNorm → SwiGLU (silu(gate) * up → down) → residual."""
+    """RMSNorm → attention (no biases) → residual; RMSNorm → SwiGLU (silu(gate) * up → down) → residual.
 
-    def __init__(self, d: int, heads: int, ff: int) -> None:
+    `rope`: rotary position embeddings in the attention; `kv_heads`: grouped-query attention."""
+
+    def __init__(self, d: int, heads: int, ff: int, rope: bool = False, kv_heads: int | None = None) -> None:
         super().__init__()
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
-        self.attn = CausalSelfAttention(d, heads, bias=False)
+        self.attn = RopeAttention(d, heads, kv_heads) if rope else CausalSelfAttention(d, heads, bias=False)
         self.gate = nn.Linear(d, ff, bias=False)
         self.up = nn.Linear(d, ff, bias=False)
         self.down = nn.Linear(ff, d, bias=False)
@@ -126,10 +162,11 @@ class LlamaBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, d: int = 8, heads: int = 2, ff: int = 12, layers: int = 2) -> None:
+    def __init__(self, d: int = 8, heads: int = 2, ff: int = 12, layers: int = 2, rope: bool = False,
+                 kv_heads: int | None = None) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, d)
-        self.blocks = nn.ModuleList(LlamaBlock(d, heads, ff) for _ in range(layers))
+        self.blocks = nn.ModuleList(LlamaBlock(d, heads, ff, rope, kv_heads) for _ in range(layers))
         self.norm = RMSNorm(d)
         self.head = nn.Linear(d, 3, bias=False)
 
@@ -159,6 +196,8 @@ MODELS = {
     "encoder-hidden-out": lambda: Encoder(True, "gelu", hidden_out=True),
     "gpt": GPT,
     "llama": Llama,
+    "llama-rope": lambda: Llama(rope=True),
+    "llama-gqa": lambda: Llama(rope=True, kv_heads=1),
 }
 
 
