@@ -933,6 +933,9 @@ def test_tied_consumer_weight_grown_differently_is_refused():
     with pytest.raises(OnnxGrowError, match="shared_out"):
         widen_model(model, {"fa": "x2"}, check=False)
     grow(model, {"fa": "x2", "fb": "x2"}, init="noise")
+    # net2net draws its copies per group: the message says so instead of "grow both the same way"
+    with pytest.raises(OnnxGrowError, match="net2net copies randomly chosen units for each group"):
+        widen_model(model, {"fa": "x2", "fb": "x2"}, init="net2net", check=False)
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])

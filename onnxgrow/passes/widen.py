@@ -90,9 +90,13 @@ class _Rewriter:
                     e = expand(other.layout, self.unit)
                     same_role = (other.role == "consumer") == (first.role == "consumer")
                     if not same_role or e.new_size != e0.new_size or not np.array_equal(e.src, e0.src):
+                        drawn = {p.init for p in (self.grown(first.layout), self.grown(other.layout)) if p} == {"net2net"}
+                        hint = ("net2net copies randomly chosen units for each group, so a tied weight cannot "
+                                "follow both; use --init noise or zero" if same_role and drawn and
+                                e.new_size == e0.new_size else "grow both groups the same way or untie the weight")
                         raise OnnxGrowError(
                             f"weight {init} is shared by {first.node} and {other.node}, which would grow it "
-                            f"differently (tied weights); grow both groups the same way or untie the weight")
+                            f"differently (tied weights); {hint}")
         for parts, reason in self.st.same_factor:
             ratios = {(e.new_size / e.old_size if e.old_size else 1.0) for e in (expand(p, self.unit) for p in parts)}
             if len(ratios) > 1:
