@@ -4,7 +4,7 @@ Builds the encoder locally (bench/grow_speed.py's builder: 12 post-norm layers, 
 3072, random weights, nothing downloaded), then runs, each as a fresh process:
   widen   onnxgrow widen bert.onnx --hidden x2 --heads x2 --ffn x2 --keep-outputs
           (hidden 768 -> 1536 by whole copies, 12 -> 24 heads of 64, FFN 3072 -> 6144; exact)
-  deepen  onnxgrow deepen wide.onnx --block copy --after layers        (12 -> 24 layers; post-norm: approximate)
+  deepen  onnxgrow deepen wide.onnx --block copy --after layers --approximate   (12 -> 24 layers; post-norm)
   floor   onnx.load + onnx.save of the final model
 both without and with onnxgrow's onnxruntime check, and prints each time as a ratio to the floor.
 
@@ -65,7 +65,8 @@ def main() -> int:
             flag = [] if verified else ["--no-verify"]
             t_wide = _timed(og + ["widen", str(bert), "-o", str(wide), "--hidden", "x2", "--heads", "x2", "--ffn", "x2",
                                   "--keep-outputs"] + flag)
-            t_deep = _timed(og + ["deepen", str(wide), "-o", str(deep), "--block", "copy", "--after", "layers"] + flag)
+            t_deep = _timed(og + ["deepen", str(wide), "-o", str(deep), "--block", "copy", "--after", "layers",
+                                  "--approximate"] + flag)
             label = "verified" if verified else "no verify"
             rows += [(f"widen --hidden x2 --heads x2 --ffn x2 ({label})", t_wide), (f"deepen --after layers ({label})", t_deep),
                      (f"both ({label})", t_wide + t_deep)]

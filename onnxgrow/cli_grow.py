@@ -71,6 +71,8 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("--noise-std", type=float, default=0.0,
                    help="noise on identity weights to break symmetry (makes the result approximate)")
     p.add_argument("--seed", type=int, default=0, help="seed for new weights (default 0)")
+    p.add_argument("--approximate", action="store_true",
+                   help="copy post-norm blocks even though the copy changes the outputs; report the error")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
     p.add_argument("--save-external-data", action="store_true", help="write weights to OUTPUT.data")
     add_verify_flags(p, full=False)
@@ -216,7 +218,7 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
             result = deepen_model(
                 args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
                 activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
-                check=not args.no_verify, atol=args.atol, rtol=args.rtol, provider=args.provider,
+                check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol, provider=args.provider,
                 input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
             )
             save(result.model, args.output, external_data=True if args.save_external_data else None,

@@ -131,10 +131,14 @@ def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: i
 
 def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
                  activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
-                 check: bool = True, progress: ProgressFn | None = None, **verify_args) -> DeepenResult:
+                 check: bool = True, approximate: bool = False, progress: ProgressFn | None = None,
+                 **verify_args) -> DeepenResult:
     """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch).
 
-    `progress` is called with the steps "load" and "verify" (see onnxgrow.progress)."""
+    A copy of a post-norm block changes the outputs (the norm after the Add sees another input): refused
+    unless `approximate` (as widen refuses an inexact plan), then written with the error reported.
+    `noise_std` > 0 asks for an inexact identity itself. `progress` is called with the steps "load" and
+    "verify" (see onnxgrow.progress)."""
     from .widen import parameter_count
 
     if block not in BLOCKS:
@@ -191,6 +195,10 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             producer = splice.nodes[-1]
             site = Site(splice.output, site.shape, site.dtype, site.conv, producer, site.weight_std)
     result.params_after = parameter_count(grown)
+    if not result.exact and not approximate and not noise_std > 0:
+        why = ("a normalisation follows the residual Add (post-norm), so a copy changes the outputs"
+               if any("normalisation follows" in n for n in result.notes) else "the new layers change the outputs")
+        raise OnnxGrowError(f"--after {after}: {why}; pass --approximate to write it anyway and see the error")
     if check:
         result.report = check_growth(original, grown, model, seed=seed, strict=result.exact, progress=progress,
                                      **verify_args)
