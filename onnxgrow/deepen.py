@@ -155,11 +155,11 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
     if seed < 0:
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
-    original = load(model, progress=progress)
-    refuse_quantised(original, "deepen")
-    grown = onnx.ModelProto()
-    grown.CopyFrom(original)
-    result = DeepenResult(grown, params_before=parameter_count(original))
+    # load returns onnxgrow's own copy (of a file or of the caller's ModelProto): deepen it in place and
+    # verify against `model` itself, so the weights are held once, not twice
+    grown = load(model, progress=progress)
+    refuse_quantised(grown, "deepen")
+    result = DeepenResult(grown, params_before=parameter_count(grown))
     if block == "copy":
         from .passes.blocks import copy_block, find_blocks, layer_units, resolve_chain
 
@@ -200,7 +200,7 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
                if any("normalisation follows" in n for n in result.notes) else "the new layers change the outputs")
         raise OnnxGrowError(f"--after {after}: {why}; pass --approximate to write it anyway and see the error")
     if check:
-        result.report = check_growth(original, grown, model, seed=seed, strict=result.exact, progress=progress,
+        result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
                                      **verify_args)
     return result
 

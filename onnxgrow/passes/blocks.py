@@ -221,7 +221,7 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
                 for j, i in enumerate(src.input):
                     if i in inits:
                         if i not in new_inits:
-                            t = onnx.TensorProto()
+                            t = g.initializer.add()  # copied once, in place (extend would copy again)
                             t.CopyFrom(inits[i])
                             t.name = f"{prefix}/{i}"
                             new_inits[i] = t
@@ -238,7 +238,6 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
         for block in chain:
             _zero_projection(rename[block.branch], by_out, copied, block)
         new_nodes += copies
-        g.initializer.extend(new_inits.values())
         entry = rename[last.exit]
         result.inserted += [n.name for n in copies]
     if exit_ != last.exit:  # the last copy writes the graph output
@@ -263,8 +262,15 @@ def copy_block(model: onnx.ModelProto, name: str, count: int, result) -> None:
 
 
 def _zero(t: onnx.TensorProto) -> None:
-    arr = numpy_helper.to_array(t)
-    t.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), t.name))
+    """All zeros, same name, type and shape (raw bytes of zeros; no array made)."""
+    if t.data_type == onnx.TensorProto.STRING:  # no raw form
+        t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), t.name))
+        return
+    n = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    width = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "raw_data"):
+        t.ClearField(field)
+    t.raw_data = bytes(n * width)
 
 
 def _zero_projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProto], block: Block) -> None:
