@@ -8,6 +8,7 @@ in onnxruntime next to the original on a batch of another size than the export's
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,10 @@ def test_cli_grows_and_inspects_a_transformer(exported, tmp_path):
     path = exported("gpt", "dynamo")
     shown = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(path)], capture_output=True, text=True)
     assert shown.returncode == 0 and "transformer layers" in shown.stdout and "b0-b1" in shown.stdout
+    listed = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(path), "--json"], capture_output=True,
+                            text=True)
+    found = json.loads(listed.stdout)["transformer_layers"]
+    assert [(x["heads"]["size"], x["head_size"], x["hidden"]["size"]) for x in found] == [(2, 4, 8)] * 2
     wide, deep = tmp_path / "wide.onnx", tmp_path / "deep.onnx"
     grown = subprocess.run([sys.executable, "-m", "onnxgrow", "widen", str(path), "-o", str(wide), "--heads", "+2",
                             "--ffn", "x2", "--hidden", "x2"], capture_output=True, text=True)
