@@ -219,10 +219,26 @@ def test_feed_forward_grows_exactly_with_every_strategy(exported, name, exporter
 
 
 @pytest.mark.parametrize("exporter", EXPORTERS)
-def test_grouped_query_attention_heads_are_refused_with_the_reason(exported, exporter):
-    """k/v heads repeated for their query group (repeat_interleave → Tile/Expand): the head count cannot grow
-    yet, and says why; hidden and feed-forward still grow exactly."""
+def test_grouped_query_attention_grows_key_value_heads(exported, exporter):
+    """4 query heads sharing 2 key/value heads (repeat_interleave → Tile/Expand, then Reshape): the growable
+    group is the key/value heads, each new one bringing its 2 query heads."""
     path = exported("llama-gqa", exporter)
+    found = layers(inspect_model(path))
+    assert [(x.heads.size, x.heads.constraint, x.head_size) for x in found] == [(2, "free", 2)] * 2
+    result = widen_model(path, heads="+1", check=False)
+    _same(path, result.model)
+    dims = [list(t.dims) for t in result.model.graph.initializer]
+    # kv heads 2 -> 3 (k and v projections 4 -> 6 wide), each repeated twice: 6 query heads (q 8 -> 12 wide,
+    # as wide as the 2 layers' gate and up projections)
+    assert dims.count([8, 6]) == 4 and dims.count([8, 12]) == 2 + 4
+    _same(path, widen_model(path, hidden="x2", ffn="x2", check=False).model)
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+def test_multi_query_attention_heads_are_refused_with_the_reason(exported, exporter):
+    """One key/value head for all query heads: its view makes a new unit axis, not a split of the projection,
+    so the head count cannot grow yet and says why; hidden and feed-forward still grow exactly."""
+    path = exported("llama-mqa", exporter)
     with pytest.raises(OnnxGrowError, match=r"--heads \+2: group g\d+ cannot grow: .*(Tile|Expand)"):
         widen_model(path, heads="+2", check=False)
     _same(path, widen_model(path, hidden="x2", ffn="x2", check=False).model)

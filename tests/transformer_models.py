@@ -5,7 +5,8 @@
   (Linear q/k/v, view into heads, masked softmax), GELU MLP, final LayerNorm, output head tied to the
   token embedding.
 - `llama`: LLaMA-style blocks: RMSNorm written out, attention without biases, SwiGLU feed-forward;
-  `llama-rope` adds rotary position embeddings, `llama-gqa` also grouped-query attention (1 k/v head).
+  `llama-rope` adds rotary position embeddings, `llama-gqa` also grouped-query attention (4 query heads,
+  2 key/value heads), `llama-mqa` multi-query attention (2 query heads, 1 key/value head).
 
 Every model is tiny (hidden 8-16, 2 heads) so both torch exporters finish in seconds.
 """
@@ -197,7 +198,8 @@ MODELS = {
     "gpt": GPT,
     "llama": Llama,
     "llama-rope": lambda: Llama(rope=True),
-    "llama-gqa": lambda: Llama(rope=True, kv_heads=1),
+    "llama-gqa": lambda: Llama(heads=4, rope=True, kv_heads=2),
+    "llama-mqa": lambda: Llama(rope=True, kv_heads=1),
 }
 
 

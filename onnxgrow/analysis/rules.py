@@ -502,6 +502,10 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                 got.append(f)
                 factors.pop() if right else factors.popleft()
                 n //= s
+                # a growable group of one unit next in line belongs with it (one key/value head, repeated)
+                while n == 1 and factors and (factors[-1] if right else factors[0])[1] == 1 and any(
+                        st.info[st.find(a)].producers for a in atoms((factors[-1] if right else factors[0])[0])):
+                    got.append((factors.pop() if right else factors.popleft())[0])
             elif s % n == 0 and isinstance(f, Atom):
                 parts = st.split(f, [s // n, n] if right else [n, s // n], f"split by {node.name}")
                 if parts is None:
@@ -669,6 +673,38 @@ def _scaled_use(node: onnx.NodeProto, st: State, e: tuple, out: Layout) -> None:
     else:
         for l in (read, out):
             st.block(l, f"{node.name} (Reshape) computes its target shape in a way onnxgrow cannot follow")
+
+
+@rule("coupling", "Tile", "Expand")
+def _repeat(node: onnx.NodeProto, st: State) -> None:
+    """Repeating a size-1 axis (grouped-query attention repeats each key/value head for its query group):
+    the repeated axis is a fixed new axis, every other axis passes. Anything else blocks what it touches."""
+    from .state import ValueUse
+
+    lay, shape = st.layout(node.input[0]), st.shape(node.input[0])
+    spec = node.input[1] if len(node.input) > 1 else ""
+    if lay is None or shape is None or not spec or not st.is_const(spec):
+        block_everything(node, st, f"{node.name} ({node.op_type}): its input shape or its {'repeats' if node.op_type == 'Tile' else 'shape'} is not known")
+        return
+    values = [int(v) for v in st.value(spec).reshape(-1)]
+    lead = len(values) - len(lay) if node.op_type == "Expand" else 0
+    if lead < 0 or (node.op_type == "Tile" and len(values) != len(lay)):
+        block_everything(node, st, f"{node.name} ({node.op_type}) changes the rank in a way onnxgrow cannot follow")
+        return
+    out: list[Layout] = [st.fresh(v, f"new axis of {node.name}") for v in values[:lead]]
+    for k, (l, d) in enumerate(zip(lay, shape)):
+        v = values[lead + k]
+        repeated = v > 1 if node.op_type == "Tile" else (v > 1 and d == 1)
+        if not repeated:
+            out.append(l)
+            if node.op_type == "Expand" and v > 1:  # the size written out: it follows the axis
+                st.value_uses.append(ValueUse(node.name, spec, lead + k, l, 1))
+        elif d == 1:
+            out.append(st.fresh(v * (d if node.op_type == "Tile" else 1), f"repeated by {node.name}"))
+        else:
+            st.block(l, f"{node.name} ({node.op_type}) repeats this axis")
+            out.append(st.fresh(None if d is None else d * v, f"repeated by {node.name}"))
+    st.set_layout(node.output[0], out)
 
 
 @rule("coupling", "Concat")

@@ -72,6 +72,7 @@ def layers(analysis: Analysis) -> list[Layer]:
                     target[u.node].append(grp)
 
     found: list[Layer] = []
+    attention: set[int] = set()  # every group on an attention's batch, head-size or value axes: not a FFN
     for sm in g.node:
         if sm.op_type not in ("Softmax", "LogSoftmax"):
             continue
@@ -81,18 +82,21 @@ def layers(analysis: Analysis) -> list[Layer]:
         lay = st.layout(qk.input[0])
         if lay is None or len(lay) < 3:
             continue
-        heads = next((grp for l in lay[:-2] for grp in groups_of(l) if grp.producers), None)
+        on_batch = [grp for l in lay[:-2] for grp in groups_of(l) if grp.producers]
+        attention.update(id(grp) for l in lay for grp in groups_of(l))
+        # grouped-query attention: the heads axis is key/value heads × a fixed repeat; the free factor grows
+        heads = next((grp for grp in on_batch if grp.constraint != "blocked"), on_batch[0] if on_batch else None)
         head_size = st.size(lay[-1])
         av = _walk_forward(sm.output[0], consumers, _AFTER_SOFTMAX)
         value = None
         if av is not None and st.layout(av.input[1]) is not None:
             value = next((grp for grp in groups_of(st.layout(av.input[1])[-1]) if grp.producers), None)  # type: ignore[index]
+            attention.update(id(grp) for l in st.layout(av.input[1]) or [] for grp in groups_of(l))
         q_proj = _walk_back(qk.input[0], st, _Q_PATH)
         hidden = (read.get(q_proj.name) or [None])[0] if q_proj is not None else None
         found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
     if not found:
         return found
-    attention = {id(x) for layer in found for x in (layer.heads, layer.value_size) if x is not None}
     hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}
     for grp in analysis.groups:
         if id(grp) in attention or id(grp) in hidden_ids or not grp.producers or not grp.consumers:
