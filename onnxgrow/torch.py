@@ -249,7 +249,8 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     Returns the model unchanged when nothing needs it or when onnx's version converter cannot do it.
     """
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
-    if opset <= _ONNX2TORCH_OPSET or not _unconvertible(m):
+    bad = len(_unconvertible(m)) if opset > _ONNX2TORCH_OPSET else 0
+    if not bad:
         return m
     from onnx import version_converter
 
@@ -267,7 +268,7 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     kept = [o for o in converted.opset_import if o.domain != _HIDDEN]
     del converted.opset_import[:]
     converted.opset_import.extend(kept)
-    return converted if len(_unconvertible(converted)) < len(_unconvertible(m)) else m
+    return converted if len(_unconvertible(converted)) < bad else m
 
 
 _HIDDEN = "onnxgrow.opset17"

@@ -748,17 +748,10 @@ def _split(node: onnx.NodeProto, st: State) -> None:
     sizes = [st.shape(o)[axis] if st.shape(o) else None for o in outs]  # type: ignore[index]
     part = lay[axis]
     if isinstance(part, Cat) and len(part.parts) == len(outs) and [st.size(p) for p in part.parts] == sizes:
-        from .state import AttrUse, ValueUse
-
         computed = split is None and bool(_inp(node, 1))
         if computed:
             st.block(part, f"{node.name} (Split) computes its sizes")
-        for k, (o, p) in enumerate(zip(outs, part.parts)):
-            st.set_layout(o, lay[:axis] + [p] + lay[axis + 1:])
-            if attr(node, "split") is not None:
-                st.attr_uses.append(AttrUse(node.name, "split", p, 1, k))
-            elif split is not None:
-                st.value_uses.append(ValueUse(node.name, node.input[1], k, p, 1))
+        _split_outputs(node, st, lay, axis, split, list(part.parts))
         if split is None and not computed:
             # equal parts (no sizes given, or num_outputs): they must stay equal, so they grow together
             for p in part.parts[1:]:
@@ -775,8 +768,6 @@ def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis
                         sizes: list[int | None]) -> bool:
     """Equal chunks of one group (GPT-2's packed q|k|v projection): the axis is chunk × unit, each output the
     unit factor. The chunk count is fixed; a unit grows inside every chunk, and the split sizes follow."""
-    from .state import AttrUse, ValueUse
-
     k, n = len(sizes), st.size(lay[axis])
     if k < 2 or None in sizes or len(set(sizes)) != 1 or n != k * sizes[0] or (split is None and _inp(node, 1)):
         return False
@@ -791,13 +782,21 @@ def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis
     else:
         return False
     st.block(chunks, f"{node.name} (Split) picks chunks along this axis")
-    for j, o in enumerate(node.output):
-        st.set_layout(o, lay[:axis] + [unit] + lay[axis + 1:])
-        if attr(node, "split") is not None:
-            st.attr_uses.append(AttrUse(node.name, "split", unit, 1, j))
-        elif split is not None:
-            st.value_uses.append(ValueUse(node.name, node.input[1], j, unit, 1))
+    _split_outputs(node, st, lay, axis, split, [unit] * k)
     return True
+
+
+def _split_outputs(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int, split: list[int] | None,
+                   parts: list[Layout]) -> None:
+    """Output k of a Split has layout `parts[k]` on the split axis; given sizes (attribute or input) follow it."""
+    from .state import AttrUse, ValueUse
+
+    for k, (o, p) in enumerate(zip(node.output, parts)):
+        st.set_layout(o, lay[:axis] + [p] + lay[axis + 1:])
+        if attr(node, "split") is not None:
+            st.attr_uses.append(AttrUse(node.name, "split", p, 1, k))
+        elif split is not None:
+            st.value_uses.append(ValueUse(node.name, node.input[1], k, p, 1))
 
 
 @rule("coupling", "Slice")
