@@ -59,9 +59,11 @@ bench: install-test
 	$(BIN)/python bench/grow_speed.py --markdown bench/results/grow_speed.md
 	$(BIN)/python bench/grow_transformer.py --markdown bench/results/grow_transformer.md
 
-# is growing worth it? trains, grows and compares on 2 CPU cores (<= 15 min); writes bench/results/
+# is growing worth it? a byte-level language model trained, grown with onnxgrow and compared with the big
+# model from scratch at equal FLOPs, 3 seeds, on 2 CPU cores (<= 30 min); writes bench/results/worth_it_lm.*
+# and the results section of the README (the older digits experiment: python bench/worth_it.py)
 worth-it: install-test
-	$(BIN)/python bench/worth_it.py --out bench/results
+	$(BIN)/python bench/worth_it_lm.py --out bench/results --readme README.md
 
 models: install-test
 	$(BIN)/python models/build_models.py

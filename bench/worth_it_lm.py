@@ -1,0 +1,713 @@
+"""Is growing worth it? A byte-level language model, grown with onnxgrow, against the big model from scratch.
+
+The question: does a small model that was already trained, grown with onnxgrow into the big architecture and
+trained on, reach the big model's quality for less training compute than the big model trained from scratch?
+
+- Data: the Python standard library's own source (the running interpreter's `.py` files, tests left out),
+  byte level (vocabulary 256). A file goes to validation when the sha256 of its path inside the library is
+  0 modulo 20 (about 5 %). The corpus size and its sha256 are printed so runs can be compared. Metric:
+  validation bits per byte on a fixed set of windows (evenly spaced in the validation text, every position
+  of each window predicted).
+- Models (bench/lm_gpt.py): a pre-norm GPT. Small d 32 × 1 layer (2 heads), big d 64 × 2 layers (4 heads):
+  width × 2 and depth × 2. At this budget the small model is capacity-limited (checked in the run: a
+  warning says when it is not, since growth then has nothing to win).
+- Growth goes through onnxgrow: the trained small model is exported (`torch.onnx.export`), widened
+  (`widen_model(hidden="x2", heads="x2", ffn="x2")`: hidden units copied whole (net2net, what LayerNorm
+  allows), new heads and feed-forward units with small random incoming and zero outgoing weights), deepened
+  (`deepen_model("layers", block="copy")`: each layer copied, the copy's projections into the residual
+  stream zeroed), loaded into the big module (`onnxgrow.torch.state_dict_for`), checked to compute what the
+  small model computed, then trained on.
+- Fair budgets: every run gets the same training FLOPs (a grown run's small phase included). Training FLOPs
+  per token = 3 × forward, forward = 2 × the weights of every matrix product (the blocks' Linear layers and
+  the output head) + 4 × layers × context × d (q·kᵀ and attention·v); see `GPT.train_flops_per_token`.
+  Every schedule is linear warmup then cosine to its floor (10 % of the peak) exactly at its own last step:
+  the small phase of a grown run is a complete run (the model "already trained"), the grown phase re-warms
+  briefly and decays to the floor at the budget; the baselines decay at the budget.
+- Variants that need newer onnxgrow features run when they are there (feature-detected and reported):
+  `state_dict_for(..., base=small)` to load a deepened model into the deeper module (else the deepened
+  model is loaded with `onnxgrow.torch.to_module`), `deepen(..., order="stack"|"interleave")` (with one
+  small layer both orders give the same model, so only one runs), and
+  `onnxgrow.torch.grow_optimizer_state` (AdamW state carried over next to a fresh AdamW).
+- Seeds ≥ 3: mean ± std; a difference no larger than the two spreads together (|Δ| ≤ std_a + std_b) is
+  reported as no difference.
+
+Outputs (--out, default bench/results/): worth_it_lm.png (validation bits/byte against training FLOPs, one
+panel per growth point), worth_it_lm.md (table and verdict), worth_it_lm.json (every curve and schedule).
+`--readme README.md` also writes the table and verdict into the README between its worth-it markers.
+
+Configurations (`CONFIGS`): "cpu" (default; `make worth-it`, about 25-30 minutes on 2 quiet cores),
+"quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda" (`--device cuda`: a larger
+model and budget on one GPU; one clear line and exit status 2 when CUDA is not available).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import inspect
+import io
+import json
+import math
+import sys
+import sysconfig
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lm_gpt import GPT  # noqa: E402
+
+import onnxgrow  # noqa: E402
+import onnxgrow.torch as ogt  # noqa: E402
+from onnxgrow.deepen import deepen_model  # noqa: E402
+from onnxgrow.widen import widen_model  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README_BEGIN, README_END = "<!-- worth-it-lm:begin -->", "<!-- worth-it-lm:end -->"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One experiment: model sizes (d, layers, heads), batches, the FLOP budget every run gets, seeds."""
+
+    name: str
+    small: tuple[int, int, int]
+    big: tuple[int, int, int]
+    ctx: int
+    batch: int
+    budget: float  # training FLOPs of every run
+    growth: tuple[float, ...]  # growth points, as fractions of the budget
+    seeds: int
+    lr: float = 3e-3  # AdamW peak learning rate
+    floor: float = 0.1  # every schedule ends at floor × lr
+    warmup: float = 0.05  # warmup, as a fraction of a run's (or a small phase's) steps
+    rewarm: float = 0.02  # warmup after growth, as a fraction of the grown phase's steps
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    evals: int = 32  # evaluations over the budget (a run is also evaluated at its start and end)
+    val_windows: int = 192
+    val_percent: int = 5
+
+
+CONFIGS = {
+    # 2 CPU cores: the big model gets ~4.5 M tokens (0.4 epoch); see the README for the pilot numbers
+    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=128, batch=32, budget=4.0e12, growth=(0.1, 0.25),
+                  seeds=3),
+    "quick": Config("quick", small=(16, 1, 2), big=(32, 2, 4), ctx=32, batch=8, budget=2.5e9, growth=(0.1, 0.25),
+                    seeds=2, warmup=0.1, rewarm=0.1, evals=6, val_windows=16),
+    # one GPU: width × 2 and depth × 2 from 2 layers (stacked and interleaved orders differ), ~50 M tokens
+    # (about 4 epochs) for the big model
+    "cuda": Config("cuda", small=(128, 2, 4), big=(256, 4, 8), ctx=256, batch=64, budget=1.2e15,
+                   growth=(0.1, 0.25), seeds=5, lr=1e-3, evals=40, val_windows=512),
+}
+
+
+# -- data ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Corpus:
+    train: torch.Tensor  # uint8 bytes
+    val: torch.Tensor
+    files: tuple[int, int]  # (train files, validation files)
+    sha256: str
+    root: str
+
+
+def corpus(val_percent: int) -> Corpus:
+    """The running interpreter's standard library `.py` files, test packages and test_*.py left out;
+    a file is a validation file when sha256(its path in the library) is 0 modulo 100 / val_percent."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+    paths = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")
+                   if not skip & set(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_"))
+    if not paths:
+        raise SystemExit(f"worth_it_lm: no .py files under {root} (the standard library's source is needed)")
+    train, val, digest = [], [], hashlib.sha256()
+    for rel, p in paths:
+        data = p.read_bytes()
+        digest.update(rel.encode() + b"\0" + data)
+        is_val = int.from_bytes(hashlib.sha256(rel.encode()).digest()[:4], "big") % (100 // val_percent) == 0
+        (val if is_val else train).append(data)
+    as_tensor = lambda parts: torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8)  # noqa: E731
+    return Corpus(as_tensor(train), as_tensor(val), (len(train), len(val)), digest.hexdigest(), str(root))
+
+
+class Batches:
+    """Batch k of a seed's stream: `batch` random windows of the training text (the same for every run of a
+    seed, so runs differ in their models and schedules, not in the data they see)."""
+
+    def __init__(self, data: torch.Tensor, ctx: int, batch: int, seed: int, device: str) -> None:
+        self.data, self.ctx, self.batch, self.seed = data.to(device), ctx, batch, seed
+        self.offsets = torch.arange(ctx + 1, device=device)
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = np.random.default_rng([self.seed, k]).integers(0, len(self.data) - self.ctx - 1, self.batch)
+        chunk = self.data[torch.from_numpy(starts).to(self.data.device)[:, None] + self.offsets].long()
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def val_windows(val: torch.Tensor, ctx: int, n: int, device: str) -> torch.Tensor:
+    starts = np.linspace(0, len(val) - ctx - 1, n).astype(np.int64)
+    return torch.stack([val[s:s + ctx + 1] for s in starts]).long().to(device)
+
+
+@torch.no_grad()
+def bits_per_byte(model: torch.nn.Module, windows: torch.Tensor, chunk: int = 64) -> float:
+    was = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, len(windows), chunk):
+        w = windows[i:i + chunk]
+        logits = model(w[:, :-1])
+        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum").item()
+    model.train(was)
+    return total / (windows[:, 1:].numel() * math.log(2))
+
+
+# -- schedules and training ----------------------------------------------------------------------------
+
+def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float) -> float:
+    """Learning rate of step 1..steps: linear warmup to `peak` over `warmup` steps, then cosine down to
+    `floor`, which the last step (step == steps) reaches exactly."""
+    if step <= warmup:
+        return peak * step / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class Curve:
+    """One run: validation bits/byte at cumulative training FLOPs, and the schedule of each phase."""
+
+    points: list[list[float]] = field(default_factory=list)  # [flops, bits/byte, lr]
+    phases: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def flops(self) -> float:
+        return self.phases[-1]["flops_end"] if self.phases else 0.0
+
+
+def arch(spec: tuple[int, int, int], cfg: Config) -> dict:
+    d, layers, heads = spec
+    return {"d": d, "layers": layers, "heads": heads, "ctx": cfg.ctx}
+
+
+def make(spec: tuple[int, int, int], cfg: Config, seed: int, device: str) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(**arch(spec, cfg)).to(device)
+
+
+def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+class Trainer:
+    """Trains models of one seed for phases of given steps and evaluates on the FLOP grid."""
+
+    def __init__(self, cfg: Config, batches: Batches, windows: torch.Tensor) -> None:
+        self.cfg, self.batches, self.windows = cfg, batches, windows
+        self.grid = cfg.budget / cfg.evals
+        self.timing: dict[str, list[float]] = {}  # arch name -> [seconds, tokens]
+
+    def phase(self, name: str, model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, fpt: int,
+              warmup: int, curve: Curve, first_batch: int) -> None:
+        """`steps` steps of `model` (training FLOPs per token `fpt`) with a schedule of its own."""
+        cfg = self.cfg
+        per_step = fpt * cfg.batch * cfg.ctx
+        flops = curve.flops
+        if not curve.points:
+            curve.points.append([flops, bits_per_byte(model, self.windows), 0.0])
+        next_eval = (math.floor(flops / self.grid + 1e-9) + 1) * self.grid
+        lr = 0.0
+        model.train()
+        t0 = time.perf_counter()
+        for step in range(1, steps + 1):
+            lr = lr_at(step, steps, warmup, cfg.lr, cfg.floor * cfg.lr)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            x, y = self.batches(first_batch + step - 1)
+            logits = model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            flops += per_step
+            if flops >= next_eval - 1e-6 * self.grid or step == steps:
+                spent = time.perf_counter() - t0
+                curve.points.append([flops, bits_per_byte(model, self.windows), lr])
+                t0 = time.perf_counter() - spent  # evaluation time is not training time
+                while next_eval <= flops + 1e-6 * self.grid:
+                    next_eval += self.grid
+        sec = time.perf_counter() - t0
+        slot = self.timing.setdefault(name, [0.0, 0.0])
+        slot[0] += sec
+        slot[1] += steps * cfg.batch * cfg.ctx
+        curve.phases.append({"model": name, "steps": steps, "flops_per_token": fpt, "flops_per_step": per_step,
+                             "warmup": warmup, "first_batch": first_batch, "flops_start": curve.flops,
+                             "flops_end": flops, "lr_last": lr, "lr_floor": cfg.floor * cfg.lr, "lr_peak": cfg.lr})
+
+
+def steps_for(flops: float, per_step: int) -> int:
+    return max(1, int(round(flops / per_step)))
+
+
+# -- growth through onnxgrow ---------------------------------------------------------------------------
+
+@dataclass
+class Features:
+    """Which onnxgrow features this version has (the experiment's variants depend on them)."""
+
+    base: bool  # state_dict_for(module, model, base=small): copied layers load into a deeper module
+    order: bool  # deepen(..., order="stack"|"interleave")
+    carry: bool  # onnxgrow.torch.grow_optimizer_state
+
+    @classmethod
+    def detect(cls) -> "Features":
+        return cls(base="base" in inspect.signature(ogt.state_dict_for).parameters,
+                   order="order" in inspect.signature(deepen_model).parameters,
+                   carry=hasattr(ogt, "grow_optimizer_state"))
+
+
+def export(model: GPT, cfg: Config) -> onnx.ModelProto:
+    """The small model as ONNX (TorchScript exporter, attention written out, batch and sequence dynamic:
+    with a fixed sequence the exporter folds the position lookup into a constant)."""
+    cpu = copy.deepcopy(model).cpu().eval()
+    ids = torch.zeros(2, cfg.ctx, dtype=torch.long)
+    f = io.BytesIO()
+    with cpu.exporting(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(cpu, (ids,), f, dynamo=False, input_names=["ids"], output_names=["logits"],
+                          opset_version=17, dynamic_axes={"ids": {0: "batch", 1: "seq"},
+                                                          "logits": {0: "batch", 1: "seq"}})
+    return onnx.load_from_string(f.getvalue())
+
+
+def grown_onnx(small: GPT, cfg: Config, seed: int, order: str | None) -> onnx.ModelProto:
+    """Export, widen (hidden, heads, feed-forward by the big/small ratios) and deepen (copy every layer)."""
+    (d0, l0, h0), (d1, l1, h1) = cfg.small, cfg.big
+    parts = {}
+    for part, old, new in (("hidden", d0, d1), ("heads", h0, h1), ("ffn", 4 * d0, 4 * d1)):
+        if new != old:
+            parts[part] = f"x{new // old}"
+    model = export(small, cfg)
+    if parts:
+        model = widen_model(model, seed=seed, **parts).model  # verified by onnxruntime (raises if not exact)
+    if l1 > l0:
+        kw = {"order": order} if order else {}
+        model = deepen_model(model, "layers", block="copy", count=l1 // l0 - 1, seed=seed, **kw).model
+    return model
+
+
+def load_grown(model: onnx.ModelProto, small: GPT, cfg: Config, feats: Features, device: str
+               ) -> tuple[torch.nn.Module, str]:
+    """The grown model in the big GPT (state_dict_for), or as an onnx2torch module when this onnxgrow
+    cannot place copied layers in a deeper module; and how it was loaded."""
+    big = GPT(**arch(cfg.big, cfg))
+    if cfg.big[1] == cfg.small[1]:
+        big.load_state_dict(ogt.state_dict_for(big, model), strict=True)
+        how = "state_dict_for"
+    elif feats.base:
+        base = copy.deepcopy(small).cpu()
+        big.load_state_dict(ogt.state_dict_for(big, model, base=base), strict=True)  # type: ignore[call-arg]
+        how = "state_dict_for(base=small)"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            big = ogt.to_module(model)  # type: ignore[assignment]
+        how = "to_module"
+    return big.to(device), how
+
+
+def check_same(small: torch.nn.Module, grown: torch.nn.Module, windows: torch.Tensor) -> float:
+    """Normalised largest difference of the logits (CPU, float32): growth must not change the function."""
+    a, b = copy.deepcopy(small).cpu().eval(), copy.deepcopy(grown).cpu().eval()
+    ids = windows[:8, :-1].cpu()
+    with torch.no_grad():
+        x, y = a(ids), b(ids)
+    err = float((x - y).abs().max() / x.abs().max().clamp_min(1e-12))
+    if not err < 1e-4:
+        raise SystemExit(f"worth_it_lm: the grown module does not compute what the small model did "
+                         f"(normalised error {err:.2e})")
+    return err
+
+
+def carried_optimizer(opt: torch.optim.Optimizer, small: torch.nn.Module, big: torch.nn.Module,
+                      model: onnx.ModelProto, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW for `big` with the small model's moments carried over by onnxgrow.torch.grow_optimizer_state
+    (which may return a new optimizer, a state_dict for one, or update `opt` in place)."""
+    out = ogt.grow_optimizer_state(opt, small, big, model)  # type: ignore[attr-defined]
+    if isinstance(out, torch.optim.Optimizer):
+        return out
+    if isinstance(out, dict):
+        new = adamw(big, cfg)
+        new.load_state_dict(out)
+        return new
+    return opt
+
+
+# -- one seed ------------------------------------------------------------------------------------------
+
+BIG, SMALL = "big from scratch", "small from scratch"
+
+
+def grown_name(g: float, order: str | None, carry: bool) -> str:
+    how = ", stacked" if order == "stack" else ", interleaved" if order == "interleave" else ""
+    return f"grown at {g:.0%}{how} ({'AdamW state carried' if carry else 'fresh AdamW'})"
+
+
+def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str, log,
+             which: tuple[str, ...] = ("big", "small", "grown")) -> dict:
+    batches = Batches(data.train, cfg.ctx, cfg.batch, seed, device)
+    windows = val_windows(data.val, cfg.ctx, cfg.val_windows, device)
+    tr = Trainer(cfg, batches, windows)
+    fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
+    fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
+    step_s, step_b = fs * cfg.batch * cfg.ctx, fb * cfg.batch * cfg.ctx
+    runs: dict[str, dict] = {}
+    loaded: set[str] = set()
+
+    def done(name: str, curve: Curve, t0: float) -> None:
+        runs[name] = asdict(curve)
+        log(f"  seed {seed} {name}: {curve.points[-1][1]:.3f} bits/byte at {curve.flops:.3g} FLOPs "
+            f"({time.perf_counter() - t0:.0f} s)")
+
+    for name, spec, fpt, init in (("big", cfg.big, fb, 1000 + seed), ("small", cfg.small, fs, seed)):
+        if name in which:
+            t0 = time.perf_counter()
+            model = make(spec, cfg, init, device)
+            c = Curve()
+            n = steps_for(cfg.budget, fpt * cfg.batch * cfg.ctx)
+            tr.phase(name, model, adamw(model, cfg), n, fpt, max(1, round(cfg.warmup * n)), c, 0)
+            done(BIG if name == "big" else SMALL, c, t0)
+
+    orders: list[str | None] = [None]
+    if feats.order and cfg.small[1] >= 2 and cfg.big[1] > cfg.small[1]:
+        orders = ["interleave", "stack"]
+    for g in cfg.growth if "grown" in which else ():
+        t0 = time.perf_counter()
+        small = make(cfg.small, cfg, seed, device)
+        opt = adamw(small, cfg)
+        base = Curve()
+        ns = steps_for(g * cfg.budget, step_s)
+        tr.phase("small", small, opt, ns, fs, max(1, round(cfg.warmup * ns)), base, 0)
+        ng = steps_for(cfg.budget - base.flops, step_b)
+        for order in orders:
+            model = grown_onnx(small, cfg, seed, order)
+            # carrying AdamW state needs the grown weights in the big GPT's own parameters
+            carries = feats.carry and (feats.base or cfg.big[1] == cfg.small[1])
+            for carry in ([False, True] if carries else [False]):
+                s = copy.deepcopy(small)
+                o = adamw(s, cfg)
+                o.load_state_dict(opt.state_dict())
+                grown, how = load_grown(model, s, cfg, feats, device)
+                err = check_same(s, grown, windows)
+                o2 = carried_optimizer(o, s, grown, model, cfg) if carry else adamw(grown, cfg)
+                c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
+                          notes=[f"loaded with {how}; logits match the small model's to {err:.1e} (normalised)"])
+                loaded.add(how)
+                tr.phase("grown", grown, o2, ng, fb, max(1, round(cfg.rewarm * ng)), c, ns)
+                done(grown_name(g, order, carry), c, t0)
+                t0 = time.perf_counter()
+    return {"runs": runs, "timing": tr.timing, "loaded": sorted(loaded)}
+
+
+# -- summary -------------------------------------------------------------------------------------------
+
+def reach(points: list[list[float]], target: float) -> float | None:
+    """Training FLOPs at which a curve first gets to `target` bits/byte (linear between evaluations)."""
+    for (f0, v0, _), (f1, v1, _) in zip(points, points[1:]):
+        if v1 <= target:
+            return f1 if v0 <= v1 else f0 + (f1 - f0) * (v0 - target) / (v0 - v1)
+    return None
+
+
+def pm(values: list[float], digits: int = 3) -> str:
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def compare(a: list[float], b: list[float]) -> str:
+    """a against b: better (lower), worse, or no difference when |Δ mean| ≤ std(a) + std(b)."""
+    delta = float(np.mean(a) - np.mean(b))
+    if abs(delta) <= np.std(a) + np.std(b):
+        return f"{delta:+.3f} (no difference)"
+    return f"{delta:+.3f} ({'better' if delta < 0 else 'worse'})"
+
+
+def summarise(cfg: Config, seeds: list[dict]) -> dict:
+    """Final bits/byte per method, FLOPs to reach the big model's final loss, the capacity check."""
+    methods = list(seeds[0]["runs"])
+    final = {m: [s["runs"][m]["points"][-1][1] for s in seeds] for m in methods}
+    targets = final[BIG]
+    rows = {}
+    for m in methods:
+        got = [reach(s["runs"][m]["points"], t) for s, t in zip(seeds, targets)]
+        frac = [r / cfg.budget for r in got if r is not None]
+        rows[m] = {"final": final[m], "reach_fraction": [None if r is None else r / cfg.budget for r in got],
+                   "reached": len(frac), "vs_big": None if m == BIG else compare(final[m], final[BIG])}
+    gap = float(np.mean(final[SMALL]) - np.mean(final[BIG]))
+    spread = float(np.hypot(np.std(final[SMALL]), np.std(final[BIG])))
+    capacity = {"gap": gap, "spread": spread, "passed": bool(gap > 0 and gap > 3 * spread)}
+    return {"rows": rows, "capacity": capacity}
+
+
+def verdict(cfg: Config, summary: dict) -> list[str]:
+    """Plain-words conclusions that follow the numbers."""
+    rows, cap = summary["rows"], summary["capacity"]
+    n = len(rows[BIG]["final"])
+    out = []
+    if cap["passed"]:
+        out.append(f"Capacity check passed: the small model trained for the whole budget ends at "
+                   f"{pm(rows[SMALL]['final'])} bits/byte, the big one at {pm(rows[BIG]['final'])}: "
+                   f"{cap['gap']:.3f} worse, {cap['gap'] / max(cap['spread'], 1e-9):.0f}× the combined std.")
+    else:
+        out.append(f"WARNING: capacity check failed: the small model ({pm(rows[SMALL]['final'])} bits/byte) is not "
+                   f"clearly worse than the big one ({pm(rows[BIG]['final'])}) at this budget (gap "
+                   f"{cap['gap']:.3f}, needed > 3 × {cap['spread']:.3f}); this run cannot judge growth.")
+    wins, ties, losses = [], [], []
+    for m, r in rows.items():
+        if not m.startswith("grown"):
+            continue
+        fr = [f for f in r["reach_fraction"] if f is not None]
+        word = r["vs_big"].split("(")[1].rstrip(")")
+        reach_s = (f"reached the big model's final loss at {pm(fr, 2)} of its compute in {r['reached']}/{n} seeds"
+                   if fr else f"did not reach the big model's final loss within the budget in any of {n} seeds")
+        line = f"{m}: final {pm(r['final'])} bits/byte, {r['vs_big']} against big from scratch; {reach_s}."
+        out.append(line)
+        clear_saving = r["reached"] == n and np.mean(fr) + np.std(fr) < 1.0
+        (wins if word == "better" or (word == "no difference" and clear_saving) else
+         losses if word == "worse" else ties).append(m)
+    if not cap["passed"]:
+        out.append("Verdict: none (the capacity check failed).")
+    elif wins:
+        best = min(wins, key=lambda m: np.mean([f for f in rows[m]["reach_fraction"] if f is not None] or [9]))
+        fr = [f for f in rows[best]["reach_fraction"] if f is not None]
+        saving = f", saving {1 - np.mean(fr):.0%} of the big model's training compute" if fr else ""
+        out.append(f"Verdict: growing paid off here: {best} matched or beat the big model trained from scratch "
+                   f"at equal FLOPs{saving}.")
+    elif ties and not losses:
+        out.append("Verdict: no gain: the grown runs end where the big model trained from scratch ends "
+                   "(no difference at equal FLOPs), so growing did not save compute in this experiment.")
+    elif ties:
+        out.append("Verdict: no gain: no grown run beat the big model trained from scratch at equal FLOPs; "
+                   f"{', '.join(losses)} ended worse.")
+    else:
+        out.append("Verdict: not worth it here: every grown run ended worse than the big model trained from "
+                   "scratch at equal FLOPs.")
+    return out
+
+
+def table(cfg: Config, summary: dict) -> list[str]:
+    rows = summary["rows"]
+    n = len(rows[BIG]["final"])
+    lines = ["| method | final val bits/byte | Δ vs big from scratch | FLOPs to reach big's final / big's | reached |",
+             "|---|---|---|---|---|"]
+    for m, r in rows.items():
+        fr = [f for f in r["reach_fraction"] if f is not None]
+        lines.append(f"| {m} | {pm(r['final'])} | {r['vs_big'] or '—'} | {pm(fr, 2) if fr else '—'} | "
+                     f"{r['reached']}/{n} |")
+    return lines
+
+
+def describe(cfg: Config, data: Corpus, feats: Features, loaded: list[str], fs: int, fb: int, seeds: int) -> list[str]:
+    (d0, l0, h0), (d1, l1, h1) = cfg.small, cfg.big
+    ps, pb = (sum(p.numel() for p in GPT(**arch(a, cfg)).parameters()) for a in (cfg.small, cfg.big))
+    missing = [f"`{x}`" for x, ok in (("state_dict_for(base=)", feats.base), ("deepen(order=)", feats.order),
+                                      ("grow_optimizer_state", feats.carry)) if not ok]
+    return [
+        f"Configuration `{cfg.name}`: small d {d0} × {l0} layer(s), {h0} heads ({ps:,} parameters, {fs:,} training "
+        f"FLOPs/token) → big d {d1} × {l1} layers, {h1} heads ({pb:,} parameters, {fb:,} training FLOPs/token); "
+        f"context {cfg.ctx}, batch {cfg.batch}, AdamW lr {cfg.lr:g} (betas {cfg.betas}, weight decay "
+        f"{cfg.weight_decay}), warmup {cfg.warmup:.0%} then cosine to {cfg.floor:g} × lr at each run's own end, "
+        f"re-warmup {cfg.rewarm:.0%} after growth; budget {cfg.budget:.3g} training FLOPs per run "
+        f"(big: {cfg.budget / fb / 1e6:.2f} M tokens); growth at {', '.join(f'{g:.0%}' for g in cfg.growth)} of it; "
+        f"{seeds} seeds.",
+        f"Data: {data.root} (Python {sys.version.split()[0]}), {data.files[0]} training files "
+        f"({len(data.train):,} bytes) and {data.files[1]} validation files ({len(data.val):,} bytes), "
+        f"sha256 {data.sha256[:16]}…; validation bits/byte on {cfg.val_windows} fixed windows of {cfg.ctx} bytes.",
+        f"Grown models loaded with {', '.join(loaded) or '—'}"
+        + (f"; not in this onnxgrow (those variants did not run): {', '.join(missing)}." if missing else "."),
+    ]
+
+
+def plot(cfg: Config, seeds: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(seeds[0]["runs"])
+    fig, axes = plt.subplots(1, len(cfg.growth), figsize=(6.4 * len(cfg.growth), 5), squeeze=False, sharey=True)
+    finals = [s["runs"][BIG]["points"][-1][1] for s in seeds]
+    colours = iter(["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange", "tab:brown"])
+    colour = {BIG: "black", SMALL: "tab:gray"}
+    for ax, g in zip(axes[0], cfg.growth):
+        tag = f"grown at {g:.0%}"
+        for m in methods:
+            if m not in (BIG, SMALL) and not m.startswith(tag):
+                continue
+            colour.setdefault(m, next(colours))
+            pts = np.array([s["runs"][m]["points"] for s in seeds])  # seeds × points × (flops, bpb, lr)
+            f, v = pts[0, :, 0], pts[:, :, 1]
+            ax.plot(f, v.mean(0), color=colour[m], lw=1.6, label=m)
+            if len(seeds) > 1:
+                ax.fill_between(f, v.mean(0) - v.std(0), v.mean(0) + v.std(0), color=colour[m], alpha=0.2, lw=0)
+        ax.axvline(g * cfg.budget, color="k", ls=":", lw=1)
+        ax.axhline(float(np.mean(finals)), color="k", ls="--", lw=0.8)
+        ax.set_title(f"grown at {g:.0%} of the budget (dotted)")
+        ax.set_xlabel("training FLOPs")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_ylabel("validation bits/byte")
+    lo = min(float(np.min([p[1] for s in seeds for r in s["runs"].values() for p in r["points"]])), min(finals))
+    axes[0, 0].set_ylim(lo - 0.05, float(np.mean(finals)) + 1.0)
+    fig.suptitle(f"Is growing worth it? d{cfg.small[0]}×{cfg.small[1]} → d{cfg.big[0]}×{cfg.big[1]}, byte-level "
+                 f"stdlib; mean ± std over {len(seeds)} seeds; dashed: big's final", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(path: Path, text: str) -> None:
+    """Replace what stands between the README's worth-it markers with `text`."""
+    readme = path.read_text()
+    if README_BEGIN not in readme or README_END not in readme:
+        raise SystemExit(f"worth_it_lm: {path} has no {README_BEGIN} … {README_END} markers")
+    head, rest = readme.split(README_BEGIN, 1)
+    path.write_text(head + README_BEGIN + "\n" + text + "\n" + README_END + rest.split(README_END, 1)[1])
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+def throughput(cfg: Config, data: Corpus, device: str, steps: int = 6) -> dict[str, float]:
+    """Training tokens per second of the small and big models (a few steps after one warm-up step)."""
+    out = {}
+    batches = Batches(data.train, cfg.ctx, cfg.batch, 12345, device)
+    for name, spec in (("small", cfg.small), ("big", cfg.big)):
+        model = make(spec, cfg, 0, device)
+        opt = adamw(model, cfg)
+        for k in range(steps + 1):
+            if k == 1:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            x, y = batches(k)
+            loss = F.cross_entropy(model(x).flatten(0, 1), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        out[name] = steps * cfg.batch * cfg.ctx / (time.perf_counter() - t0)
+    return out
+
+
+def estimate(cfg: Config, tps: dict[str, float], feats: Features, seeds: int) -> float:
+    """Seconds of training the whole experiment needs at the measured throughput (evaluations excluded)."""
+    fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
+    fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
+    small_s, big_s = cfg.budget / fs / tps["small"], cfg.budget / fb / tps["big"]
+    variants = 2 if feats.carry else 1
+    if feats.order and cfg.small[1] >= 2:
+        variants *= 2
+    per_seed = big_s + small_s + sum(g * small_s + variants * (1 - g) * big_s for g in cfg.growth)
+    return per_seed * seeds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and budget (a smoke run of seconds)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda runs the larger 'cuda' configuration on a GPU")
+    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the configuration's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the plot, table and JSON go")
+    ap.add_argument("--readme", type=Path, default=None, help="also write the results into this README")
+    ap.add_argument("--budget", type=float, default=None, help="training FLOPs per run (default: the configuration's)")
+    ap.add_argument("--growth", type=float, nargs="+", default=None,
+                    help="growth points as fractions of the budget (default: the configuration's)")
+    ap.add_argument("--runs", nargs="+", choices=("big", "small", "grown"), default=["big", "small", "grown"],
+                    help="which runs to do (a pilot); the summary needs big and small")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("worth_it_lm: --device cuda: CUDA is not available here (torch.cuda.is_available() is False)",
+              file=sys.stderr)
+        return 2
+    cfg = CONFIGS["quick" if args.quick else args.device]
+    if args.budget or args.growth:
+        cfg = replace(cfg, budget=args.budget or cfg.budget, growth=tuple(args.growth or cfg.growth))
+    warnings.filterwarnings("ignore", module="onnx2torch")
+    seeds = args.seeds or cfg.seeds
+    torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t_start = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    data = corpus(cfg.val_percent)
+    log(f"corpus: {data.root}: {data.files[0]} train files, {len(data.train):,} bytes; {data.files[1]} validation "
+        f"files, {len(data.val):,} bytes; sha256 {data.sha256}")
+    feats = Features.detect()
+    log(f"onnxgrow features: state_dict_for(base=) {feats.base}, deepen(order=) {feats.order}, "
+        f"grow_optimizer_state {feats.carry}")
+    fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
+    fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
+    tps = throughput(cfg, data, args.device)
+    log(f"throughput ({args.threads} threads): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
+        f"GFLOP/s), big {tps['big']:,.0f} tokens/s ({tps['big'] * fb / 1e9:.1f} GFLOP/s); config {cfg.name}: "
+        f"training alone needs about {estimate(cfg, tps, feats, seeds) / 60:.1f} min")
+    results = []
+    for seed in range(seeds):
+        results.append(one_seed(cfg, seed, data, feats, args.device, log, tuple(args.runs)))
+    if not {"big", "small"} <= set(args.runs):
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "worth_it_lm_pilot.json").write_text(json.dumps({"config": asdict(cfg), "results": results}))
+        log(f"pilot of {', '.join(args.runs)} done in {(time.perf_counter() - t_start) / 60:.1f} min; no summary")
+        return 0
+    summary = summarise(cfg, results)
+    loaded = sorted({h for r in results for h in r["loaded"]})
+    head = describe(cfg, data, feats, loaded, fs, fb, seeds)
+    tab = table(cfg, summary)
+    words = verdict(cfg, summary)
+    elapsed = time.perf_counter() - t_start
+    timing = {k: [sum(r["timing"].get(k, [0, 0])[i] for r in results) for i in (0, 1)]
+              for k in ("small", "big", "grown")}
+    speed = ", ".join(f"{k} {v[1] / v[0]:,.0f} tokens/s" for k, v in timing.items() if v[0] > 0)
+    foot = (f"FLOPs to reach: the first point (linear between evaluations) where a run's validation bits/byte is at "
+            f"or below the big-from-scratch run's final value of the same seed, over the budget (big itself: 1.00 "
+            f"at its last step); mean ± std over the seeds that reached it. Δ: mean difference of final bits/byte; "
+            f"\"no difference\" when |Δ| ≤ std + std. Whole run: {elapsed / 60:.1f} min ({speed}).")
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = "\n".join(["# Is growing worth it? (byte-level language model)", "",
+                    "![validation bits/byte against training FLOPs](worth_it_lm.png)", "",
+                    *[f"- {x}" for x in head], "", *tab, "", foot, "", *[f"- {x}" for x in words], ""])
+    (args.out / "worth_it_lm.md").write_text(md)
+    (args.out / "worth_it_lm.json").write_text(json.dumps({
+        "config": asdict(cfg), "seeds": seeds, "device": args.device, "threads": args.threads,
+        "corpus": {"root": data.root, "python": sys.version.split()[0], "train_bytes": len(data.train),
+                   "val_bytes": len(data.val), "files": data.files, "sha256": data.sha256},
+        "features": asdict(feats), "flops_per_token": {"small": fs, "big": fb}, "throughput_probe": tps,
+        "elapsed_s": elapsed, "summary": summary, "verdict": words, "results": results}))
+    plot(cfg, results, args.out / "worth_it_lm.png")
+    if args.readme:
+        rel = Path("bench/results") if args.out.resolve() == RESULTS.resolve() else args.out
+        update_readme(args.readme, "\n".join([f"![validation bits/byte against training FLOPs]({rel}/worth_it_lm.png)",
+                                              "", *[f"- {x}" for x in head], "", *tab, "", foot, "",
+                                              *[f"**{x}**" if x.startswith(("Verdict", "WARNING")) else x
+                                                for x in words for x in (x, "")]]).rstrip())
+    print("\n".join(["", *head, "", *tab, "", foot, "", *words]))
+    log(f"wrote {args.out / 'worth_it_lm.png'}, {args.out / 'worth_it_lm.md'}, {args.out / 'worth_it_lm.json'} "
+        f"in {elapsed / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
