@@ -84,7 +84,8 @@ class Config:
     budget: float  # training FLOPs of every run
     growth: tuple[float, ...]  # growth points, as fractions of the budget
     seeds: int
-    lr: float = 3e-3  # AdamW peak learning rate
+    lr_small: float = 3e-3  # AdamW peak learning rate of the small model (and of the small phase)
+    lr_big: float = 3e-3  # of the big model (and of the grown phase)
     floor: float = 0.1  # every schedule ends at floor × lr
     warmup: float = 0.05  # warmup, as a fraction of a run's (or a small phase's) steps
     rewarm: float = 0.02  # warmup after growth, as a fraction of the grown phase's steps
@@ -206,7 +207,7 @@ def make(spec: tuple[int, int, int], cfg: Config, seed: int, device: str) -> GPT
 
 
 def adamw(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr_big, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
 class Trainer:
@@ -222,6 +223,7 @@ class Trainer:
         """`steps` steps of `model` (training FLOPs per token `fpt`) with a schedule of its own."""
         cfg = self.cfg
         per_step = fpt * cfg.batch * cfg.ctx
+        peak = cfg.lr_small if name == "small" else cfg.lr_big
         flops = curve.flops
         if not curve.points:
             curve.points.append([flops, bits_per_byte(model, self.windows), 0.0])
@@ -230,7 +232,7 @@ class Trainer:
         model.train()
         t0 = time.perf_counter()
         for step in range(1, steps + 1):
-            lr = lr_at(step, steps, warmup, cfg.lr, cfg.floor * cfg.lr)
+            lr = lr_at(step, steps, warmup, peak, cfg.floor * peak)
             for group in opt.param_groups:
                 group["lr"] = lr
             x, y = self.batches(first_batch + step - 1)
@@ -253,7 +255,7 @@ class Trainer:
         slot[1] += steps * cfg.batch * cfg.ctx
         curve.phases.append({"model": name, "steps": steps, "flops_per_token": fpt, "flops_per_step": per_step,
                              "warmup": warmup, "first_batch": first_batch, "flops_start": curve.flops,
-                             "flops_end": flops, "lr_last": lr, "lr_floor": cfg.floor * cfg.lr, "lr_peak": cfg.lr})
+                             "flops_end": flops, "lr_last": lr, "lr_floor": cfg.floor * peak, "lr_peak": peak})
 
 
 def steps_for(flops: float, per_step: int) -> int:
@@ -309,22 +311,22 @@ def grown_onnx(small: GPT, cfg: Config, seed: int, order: str | None) -> onnx.Mo
 
 def load_grown(model: onnx.ModelProto, small: GPT, cfg: Config, feats: Features, device: str
                ) -> tuple[torch.nn.Module, str]:
-    """The grown model in the big GPT (state_dict_for), or as an onnx2torch module when this onnxgrow
-    cannot place copied layers in a deeper module; and how it was loaded."""
+    """The grown model in the big GPT (`state_dict_for`, with `base=small` where this onnxgrow has it), or,
+    when this onnxgrow cannot place copied layers in a deeper module, as an onnx2torch module
+    (`to_module`); and how it was loaded."""
     big = GPT(**arch(cfg.big, cfg))
-    if cfg.big[1] == cfg.small[1]:
-        big.load_state_dict(ogt.state_dict_for(big, model), strict=True)
-        how = "state_dict_for"
-    elif feats.base:
-        base = copy.deepcopy(small).cpu()
-        big.load_state_dict(ogt.state_dict_for(big, model, base=base), strict=True)  # type: ignore[call-arg]
-        how = "state_dict_for(base=small)"
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            big = ogt.to_module(model)  # type: ignore[assignment]
-        how = "to_module"
-    return big.to(device), how
+    kw = {"base": copy.deepcopy(small).cpu()} if feats.base else {}
+    try:
+        big.load_state_dict(ogt.state_dict_for(big, model, **kw), strict=True)
+        return big.to(device), "state_dict_for" + ("(base=small)" if kw else "")
+    except onnxgrow.OnnxGrowError as exc:
+        if cfg.big[1] == cfg.small[1]:
+            raise  # width alone must load
+        why = str(exc).split(":")[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = ogt.to_module(model)
+    return module.to(device), f"to_module ({why})"
 
 
 def check_same(small: torch.nn.Module, grown: torch.nn.Module, windows: torch.Tensor) -> float:
@@ -402,13 +404,13 @@ def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str,
         ng = steps_for(cfg.budget - base.flops, step_b)
         for order in orders:
             model = grown_onnx(small, cfg, seed, order)
-            # carrying AdamW state needs the grown weights in the big GPT's own parameters
-            carries = feats.carry and (feats.base or cfg.big[1] == cfg.small[1])
-            for carry in ([False, True] if carries else [False]):
+            for carry in ([False, True] if feats.carry else [False]):
                 s = copy.deepcopy(small)
                 o = adamw(s, cfg)
                 o.load_state_dict(opt.state_dict())
                 grown, how = load_grown(model, s, cfg, feats, device)
+                if carry and not isinstance(grown, GPT):
+                    continue  # carrying AdamW state needs the grown weights in the big GPT's own parameters
                 err = check_same(s, grown, windows)
                 o2 = carried_optimizer(o, s, grown, model, cfg) if carry else adamw(grown, cfg)
                 c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
@@ -525,7 +527,7 @@ def describe(cfg: Config, data: Corpus, feats: Features, loaded: list[str], fs: 
     return [
         f"Configuration `{cfg.name}`: small d {d0} × {l0} layer(s), {h0} heads ({ps:,} parameters, {fs:,} training "
         f"FLOPs/token) → big d {d1} × {l1} layers, {h1} heads ({pb:,} parameters, {fb:,} training FLOPs/token); "
-        f"context {cfg.ctx}, batch {cfg.batch}, AdamW lr {cfg.lr:g} (betas {cfg.betas}, weight decay "
+        f"context {cfg.ctx}, batch {cfg.batch}, AdamW peak lr {cfg.lr_small:g} (small) / {cfg.lr_big:g} (big, grown) (betas {cfg.betas}, weight decay "
         f"{cfg.weight_decay}), warmup {cfg.warmup:.0%} then cosine to {cfg.floor:g} × lr at each run's own end, "
         f"re-warmup {cfg.rewarm:.0%} after growth; budget {cfg.budget:.3g} training FLOPs per run "
         f"(big: {cfg.budget / fb / 1e6:.2f} M tokens); growth at {', '.join(f'{g:.0%}' for g in cfg.growth)} of it; "
@@ -547,19 +549,22 @@ def plot(cfg: Config, seeds: list[dict], path: Path) -> None:
     methods = list(seeds[0]["runs"])
     fig, axes = plt.subplots(1, len(cfg.growth), figsize=(6.4 * len(cfg.growth), 5), squeeze=False, sharey=True)
     finals = [s["runs"][BIG]["points"][-1][1] for s in seeds]
-    colours = iter(["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange", "tab:brown"])
+    palette = ["tab:blue", "tab:green", "tab:red", "tab:purple", "tab:orange", "tab:brown"]
     colour = {BIG: "black", SMALL: "tab:gray"}
     for ax, g in zip(axes[0], cfg.growth):
         tag = f"grown at {g:.0%}"
         for m in methods:
             if m not in (BIG, SMALL) and not m.startswith(tag):
                 continue
-            colour.setdefault(m, next(colours))
+            variant = m.split("%", 1)[1] if m.startswith("grown at") else m  # the same colour in every panel
+            if variant not in colour:
+                colour[variant] = palette[(len(colour) - 2) % len(palette)]
+            c = colour[variant]
             pts = np.array([s["runs"][m]["points"] for s in seeds])  # seeds × points × (flops, bpb, lr)
             f, v = pts[0, :, 0], pts[:, :, 1]
-            ax.plot(f, v.mean(0), color=colour[m], lw=1.6, label=m)
+            ax.plot(f, v.mean(0), color=c, lw=1.6, label=m)
             if len(seeds) > 1:
-                ax.fill_between(f, v.mean(0) - v.std(0), v.mean(0) + v.std(0), color=colour[m], alpha=0.2, lw=0)
+                ax.fill_between(f, v.mean(0) - v.std(0), v.mean(0) + v.std(0), color=c, alpha=0.2, lw=0)
         ax.axvline(g * cfg.budget, color="k", ls=":", lw=1)
         ax.axhline(float(np.mean(finals)), color="k", ls="--", lw=0.8)
         ax.set_title(f"grown at {g:.0%} of the budget (dotted)")
@@ -632,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the plot, table and JSON go")
     ap.add_argument("--readme", type=Path, default=None, help="also write the results into this README")
     ap.add_argument("--budget", type=float, default=None, help="training FLOPs per run (default: the configuration's)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of every run (default: the configuration's)")
+    ap.add_argument("--ctx", type=int, default=None, help="context length (default: the configuration's)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the configuration's)")
     ap.add_argument("--growth", type=float, nargs="+", default=None,
                     help="growth points as fractions of the budget (default: the configuration's)")
     ap.add_argument("--runs", nargs="+", choices=("big", "small", "grown"), default=["big", "small", "grown"],
@@ -642,8 +650,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     cfg = CONFIGS["quick" if args.quick else args.device]
-    if args.budget or args.growth:
-        cfg = replace(cfg, budget=args.budget or cfg.budget, growth=tuple(args.growth or cfg.growth))
+    if args.budget or args.growth or args.ctx or args.batch or args.lr:
+        cfg = replace(cfg, budget=args.budget or cfg.budget, growth=tuple(args.growth or cfg.growth),
+                      ctx=args.ctx or cfg.ctx, batch=args.batch or cfg.batch,
+                      lr_small=args.lr or cfg.lr_small, lr_big=args.lr or cfg.lr_big)
     warnings.filterwarnings("ignore", module="onnx2torch")
     seeds = args.seeds or cfg.seeds
     torch.set_num_threads(args.threads)

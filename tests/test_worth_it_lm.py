@@ -92,12 +92,13 @@ def test_every_run_gets_the_budget_and_grown_runs_count_the_small_phase(quick):
 def test_every_schedule_decays_to_its_floor_at_its_own_end(quick):
     _, _, data = quick
     cfg = data["config"]
-    floor = cfg["floor"] * cfg["lr"]
     for seed in data["results"]:
         for name, run in seed["runs"].items():
             for phase in run["phases"]:  # the small phase of a grown run is a complete run of its own
-                assert phase["lr_last"] == pytest.approx(floor, rel=1e-12), name
-            assert run["points"][-1][2] == pytest.approx(floor, rel=1e-12)
+                peak = cfg["lr_small"] if phase["model"] == "small" else cfg["lr_big"]
+                assert phase["lr_peak"] == peak
+                assert phase["lr_last"] == pytest.approx(cfg["floor"] * peak, rel=1e-12), name
+            assert run["points"][-1][2] == pytest.approx(cfg["floor"] * run["phases"][-1]["lr_peak"], rel=1e-12)
 
 
 def test_schedule_shape():
@@ -116,3 +117,14 @@ def test_cuda_without_cuda_says_so_in_one_line():
     res = subprocess.run([sys.executable, str(SCRIPT), "--device", "cuda"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and "CUDA is not available" in res.stderr
+
+
+def test_results_replace_the_readme_block_and_nothing_else(tmp_path):
+    bench = _bench_module("worth_it_lm")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{bench.README_BEGIN}\nold results\n{bench.README_END}\n\nafter\n")
+    bench.update_readme(readme, "new table\n\nnew verdict")
+    assert readme.read_text() == (f"# x\n\nbefore\n\n{bench.README_BEGIN}\nnew table\n\nnew verdict\n"
+                                  f"{bench.README_END}\n\nafter\n")
+    real = (ROOT / "README.md").read_text()
+    assert real.count(bench.README_BEGIN) == 1 and real.count(bench.README_END) == 1
