@@ -9,8 +9,9 @@ trained on, reach the big model's quality for less training compute than the big
   validation bits per byte on a fixed set of windows (evenly spaced in the validation text, every position
   of each window predicted).
 - Models (bench/lm_gpt.py): a pre-norm GPT. Small d 32 × 1 layer (2 heads), big d 64 × 2 layers (4 heads):
-  width × 2 and depth × 2. At this budget the small model is capacity-limited (checked in the run: a
-  warning says when it is not, since growth then has nothing to win).
+  width × 2 and depth × 2; each at the peak learning rate short pilots found best for it (see CONFIGS).
+  At this budget the small model is capacity-limited (checked in the run: a warning says when it is not,
+  since growth then has nothing to win).
 - Growth goes through onnxgrow: the trained small model is exported (`torch.onnx.export`), widened
   (`widen_model(hidden="x2", heads="x2", ffn="x2")`: hidden units copied whole (net2net, what LayerNorm
   allows), new heads and feed-forward units with small random incoming and zero outgoing weights), deepened
@@ -35,7 +36,7 @@ Outputs (--out, default bench/results/): worth_it_lm.png (validation bits/byte a
 panel per growth point), worth_it_lm.md (table and verdict), worth_it_lm.json (every curve and schedule).
 `--readme README.md` also writes the table and verdict into the README between its worth-it markers.
 
-Configurations (`CONFIGS`): "cpu" (default; `make worth-it`, about 25-30 minutes on 2 quiet cores),
+Configurations (`CONFIGS`): "cpu" (default; `make worth-it`, about 20-27 minutes on 2 quiet cores),
 "quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda" (`--device cuda`: a larger
 model and budget on one GPU; one clear line and exit status 2 when CUDA is not available).
 """
@@ -98,15 +99,21 @@ class Config:
 
 
 CONFIGS = {
-    # 2 CPU cores: the big model gets ~4.5 M tokens (0.4 epoch); see the README for the pilot numbers
-    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=128, batch=32, budget=4.0e12, growth=(0.1, 0.25),
-                  seeds=3),
+    # 2 CPU cores (`make worth-it`). Pilots (1 seed, 1 thread, context 64, batch 64; bits/byte at the end of a
+    # run whose schedule ends there): at 2e12 FLOPs the big model's peak lr 3e-3 / 6e-3 / 9e-3 / 1.2e-2 gave
+    # 2.497 / 2.358 / 2.216 / 2.556 and the small model's 1.2e-2 / 2e-2 / 3e-2 / 5e-2 gave 2.224 / 2.134 /
+    # 2.126 / 2.155; at 4e12, big (lr 6e-3) 1.907, small (lr 1.2e-2) 2.092. At 4e12 with context 128, batch 32
+    # and lr 3e-3 for both the two models tied (2.211 / 2.220): growth would have had nothing to win. The big
+    # model sees 5.1 M tokens (0.45 epoch), the small one 27 M (2.4 epochs).
+    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=64, batch=64, budget=4e12, growth=(0.1, 0.25),
+                  seeds=3, lr_small=3e-2, lr_big=9e-3, val_windows=384),
     "quick": Config("quick", small=(16, 1, 2), big=(32, 2, 4), ctx=32, batch=8, budget=2.5e9, growth=(0.1, 0.25),
-                    seeds=2, warmup=0.1, rewarm=0.1, evals=6, val_windows=16),
-    # one GPU: width × 2 and depth × 2 from 2 layers (stacked and interleaved orders differ), ~50 M tokens
-    # (about 4 epochs) for the big model
-    "cuda": Config("cuda", small=(128, 2, 4), big=(256, 4, 8), ctx=256, batch=64, budget=1.2e15,
-                   growth=(0.1, 0.25), seeds=5, lr=1e-3, evals=40, val_windows=512),
+                    seeds=2, lr_small=6e-3, lr_big=3e-3, warmup=0.1, rewarm=0.1, evals=6, val_windows=16),
+    # one GPU (not run here: no GPU in this project's machines; learning rates not tuned): width × 2 and
+    # depth × 2 from 2 layers, so stacked and interleaved copies differ; the big model sees 27 M tokens
+    # (2.3 epochs), the small one 180 M (15 epochs)
+    "cuda": Config("cuda", small=(128, 2, 4), big=(256, 4, 8), ctx=256, batch=64, budget=6e14,
+                   growth=(0.1, 0.25), seeds=5, lr_small=4e-3, lr_big=2e-3, evals=40, val_windows=512),
 }
 
 
