@@ -37,6 +37,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("--keep-outputs", action="store_true",
                    help="let groups that reach a graph output grow; the output is sliced back to its original "
                         "units, so the model's interface does not change")
+    p.add_argument("--keep-ties", action="store_true",
+                   help="refuse to grow a weight shared by nodes that would grow it differently (default: give each "
+                        "such reader its own copy; exporters merge equal initializers of unrelated layers)")
     p.add_argument("--init", choices=["noise", "zero", "net2net"], default="noise",
                    help="how new units start (default noise: small random incoming weights, zero outgoing)")
     p.add_argument("--noise-std", type=float, default=0.1,
@@ -182,6 +185,7 @@ def _cmd_widen(args: argparse.Namespace) -> int:
                 check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
                 provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
                 heads=args.heads, ffn=args.ffn, hidden=args.hidden, keep_outputs=args.keep_outputs,
+                keep_ties=args.keep_ties,
                 output=args.output, external_data=True if args.save_external_data else None, progress=progress,
             )
     except VerificationFailed as exc:
@@ -194,6 +198,7 @@ def _cmd_widen(args: argparse.Namespace) -> int:
             "groups": [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
                        for p in result.plans],
             "skipped": [{"id": g.id, "reason": why} for g, why in result.skipped],
+            "untied": [u.to_dict() for u in result.untied],
             "params_before": result.params_before, "params_after": result.params_after,
             "exact": result.exact,
             "verification": result.report.to_dict() if result.report else None,

@@ -59,8 +59,10 @@ def widen_table(result) -> Table:
     rep = result.report
     err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
     status = "exact" if result.exact else "APPROXIMATE"
-    table = Table(caption=f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})",
-                  caption_justify="left")
+    caption = f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})"
+    if result.untied:
+        caption += "\n" + untied_line(result.untied)
+    table = Table(caption=escape(caption), caption_justify="left")
     for col in ("group", "producers", "size", "init", "note"):
         table.add_column(col, overflow="fold")
     for p in result.plans:
@@ -68,6 +70,14 @@ def widen_table(result) -> Table:
     for g, why in result.skipped:
         table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", escape(f"skipped: {why}"))
     return table
+
+
+def untied_line(untied) -> str:
+    """`untied N shared weight(s): name (k copies), ...`: weights given a copy per class of readers."""
+    names = ", ".join(f"{u.weight} ({len(u.copies)} copies)" for u in untied[:4])
+    more = f", ... (+{len(untied) - 4})" if len(untied) > 4 else ""
+    return (f"untied {len(untied)} shared weight{'s' if len(untied) != 1 else ''} that readers grow differently: "
+            f"{names}{more}")
 
 
 def blocks_table(blocks) -> Table:

@@ -923,39 +923,67 @@ def _tied(op: str = "MatMul"):
     return g.model(g.op("Add", [g.gemm(a, 4, 3, "ha"), g.gemm(b, 4, 3, "hb")]))
 
 
-def test_tied_consumer_weight_grown_differently_is_refused():
+def _dims(model: onnx.ModelProto) -> dict[str, list[int]]:
+    return {t.name: list(t.dims) for t in model.graph.initializer}
+
+
+def _readers_of(model: onnx.ModelProto, name: str) -> list[str]:
+    return [n.name for n in model.graph.node if name in n.input]
+
+
+def test_tied_consumer_weight_grown_differently_is_untied():
+    """Readers of one weight that grow it differently each get a copy: exact, and said in the result."""
     g = Graph()
     x = g.input([2, 4])
     w = g.weight(5, 3, name="shared_out")
     a = g.op("Relu", [g.gemm(x, 4, 5, "fa")])
     b = g.op("Relu", [g.gemm(x, 4, 5, "fb")])
     model = g.model(g.op("Add", [g.op("MatMul", [a, w], name="ha"), g.op("MatMul", [b, w], name="hb")]))
-    with pytest.raises(OnnxGrowError, match="shared_out"):
-        widen_model(model, {"fa": "x2"}, check=False)
-    grow(model, {"fa": "x2", "fb": "x2"}, init="noise")
-    # net2net draws its copies per group: the message says so instead of "grow both the same way"
-    with pytest.raises(OnnxGrowError, match="net2net copies randomly chosen units for each group"):
-        widen_model(model, {"fa": "x2", "fb": "x2"}, init="net2net", check=False)
+    res = grow(model, {"fa": "x2"})
+    dims = _dims(res.model)
+    assert dims["shared_out"] == [10, 3] and dims["shared_out/hb"] == [5, 3]
+    assert _readers_of(res.model, "shared_out") == ["ha"] and _readers_of(res.model, "shared_out/hb") == ["hb"]
+    assert [(u.weight, u.copies) for u in res.untied] == [("shared_out", {"shared_out": ["ha"], "shared_out/hb": ["hb"]})]
+    with pytest.raises(OnnxGrowError, match="shared_out.*keep-ties"):
+        widen_model(model, {"fa": "x2"}, keep_ties=True, check=False)
+    same = grow(model, {"fa": "x2", "fb": "x2"}, init="noise")  # the same growth: still one tensor
+    assert not same.untied and _dims(same.model)["shared_out"] == [10, 3]
+    assert _readers_of(same.model, "shared_out") == ["ha", "hb"]
+    # net2net draws its copies per group, so the two readers grow the weight differently: untied
+    drawn = grow(model, {"fa": "x2", "fb": "x2"}, init="net2net")
+    assert [u.weight for u in drawn.untied] == ["shared_out"]
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
-def test_tied_weight_grown_differently_is_refused(op):
+def test_tied_weight_grown_differently_is_untied(op):
     model = _tied(op)
-    with pytest.raises(OnnxGrowError, match="shared") as info:
-        widen_model(model, {"fa": "x2"}, check=False)
-    assert not isinstance(info.value, VerificationFailed)
-    with pytest.raises(OnnxGrowError, match="shared"):
-        widen_model(model, {"fa": "x2", "fb": "+3"}, check=False)
+    for layers in ({"fa": "x2"}, {"fa": "x2", "fb": "+3"}):
+        res = grow(model, layers)
+        assert [u.weight for u in res.untied] == ["shared"]
+        assert len([t for t in res.model.graph.initializer if t.name.startswith("shared")]) == 2
+        with pytest.raises(OnnxGrowError, match="shared") as info:
+            widen_model(model, layers, check=False, keep_ties=True)
+        assert not isinstance(info.value, VerificationFailed)
 
 
 def test_tied_weight_grown_the_same_way():
     model = _tied()
-    try:
-        res = grow(model, {"fa": "x2", "fb": "x2"}, init="zero")
-    except OnnxGrowError as exc:
-        assert "shared" in str(exc)
-    else:
-        assert initializer(res.model, "shared").shape == (4, 8)
+    res = grow(model, {"fa": "x2", "fb": "x2"}, init="zero")
+    assert initializer(res.model, "shared").shape == (4, 8) and not res.untied
+
+
+def test_shared_vector_read_as_scale_and_as_bias_is_untied():
+    """One tensor of ones used as a Mul scale and as an Add bias of the same units: new units need 1 in one
+    place and 0 in the other, so even inside one group the two readers grow it differently."""
+    g = Graph()
+    x = g.input([2, 4])
+    ones = g.const(np.ones(6), "ones")
+    h = g.op("Mul", [g.gemm(x, 4, 6, "fc"), ones], name="scale")
+    h = g.op("Relu", [g.op("Add", [h, ones], name="shift")])
+    model = g.model(g.gemm(h, 6, 3, "head"))
+    res = grow(model, {"fc": "x2"}, init="noise")
+    assert [u.weight for u in res.untied] == ["ones"]
+    assert sorted(_dims(res.model)[n] for n in ("ones", "ones/shift")) == [[12], [12]]
 
 
 def test_unnamed_nodes_get_names_widen_accepts():

@@ -199,31 +199,21 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
 
 
 def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
-    """A weight that a node reads without a recorded use may not change: block its groups."""
-    recorded: dict[str, set[str]] = {}
-    for u in st.weight_uses:
-        recorded.setdefault(u.init, set()).add(u.node)
-    for v in st.value_uses:
-        recorded.setdefault(v.init, set()).add(v.node)
-    readers: dict[str, list[onnx.NodeProto]] = {}
+    """Weights read where no rule recorded how they grow.
+
+    A main-graph node reading a weight without a recorded use keeps the weight as it is: the rewrite gives
+    it its own copy when the weight grows for its other readers (untying). A weight read inside a subgraph
+    or that is a graph output keeps its name, so it can grow only if every recorded reader leaves it as it is.
+    """
+    recorded: set[str] = {u.init for u in st.weight_uses} | {v.init for v in st.value_uses}
     for node in model.graph.node:
-        for i in node.input:
-            if i in recorded:
-                readers.setdefault(i, []).append(node)
-        for i in _subgraph_reads(node):
-            if i in recorded:
-                readers.setdefault(i, []).append(node)
-    outputs = {o.name for o in model.graph.output}
-    for init, nodes in readers.items():
-        for node in nodes:
-            if node.name not in recorded[init]:
-                for u in st.weight_uses:
-                    if u.init == init:
-                        st.block(u.layout, f"weight {init} is also read by {node.name} ({node.op_type})")
-        if init in outputs:
-            for u in st.weight_uses:
-                if u.init == init:
-                    st.block(u.layout, f"weight {init} is a graph output")
+        st.subgraph_reads.update(i for i in _subgraph_reads(node) if i in st.inits)
+    pinned = st.subgraph_reads | {o.name for o in model.graph.output}
+    for init in recorded & pinned:
+        where = "is a graph output" if init in {o.name for o in model.graph.output} else "is read inside a subgraph"
+        for u in st.weight_uses:
+            if u.init == init:
+                st.block(u.layout, f"weight {init} {where}")
 
 
 def _summarise(st: State) -> list[Group]:

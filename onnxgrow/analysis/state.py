@@ -102,6 +102,8 @@ class State:
         self.splits: dict[int, Prod] = {}
         #: graph outputs whose grown axes are sliced back to the original units (widen --keep-outputs)
         self.kept_outputs: list[str] = []
+        #: initializers read inside a subgraph (If/Loop/Scan bodies): their readers there cannot be rewired
+        self.subgraph_reads: set[str] = set()
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
