@@ -66,6 +66,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
                    help="identity: linear identity layer (+ the same idempotent activation); residual: x + 0·f(x) "
                         "block; copy: duplicate a residual block with its output projection zeroed (default identity)")
     p.add_argument("--count", type=int, default=1, help="how many layers or blocks to insert (default 1)")
+    p.add_argument("--order", choices=["interleave", "stack"], default="interleave",
+                   help="copy: interleave puts each copy right after its block or layer (L0 L0' L1 L1', default); "
+                        "stack repeats the whole sequence after the last one (L0 L1 L0' L1')")
     p.add_argument("--hidden", type=int, help="hidden size of a residual block (default: the tensor's size)")
     p.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], default="relu",
                    help="activation inside a residual block (default relu)")
@@ -223,8 +226,9 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
             result = deepen_model(
                 args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
                 activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
-                check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol, provider=args.provider,
-                input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
+                check=not args.no_verify, approximate=args.approximate, order=args.order, atol=args.atol,
+                rtol=args.rtol, provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
+                progress=progress,
             )
             save(result.model, args.output, external_data=True if args.save_external_data else None,
                  progress=progress)
