@@ -13,6 +13,7 @@ from ..analysis.groups import Analysis, Group
 from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansion
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
+from ..growth_map import append_step, encode_scale, encode_src
 from ..progress import ProgressFn
 from ..stream import Deferred, array_bytes, has_data, pieces as stream_pieces, raw_nbytes, skeleton, stub
 
@@ -374,7 +375,31 @@ class _Rewriter:
                         a.ints[au.index] = self.new_size(au.layout) // au.divisor
         self._value_info(g)
         self._keep_outputs(g, index)
+        append_step(out, self.growth_step(targets))
         return out, deferred
+
+    def growth_step(self, targets: list[Target]) -> dict:
+        """This widening as a step of the growth map (see onnxgrow.growth_map): per changed weight its source
+        (the shared weight an untied copy was made from, else itself), old shape and, per grown axis, the
+        expansion of its units (one table entry per distinct expansion, shared by a group's weights) and role."""
+        table: list[dict] = []
+        index: dict[tuple, int] = {}
+        weights: dict[str, dict] = {}
+        for tg in targets:
+            axes = []
+            for u, _, e in self._steps(tg.uses):
+                key = (e.old_size, e.src.tobytes(), e.scale.tobytes())
+                if key not in index:
+                    index[key] = len(table)
+                    scale = encode_scale(e.scale)
+                    table.append({"old": e.old_size, "src": encode_src(e.src)} | ({"scale": scale} if scale else {}))
+                axes.append({"axis": u.axis, "expansion": index[key], "role": u.role})
+            if not axes and tg.name == tg.source:
+                continue
+            weights[tg.name] = {"source": tg.source, "old_shape": [int(d) for d in self.st.inits[tg.source].dims],
+                                "shape": self.grown_shape(tg.source, tg.uses), "axes": axes}
+        groups = [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init} for p in self.plans.values()]
+        return {"op": "widen", "groups": groups, "expansions": table, "weights": weights}
 
     def _keep_outputs(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Slice each kept graph output back to its original units (the first copy of each)."""
