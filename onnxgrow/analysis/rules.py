@@ -717,22 +717,29 @@ def _concat(node: onnx.NodeProto, st: State) -> None:
         return
     rank = len(out_shape)
     axis = int(attr(node, "axis", 0)) % rank
+    # a constant's positions along the axis are its own (they cannot grow); along the other axes it follows
+    # the activations it is joined to, as a per-unit parameter (a class token prepended to the patches)
+    shared: list[Layout | None] = [None] * rank
+    for l in lays:
+        for k in range(rank):
+            if l is not None and k != axis:
+                shared[k] = l[k] if shared[k] is None else st.unify(shared[k], l[k], node.name)  # type: ignore[arg-type]
     full = []
     for n, l in zip(ins, lays):
         if l is None:
-            l = [st.fresh(d, f"constant {n}") for d in st.inits[n].dims]
-            for x in l:
-                st.block(x, f"{node.name} concatenates the constant {n}")
+            l = []
+            for k, d in enumerate(st.inits[n].dims):
+                if k == axis or shared[k] is None:
+                    x = st.fresh(d, f"constant {n}")
+                    st.block(x, f"{node.name} concatenates the constant {n}")
+                    l.append(x)
+                else:
+                    st.use(node.name, n, k, shared[k], "param", 0.0)  # type: ignore[arg-type]
+                    l.append(shared[k])
         full.append(l)
     result: list[Layout] = []
     for k in range(rank):
-        if k == axis:
-            result.append(Cat(tuple(l[k] for l in full)))
-        else:
-            l0 = full[0][k]
-            for other in full[1:]:
-                l0 = st.unify(l0, other[k], node.name)
-            result.append(l0)
+        result.append(Cat(tuple(l[k] for l in full)) if k == axis else shared[k] or full[0][k])
     st.set_layout(node.output[0], result)
 
 
