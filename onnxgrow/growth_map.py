@@ -22,7 +22,7 @@ neutral value), not old ones. Only grown weights are listed; `source` is the wei
 
 A deepen STEP:
 
-    {"op": "deepen", "block": "copy", "order": "interleave", "count": 1, "layer_scope": "model.layers",
+    {"op": "deepen", "block": "copy", "order": "interleave", "count": 1, "layer_scopes": ["model.layers"],
      "layers": [{"from": 0, "copy": 0}, {"from": 0, "copy": 1}, {"from": 1, "copy": 0}, ...],
      "weights": {NAME: {"source": NAME_BEFORE}                          renamed (values unchanged)
                        | {"source": NAME_BEFORE, "copy": true, "zeroed": false}   a copy of a weight
@@ -30,9 +30,9 @@ A deepen STEP:
 
 `layers` (copies of whole transformer layers only, else null) lists the layers of the deeper model in
 order: which layer of the model before the step each one is (`from`) and whether it is that layer
-(`copy` 0) or its k-th copy. `layer_scope` is the module path of the layer list the exporter recorded
-(`model.layers`, `bert.encoder.layer`, `transformer.h`, ...) when deepen found one: weight and node names
-then carry the new layer numbers. `zeroed`: the copy's projection into the residual Add was set to zero.
+(`copy` 0) or its k-th copy. `layer_scopes` lists the module paths of the layer lists whose numbers the
+exporter wrote into names (`model.layers`, `bert.encoder.layer`, `transformer.h`, ...; [] when none was
+found): weight names, node names and the exporter's module scopes then carry the new layer numbers. `zeroed`: the copy's projection into the residual Add was set to zero.
 
 Steps compose in order: a weight of the final model is traced back step by step (`trace`) to the weight of
 the first model it comes from, with the per-axis maps composed.

@@ -131,6 +131,13 @@ def _weight_slot(node: onnx.NodeProto, k: int) -> bool:
     return node.op_type not in _ELEMENTWISE and (slots is None or k in slots)
 
 
+def _named_like_a_key(name: str) -> bool:
+    """A name like a state_dict key (`model.layers.3.mlp.up_proj.weight`): a parameter the exporter kept,
+    unlike the names exporters give constants (`where`, `unsqueeze_14`, `/bert/.../Gather_output_0`,
+    `onnx::Mul_12`, `val_3`)."""
+    return "." in name and "/" not in name and "::" not in name and not name.startswith(("val_", "_v_"))
+
+
 def _tie_groups(module: nn.Module, keys: set[str]) -> list[list[str]]:
     """Keys of the state_dict that are one tensor in the module (tied weights), each group of two or more."""
     by_tensor: dict[tuple[int, tuple[int, ...]], list[str]] = {}
@@ -246,14 +253,20 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
     # initializers without a place: an error when they are weights or grew, else constants left out
     unplaced: list[tuple[str, Origin]] = []
     no_place: list[str] = []
+    origins = {name: growth_map.trace(recorded, name) for name in kinds}
+    hidden_buffers = {n for n, _ in module.named_buffers()} - set(target)  # non-persistent: the module makes them
+    # the first model's weights that are parameters here: a copy of one is a parameter too
+    placed_roots = {origins[n].root for n in used if origins[n].kind == "old"}
     for name in kinds:
         if name in used:
             continue
-        origin = growth_map.trace(recorded, name)
+        origin = origins[name]
         slots = _weight_slots(name, readers)
         users = sorted({n.name for n, _ in readers.get(name, [])})
         where = f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'})"
-        if any(_weight_slot(n, k) for n, k in slots) or (origin.kind == "new" and origin.new != "constant"):
+        parameter = (any(_weight_slot(n, k) for n, k in slots) or (origin.kind == "new" and origin.new != "constant")
+                     or origin.root in placed_roots or (_named_like_a_key(name) and name not in hidden_buffers))
+        if parameter:
             no_place.append(where)
         elif origin.grown:
             unplaced.append((name, origin))
@@ -438,13 +451,13 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
                             f"{'es' if placement.count != 1 else ''}): " + " | ".join(placement.problems))
     recorded = growth_map.steps(m)
     table = growth_map.layer_table(recorded)
-    scope = next((s.get("layer_scope") for s in reversed(recorded) if s.get("layer_scope")), None)
-    old_params = dict(old_module.named_parameters())
+    scopes = [w for s in recorded for w in s.get("layer_scopes") or []]
+    old_params = dict(old_module.named_parameters(remove_duplicate=False))  # a tied parameter under each name
     group_of = {id(p): k for k, g in enumerate(optimizer.param_groups) for p in g["params"]}
     groups: list[list[nn.Parameter]] = [[] for _ in optimizer.param_groups]
     states: dict[int, dict] = {}
     for key, param in new_module.named_parameters():
-        source, axes, transposed = _source(key, placement, recorded, table, scope)
+        source, axes, transposed = _source(key, placement, recorded, table, scopes)
         old = old_params.get(source) if source is not None else None
         k = group_of.get(id(old), 0) if old is not None else 0
         groups[k].append(param)
@@ -457,7 +470,8 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
         if params:
             hyper = {n: v for n, v in optimizer.param_groups[k].items() if n != "params"}
             param_groups.append({"params": params, **hyper})
-    new = type(optimizer)(param_groups, **optimizer.defaults)
+    new = type(optimizer)(param_groups)  # each group carries every hyper-parameter of its source group
+    new.defaults = dict(optimizer.defaults)
     for g in new.param_groups:
         for p in g["params"]:
             if id(p) in states:
@@ -465,13 +479,13 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
     return new
 
 
-def _old_key(key: str, table: list[tuple[int, int]] | None, scope: str | None) -> tuple[str | None, bool]:
+def _old_key(key: str, table: list[tuple[int, int]] | None, scopes: list[str]) -> tuple[str | None, bool]:
     """The key `key` had before deepen renumbered the layers (`layers.2` -> `layers.1`), and whether it is a
     copied layer's; None when its layer is not in the table."""
-    if table is None or not scope:
+    if table is None or not scopes:
         return key, False
-    word = scope.rpartition(".")[2]
-    m = re.search(rf"(?<![\w]){re.escape(word)}\.(\d+)(?![\w])", key)
+    alt = "|".join(re.escape(s.rpartition(".")[2]) for s in scopes)
+    m = re.search(rf"(?<![\w])(?:{alt})\.(\d+)(?![\w])", key)
     if m is None:
         return key, False
     q = int(m.group(1))
@@ -481,7 +495,8 @@ def _old_key(key: str, table: list[tuple[int, int]] | None, scope: str | None) -
     return key[:m.start(1)] + str(p) + key[m.end(1):], bool(copy)
 
 
-def _source(key: str, placement: _Placement, recorded: list[dict], table, scope) -> tuple[str | None, dict | None, bool]:
+def _source(key: str, placement: _Placement, recorded: list[dict], table, scopes: list[str]
+            ) -> tuple[str | None, dict | None, bool]:
     """(old module key, per-axis maps in the key's own axes or None for a new parameter, transposed)."""
     if key in placement.from_base:
         return key, {}, False
@@ -494,7 +509,7 @@ def _source(key: str, placement: _Placement, recorded: list[dict], table, scope)
     origin = growth_map.trace(recorded, name)
     if origin.kind != "old":
         return None, None, False
-    old_key, copied = _old_key(key, table, scope)
+    old_key, copied = _old_key(key, table, scopes)
     if copied:
         return old_key, None, False
     return old_key, origin.axes, transposed

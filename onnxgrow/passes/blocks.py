@@ -225,22 +225,22 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
                     table += [{"from": positions[k], "copy": c} for k, c in seq]
     from .deepen import taken_names
 
-    word = _layer_word(model, blocks, layers) if as_layers else None
+    words = _layer_words(model, blocks, layers) if as_layers else None
     taken = taken_names(model)
     copies: list[_Copy] = []
     # later runs first: inserting after a unit moves no earlier block
     for after, seq in sorted(runs, key=lambda r: -blocks.index(chains[r[0]][-1])):
         copies += _insert_copies(model, chains, positions, after, seq, taken, result)
-    step: dict = {"op": "deepen", "block": "copy", "order": order, "count": count, "layer_scope": None,
+    step: dict = {"op": "deepen", "block": "copy", "order": order, "count": count, "layer_scopes": [],
                   "layers": table, "weights": {}}
     for cp in copies:
         for name, src in cp.weights.items():
             step["weights"][name] = {"source": src, "copy": True, "zeroed": name in cp.zeroed}
-    if word is not None and table is not None:
+    if words and table is not None:
         new_index = {(x["from"], x["copy"]): i for i, x in enumerate(table)}
-        renamed = _renumber(model, word[0], new_index, copies, step["weights"])
+        renamed = _renumber(model, tuple(words), new_index, copies, step["weights"])
         if renamed is not None:
-            step["layer_scope"] = word[1]
+            step["layer_scopes"] = list(words.values())
             result.inserted = [renamed.get(n, n) for n in result.inserted]
     for chain in chains:
         kinds = " + ".join(f"{b.id} ({b.kind})" for b in chain)
@@ -364,16 +364,17 @@ def node_scope_texts(node: onnx.NodeProto) -> list[str]:
     return texts
 
 
-def _numbers(texts: list[str], word: str) -> set[int]:
-    return {int(m.group(2)) for t in texts for m in _TOKEN.finditer(t) if m.group(1) == word}
+def _numbers(texts: list[str], words: tuple[str, ...]) -> set[int]:
+    return {int(m.group(2)) for t in texts for m in _TOKEN.finditer(t) if m.group(1) in words}
 
 
-def _layer_word(model: onnx.ModelProto, blocks: list[Block], layers: list[list[str]]) -> tuple[str, str] | None:
-    """The word W such that the nodes of layer p (and of no other) are named `W.p` (`layers` in
-    model.layers.3, `layer` in /bert/encoder/layer.3/...), with the dotted module path up to it
-    (`model.layers`); None when no word numbers every layer."""
+def _layer_words(model: onnx.ModelProto, blocks: list[Block], layers: list[list[str]]) -> dict[str, str]:
+    """The words W such that the nodes of layer p (and of no other) are named `W.p` (`layers` in
+    model.layers.3, `layer` in /bert/encoder/layer.3/..., or one per module list when a model keeps one
+    list per kind of module), each with the dotted module path up to it (`model.layers`); {} when no word
+    numbers every layer."""
     if len(layers) < 2:
-        return None
+        return {}
     nodes = {n.name: n for n in model.graph.node}
     by_id = {b.id: b for b in blocks}
     words: set[str] | None = None
@@ -389,18 +390,16 @@ def _layer_word(model: onnx.ModelProto, blocks: list[Block], layers: list[list[s
                             path.setdefault(m.group(1), text[:m.start(2) - 1])
         fits = {w for w, values in seen.items() if values == {p}}
         words = fits if words is None else words & fits
-    if not words:
-        return None
-    word = max(words, key=len)
-    return word, path.get(word, word)
+    return {w: path.get(w, w) for w in sorted(words or ())}
 
 
-def _sub(text: str, word: str, old: int, new: int) -> str:
-    """`text` with `word.old` written `word.new`."""
-    return re.sub(rf"(?<![\w]){re.escape(word)}\.{old}(?![\w])", f"{word}.{new}", text)
+def _sub(text: str, words: tuple[str, ...], old: int, new: int) -> str:
+    """`text` with `W.old` written `W.new` for each word W."""
+    alt = "|".join(re.escape(w) for w in words)
+    return re.sub(rf"(?<![\w])({alt})\.{old}(?![\w])", rf"\g<1>.{new}", text)
 
 
-def _renumber(model: onnx.ModelProto, word: str, new_index: dict[tuple[int, int], int], copies: list[_Copy],
+def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tuple[int, int], int], copies: list[_Copy],
               weights: dict[str, dict]) -> dict[str, str] | None:
     """Number every layer's nodes and weights by its new place (`W.p` -> `W.q`), and each copy by its own: a copy
     named after its source (the layer's number changed), else it keeps its `unit/copyK/` prefix. Updates the
