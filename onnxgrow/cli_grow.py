@@ -88,7 +88,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
                        description="torch: a torch.fx GraphModule (onnx2torch) whose every weight is a trainable "
                                    "nn.Parameter, saved with torch.save. mxnet: an ONNX file that MXNet 1.9's "
                                    "importer (mxnet.contrib.onnx.import_to_gluon) accepts. Training restarts with a "
-                                   "fresh optimiser: optimiser state is not part of ONNX.")
+                                   "fresh optimiser: optimiser state is not part of ONNX (to keep it, load the grown "
+                                   "weights into your own PyTorch module: onnxgrow.torch.state_dict_for and "
+                                   "grow_optimizer_state). The model's growth map goes with it.")
     p.add_argument("model", help="the model (.onnx)")
     p.add_argument("--to", required=True, choices=["torch", "mxnet"], help="target framework")
     p.add_argument("-o", "--output", required=True, help="output file (.pt for torch, .onnx for mxnet)")
