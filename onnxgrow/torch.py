@@ -34,13 +34,10 @@ ONNX. `grow_optimizer_state` carries it over from the growth map the grown model
 """
 from __future__ import annotations
 
-import ast
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
