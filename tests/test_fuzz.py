@@ -92,11 +92,15 @@ class _Builder:
 def build(spec) -> onnx.ModelProto:
     """The model a spec describes (deterministic).
 
-    spec = (opset, dtype, dynamic batch?, keep inferred value_info?, weight seed, stem, steps, head, extra outputs):
+    spec = (opset, dtype, dynamic batch?, keep inferred value_info?, weight seed, stem, steps, head, extra outputs
+            [, shared]):
     stem ("img", C, HW) or ("vec", rank, F); each step (op, source, k, v) reads tensor `source` of the pool
-    (-1: the newest) with op-specific integers k, v; head > 0 adds a layer of `head` units on top.
+    (-1: the newest) with op-specific integers k, v; head > 0 adds a layer of `head` units on top. With
+    `shared`, the model is as a fresh model's export: per-unit vectors hold their initial values (0, or 1
+    where they were positive) and equal tensors are merged into one initializer read by unrelated nodes.
     """
-    opset, dtype, dynamic, infer, seed, stem, steps, head, extra_outputs = spec
+    opset, dtype, dynamic, infer, seed, stem, steps, head, extra_outputs = spec[:9]
+    shared = len(spec) > 9 and spec[9]
     b = _Builder(opset, dtype, seed)
     batch = "batch" if dynamic else 2
     if stem[0] == "img":
@@ -118,6 +122,8 @@ def build(spec) -> onnx.ModelProto:
         pool.append(_step(b, "conv" if pool[-1][1][0] == "img" else "dense", pool[-1][0], pool[-1][1], head, 1, pool))
     outputs = [pool[-1][0]] + [pool[i % len(pool)][0] for i in extra_outputs]
     outputs = list(dict.fromkeys(o for o in outputs if o != "x")) or [b.op("Identity", ["x"])]
+    if shared:
+        _merge_equal_initializers(b)
     graph = helper.make_graph(b.nodes, "fuzz", [x], [helper.make_tensor_value_info(o, ONNX_DTYPE[dtype], None)
                                                      for o in outputs], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -130,6 +136,29 @@ def build(spec) -> onnx.ModelProto:
         model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in outputs)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _merge_equal_initializers(b: _Builder) -> None:
+    """What torch's exporters do to a freshly initialised model: vectors at their initial value (biases 0,
+    scales and variances 1), and one initializer for every set of equal tensors, read by all their users."""
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for t in b.inits:
+        arr = numpy_helper.to_array(t)
+        if arr.dtype.kind == "f" and arr.size > 1 and sum(d > 1 for d in arr.shape) == 1:
+            arr = np.ones_like(arr) if np.all(arr > 0) else np.zeros_like(arr)
+            t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        key = (t.data_type, tuple(t.dims), arr.tobytes())
+        if key in first:
+            rename[t.name] = first[key]
+        else:
+            first[key] = t.name
+            kept.append(t)
+    b.inits[:] = kept
+    for node in b.nodes:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
 
 
 def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
@@ -258,7 +287,7 @@ def graph_specs(draw):
     steps = [(op, -1 if a % 3 else a, k, v) for op, a, k, v in steps]
     extra = draw(st.lists(st.integers(0, 30), max_size=2))
     return (opset, dtype, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**16)), stem,
-            tuple(steps), draw(st.sampled_from([0, 1, 2, 3])), tuple(extra))
+            tuple(steps), draw(st.sampled_from([0, 1, 2, 3])), tuple(extra), draw(st.booleans()))
 
 
 SIZE = st.one_of(st.sampled_from(["x2", "x1.5", "x3"]), st.integers(1, 4).map(lambda k: f"+{k}"))
@@ -341,8 +370,9 @@ def _apply(action, model: onnx.ModelProto, dtype: str):
         return widen_model(model, layers, init=init, seed=seed, **tol).model
     except OnnxGrowError as exc:
         if allowed and not isinstance(exc, VerificationFailed):
-            # tied weights and means over concatenations may refuse plans each group allows on its own
-            assert any(w in str(exc) for w in ("tied", "same whole factor", "shared")), \
+            # means over concatenations may refuse plans each group allows on its own (shared weights are
+            # untied, never refused)
+            assert any(w in str(exc) for w in ("same whole factor",)), \
                 f"refused a plan every group allows ({layers}, --init {init}): {exc}"
         raise
 

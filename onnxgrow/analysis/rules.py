@@ -717,22 +717,28 @@ def _concat(node: onnx.NodeProto, st: State) -> None:
         return
     rank = len(out_shape)
     axis = int(attr(node, "axis", 0)) % rank
-    full = []
-    for n, l in zip(ins, lays):
-        if l is None:
-            l = [st.fresh(d, f"constant {n}") for d in st.inits[n].dims]
-            for x in l:
-                st.block(x, f"{node.name} concatenates the constant {n}")
-        full.append(l)
+    if all(l is None for l in lays):
+        block_everything(node, st, f"{node.name} (Concat) concatenates constants only")
+        return
     result: list[Layout] = []
     for k in range(rank):
+        parts = [l[k] if l is not None else st.fresh(st.inits[n].dims[k], f"constant {n} concatenated by {node.name}")
+                 for n, l in zip(ins, lays)]
         if k == axis:
-            result.append(Cat(tuple(l[k] for l in full)))
-        else:
-            l0 = full[0][k]
-            for other in full[1:]:
-                l0 = st.unify(l0, other[k], node.name)
-            result.append(l0)
+            result.append(Cat(tuple(parts)))
+            continue
+        acts = [p for p, l in zip(parts, lays) if l is not None]
+        l0 = acts[0]
+        for other in acts[1:]:
+            l0 = st.unify(l0, other, node.name)
+        result.append(l0)
+    # a constant concatenated along another axis (a class token expanded to the batch) is a per-unit
+    # parameter on the axes it shares with the activations: new units read 0 from it
+    for n, l in zip(ins, lays):
+        if l is None:
+            for k in range(rank):
+                if k != axis:
+                    st.use(node.name, n, k, result[k], "param", 0.0)
     st.set_layout(node.output[0], result)
 
 
