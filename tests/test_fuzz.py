@@ -383,6 +383,10 @@ def check(spec, plan, tmp: Path) -> list[str]:
     dtype = spec[1]
     _session(original).run(None, _feeds(original, dtype, 0))  # the generator makes models onnxruntime runs
     model, happened = original, []
+    inits = {t.name for t in original.graph.initializer}
+    reads = [i for n in original.graph.node for i in set(n.input) if i in inits]
+    if len(reads) > len(set(reads)):
+        happened.append("initializers shared by several nodes")
     for i, action in enumerate(plan):
         try:
             grown = _apply(action, model, dtype)
