@@ -21,11 +21,14 @@ class Wrapped(torch.nn.Module):
         return getattr(self.model(x, **kwargs), self.key)
 
 
-def build_hf(name: str, *, trained: bool = False, layers: int = 2, hidden: int = 32, heads: int = 2,
+def build_hf(name: str, *, trained: bool = False, layers: int = 2, hidden: int = 32, heads: int | None = None,
              seed: int = 0) -> tuple[Wrapped, tuple[torch.Tensor, ...]]:
     """A tiny `name` (bert, vit, gpt2, llama) with fresh weights, or trained-like ones (small noise on every
-    parameter, so no two tensors are equal), and example inputs."""
+    parameter, so no two tensors are equal), and example inputs. LLaMA has 4 query heads on 2 key/value heads
+    (grouped-query attention); the others 2 heads."""
     import transformers as tf
+
+    heads = heads or (4 if name == "llama" else 2)
 
     torch.manual_seed(seed)
     common = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
