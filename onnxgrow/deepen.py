@@ -138,7 +138,9 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
     A copy of a post-norm block changes the outputs (the norm after the Add sees another input): refused
     unless `approximate` (as widen refuses an inexact plan), then written with the error reported.
     `noise_std` > 0 asks for an inexact identity itself. `progress` is called with the steps "load" and
-    "verify" (see onnxgrow.progress)."""
+    "verify" (see onnxgrow.progress). `verify_args` (atol, rtol, relative_to, provider, input_shapes,
+    iterations) go to the check, whose rtol is relative to each output's largest value unless
+    relative_to="element" (see onnxgrow.verify.check_growth)."""
     from .widen import parameter_count
 
     if block not in BLOCKS:
