@@ -96,11 +96,31 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The command, with each ModelRepaired warning (`load` repaired a file's form) as one line on stderr."""
+    import warnings
+
+    from .io import ModelRepaired
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, ModelRepaired):
+            print(f"onnxgrow: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", ModelRepaired)  # a file loaded twice is reported once
+        warnings.showwarning = show
+        return int(args.func(args) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return _run(args)
     except VerificationFailed as exc:
         if args.debug:
             raise

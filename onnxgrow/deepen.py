@@ -80,9 +80,9 @@ def _elem_type(model: onnx.ModelProto, tensor: str) -> int | None:
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         if vi.name == tensor and vi.type.HasField("tensor_type"):
             return vi.type.tensor_type.elem_type
-    from .analysis.shapes import _light_copy
+    from .analysis.shapes import light_copy
 
-    light = onnx.shape_inference.infer_shapes(_light_copy(model), strict_mode=False)
+    light = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
     for vi in light.graph.value_info:
         if vi.name == tensor:
             return vi.type.tensor_type.elem_type
