@@ -42,6 +42,7 @@ class OutputResult:
     rtol: float
     reason: str | None = None
     scale: float = 0.0  # max |reference| of this output, to normalise errors
+    relative_to: str = "element"  # how it was compared: integer and bool outputs always element-wise
 
     @property
     def normalised(self) -> float:
@@ -92,17 +93,17 @@ class Report:
         failed = [o for o in self.outputs if not o.passed]
         if not failed:
             return f"all {len(self.outputs)} output(s) match"
-        parts = [f"{o.name} ({o.reason or 'mismatch'}; {self.error_text(o)})" for o in failed[:3]]
+        parts = [f"{o.name} ({o.reason or 'mismatch'}; {_error_text(o)})" for o in failed[:3]]
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
         return f"{len(failed)} of {len(self.outputs)} output(s) differ: " + ", ".join(parts) + more
 
 
-    def error_text(self, o: OutputResult) -> str:
-        """`max abs error E, atol A, rtol R` (element), or with the error and rtol relative to the output."""
-        if self.relative_to == "output" and o.scale > 0 and o.max_abs == o.max_abs:
-            return (f"max abs error {o.max_abs:.3g} = {o.normalised:.3g} of the output's largest value {o.scale:.3g}; "
-                    f"atol {o.atol:g}, rtol {o.rtol:g} of that value")
-        return f"max abs error {o.max_abs:.3g}, atol {o.atol:g}, rtol {o.rtol:g}"
+def _error_text(o: OutputResult) -> str:
+    """`max abs error E, atol A, rtol R`, with the error and rtol relative to the output when it was so compared."""
+    if o.relative_to == "output" and o.scale > 0 and o.max_abs == o.max_abs:
+        return (f"max abs error {o.max_abs:.3g} = {o.normalised:.3g} of the output's largest value {o.scale:.3g}; "
+                f"atol {o.atol:g}, rtol {o.rtol:g} of that value")
+    return f"max abs error {o.max_abs:.3g}, atol {o.atol:g}, rtol {o.rtol:g}"
 
 
 def check_relative_to(relative_to: str | None, default: str) -> str:
@@ -335,16 +336,18 @@ def verify(
         for name, ref in want.items():
             a = atol_per.get(name, atol_default)
             r = rtol_per.get(name, rtol_default)
+            mode = "element" if ref.dtype.kind in "biu" else relative_to  # no rounding to forgive in integers
             if name not in got:
                 res = OutputResult(name, list(ref.shape), float("inf"), float("inf"), False, a, r, "missing in candidate")
             else:
-                mabs, mrel, ok, why = compare(ref, got[name], a, r, relative_to)
+                mabs, mrel, ok, why = compare(ref, got[name], a, r, mode)
                 res = OutputResult(name, list(ref.shape), mabs, mrel, ok, a, r, why)
+            res.relative_to = mode
             res.scale = float(np.max(np.abs(ref.astype(np.float64)))) if ref.size else 0.0
             prev = results.get(name)
-            if prev is not None:
-                res.scale = max(res.scale, prev.scale)
-            if prev is None or _worse(res, prev, relative_to):
+            if prev is not None and mode == "element":
+                res.scale = max(res.scale, prev.scale)  # compared with its own scale otherwise: keep that one
+            if prev is None or _worse(res, prev):
                 results[name] = res
         advance()
     del cand_run
@@ -372,11 +375,11 @@ def cannot_verify(exc: OnnxGrowError, model: object) -> OnnxGrowError:
     return OnnxGrowError(f"{where}: cannot verify the growth: {detail} (--no-verify writes it unverified)")
 
 
-def _worse(a: OutputResult, b: OutputResult, relative_to: str = "element") -> bool:
+def _worse(a: OutputResult, b: OutputResult) -> bool:
     """Whether iteration result `a` is worse than `b` (the report keeps the worst of each output)."""
     if a.passed != b.passed:
         return not a.passed
-    if relative_to == "output":
+    if a.relative_to == "output":
         return a.normalised > b.normalised or a.max_abs != a.max_abs
     return (a.max_abs, a.max_rel) > (b.max_abs, b.max_rel) or a.max_abs != a.max_abs
 
@@ -415,11 +418,11 @@ def check_growth(original: ModelLike, grown: ModelLike, source: object, *, seed:
 def failure_text(report: Report) -> str:
     """`output NAME differs by up to ...` for the worst failed output of a report."""
     failed = [o for o in report.outputs if not o.passed] or report.outputs
-    output = report.relative_to == "output"
-    worst = max(failed, key=lambda o: (o.max_abs != o.max_abs, o.normalised if output else o.max_abs))
+    worst = max(failed, key=lambda o: (o.max_abs != o.max_abs, o.normalised if o.relative_to == "output" else
+                                       o.max_abs))
     if worst.reason and not worst.reason.startswith("exceeds"):
         return f"output {worst.name}: {worst.reason}"
-    if output and worst.scale > 0:
+    if worst.relative_to == "output" and worst.scale > 0:
         return (f"output {worst.name} differs by up to {worst.max_abs:.3g}, {worst.normalised:.3g} of its largest "
                 f"value {worst.scale:.3g} (atol {worst.atol:g}, rtol {worst.rtol:g} of the largest value)")
     return f"output {worst.name} differs by up to {worst.max_abs:.3g} (atol {worst.atol:g}, rtol {worst.rtol:g})"

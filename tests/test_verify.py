@@ -286,7 +286,8 @@ def test_relative_to_output_still_fails_on_nan_and_compares_integers_exactly(cap
     inputs = _inputs(tmp_path, [[1.0, 0.001, 0.5]])
     a, b = ort_run(r, {"x": npz(inputs)["x"]})["y"], ort_run(c, {"x": npz(inputs)["x"]})["y"]
     assert np.abs(a - b).max() == 1 and np.abs(a).max() >= 1e6  # 1e-6 of the largest value, 1e-3 of another
-    assert cli(capsys, r, c, "--load-inputs", inputs, "--relative-to", "output")[0] == 1
+    code, rep = cli_json(capsys, r, c, "--load-inputs", inputs, "--relative-to", "output")
+    assert code == 1 and rep["relative_to"] == "output" and rep["outputs"][0]["relative_to"] == "element"
 
 
 def test_relative_to_output_table_and_bad_value(capsys, tmp_path, shifted):
