@@ -7,7 +7,7 @@ import onnx
 _KEEP_DATA = 4096
 
 
-def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without the bytes of big weights (shape inference needs their dims only)."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
@@ -20,13 +20,14 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     g.input.extend(src.input)
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
+    listed = {i.name for i in src.input}
     for t in src.initializer:
         n = 1
         for d in t.dims:
             n *= d
         if n <= _KEEP_DATA and t.data_location != onnx.TensorProto.EXTERNAL:
             g.initializer.append(t)
-        else:
+        elif t.name not in listed:
             # declared as a graph input with its type: inference sees the shape, no bytes
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     return light
@@ -73,7 +74,7 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
 
 def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
-    light = _light_copy(model)
+    light = light_copy(model)
     try:
         light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown shapes block growth locally
