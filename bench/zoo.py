@@ -9,7 +9,8 @@ own check), and counts the hidden parametric layers that grew.
 A *parametric layer* is a node that makes units with a weight (Conv, ConvTranspose, Gemm, MatMul with a
 weight initializer, Gather on an embedding table); it is *hidden* when another parametric layer lies
 downstream of it in the graph (a classifier or LM head, followed by nothing but the output, is not hidden);
-it *grew* when one of its output groups grew.
+it *grew* when its weight has more output units in the grown model (a depthwise convolution grows with its
+input channels).
 
     python bench/zoo.py [--models NAME ...] [--markdown bench/results/zoo.md]
 
@@ -43,7 +44,7 @@ TORCHVISION = {  # name: input size (the smallest each architecture takes withou
     "squeezenet1_0": 64, "mnasnet0_5": 64, "regnet_x_400mf": 64, "regnet_y_400mf": 64, "convnext_tiny": 64,
     "swin_t": 224, "maxvit_t": 224, "vit_b_16": 224,
 }
-HF = ("bert", "vit", "gpt2", "llama")
+HF = ("bert", "distilbert", "vit", "gpt2", "llama")
 
 
 @dataclass
@@ -77,9 +78,9 @@ def _torchvision(name: str, exporter: str, path: Path) -> None:
 
 
 def _hf(name: str, exporter: str, trained: bool, path: Path) -> None:
-    from hf_export import export_hf
+    from hf_models import export_hf
 
-    export_hf(name, path, exporter=exporter, trained=trained)
+    export_hf(name, path, exporter, trained=trained)
 
 
 def _caffe2(name: str, path: Path) -> None:
@@ -101,8 +102,8 @@ def cases() -> list[tuple[str, str, Callable[[Path], None], bool]]:
     for name in HF:
         for trained in (False, True):
             for exporter in ("dynamo", "torchscript"):
-                if name == "llama" and exporter == "torchscript":
-                    continue  # torch's TorchScript exporter has no aten::diff (the rotary cache)
+                if name in ("gpt2", "llama") and exporter == "torchscript":
+                    continue  # torch's TorchScript exporter has no rule for aten::diff (transformers' masks)
                 label = f"{name} ({'trained-like' if trained else 'fresh'})"
                 out.append((label, exporter, lambda p, n=name, e=exporter, t=trained: _hf(n, e, t, p), True))
     return out
@@ -154,6 +155,26 @@ def hidden_layers(model: onnx.ModelProto) -> set[str]:
     return {name for name in param if below[name]}
 
 
+def output_units(model: onnx.ModelProto) -> dict[str, int]:
+    """Parametric node -> the number of units its weight makes (output channels, columns, embedding width)."""
+    inits = {t.name: list(t.dims) for t in model.graph.initializer}
+    units = {}
+    for n in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        w = n.input[1] if len(n.input) > 1 else ""
+        if n.op_type == "Conv" and w in inits:
+            units[n.name] = inits[w][0]
+        elif n.op_type == "ConvTranspose" and w in inits:
+            units[n.name] = inits[w][1] * attrs.get("group", 1)
+        elif n.op_type == "Gemm" and w in inits:
+            units[n.name] = inits[w][0 if attrs.get("transB", 0) else 1]
+        elif n.op_type == "MatMul" and w in inits:
+            units[n.name] = inits[w][-1]
+        elif n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]]) == 2:
+            units[n.name] = inits[n.input[0]][1]
+    return units
+
+
 def measure(name: str, exporter: str, build: Callable[[Path], None], transformer: bool, folder: Path) -> Row:
     from onnxgrow import widen_model
     from onnxgrow.widen import inspect_model
@@ -172,7 +193,8 @@ def measure(name: str, exporter: str, build: Callable[[Path], None], transformer
         hidden = hidden_layers(analysis.model)
         why = Counter()
         result = widen_model(src, all="x2", keep_outputs=transformer, output=dst)
-        grown = {p for plan in result.plans for p in plan.group.producers} & hidden
+        before, after = output_units(analysis.model), output_units(onnx.load(str(dst), load_external_data=False))
+        grown = {p for p in hidden if after.get(p, 0) > before.get(p, 0)}
         for g in analysis.groups:
             for p in g.producers:
                 if p in hidden and p not in grown:

@@ -7,7 +7,7 @@ training would: a freshly initialised model has many equal tensors (every zero b
 LayerNorm weight of ones), which the exporters merge into one initializer read by unrelated nodes.
 
 Encoders output their last hidden state, causal LMs their logits (with `use_cache=False`), ViT its last
-hidden state. Inputs are token ids (batch × seq, int64) or images (batch × 3 × 16 × 16, float32).
+hidden state. LLaMA has grouped-query attention (4 query heads on 2 key/value heads). Inputs are token ids (batch × seq, int64) or images (batch × 3 × 16 × 16, float32).
 """
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def _gpt2(layers: int, **kw) -> nn.Module:
 def _llama(layers: int, **kw) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=HEADS,
+    # grouped-query attention, as LLaMA 2/3 have: 4 query heads on 2 key/value heads
+    cfg = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=2 * HEADS,
                num_key_value_heads=HEADS, intermediate_size=FFN, max_position_embeddings=32)
     return LlamaForCausalLM(LlamaConfig(**{**cfg, **kw}))
 

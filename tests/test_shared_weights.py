@@ -20,7 +20,7 @@ from onnxgrow import widen_model
 from onnxgrow.widen import inspect_model, parse_size
 
 pytest.importorskip("transformers")
-from hf_export import export_hf  # noqa: E402
+from hf_models import export_hf  # noqa: E402
 
 MODELS = ("bert", "vit")
 
@@ -28,7 +28,7 @@ MODELS = ("bert", "vit")
 @pytest.fixture(scope="module", params=MODELS)
 def fresh(request, tmp_path_factory) -> tuple[str, str]:
     path = tmp_path_factory.mktemp(request.param) / f"{request.param}.onnx"
-    export_hf(request.param, path, exporter="dynamo", trained=False)
+    export_hf(request.param, path, "dynamo", trained=False)
     return request.param, str(path)
 
 
@@ -130,7 +130,7 @@ def test_keep_ties_and_json_report(fresh, tmp_path):
     _, path = fresh
     out = tmp_path / "grown.onnx"
     def cmd(target):
-        return [sys.executable, "-m", "onnxgrow", "widen", path, "-o", str(target), "--ffn", "x2", "--keep-outputs"]
+        return [sys.executable, "-m", "onnxgrow", "widen", path, "-o", str(target), "--heads", "x2", "--keep-outputs"]
 
     refused = subprocess.run(cmd(out) + ["--keep-ties"], capture_output=True, text=True)
     assert refused.returncode == 2 and "tied" in refused.stderr and "--keep-ties" in refused.stderr
