@@ -416,6 +416,11 @@ def check(spec, plan, tmp: Path) -> list[str]:
 @example(spec=(11, "float32", False, False, 0, ("img", 1, 1),
                (("conv", 0, 1, 0), ("mixer", -1, 1, 0), ("mixer", -1, 1, 0), ("conv", -1, 0, 0)), 0, ()),
          plan=(("all", "x2", "noise", 0),))
+# an equal-width grouped Conv (3 groups of 2) reading channels shuffled into [3 units x 2 copies]: groups of 2
+# cut across the 3-unit factor, which must not grow (it did, by whole multiples of 2, and the groups moved)
+@example(spec=(17, "float32", False, False, 0, ("img", 4, 2),
+               (("conv", 0, 5, 0), ("shuffle", -1, 1, 0), ("gconv", -1, 1, 1)), 2, ()),
+         plan=(("all", "x2", "noise", 0),))
 def test_random_graphs_grow_exactly_or_refuse(spec, plan, tmp_path_factory):
     from hypothesis import event
 

@@ -62,10 +62,10 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 class ShuffleV1Unit(nn.Module):
-    """A ShuffleNet v1 stride-2 unit with groups=3: grouped 1x1 conv (4 -> 3 per group), channel shuffle,
-    depthwise 3x3, grouped 1x1 conv (3 -> 4 per group), concatenated with the average-pooled shortcut."""
+    """A ShuffleNet v1 stride-2 unit with groups=3: grouped 1x1 conv (8 -> 6 per group), channel shuffle,
+    depthwise 3x3, grouped 1x1 conv (6 -> 28 per group), concatenated with the average-pooled shortcut."""
 
-    def __init__(self, c: int = 12, mid: int = 9, out: int = 24, g: int = 3) -> None:
+    def __init__(self, c: int = 24, mid: int = 18, out: int = 108, g: int = 3) -> None:
         super().__init__()
         self.g = g
         self.stem = nn.Conv2d(3, c, 3, padding=1)
@@ -308,22 +308,48 @@ def test_alexnet_cli_inspect_and_widen(exported, tmp_path, capsys):
     assert "multiples of 2" in capsys.readouterr().err and not (tmp_path / "bad.onnx").exists()
 
 
+def _gconv(model: onnx.ModelProto, shape: tuple[int, int]) -> onnx.NodeProto:
+    weights = _weights(model)
+    return next(n for n in model.graph.node if n.op_type == "Conv" and _group_attr(model, n.name) == 3
+                and weights[n.input[1]].shape[:2] == shape)
+
+
 @pytest.mark.parametrize("dynamo", EXPORTERS)
 def test_shufflenet_v1_shuffle_follows_groups(exported, dynamo):
-    """gconv1's units, shuffled across the groups of gconv2, grow inside every group of both: +9 units."""
+    """gconv1's 3 x 6 units are shuffled into gconv2's 3 groups of 6 (2 from each of gconv1's groups): they
+    grow inside every group of both, in steps of 9 (a unit more in each of the 3 x 3 blocks)."""
     original = onnx.load(str(exported("shufflenet_v1_unit", dynamo)))
     analysis = inspect_model(original)
-    gconv1 = next(n for n in original.graph.node if n.op_type == "Conv" and _group_attr(original, n.name) == 3
-                  and n.input[1] in _weights(original) and _weights(original)[n.input[1]].shape[:2] == (9, 4))
+    gconv1, gconv2 = _gconv(original, (18, 8)), _gconv(original, (84, 6))
     group = analysis.resolve(gconv1.name)
-    assert (group.size, group.granularity, group.constraint) == (9, 9, "free")
+    assert (group.size, group.granularity, group.constraint) == (18, 9, "free")
+    assert (analysis.resolve(gconv2.name).size, analysis.resolve(gconv2.name).granularity) == (84, 3)
     for init in STRATEGIES:
         result = widen_model(original, {group.id: "+9"}, init=init, seed=2)
         assert result.report.passed
         assert_same_function(original, result.model, f"v1 +9 {init}")
-        assert _weights(result.model)[gconv1.input[1]].shape == (18, 4, 1, 1)
+        new = _weights(result.model)
+        assert new[gconv1.input[1]].shape == (27, 8, 1, 1) and new[gconv2.input[1]].shape == (84, 9, 1, 1)
         shuffle = [n for n in result.model.graph.node if n.op_type == "Reshape"][0]
-        assert _weights(result.model)[shuffle.input[1]].tolist()[1:3] == [3, 6]
+        assert new[shuffle.input[1]].tolist()[1:3] == [3, 9]
+
+
+def test_shuffle_into_groups_that_cut_units_is_refused(tmp_path):
+    """gconv1's 3 groups of 2 shuffled into gconv2's 3 groups of 2 (2 is not a multiple of 3): a unit of
+    gconv1 would need another place in each of its groups; gconv1 is refused naming gconv2, the rest grows."""
+    torch.manual_seed(0)
+    path = export(randomise(ShuffleV1Unit(c=12, mid=6, out=24)), torch.randn(1, 3, 8, 8), tmp_path / "v1.onnx", False)
+    original = onnx.load(str(path))
+    analysis = inspect_model(original)
+    gconv1, gconv2 = _gconv(original, (6, 4)), _gconv(original, (12, 2))
+    group = next(g for g in analysis.groups if gconv1.name in g.producers)
+    assert group.constraint == "blocked" and "cannot divide into its 3 groups" in group.reason
+    assert gconv2.name in group.reason
+    result = widen_model(original, all="x2", init="net2net")
+    assert result.report.passed
+    assert_same_function(original, result.model, "v1 with a shuffle that cuts units")
+    assert gconv1.name not in _grown_layers(original, result.model)
+    assert len(_grown_layers(original, result.model)) == 2  # the stem and gconv2
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)

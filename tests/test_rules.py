@@ -629,6 +629,22 @@ def test_grouped_conv_unequal_widths_grow_inside_each_group():
     assert np.all(w2[:, [3, 4, 8, 9]] == 0)
 
 
+def test_equal_width_groups_after_a_shuffle_stay_whole():
+    """An equal-width grouped Conv (3 groups of 4) reading 12 channels shuffled into [4 units x 3 copies]: the
+    4-unit factor adds whole groups at the end, the 3-copy factor inside every group must not grow."""
+    g = Graph()
+    x = g.input([1, 3, 4, 4])
+    h = g.op("Relu", [g.conv(x, 3, 12, name="stem")])
+    h = g.op("Transpose", [g.op("Reshape", [h, g.ints([1, 3, 4, 4, 4])])], perm=[0, 2, 1, 3, 4])
+    h = g.op("Relu", [g.conv(g.op("Reshape", [h, g.ints([1, 12, 4, 4])]), 12, 12, name="gc", group=3)])
+    model = g.model(g.conv(h, 12, 2, name="head"))
+    groups = [gr for gr in inspect_model(model).groups if "stem" in gr.producers]
+    assert [(gr.size, gr.constraint, gr.granularity) for gr in groups] == [(3, "blocked", 1), (4, "free", 4)]
+    assert "gc" in groups[0].reason and "groups of 4" in groups[0].reason
+    res = grow(model, {groups[1].id: "+4"}, init="net2net")
+    assert attribute(node_by_name(res.model, "gc"), "group") == 6
+
+
 def test_concat_inserts_consumer_columns_at_the_offset():
     g = Graph()
     out, layer = _concat(g)

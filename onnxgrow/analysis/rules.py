@@ -337,7 +337,8 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
         if cpg_in == cpg_out or (cpg_in == 1):
             mult = cpg_out // cpg_in if cpg_in == 1 else 1
             # new channels form whole new groups: input, output and `group` grow together
-            st.granularity(lx[1], cpg_in)
+            st.whole_groups(lx[1], cpg_in, f"{node.name} ({node.op_type}) reads it in groups of {cpg_in} channels "
+                                           "that growth would cut")
             st.attr_uses.append(_attr_use(node.name, "group", lx[1], cpg_in))
             if mult == 1:
                 oc = lx[1]

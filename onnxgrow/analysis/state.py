@@ -355,6 +355,39 @@ class State:
             i = self.info[self.find(a)]
             i.granularity = int(np.lcm(i.granularity, g))
 
+    def whole_groups(self, layout: Layout, c: int, reason: str) -> None:
+        """Let `layout` grow only by whole groups of c consecutive positions (new ones all new, copies whole):
+        the groups of an equal-width grouped Conv, whose count grows with the channels.
+
+        The leading factor of a product appends blocks of the rest's size r at the end: it grows in multiples
+        of c / gcd(c, r). The rest grows inside every block: only when r is a multiple of c (then by the same
+        rule), else it is blocked. Each part of a concatenation must hold whole groups. What cannot keep the
+        groups whole is blocked with `reason`.
+        """
+        layout = self.resolve(layout)
+        n = self.size(layout)
+        if c <= 1:
+            return
+        if n is None or n % c or (isinstance(layout, Cat) and any((self.size(p) or 0) % c for p in layout.parts)):
+            self.block(layout, reason)
+        elif isinstance(layout, Cat):
+            for part in layout.parts:
+                self.whole_groups(part, c, reason)
+        else:
+            first, *rest = layout.factors if isinstance(layout, Prod) else (layout,)
+            r = self.size(_prod(rest)) if rest else 1
+            if r is None:
+                self.block(layout, reason)
+                return
+            if isinstance(first, Atom):
+                self.granularity(first, c // int(np.gcd(c, r)))
+            else:
+                self.whole_groups(first, c // int(np.gcd(c, r)), reason)
+            if rest and r % c:
+                self.block(_prod(rest), reason)
+            elif rest:
+                self.whole_groups(_prod(rest), c, reason)
+
     # -- uses --------------------------------------------------------------------------
     def produce(self, node: str, init: str, axis: int, size_: int) -> Atom:
         atom = self.fresh(size_, "producer", fixed=False)
