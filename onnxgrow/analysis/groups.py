@@ -264,20 +264,19 @@ def _summarise(st: State) -> list[Group]:
         constraint, reason = _constraint(info)
         if info.size is None and constraint != "blocked":
             constraint, reason = "blocked", "its size is not known statically"
-        blocks = _blocks(st, root, nodes)
+        blocks = _blocks(st, root, nodes, replicas)
         size = None if info.size is None else info.size * blocks
         groups.append(Group(f"g{i}", root, size, constraint, reason, list(dict.fromkeys(info.producers)),
                             by_root[root]["consumers"], by_root[root]["weights"], info.granularity * blocks, blocks))
     return groups
 
 
-def _blocks(st: State, root: int, nodes: dict[str, onnx.NodeProto]) -> int:
+def _blocks(st: State, root: int, nodes: dict[str, onnx.NodeProto], replicas: set[int]) -> int:
     """In how many equal blocks every producer of a group repeats its units in its output (1 unless all agree).
 
     A producer's output axis Prod(2, unit, 2) (a channel shuffle of two branches) or Prod(groups, unit) (a
     grouped Conv) holds each unit of the group once per block: the layer's size is blocks x units.
     """
-    replicas = {st.find(a) for a in st.replicas}
     found: set[int] = set()
     for name in st.info[root].producers:
         node = nodes.get(name)

@@ -912,7 +912,7 @@ def _slice_bounds(node: onnx.NodeProto, st: State, rank: int) -> dict[int, tuple
 
 #: why an axis cut into equal chunks cannot grow (a chunk boundary falls inside a unit's blocks)
 _CHUNK_ACROSS = ("cuts this axis into {k} chunks whose boundaries fall inside the blocks of a unit (channels "
-                 "shuffled by earlier layers): no growth keeps each old channel in its chunk")
+                 "shuffled by earlier layers): growing it would move old channels to another chunk")
 
 
 def _slice_chunk(node: onnx.NodeProto, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int,
