@@ -183,7 +183,7 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
     changed = True
     while changed:
         changed = False
-        new_of = {g.root: p.new_size for g, p in ((p.group, p) for p in plans.values())}
+        new_of = {g.root: g.units(p.new_size) for g, p in ((p.group, p) for p in plans.values())}
         for parts, reason in st.same_factor:
             ratios = set()
             for part in parts:

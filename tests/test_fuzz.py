@@ -51,7 +51,7 @@ TOL = {"float32": 1e-5, "float16": 1e-2}
 ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 ACTS = ["Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Clip", "Softplus", "HardSigmoid", "Gelu", "Abs"]
 IMG_OPS = ["conv", "conv", "conv", "conv", "act", "act", "bn", "pool", "add", "concat", "scale", "bias", "to_vec", "gap",
-           "depthwise", "lrn", "pad", "nhwc", "split", "mixer", "big"]
+           "depthwise", "lrn", "pad", "nhwc", "split", "mixer", "gconv", "shuffle", "big"]
 VEC_OPS = ["dense", "dense", "dense", "dense", "act", "act", "bn", "add", "concat", "scale", "bias", "split", "mixer",
            "big"]
 #: the largest product of "big" factors in one model (float32 only): outputs up to about 1e6 in magnitude
@@ -183,6 +183,28 @@ def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
         if op == "depthwise":
             w = b.weight(c, 1, 3, 3, fan_in=9)
             return b.op("Conv", [src, w], kernel_shape=[3, 3], pads=[1] * 4, group=c), kind
+        if op == "gconv":  # grouped, other widths in than out per group (AlexNet, ShuffleNet v1), or transposed
+            divisors = [d for d in range(2, c + 1) if c % d == 0]
+            if not divisors:
+                return None
+            groups = divisors[k % len(divisors)]
+            c_out = groups * (1 + v % 3)
+            if v % 4 == 3:
+                w = b.weight(c, c_out // groups, 3, 3, fan_in=9 * c // groups)
+                return b.op("ConvTranspose", [src, w], kernel_shape=[3, 3], pads=[1] * 4, group=groups), \
+                    ("img", c_out, hw)
+            ins = [src, b.weight(c_out, c // groups, 1, 1, fan_in=c // groups)]
+            if v % 2:
+                ins.append(b.const(b.rng.standard_normal(c_out) * 0.1))
+            return b.op("Conv", ins, kernel_shape=[1, 1], group=groups), ("img", c_out, hw)
+        if op == "shuffle":  # ShuffleNet's channel shuffle: [N, g, C/g, H, W] -> transpose -> [N, C, H, W]
+            divisors = [d for d in range(2, c) if c % d == 0]
+            if not divisors:
+                return None
+            groups = divisors[k % len(divisors)]
+            y = b.op("Reshape", [src, b.const([0, groups, c // groups, hw, hw], np.int64)])
+            y = b.op("Transpose", [y], perm=[0, 2, 1, 3, 4])
+            return b.op("Reshape", [y, b.const([0, c, hw, hw], np.int64)]), kind
         if op == "act":
             return b.act(ACTS[k % len(ACTS)], src), kind
         if op == "bn":
@@ -444,6 +466,11 @@ def check(spec, plan, tmp: Path) -> list[str]:
          plan=(("all", "x2", "noise", 0),))
 @example(spec=(11, "float32", False, False, 0, ("img", 1, 1),
                (("conv", 0, 1, 0), ("mixer", -1, 1, 0), ("mixer", -1, 1, 0), ("conv", -1, 0, 0)), 0, ()),
+         plan=(("all", "x2", "noise", 0),))
+# an equal-width grouped Conv (3 groups of 2) reading channels shuffled into [3 units x 2 copies]: groups of 2
+# cut across the 3-unit factor, which must not grow (it did, by whole multiples of 2, and the groups moved)
+@example(spec=(17, "float32", False, False, 0, ("img", 4, 2),
+               (("conv", 0, 5, 0), ("shuffle", -1, 1, 0), ("gconv", -1, 1, 1)), 2, ()),
          plan=(("all", "x2", "noise", 0),))
 def test_random_graphs_grow_exactly_or_refuse(spec, plan, tmp_path_factory):
     from hypothesis import event

@@ -72,8 +72,9 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
     return solved
 
 
-def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
+def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
+    """Shapes with the symbols of dynamic dimensions ('batch', or 'unk__N' where onnx could not tell), and the
+    sizes of the symbols that `_solve_reshapes` finds."""
     light = light_copy(model)
     try:
         light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
@@ -84,5 +85,15 @@ def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
         dims = _dims(vi.type)
         if dims is not None:
             named[vi.name] = dims
-    solved = _solve_reshapes(light.graph, named)
+    return named, _solve_reshapes(light.graph, named)
+
+
+def is_unknown(dim: int | str | None) -> bool:
+    """A dimension onnx's inference could not work out (as opposed to a named dynamic one such as 'batch')."""
+    return dim is None or (isinstance(dim, str) and dim.startswith("unk__"))
+
+
+def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
+    named, solved = infer_symbols(model)
     return {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in named.items()}
