@@ -94,6 +94,8 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("model", help="the model (.onnx)")
     p.add_argument("--to", required=True, choices=["torch", "mxnet"], help="target framework")
     p.add_argument("-o", "--output", required=True, help="output file (.pt for torch, .onnx for mxnet)")
+    add_verify_flags(p, full=False, json_flag=False, title="verification (--to mxnet: the converted model is run "
+                                                           "next to the original)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -188,9 +190,9 @@ def _cmd_widen(args: argparse.Namespace) -> int:
             result = widen_model(
                 args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
                 check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
-                provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
-                heads=args.heads, ffn=args.ffn, hidden=args.hidden, keep_outputs=args.keep_outputs,
-                keep_ties=args.keep_ties,
+                relative_to=args.relative_to, provider=args.provider, input_shapes=args.input_shapes,
+                iterations=args.iterations, heads=args.heads, ffn=args.ffn, hidden=args.hidden,
+                keep_outputs=args.keep_outputs, keep_ties=args.keep_ties,
                 output=args.output, external_data=True if args.save_external_data else None, progress=progress,
             )
     except VerificationFailed as exc:
@@ -229,8 +231,8 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
                 args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
                 activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
                 check=not args.no_verify, approximate=args.approximate, order=args.order, atol=args.atol,
-                rtol=args.rtol, provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
-                progress=progress,
+                rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
+                input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
             )
             save(result.model, args.output, external_data=True if args.save_external_data else None,
                  progress=progress)
@@ -261,6 +263,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .io import load
 
     check_output_path(args.model, args.output)
+    if args.to == "torch":
+        given = [flag for flag, value in (("--atol", args.atol), ("--rtol", args.rtol),
+                                          ("--relative-to", args.relative_to), ("--input-shapes", args.input_shapes))
+                 if value is not None] + (["--iterations"] if args.iterations != 1 else []) + \
+                (["--provider"] if args.provider != "cpu" else [])
+        if given:
+            raise OnnxGrowError(f"{given[0]}: export --to torch runs no onnxruntime check (the flag is for --to mxnet)")
     model = load(args.model)
     if args.to == "torch":
         try:
@@ -272,6 +281,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from .io import save
         from .mxnet import for_mxnet
 
-        save(for_mxnet(model), args.output)
+        save(for_mxnet(model, atol=args.atol, rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
+                       input_shapes=args.input_shapes, iterations=args.iterations), args.output)
     print(f"wrote {args.output}")
     return 0

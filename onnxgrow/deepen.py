@@ -81,9 +81,9 @@ def _elem_type(model: onnx.ModelProto, tensor: str) -> int | None:
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         if vi.name == tensor and vi.type.HasField("tensor_type"):
             return vi.type.tensor_type.elem_type
-    from .analysis.shapes import _light_copy
+    from .analysis.shapes import light_copy
 
-    light = onnx.shape_inference.infer_shapes(_light_copy(model), strict_mode=False)
+    light = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
     for vi in light.graph.value_info:
         if vi.name == tensor:
             return vi.type.tensor_type.elem_type
@@ -144,7 +144,9 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
     A copy of a post-norm block changes the outputs (the norm after the Add sees another input): refused
     unless `approximate` (as widen refuses an inexact plan), then written with the error reported.
     `noise_std` > 0 asks for an inexact identity itself. `progress` is called with the steps "load" and
-    "verify" (see onnxgrow.progress)."""
+    "verify" (see onnxgrow.progress). `verify_args` (atol, rtol, relative_to, provider, input_shapes,
+    iterations) go to the check, whose rtol is relative to each output's largest value unless
+    relative_to="element" (see onnxgrow.verify.check_growth)."""
     from .widen import parameter_count
 
     if block not in BLOCKS:

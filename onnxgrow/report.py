@@ -17,14 +17,18 @@ def fmt(x: float) -> str:
 
 
 def verify_table(report: Report, title: str = "verify") -> Table:
+    """One row per output. With `relative_to` "output" the error column is the max abs error divided by the
+    output's largest |reference| (what rtol is compared with), and the title says so."""
+    output = report.relative_to == "output"
     table = Table(title=f"{title}: {'PASS' if report.passed else 'FAIL'} "
-                        f"(provider {report.provider}, {report.iterations} iteration(s), seed {report.seed})")
-    for col in ("output", "shape", "max abs err", "max rel err", "atol/rtol", "result"):
+                        f"(provider {report.provider}, {report.iterations} iteration(s), seed {report.seed}"
+                        + (", rtol relative to each output's largest |value|)" if output else ")"))
+    for col in ("output", "shape", "max abs err", "err / max|ref|" if output else "max rel err", "atol/rtol", "result"):
         table.add_column(col)
     for o in report.outputs:
         result = "pass" if o.passed else f"FAIL ({o.reason})"
-        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs), fmt(o.max_rel),
-                      f"{o.atol:g}/{o.rtol:g}", result)
+        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs),
+                      fmt(o.normalised if output else o.max_rel), f"{o.atol:g}/{o.rtol:g}", result)
     return table
 
 

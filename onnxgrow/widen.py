@@ -183,7 +183,7 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
     changed = True
     while changed:
         changed = False
-        new_of = {g.root: p.new_size for g, p in ((p.group, p) for p in plans.values())}
+        new_of = {g.root: g.units(p.new_size) for g, p in ((p.group, p) for p in plans.values())}
         for parts, reason in st.same_factor:
             ratios = set()
             for part in parts:
@@ -218,7 +218,9 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     `result.model` holds it without weights (stubs: names, types and grown shapes): each weight is grown
     while it is written, so no second copy of the model is held, and onnxruntime verifies the written
     file before it is renamed into place (a failed check writes nothing). `progress` is called with the
-    steps "load", "analyse", "grow" (in memory) or "write" (with `output`), and "verify".
+    steps "load", "analyse", "grow" (in memory) or "write" (with `output`), and "verify". `verify_args`
+    (atol, rtol, relative_to, provider, input_shapes, iterations) go to the check, whose rtol is relative to
+    each output's largest value unless relative_to="element" (see onnxgrow.verify.check_growth).
     """
     if not noise_std >= 0:
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")

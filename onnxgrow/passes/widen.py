@@ -33,14 +33,15 @@ class GroupPlan:
 
 def unit_map(plan: GroupPlan, rng: np.random.Generator) -> Expansion:
     """Where each unit of the grown group comes from: itself, a copied unit (Net2Net) or nothing (-1)."""
-    old, new = int(plan.group.size or 0), plan.new_size
+    # per unit of the union-find group: a group repeated in blocks (grouped Conv) grows inside each block
+    old, new = plan.group.units(int(plan.group.size or 0)), plan.group.units(plan.new_size)
     if plan.init != "net2net":
         src = np.concatenate([np.arange(old), -np.ones(new - old, dtype=np.int64)])
         return Expansion(src.astype(np.int64), np.ones(new), old)
     if plan.group.constraint == "replicate":
         extra = np.arange(old, new) % old  # every unit copied the same number of times
     else:
-        b = plan.group.granularity
+        b = plan.group.units(plan.group.granularity)
         blocks = rng.integers(0, old // b, size=(new - old) // b)
         extra = (blocks[:, None] * b + np.arange(b)[None, :]).reshape(-1)
     src = np.concatenate([np.arange(old), extra]).astype(np.int64)
@@ -370,9 +371,9 @@ class _Rewriter:
                 node = nodes[au.node]
                 for a in node.attribute:
                     if a.name == au.attr and au.index is None:
-                        a.i = self.new_size(au.layout) // au.divisor
+                        a.i = self.new_size(au.layout) * au.multiple // au.divisor
                     elif a.name == au.attr:
-                        a.ints[au.index] = self.new_size(au.layout) // au.divisor
+                        a.ints[au.index] = self.new_size(au.layout) * au.multiple // au.divisor
         self._value_info(g)
         self._keep_outputs(g, index)
         append_step(out, self.growth_step(targets))
@@ -472,7 +473,7 @@ class _Rewriter:
 
     def _value(self, vu) -> int:
         """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
-        n = self.new_size(vu.layout) // vu.divisor
+        n = self.new_size(vu.layout) * vu.multiple // vu.divisor
         if vu.per is None:
             return n
         per = self.new_size(vu.per)
