@@ -123,6 +123,12 @@ def _value(init: onnx.TensorProto, transposed: bool) -> np.ndarray:
     return value.T if transposed and value.ndim == 2 else value
 
 
+def _dims(init: onnx.TensorProto, transposed: bool) -> tuple[int, ...]:
+    """The shape `_value` gives, without decoding the tensor."""
+    dims = tuple(int(d) for d in init.dims)
+    return dims[::-1] if transposed and len(dims) == 2 else dims
+
+
 def _weight_slot(node: onnx.NodeProto, k: int) -> bool:
     """Whether input `k` of `node` is the weight of a layer (not an operand of an elementwise op)."""
     from .torch import _ELEMENTWISE, WEIGHT_INPUTS
@@ -212,15 +218,15 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
     refused: set[str] = set()  # keys with a tensor that does not fit: reported once, under "shape differs"
     for key, props in proposals.items():
         want = tuple(target[key].shape)
-        fits = [(n, t, h) for n, t, h in props if tuple(_value(inits[n], t).shape) == want]
+        fits = [(n, t, h) for n, t, h in props if _dims(inits[n], t) == want]
         if not fits:
             n, t, _ = props[0]
             how = " (transposed)" if t else ""
-            wrong.append(f"{key}: module {_shape(want)}, model {n}{how} {_shape(_value(inits[n], t).shape)}")
+            wrong.append(f"{key}: module {_shape(want)}, model {n}{how} {_shape(_dims(inits[n], t))}")
             used.add(n)
             refused.add(key)
             continue
-        values = [_value(inits[n], t) for n, t, _ in fits]
+        values = [_value(inits[n], t) for n, t, _ in fits] if len(fits) > 1 else []
         if not all(np.array_equal(values[0], v) for v in values[1:]):
             structural = [(n, t, h) for n, t, h in fits if h != "name"]
             svals = [_value(inits[n], t) for n, t, _ in structural]
@@ -439,6 +445,8 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
       optimiser's (torch's Adam keeps `step` per parameter, so the old parameters' bias correction is not
       affected).
 
+    A parameter tied in `old_module` (an output head sharing the token embedding) hands its state, the moments
+    of the summed gradient, to each of the parameters it became in an untied `new_module`.
     Hyper-parameters come from the param group of the parameter's source (the first group for new ones).
     `optimizer` itself is left unchanged. Fresh units inside a grown parameter share its (large) step count
     with zero moments: Adam's bias correction is then about 1, and with a steady gradient their k-th update is
