@@ -9,12 +9,22 @@ from typing import Sequence
 from .errors import OnnxGrowError, VerificationFailed
 
 
-def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool) -> None:
-    g = p.add_argument_group("verification (Polygraphy's meaning)")
+def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool, json_flag: bool = True,
+                      title: str = "verification") -> None:
+    """The flags of the onnxruntime check; `full` (verify) adds seeds and input files, growth commands share the rest.
+
+    verify's --relative-to defaults to element (Polygraphy's meaning); the growth commands' to output."""
+    g = p.add_argument_group(title)
     g.add_argument("--atol", action="append", metavar="[NAME:]F",
                    help="absolute tolerance, default 1e-5; NAME:F sets it for one output (repeatable)")
     g.add_argument("--rtol", action="append", metavar="[NAME:]F",
-                   help="relative tolerance, default 1e-5; an element fails only when it exceeds both")
+                   help="relative tolerance, default 1e-5; a check fails only when the error exceeds both")
+    default = "element" if full else "output"
+    g.add_argument("--relative-to", choices=["element", "output"], default=None,
+                   help=f"what --rtol is relative to (default {default}): element = each element's |reference| "
+                        "(Polygraphy's meaning: an element fails when its error exceeds atol and rtol x |its "
+                        "reference|); output = the output's largest |reference| (an output fails when its largest "
+                        "error exceeds atol and rtol x max |reference|: float32 rounding of large sums passes)")
     g.add_argument("--provider", choices=["cpu", "cuda"], default="cpu",
                    help="onnxruntime execution provider (default cpu)")
     g.add_argument("--input-shapes", nargs="+", metavar="NAME:DIMS", default=None,
@@ -24,7 +34,8 @@ def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool) -> None:
         g.add_argument("--seed", type=int, default=1, help="seed of the random inputs (default 1)")
         g.add_argument("--load-inputs", metavar="FILE.npz", help="use inputs from an .npz file (keys: input names)")
         g.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used to an .npz file")
-    g.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
+    if json_flag:
+        g.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run REFERENCE and CANDIDATE on the same inputs and compare every output.")
     p.add_argument("reference", help="the reference model (.onnx)")
     p.add_argument("candidate", help="the model to check (.onnx)")
-    _add_verify_flags(p, full=True)
+    _add_verify_flags(p, full=True, title="verification (Polygraphy's meaning of the flags)")
     p.set_defaults(func=_cmd_verify)
 
     from . import cli_grow
@@ -69,7 +80,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         report = verify(
             args.reference, args.candidate, atol=args.atol, rtol=args.rtol, seed=args.seed,
             iterations=args.iterations, input_shapes=args.input_shapes, load_inputs=args.load_inputs,
-            save_inputs=args.save_inputs, provider=args.provider, progress=progress,
+            save_inputs=args.save_inputs, provider=args.provider, relative_to=args.relative_to, progress=progress,
         )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
@@ -85,11 +96,31 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The command, with each ModelRepaired warning (`load` repaired a file's form) as one line on stderr."""
+    import warnings
+
+    from .io import ModelRepaired
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, ModelRepaired):
+            print(f"onnxgrow: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", ModelRepaired)  # a file loaded twice is reported once
+        warnings.showwarning = show
+        return int(args.func(args) or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return _run(args)
     except VerificationFailed as exc:
         if args.debug:
             raise

@@ -37,6 +37,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
     p.add_argument("--keep-outputs", action="store_true",
                    help="let groups that reach a graph output grow; the output is sliced back to its original "
                         "units, so the model's interface does not change")
+    p.add_argument("--keep-ties", action="store_true",
+                   help="refuse to grow a weight shared by nodes that would grow it differently (default: give each "
+                        "such reader its own copy; exporters merge equal initializers of unrelated layers)")
     p.add_argument("--init", choices=["noise", "zero", "net2net"], default="noise",
                    help="how new units start (default noise: small random incoming weights, zero outgoing)")
     p.add_argument("--noise-std", type=float, default=0.1,
@@ -63,6 +66,9 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
                    help="identity: linear identity layer (+ the same idempotent activation); residual: x + 0·f(x) "
                         "block; copy: duplicate a residual block with its output projection zeroed (default identity)")
     p.add_argument("--count", type=int, default=1, help="how many layers or blocks to insert (default 1)")
+    p.add_argument("--order", choices=["interleave", "stack"], default="interleave",
+                   help="copy: interleave puts each copy right after its block or layer (L0 L0' L1 L1', default); "
+                        "stack repeats the whole sequence after the last one (L0 L1 L0' L1')")
     p.add_argument("--hidden", type=int, help="hidden size of a residual block (default: the tensor's size)")
     p.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], default="relu",
                    help="activation inside a residual block (default relu)")
@@ -82,10 +88,14 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
                        description="torch: a torch.fx GraphModule (onnx2torch) whose every weight is a trainable "
                                    "nn.Parameter, saved with torch.save. mxnet: an ONNX file that MXNet 1.9's "
                                    "importer (mxnet.contrib.onnx.import_to_gluon) accepts. Training restarts with a "
-                                   "fresh optimiser: optimiser state is not part of ONNX.")
+                                   "fresh optimiser: optimiser state is not part of ONNX (to keep it, load the grown "
+                                   "weights into your own PyTorch module: onnxgrow.torch.state_dict_for and "
+                                   "grow_optimizer_state). The model's growth map goes with it.")
     p.add_argument("model", help="the model (.onnx)")
     p.add_argument("--to", required=True, choices=["torch", "mxnet"], help="target framework")
     p.add_argument("-o", "--output", required=True, help="output file (.pt for torch, .onnx for mxnet)")
+    add_verify_flags(p, full=False, json_flag=False, title="verification (--to mxnet: the converted model is run "
+                                                           "next to the original)")
     p.set_defaults(func=_cmd_export)
 
 
@@ -180,8 +190,9 @@ def _cmd_widen(args: argparse.Namespace) -> int:
             result = widen_model(
                 args.model, layers, all=args.all, init=args.init, noise_std=args.noise_std, seed=args.seed,
                 check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol,
-                provider=args.provider, input_shapes=args.input_shapes, iterations=args.iterations,
-                heads=args.heads, ffn=args.ffn, hidden=args.hidden, keep_outputs=args.keep_outputs,
+                relative_to=args.relative_to, provider=args.provider, input_shapes=args.input_shapes,
+                iterations=args.iterations, heads=args.heads, ffn=args.ffn, hidden=args.hidden,
+                keep_outputs=args.keep_outputs, keep_ties=args.keep_ties,
                 output=args.output, external_data=True if args.save_external_data else None, progress=progress,
             )
     except VerificationFailed as exc:
@@ -194,6 +205,7 @@ def _cmd_widen(args: argparse.Namespace) -> int:
             "groups": [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
                        for p in result.plans],
             "skipped": [{"id": g.id, "reason": why} for g, why in result.skipped],
+            "untied": [u.to_dict() for u in result.untied],
             "params_before": result.params_before, "params_after": result.params_after,
             "exact": result.exact,
             "verification": result.report.to_dict() if result.report else None,
@@ -218,7 +230,8 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
             result = deepen_model(
                 args.model, args.after, block=args.block, count=args.count, hidden=args.hidden,
                 activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
-                check=not args.no_verify, approximate=args.approximate, atol=args.atol, rtol=args.rtol, provider=args.provider,
+                check=not args.no_verify, approximate=args.approximate, order=args.order, atol=args.atol,
+                rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
                 input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
             )
             save(result.model, args.output, external_data=True if args.save_external_data else None,
@@ -250,6 +263,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .io import load
 
     check_output_path(args.model, args.output)
+    if args.to == "torch":
+        given = [flag for flag, value in (("--atol", args.atol), ("--rtol", args.rtol),
+                                          ("--relative-to", args.relative_to), ("--input-shapes", args.input_shapes))
+                 if value is not None] + (["--iterations"] if args.iterations != 1 else []) + \
+                (["--provider"] if args.provider != "cpu" else [])
+        if given:
+            raise OnnxGrowError(f"{given[0]}: export --to torch runs no onnxruntime check (the flag is for --to mxnet)")
     model = load(args.model)
     if args.to == "torch":
         try:
@@ -261,6 +281,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from .io import save
         from .mxnet import for_mxnet
 
-        save(for_mxnet(model), args.output)
+        save(for_mxnet(model, atol=args.atol, rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
+                       input_shapes=args.input_shapes, iterations=args.iterations), args.output)
     print(f"wrote {args.output}")
     return 0

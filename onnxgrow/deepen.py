@@ -10,6 +10,7 @@ from onnx import numpy_helper
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, closest
+from .growth_map import append_step
 from .io import ModelLike, load
 from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
                             taken_names)
@@ -80,9 +81,9 @@ def _elem_type(model: onnx.ModelProto, tensor: str) -> int | None:
     for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         if vi.name == tensor and vi.type.HasField("tensor_type"):
             return vi.type.tensor_type.elem_type
-    from .analysis.shapes import _light_copy
+    from .analysis.shapes import light_copy
 
-    light = onnx.shape_inference.infer_shapes(_light_copy(model), strict_mode=False)
+    light = onnx.shape_inference.infer_shapes(light_copy(model), strict_mode=False)
     for vi in light.graph.value_info:
         if vi.name == tensor:
             return vi.type.tensor_type.elem_type
@@ -131,14 +132,21 @@ def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: i
 
 def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
                  activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
-                 check: bool = True, approximate: bool = False, progress: ProgressFn | None = None,
-                 **verify_args) -> DeepenResult:
+                 check: bool = True, approximate: bool = False, order: str = "interleave",
+                 progress: ProgressFn | None = None, **verify_args) -> DeepenResult:
     """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch).
+
+    `order` (block copy): "interleave" puts each unit's copies right after it (L0 L0' L1 L1'), "stack" after
+    the last unit, the sequence of units repeated (L0 L1 L0' L1'). Copied transformer layers are renumbered
+    in their new order where the exporter's names number them (see onnxgrow.passes.blocks.copy_units); the
+    model's growth map (onnxgrow.growth_map) records every copy and new weight.
 
     A copy of a post-norm block changes the outputs (the norm after the Add sees another input): refused
     unless `approximate` (as widen refuses an inexact plan), then written with the error reported.
     `noise_std` > 0 asks for an inexact identity itself. `progress` is called with the steps "load" and
-    "verify" (see onnxgrow.progress)."""
+    "verify" (see onnxgrow.progress). `verify_args` (atol, rtol, relative_to, provider, input_shapes,
+    iterations) go to the check, whose rtol is relative to each output's largest value unless
+    relative_to="element" (see onnxgrow.verify.check_growth)."""
     from .widen import parameter_count
 
     if block not in BLOCKS:
@@ -161,23 +169,24 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
     refuse_quantised(grown, "deepen")
     result = DeepenResult(grown, params_before=parameter_count(grown))
     if block == "copy":
-        from .passes.blocks import copy_block, find_blocks, layer_units, resolve_chain
+        from .passes.blocks import copy_units, find_blocks, layer_units
 
         blocks = find_blocks(grown)
         units = [u.strip() for u in after.split(",")] if after != "layers" else layer_units(blocks)
         if not units or not all(units):
             raise OnnxGrowError(f"--after {after}: no transformer layer found (see `onnxgrow inspect`)"
                                 if after == "layers" else f"--after {after!r}: expected block ids such as b0,b2-b3")
-        # later units first: copies go after their unit, so the ids of earlier blocks do not move
-        chains = sorted(((blocks.index(resolve_chain(blocks, u)[0]), u) for u in units), reverse=True)
-        for _, unit in chains:
-            copy_block(grown, unit, count, result)
+        append_step(grown, copy_units(grown, units, count, result, order=order))
     else:
+        if order != "interleave":
+            raise OnnxGrowError(f"--order {order}: only --block copy places copies; identity and residual layers "
+                                "go after --after")
         rng = np.random.default_rng(seed)
         shapes = infer(grown)
         site = find_site(grown, after, shapes)
         taken = taken_names(grown)
         index = 0
+        new_inits: list[onnx.TensorProto] = []
         for _ in range(count):
             # deepening the same site again (a grown model) continues the numbering: no name is reused
             index = free_index(taken, f"{after}/deepen", index)
@@ -189,11 +198,14 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
                 splice = residual_block(site, prefix, _opset(grown), hidden=hidden, activation=activation,
                                         kernel=kernel, rng=rng)
             apply_splice(grown, site, splice)
+            new_inits += splice.inits
             result.inserted += [n.name for n in splice.nodes]
             result.notes += [n for n in splice.notes if n not in result.notes]
             result.exact &= splice.exact
             producer = splice.nodes[-1]
             site = Site(splice.output, site.shape, site.dtype, site.conv, producer, site.weight_std)
+        append_step(grown, {"op": "deepen", "block": block, "after": after, "count": count, "layers": None,
+                            "weights": {t.name: {"new": _new_kind(t)} for t in new_inits}})
     result.params_after = parameter_count(grown)
     if not result.exact and not approximate and not noise_std > 0:
         why = ("a normalisation follows the residual Add (post-norm), so a copy changes the outputs"
@@ -203,6 +215,18 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
                                      **verify_args)
     return result
+
+
+def _new_kind(t: onnx.TensorProto) -> str:
+    """How a weight deepen made starts: zero, identity (a Dirac/eye matrix), constant (one number), random."""
+    value = numpy_helper.to_array(t)
+    if value.size == 1:
+        return "constant"
+    if not np.any(value):
+        return "zero"
+    if value.ndim >= 2 and np.count_nonzero(value) == min(value.shape[:2]) and np.all(value[value != 0] == 1):
+        return "identity"
+    return "random"
 
 
 def deepen(model: ModelLike, after: str, **kwargs) -> onnx.ModelProto:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -19,6 +20,11 @@ ModelLike = Union[str, os.PathLike, onnx.ModelProto]
 PROTOBUF_LIMIT = 2**31 - 1
 #: tensors at least this big go to the external data file when external data is used.
 EXTERNAL_THRESHOLD = 1024
+
+
+class ModelRepaired(UserWarning):
+    """`load` repaired what onnx.checker refuses in a model only for its form (the message says what and
+    where); the model then loads. The file itself is never changed; a model onnxgrow writes is valid."""
 
 
 def _read(path: Path, *, external_data: bool = True, check: bool = True,
@@ -65,9 +71,13 @@ def _read(path: Path, *, external_data: bool = True, check: bool = True,
                 f"(looked in {base or '.'})"
             )
     if check and (external or unchecked):
-        check_model(str(path), str(path))  # the bytes alone cannot tell whether the data files are right
-    elif invalid is not None:
-        raise invalid
+        try:
+            check_model(str(path), str(path))  # the bytes alone cannot tell whether the data files are right
+            invalid = None
+        except OnnxGrowError as exc:
+            invalid = exc
+    if invalid is not None:
+        _repair_or_raise(model, invalid, str(path))
     if not external_data:
         if progress:
             progress("load", size, size)
@@ -139,7 +149,10 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True, external_da
         result = onnx.ModelProto()
         result.CopyFrom(model)
         if check:
-            check_model(result)
+            try:
+                check_model(result)
+            except OnnxGrowError as exc:
+                _repair_or_raise(result, exc, "model")
     else:
         # a file is checked from the bytes read (parsed in C++), where a ModelProto would first be
         # serialised in Python (seconds on a large model)
@@ -152,6 +165,98 @@ def load(model: ModelLike, *, fold: bool = True, check: bool = True, external_da
 
     name_nodes(result.graph)
     return result
+
+
+def repair_form(model: onnx.ModelProto) -> list[str]:
+    """Repair in place what onnx.checker refuses in models that onnxruntime runs, where only the form is wrong;
+    returns what was repaired ([] for nothing).
+
+    - IR version 3 (or lower) with initializers that are not listed as graph inputs, as exporters of that
+      time wrote them: the IR version is raised to 4, from which initializers need not be inputs (the graph,
+      and what it computes, do not change).
+    - Graph outputs without a type or a shape: onnx shape inference gives them theirs. An output whose type
+      inference cannot tell stays as it is (and the checker's refusal stands).
+    """
+    notes: list[str] = []
+    g = model.graph
+    listed = {i.name for i in g.input}
+    unlisted = [t.name for t in g.initializer if t.name not in listed]
+    if 0 < model.ir_version < 4 and unlisted:
+        notes.append(f"IR version {model.ir_version} -> 4 ({len(unlisted)} initializer(s) not listed as graph inputs, "
+                     f"e.g. {unlisted[0]})")
+        model.ir_version = 4
+    untyped = [o for o in g.output if not _typed(o)]
+    if untyped:
+        inferred = _inferred_outputs(model)
+        fixed = []
+        for out in untyped:
+            found = inferred.get(out.name)
+            if found is not None and _typed(found):
+                out.type.CopyFrom(found.type)
+                fixed.append(out.name)
+        if fixed:
+            notes.append(f"inferred the type and shape of output(s) {', '.join(fixed)}")
+    return notes
+
+
+def _typed(vi: onnx.ValueInfoProto) -> bool:
+    """A graph input/output that onnx.checker accepts as typed: a tensor with an element type and a shape,
+    or any other kind of type (sequence, map, optional), which this repair leaves alone."""
+    kind = vi.type.WhichOneof("value")
+    if kind is None:
+        return False
+    if kind != "tensor_type":
+        return True
+    return vi.type.tensor_type.elem_type != 0 and vi.type.tensor_type.HasField("shape")
+
+
+def _inferred_outputs(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Graph outputs as onnx shape inference types them (on a copy without weight bytes)."""
+    from .analysis.shapes import light_copy
+
+    light = light_copy(model)
+    try:
+        light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
+    except Exception:  # inference is best effort: what it cannot type stays untyped, and is refused
+        return {}
+    return {o.name: o for o in light.graph.output}
+
+
+def _repair_or_raise(model: onnx.ModelProto, invalid: OnnxGrowError, where: str) -> None:
+    """onnx.checker refused `model` (`invalid`): repair its form and check again; warn (ModelRepaired) with one
+    line saying what was repaired, or raise the checker's refusal (of the repaired model, if it was repaired)."""
+    notes = repair_form(model)
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model))
+    untyped = [o.name for o in model.graph.output if not _typed(o)]
+    if untyped:
+        # a fault of substance (often why inference failed) is named first: checked with placeholder types
+        probe = _without_external(model)
+        for out in probe.graph.output:
+            if not _typed(out):
+                out.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, []))
+        check_model(probe, where)
+        raise OnnxGrowError(f"{where}: not a valid ONNX model: graph output(s) {', '.join(untyped)} have no type or "
+                            "shape, and onnx shape inference cannot tell them") from invalid
+    if not notes:
+        raise invalid
+    check_model(_without_external(model) if external else model, where)  # data files are checked when read
+    warnings.warn(ModelRepaired(f"{where}: repaired what onnx.checker refuses on form only: {'; '.join(notes)} "
+                                "(the file is not changed)"), stacklevel=3)
+
+
+def _without_external(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose external tensors are graph inputs of their type and shape (no data to find)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    listed = {i.name for i in g.input}
+    kept = [t for t in g.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+    for t in g.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL and t.name not in listed:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    del g.initializer[:]
+    g.initializer.extend(kept)
+    return out
 
 
 def check_model(model: onnx.ModelProto | str | bytes, where: str = "model") -> None:

@@ -17,14 +17,18 @@ def fmt(x: float) -> str:
 
 
 def verify_table(report: Report, title: str = "verify") -> Table:
+    """One row per output. With `relative_to` "output" the error column is the max abs error divided by the
+    output's largest |reference| (what rtol is compared with), and the title says so."""
+    output = report.relative_to == "output"
     table = Table(title=f"{title}: {'PASS' if report.passed else 'FAIL'} "
-                        f"(provider {report.provider}, {report.iterations} iteration(s), seed {report.seed})")
-    for col in ("output", "shape", "max abs err", "max rel err", "atol/rtol", "result"):
+                        f"(provider {report.provider}, {report.iterations} iteration(s), seed {report.seed}"
+                        + (", rtol relative to each output's largest |value|)" if output else ")"))
+    for col in ("output", "shape", "max abs err", "err / max|ref|" if output else "max rel err", "atol/rtol", "result"):
         table.add_column(col)
     for o in report.outputs:
         result = "pass" if o.passed else f"FAIL ({o.reason})"
-        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs), fmt(o.max_rel),
-                      f"{o.atol:g}/{o.rtol:g}", result)
+        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs),
+                      fmt(o.normalised if output else o.max_rel), f"{o.atol:g}/{o.rtol:g}", result)
     return table
 
 
@@ -59,8 +63,10 @@ def widen_table(result) -> Table:
     rep = result.report
     err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
     status = "exact" if result.exact else "APPROXIMATE"
-    table = Table(caption=f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})",
-                  caption_justify="left")
+    caption = f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})"
+    if result.untied:
+        caption += "\n" + untied_line(result.untied)
+    table = Table(caption=escape(caption), caption_justify="left")
     for col in ("group", "producers", "size", "init", "note"):
         table.add_column(col, overflow="fold")
     for p in result.plans:
@@ -68,6 +74,14 @@ def widen_table(result) -> Table:
     for g, why in result.skipped:
         table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", escape(f"skipped: {why}"))
     return table
+
+
+def untied_line(untied) -> str:
+    """`untied N shared weight(s): name (k copies), ...`: weights given a copy per class of readers."""
+    names = ", ".join(f"{u.weight} ({len(u.copies)} copies)" for u in untied[:4])
+    more = f", ... (+{len(untied) - 4})" if len(untied) > 4 else ""
+    return (f"untied {len(untied)} shared weight{'s' if len(untied) != 1 else ''} that readers grow differently: "
+            f"{names}{more}")
 
 
 def blocks_table(blocks) -> Table:

@@ -11,8 +11,9 @@ Two paths, one for each kind of user:
   tables, PRelu slopes, weights of the layers onnxgrow inserts, ... An optimiser never sees buffers,
   so those weights would silently stay frozen. `to_module` re-registers each such buffer *in place*
   (same owner, same name, so the fx graph's `get_attr` nodes keep working) as an `nn.Parameter`.
-- `state_dict_for(module, model)`: the grown initializers mapped onto the user's own, bigger
-  module by name, every shape checked; `module.load_state_dict(sd, strict=True)` takes the result.
+- `state_dict_for(module, model, base=None)`: the grown initializers mapped onto the user's own, bigger
+  module by name, every shape checked; `module.load_state_dict(sd, strict=True)` takes the result, and
+  `grow_optimizer_state` carries an optimiser's state over to it (both in onnxgrow.torch_load).
 
 Which initializers are weights (`WEIGHT_INPUTS`, one entry per op family) is decided by where they
 are read: weight and bias inputs of MatMul, Gemm, Conv, normalisations, PRelu, the table of a
@@ -28,18 +29,15 @@ An initializer read by several nodes (tied weights) becomes one Parameter shared
 that holds it unchanged. onnx2torch's `nn.Linear` for a Gemm with `transB == 0` or `alpha != 1`
 holds a transformed copy, which PyTorch then trains on its own (a warning says so).
 
-Training starts with a fresh optimiser: optimiser state (moments, step counts) is not part of
-ONNX, and growing does not rescale it.
+Training starts with a fresh optimiser by default: optimiser state (moments, step counts) is not part of
+ONNX. `grow_optimizer_state` carries it over from the growth map the grown model records.
 """
 from __future__ import annotations
 
-import ast
 import os
-import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import onnx
@@ -143,7 +141,8 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     `.train()` before training (BatchNorm then normalises with batch statistics and updates its
     running statistics, which stay buffers). Its attribute `onnx_names` maps each state_dict key
     that came from an initializer to that initializer's name (a `nn.Linear` made from a Gemm with
-    `transB == 0` holds the transpose). See the module docstring for which tensors are weights.
+    `transB == 0` holds the transpose), and `growth_map` the model's growth map (onnxgrow.growth_map; None
+    when the model has none), saved with the module. See the module docstring for which tensors are weights.
     """
     try:
         from onnx2torch import convert
@@ -151,6 +150,9 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     except ImportError as exc:  # pragma: no cover - the torch extra pulls it in
         raise OnnxGrowError(f"exporting to PyTorch needs onnx2torch: pip install 'onnxgrow[torch]' ({exc})") from None
     m = load(model)
+    from .growth_map import as_dict
+
+    recorded = as_dict(m)
     # onnx2torch infers shapes itself; a recorded shape that disagrees (a stale entry) would stop it
     del m.graph.value_info[:]
     m = _down_to_known_opset(m)
@@ -211,6 +213,7 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
         container.register_parameter(leaf, param)
     _tie(gm, onnx_names, inits, shared)
     gm.onnx_names = onnx_names
+    gm.growth_map = recorded
     gm.eval()
     return gm
 
@@ -439,179 +442,9 @@ def load_module(path: str | os.PathLike) -> nn.Module:
     return module
 
 
-# -- state_dict_for -----------------------------------------------------------------------------
+# -- the user's own module (onnxgrow.torch_load) ------------------------------------------------------
 
-#: (op type, input index) -> (parameter name in the module that did it, transposed in ONNX).
-_SLOT_PARAM: dict[tuple[str, int], tuple[str, bool]] = {
-    ("MatMul", 1): ("weight", True), ("MatMul", 0): ("weight", False),
-    ("Gemm", 1): ("weight", False), ("Gemm", 2): ("bias", False),
-    ("Conv", 1): ("weight", False), ("Conv", 2): ("bias", False),
-    ("ConvTranspose", 1): ("weight", False), ("ConvTranspose", 2): ("bias", False),
-    ("BatchNormalization", 1): ("weight", False), ("BatchNormalization", 2): ("bias", False),
-    ("BatchNormalization", 3): ("running_mean", False), ("BatchNormalization", 4): ("running_var", False),
-    ("InstanceNormalization", 1): ("weight", False), ("InstanceNormalization", 2): ("bias", False),
-    ("LayerNormalization", 1): ("weight", False), ("LayerNormalization", 2): ("bias", False),
-    ("GroupNormalization", 1): ("weight", False), ("GroupNormalization", 2): ("bias", False),
-    ("PRelu", 1): ("weight", False), ("Gather", 0): ("weight", False),
-    ("Add", 0): ("bias", False), ("Add", 1): ("bias", False),
-}
+from .torch_load import GrownStateDict, grow_optimizer_state, state_dict_for  # noqa: E402
 
-
-def _scopes(node: onnx.NodeProto) -> list[str]:
-    """The module scopes a torch export recorded for a node: the dynamo exporter's
-    `pkg.torch.onnx.name_scopes` metadata (['', 'fc1', 'linear']), else the TorchScript
-    exporter's node name (`/layers/layers.0/MatMul`, `/blocks.1/lin/Add`, `/relu_1/Relu`)."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                break
-            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
-                return [x for x in scopes[1:-1] if x]
-    return [p for p in node.name.split("/") if p][:-1]
-
-
-def _module_path(node: onnx.NodeProto, modules: set[str]) -> str | None:
-    """The module (path in the user's module tree) a node was made in; None if it does not resolve."""
-    parts = _scopes(node)
-    path = ""
-    for seg in parts:
-        found = None
-        for cand_seg in (seg, re.sub(r"_\d+$", "", seg)):
-            base = path
-            while True:  # a segment is relative to the current module or to one of its ancestors
-                cand = f"{base}.{cand_seg}" if base else cand_seg
-                if cand in modules:
-                    found = cand
-                    break
-                if not base:
-                    break
-                base = base.rpartition(".")[0]
-            if found:
-                break
-        if found is None:
-            return None
-        path = found
-    return path
-
-
-def _shape(shape: Iterable[int]) -> str:
-    return "[" + ", ".join(str(int(d)) for d in shape) + "]"
-
-
-def state_dict_for(module: nn.Module, model: ModelLike) -> dict[str, torch.Tensor]:
-    """The grown model's weights as a state_dict for `module`, a bigger instance of the network
-    the ONNX file was exported from (`torch.onnx.export`), for `module.load_state_dict(sd, strict=True)`.
-
-    Initializers named like a state_dict key (`fc1.weight`, `bn1.running_mean`) go to that key. The
-    ones the exporter renamed (`onnx::MatMul_12`, or dynamo's `val_0`/`t`: a Linear's weight stored
-    transposed for a MatMul) are placed through the module scope of the node that reads them (the
-    TorchScript exporter's node name `/fc1/MatMul`, the dynamo exporter's `name_scopes` metadata,
-    resolved against `module`'s own tree) and the input they feed (MatMul B -> `weight`, transposed
-    back; Gemm B -> `weight`, transposed when `transB == 0`; Add -> `bias`; BatchNormalization ->
-    `weight`, `bias`, `running_mean`, `running_var`, ...); otherwise the scope's module takes it if it
-    has exactly one free tensor of that shape (a parameter not called `weight`, read as `x @ w.t()`).
-    Every shape is checked. Keys the ONNX model cannot give that are not floating point
-    (BatchNorm's `num_batches_tracked`) keep the module's own value. Anything else that does not
-    fit (a key the model lacks, a weight the module has no place for, a shape that differs) is
-    listed in one OnnxGrowError.
-    """
-    m = load(model)
-    target = module.state_dict()
-    modules = {name for name, _ in module.named_modules() if name}
-    own = {name: dict(sub.named_parameters(recurse=False)) | dict(sub.named_buffers(recurse=False))
-           for name, sub in module.named_modules()}
-    inits = {t.name: t for t in m.graph.initializer}
-    kinds = weight_initializers(m)
-    readers = _readers(m.graph)
-
-    result: dict[str, torch.Tensor] = {}
-    source: dict[str, str] = {}
-    wrong_shape: list[str] = []
-    no_place: list[str] = []
-
-    def put(key: str, name: str, transpose: bool) -> None:
-        value = numpy_helper.to_array(inits[name])
-        if transpose and value.ndim == 2:
-            value = value.T
-        want = tuple(target[key].shape)
-        if tuple(value.shape) != want:
-            how = " (transposed)" if transpose else ""
-            wrong_shape.append(f"{key}: module {_shape(want)}, model {name}{how} {_shape(value.shape)}")
-            source[key] = name
-            return
-        tensor = torch.from_numpy(np.array(value, copy=True)).to(target[key].dtype)
-        if key in result and not torch.equal(result[key], tensor):
-            wrong_shape.append(f"{key}: the model gives it two different tensors ({source[key]}, {name})")
-            return
-        result[key], source[key] = tensor, name
-
-    placed: set[str] = set()
-    # 1. by name: torch.onnx.export keeps parameter and buffer names
-    for name in kinds:
-        if name in target:
-            put(name, name, False)
-            placed.add(name)
-    # 2. through the node that reads it: /fc1/MatMul reads fc1's weight (transposed when renamed);
-    #    this also fills every key of a tied weight
-    guesses: list[tuple[str, str, bool]] = []
-    for name in kinds:
-        for node, k in readers.get(name, []):
-            slot = _SLOT_PARAM.get((node.op_type, k))
-            scope = _module_path(node, modules)
-            if slot is None or scope is None:
-                continue
-            param, transposed = slot
-            if node.op_type == "Gemm" and k == 1:
-                transposed = {a.name: a.i for a in node.attribute}.get("transB", 0) == 0
-            elif node.op_type == "MatMul" and k == 1:
-                # x @ W.T for a Linear: the exporter folds the transpose into a renamed tensor
-                # (onnx::MatMul_12, dynamo's t or val_0); a parameter read as it is (x @ self.w)
-                # keeps its own name
-                transposed = name not in target
-            key = f"{scope}.{param}" if scope else param
-            if key == name or (key in source and source[key] == name):
-                continue
-            if key in target:
-                put(key, name, transposed)
-                placed.add(name)
-            else:
-                guesses.append((name, scope, transposed))
-    # 3. the module's only free tensor of the right shape (a parameter not called weight/bias)
-    for name, scope, transposed in guesses:
-        if name in placed:
-            continue
-        dims = tuple(inits[name].dims)
-        want = dims[::-1] if transposed else dims
-        cands = [f"{scope}.{leaf}" if scope else leaf for leaf, t in own.get(scope, {}).items()
-                 if tuple(t.shape) == want]
-        cands = [c for c in cands if c in target and c not in source]
-        if len(cands) == 1:
-            put(cands[0], name, transposed)
-            placed.add(name)
-    for name in kinds:
-        if name not in placed:
-            users = sorted({n.name for n, _ in readers.get(name, [])})
-            no_place.append(f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'})")
-
-    missing = []
-    for key, value in target.items():
-        if key in source:
-            continue
-        if not value.is_floating_point():
-            result[key] = value.detach().clone()
-            continue
-        missing.append(f"{key} {_shape(value.shape)}")
-    problems = []
-    if missing:
-        problems.append(f"not in the model: {', '.join(missing)}")
-    if no_place:
-        problems.append(f"no place in the module: {', '.join(no_place)}")
-    if wrong_shape:
-        problems.append(f"shape differs: {'; '.join(wrong_shape)}")
-    if problems:
-        count = len(missing) + len(no_place) + len(wrong_shape)
-        raise OnnxGrowError(f"{type(module).__name__} does not fit the model ({count} mismatch"
-                            f"{'es' if count != 1 else ''}): " + " | ".join(problems))
-    return {key: result[key] for key in target}
+__all__ = ["to_module", "save_module", "load_module", "weight_initializers", "state_dict_for", "GrownStateDict",
+           "grow_optimizer_state"]

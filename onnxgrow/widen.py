@@ -14,7 +14,7 @@ from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError
 from . import io
 from .io import ModelLike, load
-from .passes.widen import GroupPlan, widen_pass, widen_rewrite
+from .passes.widen import GroupPlan, Untied, widen_pass, widen_rewrite
 from .progress import ProgressFn, step
 from .stream import skeleton
 from .verify import Report, check_growth
@@ -33,6 +33,8 @@ class WidenResult:
     report: Report | None
     skipped: list[tuple[Group, str]] = field(default_factory=list)
     exact: bool = True
+    #: shared weights given a copy per class of readers because those grow them differently
+    untied: list[Untied] = field(default_factory=list)
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -181,7 +183,7 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
     changed = True
     while changed:
         changed = False
-        new_of = {g.root: p.new_size for g, p in ((p.group, p) for p in plans.values())}
+        new_of = {g.root: g.units(p.new_size) for g, p in ((p.group, p) for p in plans.values())}
         for parts, reason in st.same_factor:
             ratios = set()
             for part in parts:
@@ -202,18 +204,23 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
 def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
                 init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
                 approximate: bool = False, heads: str | int | None = None, ffn: str | int | None = None,
-                hidden: str | int | None = None, keep_outputs: bool = False, output: str | os.PathLike | None = None,
+                hidden: str | int | None = None, keep_outputs: bool = False, keep_ties: bool = False,
+                output: str | os.PathLike | None = None,
                 external_data: bool | None = None, progress: ProgressFn | None = None, **verify_args) -> WidenResult:
     """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate).
 
     heads / ffn / hidden grow that group of every transformer layer (e.g. heads="+2", hidden="x2");
     keep_outputs lets groups that reach a graph output grow, slicing the output back to its old size.
+    A weight shared by nodes that grow it differently (exporters merge equal initializers) gets a copy per
+    reader class (`result.untied`); keep_ties refuses such a plan instead.
 
     With `output`, the grown model is written there (`external_data` as in `onnxgrow.save`) and
     `result.model` holds it without weights (stubs: names, types and grown shapes): each weight is grown
     while it is written, so no second copy of the model is held, and onnxruntime verifies the written
     file before it is renamed into place (a failed check writes nothing). `progress` is called with the
-    steps "load", "analyse", "grow" (in memory) or "write" (with `output`), and "verify".
+    steps "load", "analyse", "grow" (in memory) or "write" (with `output`), and "verify". `verify_args`
+    (atol, rtol, relative_to, provider, input_shapes, iterations) go to the check, whose rtol is relative to
+    each output's largest value unless relative_to="element" (see onnxgrow.verify.check_growth).
     """
     if not noise_std >= 0:
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
@@ -228,16 +235,21 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate, transformer=parts)
     exact = not any(p.note and p.note.startswith("approximate") for p in plans)
     if out is None:
-        grown = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed, progress=progress)
-        result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped, exact=exact)
+        done = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties,
+                          progress=progress)
+        grown = done.model
+        result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
+                             exact=exact, untied=done.untied)
         if check:
             result.report = check_growth(original, grown, model, seed=seed, strict=not approximate,
                                          progress=progress, **verify_args)
             if not result.report.passed:
                 result.exact = False
         return result
-    grown, deferred = widen_rewrite(original, analysis, plans, noise_std=noise_std, seed=seed)
-    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped, exact=exact)
+    done = widen_rewrite(original, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties)
+    grown, deferred = done.model, done.deferred
+    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
+                         exact=exact, untied=done.untied)
     with io.PendingWrite(out) as pending:
         pending.write(grown, deferred, external_data, progress)
         if check:
@@ -245,7 +257,7 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
             # the two models (from their files where there are files)
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             ref_iface = skeleton(original)[0]
-            del original, analysis, deferred
+            del original, analysis, deferred, done
             result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=not approximate,
                                          interfaces=(ref_iface, grown), progress=progress, **verify_args)
             if not result.report.passed:

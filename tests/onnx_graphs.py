@@ -296,3 +296,47 @@ def reference_error(original: onnx.ModelProto, grown: onnx.ModelProto, seed: int
         elem = inp.type.tensor_type.elem_type
         feeds[inp.name] = rng.standard_normal(shape).astype(helper.tensor_dtype_to_np_dtype(elem))
     return max(normalised_error(x, y) for x, y in zip(a.run(None, feeds), b.run(None, feeds)))
+
+
+def caffe2_densenet(seed: int = 0, blocks=(4, 4, 4), growth: int = 8, stem: int = 16, classes: int = 1000,
+                    gain: float = 5.0, hw: int = 16) -> onnx.ModelProto:
+    """A pre-activation DenseNet in the form Caffe2-era zoo files have: opset 9, IR version 4, batch 2 fixed,
+    BatchNormalization followed by a per-channel Mul and Add, convolutions without bias, dense blocks that
+    Concat every layer's output onto its input, transitions (1x1 conv halving the channels, AveragePool), then
+    GlobalAveragePool → Flatten → Gemm logits.
+
+    Weights are random with a `gain` over unit variance per layer, so activations grow layer after layer:
+    with the defaults the logits reach about 4e5, and many of them are small differences of large partial sums.
+    """
+    g = Graph(opset=9, seed=seed)
+    rng = g.rng
+
+    def conv(x: str, c_in: int, c_out: int, k: int) -> str:
+        w = rng.standard_normal((c_out, c_in, k, k)) * gain / np.sqrt(c_in * k * k)
+        return g.op("Conv", [x, g.const(w)], kernel_shape=[k, k], pads=[k // 2] * 4)
+
+    def bn_relu(x: str, c: int) -> str:
+        y = g.op("BatchNormalization", [x, g.const(rng.uniform(0.5, 1.5, c)), g.const(rng.standard_normal(c) * 0.1),
+                                        g.const(rng.standard_normal(c) * 0.1), g.const(rng.uniform(0.5, 1.5, c))],
+                 epsilon=1e-5)
+        y = g.op("Mul", [y, g.const(rng.uniform(0.5, 1.5, (c, 1, 1)))])
+        return g.op("Relu", [g.op("Add", [y, g.const(rng.standard_normal((c, 1, 1)) * 0.1)])])
+
+    h, c = conv(g.input([2, 3, hw, hw], "data"), 3, stem, 3), stem
+    for b, layers in enumerate(blocks):
+        for _ in range(layers):
+            h = g.op("Concat", [h, conv(bn_relu(h, c), c, growth, 3)], axis=1)
+            c += growth
+        if b < len(blocks) - 1:
+            h = g.op("AveragePool", [conv(bn_relu(h, c), c, c // 2, 1)], kernel_shape=[2, 2], strides=[2, 2])
+            c //= 2
+    h = g.op("Flatten", [g.op("GlobalAveragePool", [bn_relu(h, c)])], axis=1)
+    w = rng.standard_normal((classes, c)) * gain / np.sqrt(c)
+    g.nodes.append(helper.make_node("Gemm", [h, g.const(w), g.const(rng.standard_normal(classes))], ["logits"],
+                                    name="fc", transB=1))
+    graph = helper.make_graph(g.nodes, "densenet", g.inputs,
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, classes])], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], producer_name="caffe2-like")
+    model.ir_version = 4
+    onnx.checker.check_model(model)
+    return model

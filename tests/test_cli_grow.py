@@ -118,11 +118,11 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
     real = widen_mod.widen_rewrite  # what the command uses: the grown model is written as it is grown
 
     def broken(*a, **k):
-        model, deferred = real(*a, **k)
-        t = next(t for t in model.graph.initializer if t.name == "fc3.bias")
-        arr = np.frombuffer(bytes(deferred.pop(t.name).produce()), np.float32) + 1e-2
+        done = real(*a, **k)
+        t = next(t for t in done.model.graph.initializer if t.name == "fc3.bias")
+        arr = np.frombuffer(bytes(done.deferred.pop(t.name).produce()), np.float32) + 1e-2
         t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32).reshape(t.dims), t.name))
-        return model, deferred
+        return done
 
     monkeypatch.setattr(widen_mod, "widen_rewrite", broken)
     out = tmp_path / "o.onnx"

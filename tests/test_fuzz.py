@@ -14,6 +14,11 @@ checked here with onnxruntime, whose saved file passes `onnx.checker.check_model
 or it raises a plain OnnxGrowError with a one-line message. Never another exception, never a failed
 verification of an exact growth (VerificationFailed), never a wrong model returned.
 
+Some models scale their activations by up to 1e6 ("big" steps), so that outputs are large and onnxgrow's check,
+which judges each output's error against that output's largest value, is fuzzed at large magnitudes too. A
+second property plants a wrong growth (new units' outgoing weights not zero): whatever widen then returns must
+still match the original within the check's promise on the inputs it checked; wrong growths are refused.
+
 The spec of a graph and of a plan are plain tuples, so every failure hypothesis finds is pasted below as
 an `@example` (a regression test that runs on every run). `ONNXGROW_FUZZ_EXAMPLES` sets the number of random
 examples (default 200; `make fuzz` runs 5000).
@@ -46,8 +51,11 @@ TOL = {"float32": 1e-5, "float16": 1e-2}
 ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 ACTS = ["Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Clip", "Softplus", "HardSigmoid", "Gelu", "Abs"]
 IMG_OPS = ["conv", "conv", "conv", "conv", "act", "act", "bn", "pool", "add", "concat", "scale", "bias", "to_vec", "gap",
-           "depthwise", "lrn", "pad", "nhwc", "split", "mixer"]
-VEC_OPS = ["dense", "dense", "dense", "dense", "act", "act", "bn", "add", "concat", "scale", "bias", "split", "mixer"]
+           "depthwise", "lrn", "pad", "nhwc", "split", "mixer", "gconv", "shuffle", "big"]
+VEC_OPS = ["dense", "dense", "dense", "dense", "act", "act", "bn", "add", "concat", "scale", "bias", "split", "mixer",
+           "big"]
+#: the largest product of "big" factors in one model (float32 only): outputs up to about 1e6 in magnitude
+BIG_LIMIT = 1e6
 
 
 # ---------------------------------------------------------------------------------------------- graphs
@@ -60,6 +68,7 @@ class _Builder:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.n = 0
+        self.gain = 1.0  # product of the "big" factors so far
 
     def name(self, base: str) -> str:
         self.n += 1
@@ -92,11 +101,15 @@ class _Builder:
 def build(spec) -> onnx.ModelProto:
     """The model a spec describes (deterministic).
 
-    spec = (opset, dtype, dynamic batch?, keep inferred value_info?, weight seed, stem, steps, head, extra outputs):
+    spec = (opset, dtype, dynamic batch?, keep inferred value_info?, weight seed, stem, steps, head, extra outputs
+            [, shared]):
     stem ("img", C, HW) or ("vec", rank, F); each step (op, source, k, v) reads tensor `source` of the pool
-    (-1: the newest) with op-specific integers k, v; head > 0 adds a layer of `head` units on top.
+    (-1: the newest) with op-specific integers k, v; head > 0 adds a layer of `head` units on top. With
+    `shared`, the model is as a fresh model's export: per-unit vectors hold their initial values (0, or 1
+    where they were positive) and equal tensors are merged into one initializer read by unrelated nodes.
     """
-    opset, dtype, dynamic, infer, seed, stem, steps, head, extra_outputs = spec
+    opset, dtype, dynamic, infer, seed, stem, steps, head, extra_outputs = spec[:9]
+    shared = len(spec) > 9 and spec[9]
     b = _Builder(opset, dtype, seed)
     batch = "batch" if dynamic else 2
     if stem[0] == "img":
@@ -118,6 +131,8 @@ def build(spec) -> onnx.ModelProto:
         pool.append(_step(b, "conv" if pool[-1][1][0] == "img" else "dense", pool[-1][0], pool[-1][1], head, 1, pool))
     outputs = [pool[-1][0]] + [pool[i % len(pool)][0] for i in extra_outputs]
     outputs = list(dict.fromkeys(o for o in outputs if o != "x")) or [b.op("Identity", ["x"])]
+    if shared:
+        _merge_equal_initializers(b)
     graph = helper.make_graph(b.nodes, "fuzz", [x], [helper.make_tensor_value_info(o, ONNX_DTYPE[dtype], None)
                                                      for o in outputs], b.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -130,6 +145,29 @@ def build(spec) -> onnx.ModelProto:
         model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in outputs)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _merge_equal_initializers(b: _Builder) -> None:
+    """What torch's exporters do to a freshly initialised model: vectors at their initial value (biases 0,
+    scales and variances 1), and one initializer for every set of equal tensors, read by all their users."""
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    kept = []
+    for t in b.inits:
+        arr = numpy_helper.to_array(t)
+        if arr.dtype.kind == "f" and arr.size > 1 and sum(d > 1 for d in arr.shape) == 1:
+            arr = np.ones_like(arr) if np.all(arr > 0) else np.zeros_like(arr)
+            t.CopyFrom(numpy_helper.from_array(arr, t.name))
+        key = (t.data_type, tuple(t.dims), arr.tobytes())
+        if key in first:
+            rename[t.name] = first[key]
+        else:
+            first[key] = t.name
+            kept.append(t)
+    b.inits[:] = kept
+    for node in b.nodes:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
 
 
 def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
@@ -145,6 +183,28 @@ def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
         if op == "depthwise":
             w = b.weight(c, 1, 3, 3, fan_in=9)
             return b.op("Conv", [src, w], kernel_shape=[3, 3], pads=[1] * 4, group=c), kind
+        if op == "gconv":  # grouped, other widths in than out per group (AlexNet, ShuffleNet v1), or transposed
+            divisors = [d for d in range(2, c + 1) if c % d == 0]
+            if not divisors:
+                return None
+            groups = divisors[k % len(divisors)]
+            c_out = groups * (1 + v % 3)
+            if v % 4 == 3:
+                w = b.weight(c, c_out // groups, 3, 3, fan_in=9 * c // groups)
+                return b.op("ConvTranspose", [src, w], kernel_shape=[3, 3], pads=[1] * 4, group=groups), \
+                    ("img", c_out, hw)
+            ins = [src, b.weight(c_out, c // groups, 1, 1, fan_in=c // groups)]
+            if v % 2:
+                ins.append(b.const(b.rng.standard_normal(c_out) * 0.1))
+            return b.op("Conv", ins, kernel_shape=[1, 1], group=groups), ("img", c_out, hw)
+        if op == "shuffle":  # ShuffleNet's channel shuffle: [N, g, C/g, H, W] -> transpose -> [N, C, H, W]
+            divisors = [d for d in range(2, c) if c % d == 0]
+            if not divisors:
+                return None
+            groups = divisors[k % len(divisors)]
+            y = b.op("Reshape", [src, b.const([0, groups, c // groups, hw, hw], np.int64)])
+            y = b.op("Transpose", [y], perm=[0, 2, 1, 3, 4])
+            return b.op("Reshape", [y, b.const([0, c, hw, hw], np.int64)]), kind
         if op == "act":
             return b.act(ACTS[k % len(ACTS)], src), kind
         if op == "bn":
@@ -203,6 +263,12 @@ def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
             return b.op("Softmax", [src], axis=-1), kind
     # both kinds
     axis_size = kind[1] if kind[0] == "img" else kind[2]
+    if op == "big":  # large magnitudes: the layers after it sum large terms that cancel (float32 rounding shows)
+        factor = 10.0 ** (2 + k % 3)
+        if b.dtype != np.float32 or b.gain * factor > BIG_LIMIT:
+            return None
+        b.gain *= factor
+        return b.op("Mul", [src, b.const(factor)]), kind
     if op == "scale":
         return b.op("Mul", [src, b.const(0.5 + (k % 4) * 0.5)]), kind
     if op == "bias":
@@ -258,7 +324,7 @@ def graph_specs(draw):
     steps = [(op, -1 if a % 3 else a, k, v) for op, a, k, v in steps]
     extra = draw(st.lists(st.integers(0, 30), max_size=2))
     return (opset, dtype, draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**16)), stem,
-            tuple(steps), draw(st.sampled_from([0, 1, 2, 3])), tuple(extra))
+            tuple(steps), draw(st.sampled_from([0, 1, 2, 3])), tuple(extra), draw(st.booleans()))
 
 
 SIZE = st.one_of(st.sampled_from(["x2", "x1.5", "x3"]), st.integers(1, 4).map(lambda k: f"+{k}"))
@@ -309,9 +375,11 @@ def _tensors(model: onnx.ModelProto) -> list[str]:
     return [o for n in model.graph.node for o in n.output if o and o not in outputs]
 
 
-def _apply(action, model: onnx.ModelProto, dtype: str):
-    """Run one action through the API (verifying with onnxgrow's own check); returns the result's model."""
+def _apply(action, model: onnx.ModelProto, dtype: str, **check):
+    """Run one action through the API (verifying with onnxgrow's own check, `check` its arguments); returns the
+    result's model."""
     tol = {"atol": [str(TOL[dtype])], "rtol": [str(TOL[dtype])]} if dtype != "float32" else {}
+    tol.update(check)
     if action[0] == "deepen":
         _, pick, block, kernel = action
         names = _tensors(model)
@@ -341,8 +409,9 @@ def _apply(action, model: onnx.ModelProto, dtype: str):
         return widen_model(model, layers, init=init, seed=seed, **tol).model
     except OnnxGrowError as exc:
         if allowed and not isinstance(exc, VerificationFailed):
-            # tied weights and means over concatenations may refuse plans each group allows on its own
-            assert any(w in str(exc) for w in ("tied", "same whole factor", "shared")), \
+            # means over concatenations may refuse plans each group allows on its own (shared weights are
+            # untied, never refused)
+            assert any(w in str(exc) for w in ("same whole factor",)), \
                 f"refused a plan every group allows ({layers}, --init {init}): {exc}"
         raise
 
@@ -353,6 +422,10 @@ def check(spec, plan, tmp: Path) -> list[str]:
     dtype = spec[1]
     _session(original).run(None, _feeds(original, dtype, 0))  # the generator makes models onnxruntime runs
     model, happened = original, []
+    inits = {t.name for t in original.graph.initializer}
+    reads = [i for n in original.graph.node for i in set(n.input) if i in inits]
+    if len(reads) > len(set(reads)):
+        happened.append("initializers shared by several nodes")
     for i, action in enumerate(plan):
         try:
             grown = _apply(action, model, dtype)
@@ -394,8 +467,104 @@ def check(spec, plan, tmp: Path) -> list[str]:
 @example(spec=(11, "float32", False, False, 0, ("img", 1, 1),
                (("conv", 0, 1, 0), ("mixer", -1, 1, 0), ("mixer", -1, 1, 0), ("conv", -1, 0, 0)), 0, ()),
          plan=(("all", "x2", "noise", 0),))
+# an equal-width grouped Conv (3 groups of 2) reading channels shuffled into [3 units x 2 copies]: groups of 2
+# cut across the 3-unit factor, which must not grow (it did, by whole multiples of 2, and the groups moved)
+@example(spec=(17, "float32", False, False, 0, ("img", 4, 2),
+               (("conv", 0, 5, 0), ("shuffle", -1, 1, 0), ("gconv", -1, 1, 1)), 2, ()),
+         plan=(("all", "x2", "noise", 0),))
 def test_random_graphs_grow_exactly_or_refuse(spec, plan, tmp_path_factory):
     from hypothesis import event
 
     for what in check(spec, plan, tmp_path_factory.mktemp("fuzz")):
         event(what)
+
+
+# ---------------------------------------------------------------------------- planted wrong growths
+#: widen actions whose new units are fresh (noise or zero: net2net copies units, so it has nothing fresh to plant in)
+FRESH_WIDEN = st.one_of(
+    st.tuples(st.just("widen"), st.lists(st.tuples(st.integers(0, 30), SIZE), min_size=1, max_size=3).map(tuple),
+              st.sampled_from(["noise", "zero"]), st.integers(0, 100)),
+    st.tuples(st.just("all"), st.sampled_from(["x2", "+1"]), st.sampled_from(["noise", "zero"]), st.integers(0, 100)),
+)
+
+
+#: an MLP whose hidden layers see inputs scaled by 1e4 (outputs about 1e4 to 1e5)
+BIG_MLP = (13, "float32", False, False, 2, ("vec", 2, 6),
+           (("dense", -1, 6, 0), ("big", -1, 2, 0), ("dense", -1, 6, 0), ("act", -1, 0, 0), ("dense", -1, 6, 0)), 3, ())
+
+
+def test_planted_wrong_growth_of_large_outputs_is_caught():
+    """The planted bug below changes BIG_MLP's outputs by about 1e-4 of their size: the output-scaled check refuses it."""
+    from unittest import mock
+
+    from onnxgrow.passes.widen import _Rewriter
+
+    model = build(BIG_MLP)
+    scale = float(np.abs(_session(model).run(None, _feeds(model, "float32", 1))[0]).max())
+    assert scale > 1e3
+    assert _worst_error(model, _apply(("all", "x2", "noise", 0), model, "float32"), "float32") <= TOL["float32"]
+    with mock.patch.object(_Rewriter, "_fill_fresh", _planted(1e-4)):
+        wrong = widen_model(model, all="x2", check=False).model
+        assert _worst_error(model, wrong, "float32") > 3 * TOL["float32"]  # the premise: it is wrong
+        with pytest.raises(VerificationFailed, match="of its largest value"):
+            _apply(("all", "x2", "noise", 0), model, "float32")
+
+
+def _planted(size: float):
+    """A broken `_fill_fresh`: the consumers' new input columns get random weights of about `size`, not zeros."""
+    from onnxgrow.passes.widen import _Rewriter
+
+    real = _Rewriter._fill_fresh
+
+    def fill(self, view, u, plan, scale_ref, gen):
+        real(self, view, u, plan, scale_ref, gen)
+        if u.role == "consumer" and view.dtype.kind == "f":
+            view[...] = gen.standard_normal(view.shape).astype(view.dtype) * size
+
+    return fill
+
+
+@settings(max_examples=max(EXAMPLES // 2, 25), deadline=None,
+          derandomize=os.environ.get("ONNXGROW_FUZZ_RANDOM") is None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+          print_blob=True)
+@given(spec=graph_specs().map(lambda s: (s[0], "float32") + s[2:]), action=FRESH_WIDEN,
+       size=st.sampled_from([1e-1, 1e-4]))
+@example(spec=BIG_MLP, action=("all", "x2", "noise", 0), size=1e-4)
+def test_planted_wrong_growths_are_caught(spec, action, size, tmp_path_factory):
+    """With a rewrite that writes non-zero outgoing weights for new units, whatever widen returns still computes
+    what the original does within the check's promise (max |a - b| <= atol + rtol · max |a| per output, on the
+    inputs it checked): a growth that changes the outputs is refused (VerificationFailed), never written.
+    The generated models include large-magnitude outputs ("big" steps), so the output-scaled check is fuzzed."""
+    from unittest import mock
+
+    from hypothesis import event
+
+    from onnxgrow.passes.widen import _Rewriter
+
+    if action[0] == "widen":  # groups that may grow (see _apply: a pick that is 0 mod 4 chooses among all groups)
+        action = (action[0], tuple((pick + (pick % 4 == 0), size_) for pick, size_ in action[1]), *action[2:])
+    original = build(spec)
+    feeds = _feeds(original, "float32", 11)
+    inputs = tmp_path_factory.mktemp("planted") / "inputs.npz"
+    np.savez(inputs, **feeds)
+    with mock.patch.object(_Rewriter, "_fill_fresh", _planted(size)):
+        try:
+            grown = _apply(action, original, "float32", load_inputs=str(inputs))
+        except VerificationFailed:
+            event("planted: caught")
+            return
+        except OnnxGrowError as exc:
+            assert not str(exc).startswith("candidate"), f"the grown model does not run: {exc}"
+            event("planted: refused before the check")
+            return
+    if grown is None:
+        return
+    ref, new = _session(original), _session(grown)
+    names = [o.name for o in ref.get_outputs()]
+    for name, want, got in zip(names, ref.run(None, feeds), new.run(names, feeds)):
+        want, got = want.astype(np.float64), got.astype(np.float64)
+        err, scale = float(np.abs(want - got).max(initial=0.0)), float(np.abs(want).max(initial=0.0))
+        assert err <= TOL["float32"] + TOL["float32"] * scale * (1 + 1e-9), \
+            f"{action} with planted outgoing weights: output {name} changed by {err:.3g} (scale {scale:.3g}), returned"
+    event("planted: harmless (the new units were 0 where they were read)")

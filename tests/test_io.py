@@ -245,6 +245,102 @@ def test_ir3_model_with_initializer_inputs_still_loads_after_folding(tmp_path):
     assert onnxgrow.load(m, fold=False).ir_version == 3
 
 
+# ---------------------------------------------------------------------------- repairs of form
+
+
+def _old_form(*, ir3: bool = True, output: str = "typed") -> onnx.ModelProto:
+    """The MLP as older files have it, unchecked: IR version 3 (opset 8) without its initializers listed as
+    graph inputs, and/or its output without a type ("none") or without a shape ("no-shape")."""
+    m = mlp()
+    if ir3:
+        m.ir_version = 3
+        m.opset_import[0].version = 8
+    if output == "none":
+        m.graph.output[0].ClearField("type")
+    elif output == "no-shape":
+        m.graph.output[0].type.tensor_type.ClearField("shape")
+    return m
+
+
+def _refused_by_checker(m: onnx.ModelProto) -> str:
+    with pytest.raises(onnx.checker.ValidationError) as info:
+        onnx.checker.check_model(m)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("ir3, output, words", [
+    (True, "typed", ["IR version 3 -> 4", "not listed as graph inputs", "W1"]),
+    (False, "none", ["inferred the type and shape of output(s) y"]),
+    (False, "no-shape", ["inferred the type and shape of output(s) y"]),
+    (True, "none", ["IR version 3 -> 4", "inferred the type and shape of output(s) y"]),
+], ids=["ir3", "untyped-output", "shapeless-output", "both"])
+def test_form_only_faults_are_repaired_with_one_line(tmp_path, capsys, ir3, output, words):
+    m = _old_form(ir3=ir3, output=output)
+    _refused_by_checker(m)  # the premise: onnx.checker refuses the file ...
+    want = run(m, X)  # ... and onnxruntime runs it
+    path = tmp_path / "old.onnx"
+    onnx.save(m, str(path))
+    before = digest(path)
+    with pytest.warns(onnxgrow.ModelRepaired) as caught:
+        loaded = onnxgrow.load(path)
+    (warning,) = caught
+    assert str(path) in str(warning.message) and all(w in str(warning.message) for w in words)
+    onnx.checker.check_model(loaded)
+    assert loaded.ir_version >= 4
+    out = loaded.graph.output[0].type.tensor_type
+    assert out.elem_type == TensorProto.FLOAT and [d.dim_param or d.dim_value for d in out.shape.dim] == ["n", 2]
+    for a, b in zip(want, run(loaded, X), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the commands: one line on stderr saying what was repaired, then they proceed; the file is not changed
+    grown = tmp_path / "wide.onnx"
+    assert main(["widen", str(path), "-o", str(grown), "--all", "x2"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"onnxgrow: {path}: repaired") and all(w in lines[0] for w in words)
+    onnx.checker.check_model(str(grown))  # what onnxgrow writes is valid ONNX
+    assert main(["verify", str(path), str(grown)]) == 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # the reference, repaired once more
+    assert digest(path) == before
+    # a ModelProto is repaired in the copy load returns
+    with pytest.warns(onnxgrow.ModelRepaired, match="^model: repaired"):
+        onnxgrow.load(m)
+    _refused_by_checker(m)
+
+
+def test_form_repair_with_external_data(tmp_path):
+    m = _old_form(ir3=True, output="none")
+    want = run(m, X)
+    path = tmp_path / "old.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, location="old.onnx.data", size_threshold=0)
+    with pytest.warns(onnxgrow.ModelRepaired, match="IR version 3 -> 4"):
+        loaded = onnxgrow.load(path)
+    for a, b in zip(want, run(loaded, X), strict=True):
+        np.testing.assert_array_equal(a, b)
+    (tmp_path / "old.onnx.data").unlink()
+    with pytest.raises(OnnxGrowError, match="old.onnx.data"):
+        onnxgrow.load(path)
+
+
+def test_form_repairs_do_not_hide_faults_of_substance(tmp_path, capsys):
+    # repaired form, and still a node reading a tensor that does not exist: the checker's refusal
+    m = _old_form(ir3=True, output="none")
+    m.graph.node[0].input[1] = "does_not_exist"
+    path = tmp_path / "bad.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(OnnxGrowError, match="not a valid ONNX model.*does_not_exist"):
+        onnxgrow.load(path)
+    # an output that shape inference cannot type (made by an op of an unknown domain)
+    m = _old_form(ir3=False, output="none")
+    m.graph.node[-1].op_type, m.graph.node[-1].domain = "Foo", "com.example"
+    m.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = tmp_path / "untyped.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(OnnxGrowError, match="untyped.onnx: not a valid ONNX model: graph output.* y have no type"):
+        onnxgrow.load(path)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "untyped.onnx" in err[0] and "repaired" not in err[0]
+
+
 # ---------------------------------------------------------------------------- what is kept
 
 

@@ -184,10 +184,15 @@ def _tied_embedding() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("init", ["zero", "noise", "net2net"])
-def test_tied_embedding_table_is_refused_naming_the_weight(init):
+def test_tied_embedding_table_is_untied_unless_ties_are_kept(init, tmp_path):
+    """The table is read as rows (Gather: new units are new columns) and as columns (the Gemm reads them as
+    inputs: zero, or split for net2net): the two readers need different tables, so each gets its own."""
     model = _tied_embedding()
     for layer in ("embed", "fc"):  # both groups meet the table (as rows of Gather, as columns of the Gemm)
-        refused(lambda: widen_model(model, {layer: "x2"}, init=init), "weight emb", "embed", "unembed", "tied")
+        res = grow_and_check(model, tmp_path, {layer: "x2"}, init=init)
+        assert [u.weight for u in res.untied] == ["emb"]
+        refused(lambda: widen_model(model, {layer: "x2"}, init=init, keep_ties=True),
+                "weight emb", "embed", "unembed", "tied", "--keep-ties")
 
 
 def test_tied_weight_behind_identity_is_untied_on_load(tmp_path):
@@ -211,8 +216,10 @@ def test_bias_shared_by_two_layers(tmp_path):
     h2 = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.weight(4, 6)], name="fb"), bias])])
     model = g.model(g.op("Add", [g.op("MatMul", [h1, g.weight(6, 3)], name="ha"),
                                  g.op("MatMul", [h2, g.weight(6, 3)], name="hb")]))
-    refused(lambda: widen_model(model, {"fa": "x2"}), "weight bias is shared", "tied")
-    refused(lambda: widen_model(model, {"fa": "+1", "fb": "+2"}), "weight bias is shared")
+    for layers in ({"fa": "x2"}, {"fa": "+1", "fb": "+2"}):
+        untied = grow_and_check(model, tmp_path, layers)
+        assert [u.weight for u in untied.untied] == ["bias"]
+        refused(lambda: widen_model(model, layers, keep_ties=True), "weight bias is shared", "tied")
     res = grow_and_check(model, tmp_path, {"fa": "x2", "fb": "x2"}, init="zero")  # the same growth: consistent
     assert [list(t.dims) for t in res.model.graph.initializer if t.name == "bias"] == [[12]]
 

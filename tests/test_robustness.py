@@ -74,6 +74,19 @@ def corpus(tmp_path_factory) -> Path:
     bad = onnx.load_from_string(good)
     bad.graph.node[0].input[1] = "no_such_weight"
     (d / "invalid.onnx").write_bytes(bad.SerializeToString())
+    # old form (IR version 3, initializers not graph inputs, output without type), which load repairs, and
+    # still a node reading a weight that does not exist: refused for that
+    old = onnx.load_from_string(bad.SerializeToString())
+    old.ir_version = 3
+    old.opset_import[0].version = 8
+    del old.graph.input[1:]
+    old.graph.output[0].ClearField("type")
+    (d / "old_invalid.onnx").write_bytes(old.SerializeToString())
+    # an output without a type that shape inference cannot tell (made by an op of an unknown domain)
+    untyped = _mlp_with("Foo", "com.example")
+    untyped.graph.output[0].ClearField("type")
+    untyped.graph.node[-1].op_type, untyped.graph.node[-1].domain = "Bar", "com.example"
+    onnx.save(untyped, str(d / "untyped.onnx"))
     onnx.save(onnx.load_from_string(good), str(d / "external.onnx"), save_as_external_data=True,
               location="external.onnx.data")
     (d / "external.onnx.data").unlink()
@@ -102,6 +115,8 @@ BAD_FILES = {  # file -> words its message must contain
     "truncated.onnx": ["truncated.onnx", "not a readable ONNX model", "truncated"],
     "invalid.onnx": ["invalid.onnx", "not a valid ONNX model", "no_such_weight", "/fc1/Gemm"],
     "external.onnx": ["external.onnx", "external data file 'external.onnx.data'", "missing"],
+    "old_invalid.onnx": ["old_invalid.onnx", "not a valid ONNX model", "no_such_weight"],
+    "untyped.onnx": ["untyped.onnx", "graph output(s) y have no type or shape"],
 }
 COMMANDS = {  # command line with BAD standing for the model
     "verify-reference": ["verify", "BAD", "{i}/mlp.onnx"],

@@ -237,6 +237,59 @@ def _grouped(g):
     return g.conv(h, 8, 3, name="c2"), "c1"
 
 
+@case("grouped_conv_unequal")
+def _grouped_unequal(g):
+    x = g.input([1, 3, 6, 6])
+    h = g.op("Relu", [g.conv(x, 3, 8, name="c1")])
+    h = g.op("Relu", [g.conv(h, 8, 6, name="gc", group=2)])  # 4 inputs, 3 outputs per group
+    return g.conv(h, 6, 3, name="c2"), "c1"
+
+
+case("grouped_conv_unequal_output")(lambda g: (_grouped_unequal(g)[0], "gc"))
+
+
+@case("grouped_convtranspose_unequal")
+def _grouped_t_unequal(g):
+    x = g.input([1, 3, 4, 4])
+    h = g.op("Relu", [g.conv(x, 3, 6, name="c1")])
+    h = g.op("Relu", [conv_transpose(g, h, 6, 4, name="gt", group=2, stride=2)])  # 3 inputs, 2 outputs per group
+    return g.conv(h, 4, 3, name="c2"), "c1"
+
+
+case("grouped_convtranspose_unequal_output")(lambda g: (_grouped_t_unequal(g)[0], "gt"))
+
+
+def _shuffle(g: Graph, h: str, c: int, hw: int, groups: int = 2) -> str:
+    """ShuffleNet's channel shuffle: [N, C] -> [N, g, C/g] -> transpose -> [N, C]."""
+    h = g.op("Reshape", [h, g.ints([1, groups, c // groups, hw, hw])])
+    h = g.op("Transpose", [h], perm=[0, 2, 1, 3, 4])
+    return g.op("Reshape", [h, g.ints([1, c, hw, hw])])
+
+
+@case("channel_shuffle_of_concat")
+def _shuffle_concat(g):
+    """ShuffleNetV2's stride-2 unit: two branches concatenated and shuffled: they grow together."""
+    x = g.input([1, 3, 4, 4])
+    a = g.op("Relu", [g.conv(x, 3, 4, name="ba")])
+    b = g.op("Relu", [g.conv(x, 3, 4, name="bb")])
+    h = _shuffle(g, g.op("Concat", [a, b], axis=1), 8, 4)
+    return g.conv(h, 8, 3, name="c2"), "ba"
+
+
+@case("chunk_then_shuffle")
+def _chunk_shuffle(g):
+    """ShuffleNetV2's stride-1 unit: the first half passes, the second goes through a branch, both shuffled."""
+    x = g.input([1, 3, 4, 4])
+    h = g.op("Relu", [g.conv(x, 3, 8, name="c1")])
+    x1, x2 = g.slice(h, [0], [4], [1]), g.slice(h, [4], [8], [1])
+    z = g.op("Relu", [g.conv(x2, 4, 4, name="b2")])
+    h = _shuffle(g, g.op("Concat", [x1, z], axis=1), 8, 4)
+    x1, x2 = g.split(h, [4, 4], axis=1)
+    z = g.op("Relu", [g.conv(x2, 4, 4, name="b3")])
+    h = _shuffle(g, g.op("Concat", [x1, z], axis=1), 8, 4)
+    return g.conv(h, 8, 3, name="c2"), "c1"
+
+
 # normalisations ------------------------------------------------------------------------------------------
 def _bn(g: Graph, h: str, c: int, rank: int = 4) -> str:
     scale = g.const(g.rng.uniform(0.5, 1.5, c))
@@ -554,14 +607,42 @@ def test_grouped_conv_grows_in_whole_groups():
     assert attribute(node_by_name(res.model, "gc"), "group") == 4
 
 
-def test_grouped_conv_uneven_groups_blocked():
+def test_grouped_conv_unequal_widths_grow_inside_each_group():
+    """group=2 with 4 inputs and 3 outputs per group: the group count stays; c1 and gc grow by whole
+    multiples of 2, their new units at the end of each group, gc's (and c2's) columns for them zero."""
     g = Graph()
-    x = g.input([1, 3, 6, 6])
-    h = g.op("Relu", [g.conv(x, 3, 8, name="c1")])
-    h = g.op("Relu", [g.conv(h, 8, 6, name="gc", group=2)])  # 4 inputs, 3 outputs per group
-    model = g.model(g.conv(h, 6, 3, name="c2"))
-    group = group_of(model, "c1")
-    assert group.constraint == "blocked" and "grouped" in group.reason
+    out, _ = _grouped_unequal(g)
+    model = g.model(out)
+    c1, gc = group_of(model, "c1"), group_of(model, "gc")
+    assert (c1.size, c1.granularity, c1.blocks, gc.size, gc.granularity) == (8, 2, 2, 6, 2)
+    with pytest.raises(OnnxGrowError, match="multiples of 2"):
+        widen_model(model, {"gc": "+1"}, check=False)
+    res = grow(model, {"c1": "+2", "gc": "+4"})
+    assert attribute(node_by_name(res.model, "gc"), "group") == 2
+    w1, wg, w2 = (initializer(res.model, f"{n}.weight") for n in ("c1", "gc", "c2"))
+    assert w1.shape == (10, 3, 3, 3) and wg.shape == (10, 5, 3, 3) and w2.shape == (3, 10, 3, 3)
+    old = [initializer(model, f"{n}.weight") for n in ("c1", "gc", "c2")]
+    np.testing.assert_array_equal(w1[[0, 1, 2, 3, 5, 6, 7, 8]], old[0])
+    np.testing.assert_array_equal(wg[[0, 1, 2, 5, 6, 7], :4], old[1])
+    assert np.all(wg[[0, 1, 2, 5, 6, 7], 4] == 0)
+    np.testing.assert_array_equal(w2[:, [0, 1, 2, 5, 6, 7]], old[2])
+    assert np.all(w2[:, [3, 4, 8, 9]] == 0)
+
+
+def test_equal_width_groups_after_a_shuffle_stay_whole():
+    """An equal-width grouped Conv (3 groups of 4) reading 12 channels shuffled into [4 units x 3 copies]: the
+    4-unit factor adds whole groups at the end, the 3-copy factor inside every group must not grow."""
+    g = Graph()
+    x = g.input([1, 3, 4, 4])
+    h = g.op("Relu", [g.conv(x, 3, 12, name="stem")])
+    h = g.op("Transpose", [g.op("Reshape", [h, g.ints([1, 3, 4, 4, 4])])], perm=[0, 2, 1, 3, 4])
+    h = g.op("Relu", [g.conv(g.op("Reshape", [h, g.ints([1, 12, 4, 4])]), 12, 12, name="gc", group=3)])
+    model = g.model(g.conv(h, 12, 2, name="head"))
+    groups = [gr for gr in inspect_model(model).groups if "stem" in gr.producers]
+    assert [(gr.size, gr.constraint, gr.granularity) for gr in groups] == [(3, "blocked", 1), (4, "free", 4)]
+    assert "gc" in groups[0].reason and "groups of 4" in groups[0].reason
+    res = grow(model, {groups[1].id: "+4"}, init="net2net")
+    assert attribute(node_by_name(res.model, "gc"), "group") == 6
 
 
 def test_concat_inserts_consumer_columns_at_the_offset():
@@ -587,11 +668,24 @@ def test_concat_then_split_updates_split_sizes():
     assert initializer(res.model, split.input[1]).tolist() == [8, 3]
 
 
-def test_split_of_one_group_is_blocked():
+def test_split_of_one_group_into_equal_chunks_grows_inside_each():
+    """Equal chunks of one layer: its units repeat in 2 blocks; +2 adds one to each, the sizes follow."""
     g = Graph()
     x = g.input([2, 4])
     p, q = g.split(g.gemm(x, 4, 6, "fc1"), [3, 3], axis=1)
     model = g.model(g.op("Add", [g.gemm(p, 3, 3, "fa"), g.gemm(q, 3, 3, "fb")]))
+    group = group_of(model, "fc1")
+    assert (group.size, group.blocks, group.granularity, group.constraint) == (6, 2, 2, "free")
+    res = grow(model, {"fc1": "+2"})
+    split = next(n for n in res.model.graph.node if n.op_type == "Split")
+    assert (attribute(split, "split") or initializer(res.model, split.input[1]).tolist()) == [4, 4]
+
+
+def test_split_of_one_group_into_unequal_parts_is_blocked():
+    g = Graph()
+    x = g.input([2, 4])
+    p, q = g.split(g.gemm(x, 4, 6, "fc1"), [2, 4], axis=1)
+    model = g.model(g.op("Add", [g.gemm(p, 2, 3, "fa"), g.gemm(q, 4, 3, "fb")]))
     group = group_of(model, "fc1")
     assert group.constraint == "blocked" and "Split" in group.reason
 
@@ -923,39 +1017,67 @@ def _tied(op: str = "MatMul"):
     return g.model(g.op("Add", [g.gemm(a, 4, 3, "ha"), g.gemm(b, 4, 3, "hb")]))
 
 
-def test_tied_consumer_weight_grown_differently_is_refused():
+def _dims(model: onnx.ModelProto) -> dict[str, list[int]]:
+    return {t.name: list(t.dims) for t in model.graph.initializer}
+
+
+def _readers_of(model: onnx.ModelProto, name: str) -> list[str]:
+    return [n.name for n in model.graph.node if name in n.input]
+
+
+def test_tied_consumer_weight_grown_differently_is_untied():
+    """Readers of one weight that grow it differently each get a copy: exact, and said in the result."""
     g = Graph()
     x = g.input([2, 4])
     w = g.weight(5, 3, name="shared_out")
     a = g.op("Relu", [g.gemm(x, 4, 5, "fa")])
     b = g.op("Relu", [g.gemm(x, 4, 5, "fb")])
     model = g.model(g.op("Add", [g.op("MatMul", [a, w], name="ha"), g.op("MatMul", [b, w], name="hb")]))
-    with pytest.raises(OnnxGrowError, match="shared_out"):
-        widen_model(model, {"fa": "x2"}, check=False)
-    grow(model, {"fa": "x2", "fb": "x2"}, init="noise")
-    # net2net draws its copies per group: the message says so instead of "grow both the same way"
-    with pytest.raises(OnnxGrowError, match="net2net copies randomly chosen units for each group"):
-        widen_model(model, {"fa": "x2", "fb": "x2"}, init="net2net", check=False)
+    res = grow(model, {"fa": "x2"})
+    dims = _dims(res.model)
+    assert dims["shared_out"] == [10, 3] and dims["shared_out/hb"] == [5, 3]
+    assert _readers_of(res.model, "shared_out") == ["ha"] and _readers_of(res.model, "shared_out/hb") == ["hb"]
+    assert [(u.weight, u.copies) for u in res.untied] == [("shared_out", {"shared_out": ["ha"], "shared_out/hb": ["hb"]})]
+    with pytest.raises(OnnxGrowError, match="shared_out.*keep-ties"):
+        widen_model(model, {"fa": "x2"}, keep_ties=True, check=False)
+    same = grow(model, {"fa": "x2", "fb": "x2"}, init="noise")  # the same growth: still one tensor
+    assert not same.untied and _dims(same.model)["shared_out"] == [10, 3]
+    assert _readers_of(same.model, "shared_out") == ["ha", "hb"]
+    # net2net draws its copies per group, so the two readers grow the weight differently: untied
+    drawn = grow(model, {"fa": "x2", "fb": "x2"}, init="net2net")
+    assert [u.weight for u in drawn.untied] == ["shared_out"]
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
-def test_tied_weight_grown_differently_is_refused(op):
+def test_tied_weight_grown_differently_is_untied(op):
     model = _tied(op)
-    with pytest.raises(OnnxGrowError, match="shared") as info:
-        widen_model(model, {"fa": "x2"}, check=False)
-    assert not isinstance(info.value, VerificationFailed)
-    with pytest.raises(OnnxGrowError, match="shared"):
-        widen_model(model, {"fa": "x2", "fb": "+3"}, check=False)
+    for layers in ({"fa": "x2"}, {"fa": "x2", "fb": "+3"}):
+        res = grow(model, layers)
+        assert [u.weight for u in res.untied] == ["shared"]
+        assert len([t for t in res.model.graph.initializer if t.name.startswith("shared")]) == 2
+        with pytest.raises(OnnxGrowError, match="shared") as info:
+            widen_model(model, layers, check=False, keep_ties=True)
+        assert not isinstance(info.value, VerificationFailed)
 
 
 def test_tied_weight_grown_the_same_way():
     model = _tied()
-    try:
-        res = grow(model, {"fa": "x2", "fb": "x2"}, init="zero")
-    except OnnxGrowError as exc:
-        assert "shared" in str(exc)
-    else:
-        assert initializer(res.model, "shared").shape == (4, 8)
+    res = grow(model, {"fa": "x2", "fb": "x2"}, init="zero")
+    assert initializer(res.model, "shared").shape == (4, 8) and not res.untied
+
+
+def test_shared_vector_read_as_scale_and_as_bias_is_untied():
+    """One tensor of ones used as a Mul scale and as an Add bias of the same units: new units need 1 in one
+    place and 0 in the other, so even inside one group the two readers grow it differently."""
+    g = Graph()
+    x = g.input([2, 4])
+    ones = g.const(np.ones(6), "ones")
+    h = g.op("Mul", [g.gemm(x, 4, 6, "fc"), ones], name="scale")
+    h = g.op("Relu", [g.op("Add", [h, ones], name="shift")])
+    model = g.model(g.gemm(h, 6, 3, "head"))
+    res = grow(model, {"fc": "x2"}, init="noise")
+    assert [u.weight for u in res.untied] == ["ones"]
+    assert sorted(_dims(res.model)[n] for n in ("ones", "ones/shift")) == [[12], [12]]
 
 
 def test_unnamed_nodes_get_names_widen_accepts():

@@ -124,10 +124,10 @@ def test_grown_model_streamed_is_the_one_built_in_memory(path, init, tmp_path):
     original = load(MODELS / path)
     analysis = analyse(original)
     plans, _ = plan(analysis, all="x2", init=init)
-    in_memory = widen_pass(original, analysis, plans, seed=3)
-    skel, deferred = widen_rewrite(original, analysis, plans, seed=3)
+    in_memory = widen_pass(original, analysis, plans, seed=3).model
+    rewritten = widen_rewrite(original, analysis, plans, seed=3)
     buf = io.BytesIO()
-    stream.write_inline(skel, deferred, buf)
+    stream.write_inline(rewritten.model, rewritten.deferred, buf)
     assert buf.getvalue() == in_memory.SerializeToString()
     # and through the API: written, verified, renamed into place
     result = widen_model(MODELS / path, all="x2", init=init, seed=3, output=tmp_path / "g.onnx")

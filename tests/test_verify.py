@@ -220,6 +220,92 @@ def test_element_fails_only_when_it_exceeds_both_tolerances(capsys, tmp_path, sh
     assert (o["atol"], o["rtol"]) == (float(atol), float(rtol))
 
 
+@pytest.mark.parametrize(
+    "x, atol, rtol, relative_to, expected",
+    [
+        # y = x + [0.01, 0.01, 0]: max abs error 0.01; the output's largest |value| is 100 (or 200)
+        ([[1.0, 100.0, 0.5]], "0", "1e-3", "element", 1),  # element 0: 0.01 of its value 1
+        ([[1.0, 100.0, 0.5]], "0", "1e-3", "output", 0),  # 0.01 <= 1e-3 x 100
+        ([[1.0, 100.0, 0.5]], "0", "5e-5", "output", 1),  # 0.01 > 5e-5 x 100 = 0.005
+        ([[1.0, 200.0, 0.5]], "0", "5e-5", "output", 0),  # 0.01 <= 5e-5 x 200
+        ([[1.0, 100.0, 0.5]], "0.02", "0", "output", 0),  # within atol
+        ([[1.0, 100.0, 0.5]], "0.005", "1e-5", "output", 1),  # exceeds both
+    ],
+)
+def test_relative_to_output_judges_the_largest_error_against_the_largest_value(
+        capsys, tmp_path, shifted, x, atol, rtol, relative_to, expected):
+    r, c = shifted
+    inputs = _inputs(tmp_path, x)
+    feeds = {"x": np.asarray(x, np.float32)}
+    want, got = ort_run(r, feeds)["y"].astype(np.float64), ort_run(c, feeds)["y"].astype(np.float64)
+    err, scale = float(np.abs(want - got).max()), float(np.abs(want).max())
+    if relative_to == "output":  # the premise, from onnxruntime's outputs
+        assert (err > float(atol) and err > float(rtol) * scale) == bool(expected)
+    code, report = cli_json(capsys, r, c, "--load-inputs", inputs, "--atol", atol, "--rtol", rtol,
+                            "--relative-to", relative_to)
+    assert code == expected and report["relative_to"] == relative_to
+    (o,) = report["outputs"]
+    assert o["passed"] is (expected == 0)
+    assert o["scale"] == pytest.approx(scale) and o["normalised"] == pytest.approx(err / scale, rel=1e-6)
+
+
+def test_relative_to_output_on_an_all_zero_output_needs_atol(capsys, tmp_path):
+    """An output that is all 0 has no scale: only atol can forgive a difference there."""
+    r = _save(linear(weight=np.zeros((3, 3))), tmp_path / "r.onnx")
+    near = _save(linear(weight=np.zeros((3, 3)), bias=[1e-6, 0, 0]), tmp_path / "near.onnx")
+    far = _save(linear(weight=np.zeros((3, 3)), bias=[1e-3, 0, 0]), tmp_path / "far.onnx")
+    assert not ort_run(r, {"x": np.ones((2, 3), np.float32)})["y"].any()
+    assert cli(capsys, r, near, "--relative-to", "output")[0] == 0
+    code, rep = cli_json(capsys, r, far, "--relative-to", "output", "--rtol", "1e9")
+    assert code == 1 and rep["outputs"][0]["scale"] == 0.0 and rep["outputs"][0]["normalised"] == pytest.approx(1e-3)
+    assert cli(capsys, r, far, "--relative-to", "output", "--atol", "2e-3")[0] == 0
+
+
+def test_relative_to_output_still_fails_on_nan_and_compares_integers_exactly(capsys, tmp_path):
+    nan = _model(
+        [helper.make_node("Div", ["x", "zero"], ["q"]), helper.make_node("Sub", ["q", "q"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(np.zeros(3, np.float32), "zero")],
+    )
+    cand = _save(nan, tmp_path / "nan.onnx")
+    assert np.isnan(ort_run(cand, {"x": np.ones((2, 3), np.float32)})["y"]).all()
+    code, _, err = cli(capsys, cand, cand, "--relative-to", "output", "--atol", "1e30")
+    assert code == 1 and "NaN" in one_line(err)
+
+    def counts(extra: float) -> onnx.ModelProto:  # y = int64(x * 1e6 + extra)
+        return _model(
+            [helper.make_node("Mul", ["x", "k"], ["s"]), helper.make_node("Add", ["s", "e"], ["t"]),
+             helper.make_node("Cast", ["t"], ["y"], to=TensorProto.INT64)],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.INT64, ["n", 3])],
+            [numpy_helper.from_array(np.float32(1e6), "k"), numpy_helper.from_array(np.float32(extra), "e")],
+        )
+
+    r, c = _save(counts(0.0), tmp_path / "r.onnx"), _save(counts(1.0), tmp_path / "c.onnx")
+    inputs = _inputs(tmp_path, [[1.0, 0.001, 0.5]])
+    a, b = ort_run(r, {"x": npz(inputs)["x"]})["y"], ort_run(c, {"x": npz(inputs)["x"]})["y"]
+    assert np.abs(a - b).max() == 1 and np.abs(a).max() >= 1e6  # 1e-6 of the largest value, 1e-3 of another
+    code, rep = cli_json(capsys, r, c, "--load-inputs", inputs, "--relative-to", "output")
+    assert code == 1 and rep["relative_to"] == "output" and rep["outputs"][0]["relative_to"] == "element"
+
+
+def test_relative_to_output_table_and_bad_value(capsys, tmp_path, shifted):
+    r, c = shifted
+    inputs = _inputs(tmp_path, [[1.0, 100.0, 0.5]])
+    code, out, _ = cli(capsys, r, c, "--load-inputs", inputs, "--rtol", "1e-3", "--relative-to", "output")
+    assert code == 0
+    assert "relative to each output's largest |value|" in out and "err / max|ref|" in out and "0.0001" in out
+    with pytest.raises(SystemExit) as info:
+        main(["verify", str(r), str(c), "--relative-to", "elements"])
+    assert info.value.code == 2 and "--relative-to" in one_line(capsys.readouterr().err)
+    with pytest.raises(OnnxGrowError, match="relative-to"):
+        onnxgrow.verify(r, c, relative_to="scaled")
+    # the default is Polygraphy's element-wise meaning
+    assert onnxgrow.verify(r, c, load_inputs=str(inputs), rtol=1e-3).relative_to == "element"
+    assert not onnxgrow.verify(r, c, load_inputs=str(inputs), rtol=1e-3).passed
+
+
 def test_per_output_tolerances(capsys, tmp_path):
     r = _save(two_outputs([0, 0, 0], [0, 0, 0]), tmp_path / "r.onnx")
     c = _save(two_outputs([0, 0, 0], [0.01, 0.01, 0.01]), tmp_path / "c.onnx")  # only y2 differs
@@ -431,7 +517,7 @@ def test_unknown_provider_is_a_usage_error(capsys, ref):
 def test_json_report_fields(capsys, tmp_path, ref):
     code, rep = cli_json(capsys, ref, ref)
     assert code == 0 and rep["passed"] is True
-    assert rep["iterations"] == 1 and rep["provider"] == "cpu"
+    assert rep["iterations"] == 1 and rep["provider"] == "cpu" and rep["relative_to"] == "element"
     (o,) = rep["outputs"]
     assert o["name"] == "y" and o["passed"] is True and o["max_abs"] == 0.0 and o["shape"] == [2, 3]
     code, rep = cli_json(capsys, ref, _perturbed(tmp_path, 1e-3))
@@ -591,7 +677,7 @@ def test_real_exit_codes_and_stderr(tmp_path, ref, launcher):
 def test_help_documents_every_verify_flag():
     proc = subprocess.run([sys.executable, "-m", "onnxgrow", "verify", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    for flag in ("--atol", "--rtol", "--seed", "--iterations", "--input-shapes", "--load-inputs",
+    for flag in ("--atol", "--rtol", "--relative-to", "--seed", "--iterations", "--input-shapes", "--load-inputs",
                  "--save-inputs", "--provider", "--json"):
         assert flag in proc.stdout
 

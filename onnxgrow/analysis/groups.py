@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from . import rules
-from .layout import Layout, atoms
+from .layout import Atom, Layout, Prod, atoms
 from .shapes import infer
 from .state import State
 
@@ -24,16 +25,27 @@ class Group:
     consumers: list[str]
     weights: list[str]
     granularity: int = 1
+    #: the group's units are present once in each of this many equal blocks of its producers' axis (the
+    #: groups of a grouped Conv, the chunks of a channel shuffle): `size` and `granularity` count all of them
+    blocks: int = 1
 
     def to_dict(self) -> dict:
         return {"id": self.id, "size": self.size, "constraint": self.constraint, "reason": self.reason,
                 "producers": self.producers, "consumers": self.consumers, "weights": self.weights,
-                "granularity": self.granularity}
+                "granularity": self.granularity, "blocks": self.blocks}
+
+    def units(self, total: int) -> int:
+        """Units of the union-find group for a size counted over all blocks."""
+        return total // self.blocks
 
     def allows(self, init: str, new_size: int) -> str | None:
         """Why `init` strategy cannot grow this group to `new_size` (None: it can)."""
         if self.constraint == "blocked":
             return f"group {self.id} cannot grow: {self.reason}"
+        if self.size is not None and (new_size - self.size) % self.granularity and self.blocks > 1:
+            return (f"group {self.id} repeats its units in {self.blocks} equal blocks (the groups of a grouped Conv or "
+                    f"the halves of a channel shuffle) and grows inside each: by multiples of {self.granularity}; "
+                    f"{new_size} - {self.size} is not one")
         if self.size is not None and (new_size - self.size) % self.granularity:
             return (f"group {self.id} grows in whole groups of {self.granularity} channels ({self.reason or 'grouped Conv'}); "
                     f"{new_size} - {self.size} is not a multiple")
@@ -187,6 +199,8 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
             continue
         for l in st.layout(out.name) or []:
             st.block(l, f"it reaches graph output {out.name}")
+    for check in st.deferred:
+        check()
     st.normalise()
     _check_all_uses(model, st)
     groups = _summarise(st)
@@ -199,31 +213,21 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
 
 
 def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
-    """A weight that a node reads without a recorded use may not change: block its groups."""
-    recorded: dict[str, set[str]] = {}
-    for u in st.weight_uses:
-        recorded.setdefault(u.init, set()).add(u.node)
-    for v in st.value_uses:
-        recorded.setdefault(v.init, set()).add(v.node)
-    readers: dict[str, list[onnx.NodeProto]] = {}
+    """Weights read where no rule recorded how they grow.
+
+    A main-graph node reading a weight without a recorded use keeps the weight as it is: the rewrite gives
+    it its own copy when the weight grows for its other readers (untying). A weight read inside a subgraph
+    or that is a graph output keeps its name, so it can grow only if every recorded reader leaves it as it is.
+    """
+    recorded: set[str] = {u.init for u in st.weight_uses} | {v.init for v in st.value_uses}
     for node in model.graph.node:
-        for i in node.input:
-            if i in recorded:
-                readers.setdefault(i, []).append(node)
-        for i in _subgraph_reads(node):
-            if i in recorded:
-                readers.setdefault(i, []).append(node)
-    outputs = {o.name for o in model.graph.output}
-    for init, nodes in readers.items():
-        for node in nodes:
-            if node.name not in recorded[init]:
-                for u in st.weight_uses:
-                    if u.init == init:
-                        st.block(u.layout, f"weight {init} is also read by {node.name} ({node.op_type})")
-        if init in outputs:
-            for u in st.weight_uses:
-                if u.init == init:
-                    st.block(u.layout, f"weight {init} is a graph output")
+        st.subgraph_reads.update(i for i in _subgraph_reads(node) if i in st.inits)
+    pinned = st.subgraph_reads | {o.name for o in model.graph.output}
+    for init in recorded & pinned:
+        where = "is a graph output" if init in {o.name for o in model.graph.output} else "is read inside a subgraph"
+        for u in st.weight_uses:
+            if u.init == init:
+                st.block(u.layout, f"weight {init} {where}")
 
 
 def _summarise(st: State) -> list[Group]:
@@ -239,17 +243,44 @@ def _summarise(st: State) -> list[Group]:
     order = {}
     for idx, node in enumerate(st.graph.node):
         order[node.name] = idx
-    roots = [r for r in by_root if st.info[r].producers]
+    # the count of equal blocks (a grouped Conv's groups, a shuffle's halves) is fixed by the graph: not a layer
+    replicas = {st.find(a) for a in st.replicas}
+    roots = [r for r in by_root if st.info[r].producers and r not in replicas]
     roots.sort(key=lambda r: min(order.get(p, 1 << 30) for p in st.info[r].producers))
+    nodes = {n.name: n for n in st.graph.node}
     groups = []
     for i, root in enumerate(roots):
         info = st.info[root]
         constraint, reason = _constraint(info)
         if info.size is None and constraint != "blocked":
             constraint, reason = "blocked", "its size is not known statically"
-        groups.append(Group(f"g{i}", root, info.size, constraint, reason, list(dict.fromkeys(info.producers)),
-                            by_root[root]["consumers"], by_root[root]["weights"], info.granularity))
+        blocks = _blocks(st, root, nodes, replicas)
+        size = None if info.size is None else info.size * blocks
+        groups.append(Group(f"g{i}", root, size, constraint, reason, list(dict.fromkeys(info.producers)),
+                            by_root[root]["consumers"], by_root[root]["weights"], info.granularity * blocks, blocks))
     return groups
+
+
+def _blocks(st: State, root: int, nodes: dict[str, onnx.NodeProto], replicas: set[int]) -> int:
+    """In how many equal blocks every producer of a group repeats its units in its output (1 unless all agree).
+
+    A producer's output axis Prod(2, unit, 2) (a channel shuffle of two branches) or Prod(groups, unit) (a
+    grouped Conv) holds each unit of the group once per block: the layer's size is blocks x units.
+    """
+    found: set[int] = set()
+    for name in st.info[root].producers:
+        node = nodes.get(name)
+        out = st.layout(node.output[0]) if node is not None else None
+        axes = [l for l in out or [] if root in {st.find(a) for a in atoms(l)}]
+        if len(axes) != 1:
+            return 1
+        factors = list(axes[0].factors) if isinstance(axes[0], Prod) else [axes[0]]
+        others = [f for f in factors if not (isinstance(f, Atom) and st.find(f.id) == root)]
+        if len(others) != len(factors) - 1 or any(not isinstance(f, Atom) or st.find(f.id) not in replicas
+                                                  for f in others):
+            return 1
+        found.add(int(np.prod([st.size(f) or 1 for f in others], dtype=np.int64)))
+    return found.pop() if len(found) == 1 else 1
 
 
 def _constraint(info) -> tuple[str, str | None]:

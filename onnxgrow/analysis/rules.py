@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from .layout import Atom, Cat, Layout, Prod, atoms, prod
-from .state import State
+from .state import State, WeightUse
 
 RuleFn = Callable[[onnx.NodeProto, State], None]
 
@@ -337,7 +337,8 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
         if cpg_in == cpg_out or (cpg_in == 1):
             mult = cpg_out // cpg_in if cpg_in == 1 else 1
             # new channels form whole new groups: input, output and `group` grow together
-            st.granularity(lx[1], cpg_in)
+            st.whole_groups(lx[1], cpg_in, f"{node.name} ({node.op_type}) reads it in groups of {cpg_in} channels "
+                                           "that growth would cut")
             st.attr_uses.append(_attr_use(node.name, "group", lx[1], cpg_in))
             if mult == 1:
                 oc = lx[1]
@@ -346,14 +347,45 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
                 oc = Prod((lx[1], st.fresh(mult, f"depth multiplier of {node.name}")))
                 st.use(node.name, w, 0, oc, "param", None)
         else:
-            st.block(lx[1], f"{node.name}: grouped {node.op_type} with {cpg_in} inputs and {cpg_out} outputs per group")
-            oc = st.fresh(wdims[out_axis] * (group if transpose else 1), f"output of grouped {node.name}")
+            oc = _grouped_conv(node, st, lx[1], group, cpg_in, cpg_out)
     if b:
         if st.is_const(b):
             st.use(node.name, b, 0, oc, "param", 0.0)
         else:
             st.block(oc, f"{node.name}: bias {b} is not a constant")
     st.set_layout(out, [lx[0], oc] + spatial)
+
+
+def _grouped_conv(node: onnx.NodeProto, st: State, channels: Layout, group: int, cpg_in: int, cpg_out: int) -> Layout:
+    """A grouped Conv/ConvTranspose whose groups have other input than output widths (AlexNet, ShuffleNet v1).
+
+    The group count stays; units grow inside every group. The input channels are read as Prod(groups, per-group
+    input), the output channels are Prod(groups, per-group output) with a new producer atom: the weight's
+    per-group axis reads the per-group input (Conv axis 1) or makes the per-group output (ConvTranspose axis 1),
+    its other axis follows the whole input (ConvTranspose axis 0) or output (Conv axis 0) layout.
+    """
+    w = node.input[1]
+    transpose = node.op_type == "ConvTranspose"
+    fixed = f"{node.name} ({node.op_type}) has {group} groups: their count is fixed, units grow inside each"
+    view = st.grouped(channels, group, node.name, fixed)
+    if view is None:  # its input cannot grow; its output still can (new units read the old inputs)
+        st.block(channels, f"{node.name}: grouped {node.op_type} with {cpg_in} inputs and {cpg_out} outputs per "
+                           f"group reads channels onnxgrow cannot divide into its {group} groups")
+        per_in: Layout = st.fresh(cpg_in, f"the inputs of a group of {node.name}")
+    else:
+        per_in = view[1]
+    per_out = st.fresh(cpg_out, "producer", fixed=False)
+    st.info[per_out.id].producers.append(node.name)
+    count = st.fresh(group, f"the groups of {node.name}")
+    st.replicas.add(count.id)
+    out = Prod((count, per_out))
+    if transpose:
+        st.use(node.name, w, 0, channels, "consumer")
+        st.weight_uses.append(WeightUse(node.name, w, 1, per_out, "producer", None))
+    else:
+        st.use(node.name, w, 1, per_in, "consumer")
+        st.weight_uses.append(WeightUse(node.name, w, 0, out, "producer", None))
+    return out
 
 
 def _attr_use(node: str, name: str, layout: Layout, divisor: int):
@@ -516,6 +548,20 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                 else:
                     factors[0] = [parts[1], s // n]
                     got.append(parts[0])
+                n = 1
+            elif s % n == 0 and isinstance(f, Cat):
+                # a concatenation of equal parts split at their boundaries (ShuffleNetV2's shuffle of its two
+                # branches): the parts grow alike, and Cat(X, X) is the product of a fixed count and X
+                view = st.grouped(f, s // n if right else n, node.name, None)
+                if view is None:
+                    return None
+                count, block = view
+                if right:
+                    factors[-1] = [count, s // n]
+                    got.append(block)
+                else:
+                    factors[0] = [block, s // n]
+                    got.append(count)
                 n = 1
             else:
                 return None
@@ -717,22 +763,28 @@ def _concat(node: onnx.NodeProto, st: State) -> None:
         return
     rank = len(out_shape)
     axis = int(attr(node, "axis", 0)) % rank
-    full = []
-    for n, l in zip(ins, lays):
-        if l is None:
-            l = [st.fresh(d, f"constant {n}") for d in st.inits[n].dims]
-            for x in l:
-                st.block(x, f"{node.name} concatenates the constant {n}")
-        full.append(l)
+    if all(l is None for l in lays):
+        block_everything(node, st, f"{node.name} (Concat) concatenates constants only")
+        return
     result: list[Layout] = []
     for k in range(rank):
+        parts = [l[k] if l is not None else st.fresh(st.inits[n].dims[k], f"constant {n} concatenated by {node.name}")
+                 for n, l in zip(ins, lays)]
         if k == axis:
-            result.append(Cat(tuple(l[k] for l in full)))
-        else:
-            l0 = full[0][k]
-            for other in full[1:]:
-                l0 = st.unify(l0, other[k], node.name)
-            result.append(l0)
+            result.append(Cat(tuple(parts)))
+            continue
+        acts = [p for p, l in zip(parts, lays) if l is not None]
+        l0 = acts[0]
+        for other in acts[1:]:
+            l0 = st.unify(l0, other, node.name)
+        result.append(l0)
+    # a constant concatenated along another axis (a class token expanded to the batch) is a per-unit
+    # parameter on the axes it shares with the activations: new units read 0 from it
+    for n, l in zip(ins, lays):
+        if l is None:
+            for k in range(rank):
+                if k != axis:
+                    st.use(node.name, n, k, result[k], "param", 0.0)
     st.set_layout(node.output[0], result)
 
 
@@ -759,9 +811,10 @@ def _split(node: onnx.NodeProto, st: State) -> None:
         return
     if _split_equal_chunks(node, st, lay, axis, split, sizes):
         return
-    st.block(part, f"{node.name} (Split) cuts this axis")
+    equal = len(sizes) > 1 and None not in sizes and len(set(sizes)) == 1 and isinstance(part, Prod)
+    st.block(part, f"{node.name} (Split) " + (_CHUNK_ACROSS.format(k=len(sizes)) if equal else "cuts this axis"))
     for o, s in zip(outs, sizes):
-        st.set_layout(o, lay[:axis] + [st.fresh(s, f"output of {node.name}")] + lay[axis + 1:])
+        st.set_layout(o, lay[:axis] + [st.fresh(s, f"the part of the axis {node.name} cuts out")] + lay[axis + 1:])
 
 
 def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int, split: list[int] | None,
@@ -771,18 +824,10 @@ def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis
     k, n = len(sizes), st.size(lay[axis])
     if k < 2 or None in sizes or len(set(sizes)) != 1 or n != k * sizes[0] or (split is None and _inp(node, 1)):
         return False
-    part = lay[axis]
-    if isinstance(part, Prod) and st.size(part.factors[0]) == k:
-        chunks, unit = part.factors[0], prod(list(part.factors[1:]))
-    elif isinstance(part, Atom):
-        pieces = st.split(part, [k, int(sizes[0])], f"split by {node.name}")  # type: ignore[arg-type]
-        if pieces is None:
-            return False
-        chunks, unit = pieces
-    else:
+    view = st.grouped(lay[axis], k, node.name, f"{node.name} (Split) picks chunks along this axis")
+    if view is None:
         return False
-    st.block(chunks, f"{node.name} (Split) picks chunks along this axis")
-    _split_outputs(node, st, lay, axis, split, [unit] * k)
+    _split_outputs(node, st, lay, axis, split, [view[1]] * k)
     return True
 
 
@@ -812,9 +857,18 @@ def _slice(node: onnx.NodeProto, st: State) -> None:
     result = list(lay)
     bounds = _slice_bounds(node, st, len(lay))
     for k, (a, b) in enumerate(zip(in_shape, out_shape)):
+        if a != b and a is not None and b and bounds is not None and k in bounds:
+            chunk = _slice_chunk(node, st, lay[k], a, b, *bounds[k])
+            if isinstance(chunk, str):
+                st.block(lay[k], f"{node.name} (Slice) {chunk}")
+                result[k] = st.fresh(b, f"the part of the axis {node.name} cuts out")
+                continue
+            if chunk is not None:
+                result[k] = chunk
+                continue
         if a != b or a is None:
             st.block(lay[k], f"{node.name} (Slice) cuts this axis")
-            result[k] = st.fresh(b, f"output of {node.name}")
+            result[k] = st.fresh(b, f"the part of the axis {node.name} cuts out")
         elif bounds is None:
             st.block(lay[k], f"{node.name} (Slice) computes its starts, ends or steps")
         elif k in bounds:
@@ -860,6 +914,39 @@ def _slice_bounds(node: onnx.NodeProto, st: State, rank: int) -> dict[int, tuple
     if axes is None or steps is None:
         return None
     return {int(ax) % rank: (starts[i], ends[i], steps[i], i) for i, ax in enumerate(axes)}
+
+
+#: why an axis cut into equal chunks cannot grow (a chunk boundary falls inside a unit's blocks)
+_CHUNK_ACROSS = ("cuts this axis into {k} chunks whose boundaries fall inside the blocks of a unit (channels "
+                 "shuffled by earlier layers): growing it would move old channels to another chunk")
+
+
+def _slice_chunk(node: onnx.NodeProto, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int,
+                 pos: int) -> Layout | str | None:
+    """A Slice that keeps chunk i of k equal chunks of an axis (torch's `chunk` in the TorchScript export): the
+    axis is read as Prod(k chunks, unit) as a Split into equal parts reads it; its bounds follow the unit.
+    None when it is no such chunk; why, when it is one that cannot follow growth."""
+    from .state import AttrUse, ValueUse
+
+    lo = start + size_ if start < 0 else start
+    hi = min(end + size_ if end < 0 else end, size_)
+    if step != 1 or size_ % n or lo % n or hi - lo != n or not 0 <= lo < size_:
+        return None
+    k, i = size_ // n, lo // n
+    view = st.grouped(layout, k, node.name, f"{node.name} (Slice) picks chunk {i + 1} of {k} along this axis")
+    if view is None:
+        return _CHUNK_ACROSS.format(k=k)
+    unit = view[1]
+    # each bound as a multiple of the unit: start i (or i - k from the end), end i + 1 (or open)
+    for value, which, index, mult in ((start, "starts", 1, i - k if start < 0 else i),
+                                      (end, "ends", 2, i + 1 - k if end < 0 else i + 1)):
+        if value == 0 or (which == "ends" and value >= _OPEN_END) or (which == "ends" and end < 0 and mult == 0):
+            continue
+        if attr(node, which) is not None:
+            st.attr_uses.append(AttrUse(node.name, which, unit, 1, pos, mult))
+        else:
+            st.value_uses.append(ValueUse(node.name, node.input[index], pos, unit, index, multiple=mult))
+    return unit
 
 
 def _slice_whole_axis(node: onnx.NodeProto, st: State, layout: Layout, size_: int, start: int, end: int, step: int,
@@ -1174,10 +1261,14 @@ def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> 
 @rule("mixer", "LRN")
 def _lrn(node: onnx.NodeProto, st: State) -> None:
     lay = _pass(node, st)
-    if lay is None:
-        return
+    if lay is not None:
+        # judged once every layout is final: a later grouped Conv or Reshape may split these channels
+        st.deferred.append(lambda: _lrn_channels(node, st, lay[1]))
+
+
+def _lrn_channels(node: onnx.NodeProto, st: State, channels: Layout) -> None:
     reason = f"{node.name} (LRN) sums squares across channels"
-    channels = lay[1]
+    channels = st.resolve(channels)
     # its window slides over the channels: only units appended at the end (behind zero padding) keep
     # every old window; units inserted inside a concatenation would change their neighbours' windows
     while isinstance(channels, Cat):

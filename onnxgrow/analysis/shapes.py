@@ -7,7 +7,7 @@ import onnx
 _KEEP_DATA = 4096
 
 
-def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without the bytes of big weights (shape inference needs their dims only)."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
@@ -20,13 +20,14 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     g.input.extend(src.input)
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
+    listed = {i.name for i in src.input}
     for t in src.initializer:
         n = 1
         for d in t.dims:
             n *= d
         if n <= _KEEP_DATA and t.data_location != onnx.TensorProto.EXTERNAL:
             g.initializer.append(t)
-        else:
+        elif t.name not in listed:
             # declared as a graph input with its type: inference sees the shape, no bytes
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     return light
@@ -71,9 +72,10 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
     return solved
 
 
-def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
-    light = _light_copy(model)
+def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
+    """Shapes with the symbols of dynamic dimensions ('batch', or 'unk__N' where onnx could not tell), and the
+    sizes of the symbols that `_solve_reshapes` finds."""
+    light = light_copy(model)
     try:
         light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown shapes block growth locally
@@ -83,5 +85,15 @@ def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
         dims = _dims(vi.type)
         if dims is not None:
             named[vi.name] = dims
-    solved = _solve_reshapes(light.graph, named)
+    return named, _solve_reshapes(light.graph, named)
+
+
+def is_unknown(dim: int | str | None) -> bool:
+    """A dimension onnx's inference could not work out (as opposed to a named dynamic one such as 'batch')."""
+    return dim is None or (isinstance(dim, str) and dim.startswith("unk__"))
+
+
+def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
+    named, solved = infer_symbols(model)
     return {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in named.items()}

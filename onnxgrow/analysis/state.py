@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import onnx
@@ -44,6 +44,8 @@ class ValueUse:
     divisor: int = 1
     #: the number is size(layout) / size(per): a head count or head size that torch computes at run time
     per: Layout | None = None
+    #: the number is size(layout) * multiple / divisor (the start of chunk `multiple` of a Slice)
+    multiple: int = 1
 
 
 @dataclass
@@ -58,6 +60,7 @@ class AttrUse:
     layout: Layout
     divisor: int = 1
     index: int | None = None
+    multiple: int = 1
 
 
 @dataclass
@@ -70,6 +73,11 @@ class GroupInfo:
     constraints: list[tuple[str, str]] = field(default_factory=list)  # (kind, reason)
     granularity: int = 1
     nonzero_ops: list[str] = field(default_factory=list)  # ops mapping 0 to non-zero
+
+
+def _prod(factors: list[Layout]) -> Layout:
+    """Product of layouts; a single factor is itself (a nested product is flattened by `resolve`)."""
+    return factors[0] if len(factors) == 1 else Prod(tuple(factors))
 
 
 class State:
@@ -102,6 +110,13 @@ class State:
         self.splits: dict[int, Prod] = {}
         #: graph outputs whose grown axes are sliced back to the original units (widen --keep-outputs)
         self.kept_outputs: list[str] = []
+        #: initializers read inside a subgraph (If/Loop/Scan bodies): their readers there cannot be rewired
+        self.subgraph_reads: set[str] = set()
+        #: atoms that count equal blocks of an axis (a grouped Conv's groups, the chunks of a Split, the equal
+        #: parts of a Concat): a unit of the group next to them is present once in every block
+        self.replicas: set[int] = set()
+        #: checks that need every layout in its final form (after later ops have split atoms): run after the rules
+        self.deferred: list[Callable[[], None]] = []
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
@@ -178,6 +193,101 @@ class State:
         self.splits[root] = Prod(tuple(parts))
         return parts
 
+    def grouped(self, layout: Layout, g: int, node: str, fix: str | None) -> tuple[Layout, Layout] | None:
+        """`layout` read as g equal consecutive blocks built alike: (block count, one block's layout), so that
+        Prod(count, block) has the positions of `layout` and a unit of the block grows inside every block.
+
+        An atom or the leading factor of a product is split; the parts of a concatenation are grouped into
+        blocks, which are unified (they must grow alike). `fix` blocks the count (a grouped Conv's group count);
+        a count that ends inside a growable atom splits it, even into a single unit, so that it can still grow
+        inside its block. None when the layout cannot be read so (its size is unknown or not a multiple of g,
+        or the blocks would cut across its parts); the caller blocks it.
+        """
+        layout = self.resolve(layout)
+        n = self.size(layout)
+        if n is None or g < 1 or n % g:
+            return None
+        first_new = len(self.parent)
+        if g == 1:
+            return self.fresh(1, f"a single block of {node}"), layout
+        if isinstance(layout, Cat):
+            view = self._grouped_cat(layout, g, n // g, node)
+        else:
+            view = self._grouped_prod(list(layout.factors) if isinstance(layout, Prod) else [layout], g, node)
+        if view is None:
+            return None
+        count, block = view
+        # atoms made here to count the blocks (a whole factor taken into the count stays a group of its own)
+        self.replicas.update(a for a in atoms(count) if a >= first_new)
+        if fix:
+            self.block(count, fix)
+        return count, block
+
+    def growable(self, layout: Layout) -> bool:
+        """Whether an atom belongs to a group with producers that nothing blocks yet."""
+        if not isinstance(layout, Atom):
+            return False
+        info = self.info[self.find(layout.id)]
+        return bool(info.producers) and all(k != "blocked" for k, _ in info.constraints)
+
+    def _grouped_prod(self, factors: list[Layout], g: int, node: str) -> tuple[Layout, Layout] | None:
+        prefix: list[Layout] = []
+        need = g
+        for k, f in enumerate(factors):
+            if need == 1:
+                return _prod(prefix), _prod(factors[k:])
+            s = self.size(f)
+            if s is None:
+                return None
+            if need % s == 0 and not (s == need and self.growable(f)):
+                prefix.append(f)
+                need //= s
+                continue
+            if s % need:
+                return None
+            if isinstance(f, Atom):
+                parts: list[Layout] | None = self.split(f, [need, s // need], f"split by {node}")
+            else:
+                inner = self._grouped_cat(f, need, s // need, node) if isinstance(f, Cat) else None
+                parts = None if inner is None else list(inner)
+            if parts is None:
+                return None
+            return _prod(prefix + [parts[0]]), _prod([parts[1]] + factors[k + 1:])
+        if need != 1:
+            return None
+        return _prod(prefix), self.fresh(1, f"a single unit in each block of {node}")
+
+    def _grouped_cat(self, layout: Cat, g: int, m: int, node: str) -> tuple[Layout, Layout] | None:
+        blocks: list[Layout] = []
+        pending: list[Layout] = []
+        acc = 0
+        for part in layout.parts:
+            s = self.size(part)
+            if s is None:
+                return None
+            if not pending and s % m == 0:  # one or several whole blocks
+                if s == m:
+                    blocks.append(part)
+                    continue
+                inner = self.grouped(part, s // m, node, f"{node} reads this axis in blocks of {m}")
+                if inner is None:
+                    return None
+                blocks += [inner[1]] * (s // m)
+                continue
+            pending.append(part)
+            acc += s
+            if acc == m:
+                blocks.append(Cat(tuple(pending)))
+                pending, acc = [], 0
+            elif acc > m:
+                return None
+        if pending or len(blocks) != g:
+            return None
+        block = blocks[0]
+        for other in blocks[1:]:
+            block = self.unify(block, other, node)
+        return self.fresh(g, f"the {g} equal blocks {node} reads"), block
+
     def unify(self, a: Layout, b: Layout, node: str) -> Layout:
         """Make two layouts the same (their groups grow together); block when shapes differ."""
         a, b = self.resolve(a), self.resolve(b)
@@ -246,6 +356,39 @@ class State:
         for a in atoms(self.resolve(layout)):
             i = self.info[self.find(a)]
             i.granularity = int(np.lcm(i.granularity, g))
+
+    def whole_groups(self, layout: Layout, c: int, reason: str) -> None:
+        """Let `layout` grow only by whole groups of c consecutive positions (new ones all new, copies whole):
+        the groups of an equal-width grouped Conv, whose count grows with the channels.
+
+        The leading factor of a product appends blocks of the rest's size r at the end: it grows in multiples
+        of c / gcd(c, r). The rest grows inside every block: only when r is a multiple of c (then by the same
+        rule), else it is blocked. Each part of a concatenation must hold whole groups. What cannot keep the
+        groups whole is blocked with `reason`.
+        """
+        layout = self.resolve(layout)
+        n = self.size(layout)
+        if c <= 1:
+            return
+        if n is None or n % c or (isinstance(layout, Cat) and any((self.size(p) or 0) % c for p in layout.parts)):
+            self.block(layout, reason)
+        elif isinstance(layout, Cat):
+            for part in layout.parts:
+                self.whole_groups(part, c, reason)
+        else:
+            first, *rest = layout.factors if isinstance(layout, Prod) else (layout,)
+            r = self.size(_prod(rest)) if rest else 1
+            if r is None:
+                self.block(layout, reason)
+                return
+            if isinstance(first, Atom):
+                self.granularity(first, c // int(np.gcd(c, r)))
+            else:
+                self.whole_groups(first, c // int(np.gcd(c, r)), reason)
+            if rest and r % c:
+                self.block(_prod(rest), reason)
+            elif rest:
+                self.whole_groups(_prod(rest), c, reason)
 
     # -- uses --------------------------------------------------------------------------
     def produce(self, node: str, init: str, axis: int, size_: int) -> Atom:

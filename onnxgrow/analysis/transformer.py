@@ -18,6 +18,9 @@ from .layout import atoms
 #: ops allowed between the scores MatMul and the Softmax (scale, mask, casts), and after it (dropout, casts)
 _BEFORE_SOFTMAX = ("Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Transpose")
 _AFTER_SOFTMAX = ("Cast", "Identity", "Dropout", "Where")
+#: readers of the probabilities that only test them for a guard (dynamo's scaled_dot_product_attention writes
+#: Where(IsNaN(p), 0, p) after the Softmax): not the path to the value MatMul
+_GUARDS = ("IsNaN", "IsInf")
 #: ops from the Q projection to the scores MatMul
 _Q_PATH = ("Reshape", "Transpose", "Add", "Mul", "Div", "Squeeze", "Unsqueeze", "Gather", "Split", "Cast", "Identity")
 
@@ -97,6 +100,10 @@ def layers(analysis: Analysis) -> list[Layer]:
         found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
     if not found:
         return found
+    # every product of two activations (Q·Kᵀ, P·V, whatever attention form the walks above missed) is attention
+    for n in g.node:
+        if n.op_type == "MatMul" and not any(st.is_const(i) for i in n.input):
+            attention.update(id(grp) for i in n.input for l in st.layout(i) or [] for grp in groups_of(l))
     hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}
     for grp in analysis.groups:
         if id(grp) in attention or id(grp) in hidden_ids or not grp.producers or not grp.consumers:
@@ -125,7 +132,8 @@ def _walk_back(name: str, st, through: tuple[str, ...], depth: int = 0) -> onnx.
 
 
 def _walk_forward(name: str, consumers: dict, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
-    nxt = consumers.get(name, [])
+    """The first node after `name` that is not in `through`, following its only reader (guards aside)."""
+    nxt = [n for n in consumers.get(name, []) if n.op_type not in _GUARDS]
     if len(nxt) != 1 or depth > 6:
         return None
     node = nxt[0]

@@ -87,8 +87,17 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     raise ValueError(f"Constant attribute {kind} cannot be folded")
 
 
+#: at most this many folding passes (each pass after the first re-runs shape inference)
+MAX_PASSES = 64
+
+
 def fold_constants(model: onnx.ModelProto) -> FoldResult:
-    """Replace every deterministic node whose inputs are all constant by initializers (in place)."""
+    """Replace every deterministic node whose inputs are all constant by initializers (in place).
+
+    A size read from a shape that inference could not work out may become known once earlier sizes are
+    folded (torch's TorchScript export of `chunk` with a dynamic batch: each Slice's bounds are computed from
+    the shape of the previous one's output): then the pass runs again, until nothing more folds.
+    """
     result = FoldResult()
     graph = model.graph
     init_names = {t.name for t in graph.initializer}
@@ -97,6 +106,21 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
         result.inputs_dropped = [i.name for i in graph.input if i.name in init_names]
         del graph.input[:]
         graph.input.extend(keep_inputs)
+    for _ in range(MAX_PASSES):
+        before = len(result.folded)
+        stuck = _fold_pass(model, result)
+        if not stuck or len(result.folded) == before:
+            break
+    if (result.folded or result.inputs_dropped) and 0 < model.ir_version < 4:
+        result.ir_version_raised_from = model.ir_version
+        model.ir_version = 4
+    return result
+
+
+def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
+    """One pass over the nodes; True when a size it needed was unknown to shape inference (another pass,
+    with the sizes folded now, may know it)."""
+    graph = model.graph
     outputs = {o.name for o in graph.output}
     opset = _opset(model)
     known: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # lazily converted
@@ -158,10 +182,7 @@ def fold_constants(model: onnx.ModelProto) -> FoldResult:
         graph.node.extend(kept)
         graph.initializer.extend(new_inits)
         _drop_unused_initializers(graph)
-    if (result.folded or result.inputs_dropped) and 0 < model.ir_version < 4:
-        result.ir_version_raised_from = model.ir_version
-        model.ir_version = 4
-    return result
+    return static.stuck
 
 
 class _StaticShapes:
@@ -173,14 +194,19 @@ class _StaticShapes:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.shapes: dict[str, list[int | None]] | None = None
+        self.symbols: dict[str, list[int | str | None]] = {}
         self.model = model
         self.partial: dict[str, list[int | None]] = {}  # Shape outputs with dynamic entries
+        self.unknown: dict[str, list[bool]] = {}  # Shape outputs: which entries inference could not tell
+        #: a size was asked for that inference could not tell (not a named dynamic dimension)
+        self.stuck = False
 
     def _shape(self, name: str) -> list[int | None] | None:
         if self.shapes is None:
-            from ..analysis.shapes import infer
+            from ..analysis.shapes import infer_symbols
 
-            self.shapes = infer(self.model)
+            self.symbols, solved = infer_symbols(self.model)
+            self.shapes = {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in self.symbols.items()}
         return self.shapes.get(name)
 
     def value(self, node: onnx.NodeProto, known: dict, value) -> np.ndarray | None:
@@ -200,7 +226,11 @@ class _StaticShapes:
                     end = int(a.i)
             picked = shape[slice(start, end)]
             if None in picked:
+                from ..analysis.shapes import is_unknown
+
                 self.partial[node.output[0]] = picked
+                symbols = self.symbols.get(node.input[0], [None] * len(shape))[slice(start, end)]
+                self.unknown[node.output[0]] = [v is None and is_unknown(d) for v, d in zip(picked, symbols)]
                 return None
             return np.array(picked, dtype=np.int64)
         part = self.partial.get(node.input[0])
@@ -209,6 +239,9 @@ class _StaticShapes:
         if node.op_type == "Gather" and len(node.input) == 2 and all(a.i == 0 for a in node.attribute if a.name == "axis"):
             idx = np.asarray(value(node.input[1])).astype(np.int64)
             picked = np.asarray(np.asarray(part, dtype=object)[idx], dtype=object)
+            unknown = self.unknown.get(node.input[0])
+            if unknown is not None and any(np.asarray(unknown, dtype=bool)[idx].reshape(-1)):
+                self.stuck = True
         elif node.op_type == "Slice" and len(node.input) >= 3:
             starts, ends = (np.asarray(value(n)).reshape(-1) for n in node.input[1:3])
             axes = np.asarray(value(node.input[3])).reshape(-1) if len(node.input) > 3 and node.input[3] else [0]
@@ -218,6 +251,8 @@ class _StaticShapes:
             n = len(part)
             lo, hi = (int(max(min(v, 2**62), -(2**62))) for v in (starts[0], ends[0]))
             picked = np.asarray(part[slice(lo, hi, int(steps[0]))], dtype=object)
+            if any(self.unknown.get(node.input[0], [])[slice(lo, hi, int(steps[0]))]):
+                self.stuck = True
         else:
             return None
         if any(v is None for v in picked.reshape(-1)):

@@ -13,6 +13,7 @@ from ..analysis.groups import Analysis, Group
 from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansion
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
+from ..growth_map import append_step, encode_scale, encode_src
 from ..progress import ProgressFn
 from ..stream import Deferred, array_bytes, has_data, pieces as stream_pieces, raw_nbytes, skeleton, stub
 
@@ -32,14 +33,15 @@ class GroupPlan:
 
 def unit_map(plan: GroupPlan, rng: np.random.Generator) -> Expansion:
     """Where each unit of the grown group comes from: itself, a copied unit (Net2Net) or nothing (-1)."""
-    old, new = int(plan.group.size or 0), plan.new_size
+    # per unit of the union-find group: a group repeated in blocks (grouped Conv) grows inside each block
+    old, new = plan.group.units(int(plan.group.size or 0)), plan.group.units(plan.new_size)
     if plan.init != "net2net":
         src = np.concatenate([np.arange(old), -np.ones(new - old, dtype=np.int64)])
         return Expansion(src.astype(np.int64), np.ones(new), old)
     if plan.group.constraint == "replicate":
         extra = np.arange(old, new) % old  # every unit copied the same number of times
     else:
-        b = plan.group.granularity
+        b = plan.group.units(plan.group.granularity)
         blocks = rng.integers(0, old // b, size=(new - old) // b)
         extra = (blocks[:, None] * b + np.arange(b)[None, :]).reshape(-1)
     src = np.concatenate([np.arange(old), extra]).astype(np.int64)
@@ -47,8 +49,32 @@ def unit_map(plan: GroupPlan, rng: np.random.Generator) -> Expansion:
     return Expansion(src, 1.0 / counts[src], old)
 
 
+@dataclass
+class Untied:
+    """A shared initializer whose readers grow it differently: each class of readers gets its own copy.
+
+    `copies` maps each copy's name to the nodes that read it; the first copy keeps the original name."""
+
+    weight: str
+    copies: dict[str, list[str]]
+
+    def to_dict(self) -> dict:
+        return {"weight": self.weight, "copies": self.copies}
+
+
+@dataclass
+class Target:
+    """One initializer of the grown model: `name`, grown from initializer `source` along `uses`."""
+
+    name: str
+    source: str
+    uses: list[WeightUse]
+    readers: list[str]
+
+
 class _Rewriter:
-    def __init__(self, analysis: Analysis, plans: list[GroupPlan], noise_std: float, seed: int) -> None:
+    def __init__(self, analysis: Analysis, plans: list[GroupPlan], noise_std: float, seed: int,
+                 keep_ties: bool = False) -> None:
         self.a = analysis
         self.st = analysis.state
         self.rng = np.random.default_rng(seed)
@@ -56,6 +82,8 @@ class _Rewriter:
         self.plans = {p.group.root: p for p in plans}
         self.maps = {root: unit_map(p, self.rng) for root, p in self.plans.items()}
         self.noise_std = noise_std
+        self.keep_ties = keep_ties
+        self.untied: list[Untied] = []
 
     def unit(self, atom: int) -> Expansion:
         root = self.st.find(atom)
@@ -77,26 +105,83 @@ class _Rewriter:
             touched.setdefault(u.init, []).append(u)
         return {k: v for k, v in touched.items() if any(self.grown(u.layout) for u in v)}
 
-    def check(self) -> None:
-        """Refuse tied weights whose uses disagree about how they grow."""
+    def _signature(self, init: str, node: str, uses: list[WeightUse]) -> tuple:
+        """How one node's uses grow a weight: per grown axis its role, fill, new size and unit map.
+
+        Two readers with the same signature can share the grown weight (a real tie); different ones cannot."""
+        per_axis: dict[int, tuple | None] = {}
+        for u in uses:
+            plan = self.grown(u.layout)
+            sig = None
+            if plan is not None:
+                e = expand(u.layout, self.unit)
+                consumer = u.role == "consumer"
+                fresh = None if consumer else (u.role, plan.init if u.fill is None else u.fill)
+                sig = (consumer, fresh, e.new_size, e.src.tobytes(), e.scale.tobytes() if consumer else b"")
+            if per_axis.setdefault(u.axis, sig) != sig:
+                raise OnnxGrowError(f"weight {init} is read twice by {node}, which would grow its axis {u.axis} "
+                                    "in two different ways")
+        return tuple(sorted((axis, sig) for axis, sig in per_axis.items() if sig is not None))
+
+    def _readers(self) -> tuple[dict[str, list[str]], set[str]]:
+        """Main-graph nodes reading each initializer, and the initializers that must keep their name
+        (read inside a subgraph, or a graph output: those readers cannot be rewired to a copy)."""
+        graph = self.a.model.graph
+        readers: dict[str, list[str]] = {}
+        for n in graph.node:
+            for i in dict.fromkeys(n.input):
+                if i in self.st.inits:
+                    readers.setdefault(i, []).append(n.name)
+        pinned = {o.name for o in graph.output} | set(self.st.subgraph_reads)
+        return readers, pinned
+
+    def targets(self) -> list[Target]:
+        """Every initializer the plans change, untying shared ones whose readers grow them differently."""
+        readers, pinned = self._readers()
+        taken = set(self.st.inits)
+        result: list[Target] = []
         for init, uses in self.weight_uses().items():
-            per_axis: dict[int, list[WeightUse]] = {}
+            by_node: dict[str, list[WeightUse]] = {}
             for u in uses:
-                per_axis.setdefault(u.axis, []).append(u)
-            for axis, us in per_axis.items():
-                first = us[0]
-                e0 = expand(first.layout, self.unit)
-                for other in us[1:]:
-                    e = expand(other.layout, self.unit)
-                    same_role = (other.role == "consumer") == (first.role == "consumer")
-                    if not same_role or e.new_size != e0.new_size or not np.array_equal(e.src, e0.src):
-                        drawn = {p.init for p in (self.grown(first.layout), self.grown(other.layout)) if p} == {"net2net"}
-                        hint = ("net2net copies randomly chosen units for each group, so a tied weight cannot "
-                                "follow both; use --init noise or zero" if same_role and drawn and
-                                e.new_size == e0.new_size else "grow both groups the same way or untie the weight")
-                        raise OnnxGrowError(
-                            f"weight {init} is shared by {first.node} and {other.node}, which would grow it "
-                            f"differently (tied weights); {hint}")
+                by_node.setdefault(u.node, []).append(u)
+            classes: dict[tuple, list[str]] = {}
+            for node in list(dict.fromkeys(readers.get(init, []) + list(by_node))):
+                classes.setdefault(self._signature(init, node, by_node.get(node, [])), []).append(node)
+            if len(classes) == 1:
+                result.append(Target(init, init, uses, []))
+                continue
+            sigs = list(classes)
+            nodes = {n.name for n in self.a.model.graph.node}
+            fixed = [sig for sig in sigs if any(n not in nodes for n in classes[sig])]
+            if init in pinned:
+                fixed.append(())
+            fixed = list(dict.fromkeys(fixed))
+            if self.keep_ties or len(fixed) > 1:
+                a, b = (classes[sig][0] for sig in sigs[:2])
+                why = ("(--keep-ties keeps it shared; drop it to give each reader its own copy)" if self.keep_ties
+                       else "and some of its readers cannot be given a copy (inside a subgraph or a graph output)")
+                raise OnnxGrowError(f"weight {init} is shared by {a} and {b}, which would grow it differently "
+                                    f"(tied weights) {why}")
+            keeper = fixed[0] if fixed else sigs[0]
+            if keeper not in classes:
+                classes[keeper] = []
+            copies: dict[str, list[str]] = {init: classes[keeper]}
+            for sig in sigs:
+                if sig == keeper:
+                    continue
+                name = base = f"{init}/{classes[sig][0]}"
+                k = 1
+                while name in taken:
+                    name, k = f"{base}_{k}", k + 1
+                taken.add(name)
+                copies[name] = classes[sig]
+            for name, members in copies.items():
+                result.append(Target(name, init, [u for u in uses if u.node in members], members))
+            self.untied.append(Untied(init, copies))
+        return result
+
+    def check(self) -> None:
+        """Refuse plans that no rewrite keeps exact: concatenations whose parts a mean needs grown alike."""
         for parts, reason in self.st.same_factor:
             ratios = {(e.new_size / e.old_size if e.old_size else 1.0) for e in (expand(p, self.unit) for p in parts)}
             if len(ratios) > 1:
@@ -245,21 +330,40 @@ class _Rewriter:
         """The grown model with every weight a stub (name, type, grown shape) whose bytes are deferred:
         a grown weight is computed only when its bytes are asked for, an unchanged one read from `model`."""
         self.check()
+        targets = self.targets()
         out, deferred = skeleton(model)
         g = out.graph
         index = {t.name: i for i, t in enumerate(g.initializer)}
-        for init, uses in self.weight_uses().items():
-            t = g.initializer[index[init]]
+        by_name: dict[str, list[onnx.NodeProto]] = {}
+        for n in g.node:
+            by_name.setdefault(n.name, []).append(n)
+        for tg in targets:  # untied copies first, made from the original (unchanged) stubs
+            if tg.name == tg.source:
+                continue
+            t = g.initializer.add()
+            t.CopyFrom(g.initializer[index[tg.source]])
+            t.name = tg.name
+            index[tg.name] = len(g.initializer) - 1
+            if tg.source in deferred:
+                deferred[tg.name] = deferred[tg.source]
+            for node in (n for r in tg.readers for n in by_name.get(r, [])):
+                for k, i in enumerate(node.input):
+                    if i == tg.source:
+                        node.input[k] = tg.name
+        for tg in targets:
+            if not self._steps(tg.uses):
+                continue
+            t = g.initializer[index[tg.name]]
             t.CopyFrom(stub(t))
             del t.dims[:]
-            t.dims.extend(self.grown_shape(init, uses))
+            t.dims.extend(self.grown_shape(tg.source, tg.uses))
             nbytes = raw_nbytes(t.data_type, list(t.dims))
             if nbytes is None:  # no raw bytes for this type (strings): grow it now
-                t.CopyFrom(numpy_helper.from_array(self.grow_weight(init, uses), init))
-                deferred.pop(init, None)
+                t.CopyFrom(numpy_helper.from_array(self.grow_weight(tg.source, tg.uses), tg.name))
+                deferred.pop(tg.name, None)
                 continue
-            deferred[init] = Deferred(nbytes, lambda init=init, uses=uses, dt=t.data_type:
-                                      (array_bytes(b, dt) for b in self.grow_blocks(init, uses)))
+            deferred[tg.name] = Deferred(nbytes, lambda tg=tg, dt=t.data_type:
+                                         (array_bytes(b, dt) for b in self.grow_blocks(tg.source, tg.uses)))
         self._values(g, index)
         nodes = {n.name: n for n in g.node}
         for au in self.st.attr_uses:
@@ -267,12 +371,36 @@ class _Rewriter:
                 node = nodes[au.node]
                 for a in node.attribute:
                     if a.name == au.attr and au.index is None:
-                        a.i = self.new_size(au.layout) // au.divisor
+                        a.i = self.new_size(au.layout) * au.multiple // au.divisor
                     elif a.name == au.attr:
-                        a.ints[au.index] = self.new_size(au.layout) // au.divisor
+                        a.ints[au.index] = self.new_size(au.layout) * au.multiple // au.divisor
         self._value_info(g)
         self._keep_outputs(g, index)
+        append_step(out, self.growth_step(targets))
         return out, deferred
+
+    def growth_step(self, targets: list[Target]) -> dict:
+        """This widening as a step of the growth map (see onnxgrow.growth_map): per changed weight its source
+        (the shared weight an untied copy was made from, else itself), old shape and, per grown axis, the
+        expansion of its units (one table entry per distinct expansion, shared by a group's weights) and role."""
+        table: list[dict] = []
+        index: dict[tuple, int] = {}
+        weights: dict[str, dict] = {}
+        for tg in targets:
+            axes = []
+            for u, _, e in self._steps(tg.uses):
+                key = (e.old_size, e.src.tobytes(), e.scale.tobytes())
+                if key not in index:
+                    index[key] = len(table)
+                    scale = encode_scale(e.scale)
+                    table.append({"old": e.old_size, "src": encode_src(e.src)} | ({"scale": scale} if scale else {}))
+                axes.append({"axis": u.axis, "expansion": index[key], "role": u.role})
+            if not axes and tg.name == tg.source:
+                continue
+            weights[tg.name] = {"source": tg.source, "old_shape": [int(d) for d in self.st.inits[tg.source].dims],
+                                "shape": self.grown_shape(tg.source, tg.uses), "axes": axes}
+        groups = [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init} for p in self.plans.values()]
+        return {"op": "widen", "groups": groups, "expansions": table, "weights": weights}
 
     def _keep_outputs(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Slice each kept graph output back to its original units (the first copy of each)."""
@@ -345,7 +473,7 @@ class _Rewriter:
 
     def _value(self, vu) -> int:
         """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
-        n = self.new_size(vu.layout) // vu.divisor
+        n = self.new_size(vu.layout) * vu.multiple // vu.divisor
         if vu.per is None:
             return n
         per = self.new_size(vu.per)
@@ -419,11 +547,25 @@ def _scale_ref(arr: np.ndarray) -> float:
     return (float(np.abs(flat.astype(np.float64)).max()) if flat.size else 0.0) or 1e-2
 
 
+@dataclass
+class Rewritten:
+    """The widened model as a stub model plus deferred weight bytes, and the shared weights it untied."""
+
+    model: onnx.ModelProto
+    deferred: dict[str, Deferred]
+    untied: list[Untied]
+
+
 def widen_rewrite(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *, noise_std: float = 0.1,
-                  seed: int = 0) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
+                  seed: int = 0, keep_ties: bool = False) -> Rewritten:
     """The widened model as a stub model plus deferred weight bytes (see onnxgrow.stream): nothing is grown
-    until the bytes are asked for, in the order the model is written, one weight at a time."""
-    return _Rewriter(analysis, plans, noise_std, seed).rewrite(model)
+    until the bytes are asked for, in the order the model is written, one weight at a time.
+
+    A weight shared by readers that would grow it differently is untied (a copy per reader class) unless
+    `keep_ties`, which refuses such a plan instead."""
+    rewriter = _Rewriter(analysis, plans, noise_std, seed, keep_ties)
+    out, deferred = rewriter.rewrite(model)
+    return Rewritten(out, deferred, rewriter.untied)
 
 
 def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress: ProgressFn | None = None) -> None:
@@ -440,8 +582,10 @@ def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress:
 
 
 def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *,
-               noise_std: float = 0.1, seed: int = 0, progress: ProgressFn | None = None) -> onnx.ModelProto:
-    """Return a widened copy of `model` (the analysed one) following `plans`."""
-    out, deferred = widen_rewrite(model, analysis, plans, noise_std=noise_std, seed=seed)
-    materialise(out, deferred, progress)
-    return out
+               noise_std: float = 0.1, seed: int = 0, keep_ties: bool = False,
+               progress: ProgressFn | None = None) -> Rewritten:
+    """A widened copy of `model` (the analysed one) following `plans`, with every weight in memory."""
+    done = widen_rewrite(model, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties)
+    materialise(done.model, done.deferred, progress)
+    done.deferred = {}
+    return done
