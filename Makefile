@@ -61,9 +61,11 @@ bench: install-test
 
 # is growing worth it? a byte-level language model trained, grown with onnxgrow and compared with the big
 # model from scratch at equal FLOPs, 3 seeds, on 2 CPU cores (<= 30 min); writes bench/results/worth_it_lm.*
-# and the results section of the README (the older digits experiment: python bench/worth_it.py)
+# and the results section of the README (the older digits experiment: python bench/worth_it.py);
+# WORTH_IT_ARGS adds options (the committed run: WORTH_IT_ARGS="--threads 1 --seeds 2", see the README)
+WORTH_IT_ARGS ?=
 worth-it: install-test
-	$(BIN)/python bench/worth_it_lm.py --out bench/results --readme README.md
+	$(BIN)/python bench/worth_it_lm.py --out bench/results --readme README.md $(WORTH_IT_ARGS)
 
 models: install-test
 	$(BIN)/python models/build_models.py

@@ -24,11 +24,10 @@ trained on, reach the big model's quality for less training compute than the big
   Every schedule is linear warmup then cosine to its floor (10 % of the peak) exactly at its own last step:
   the small phase of a grown run is a complete run (the model "already trained"), the grown phase re-warms
   briefly and decays to the floor at the budget; the baselines decay at the budget.
-- Variants that need newer onnxgrow features run when they are there (feature-detected and reported):
-  `state_dict_for(..., base=small)` to load a deepened model into the deeper module (else the deepened
-  model is loaded with `onnxgrow.torch.to_module`), `deepen(..., order="stack"|"interleave")` (with one
-  small layer both orders give the same model, so only one runs), and
-  `onnxgrow.torch.grow_optimizer_state` (AdamW state carried over next to a fresh AdamW).
+- Variants: each growth point is grown in both depth orders (`deepen(..., order="interleave")`: L0 L0' L1 L1';
+  `order="stack"`: L0 L1 L0' L1') where they differ (with one small layer both give L0 L0', so one runs), and
+  each grown model trains on with a fresh AdamW and with the small run's AdamW state carried over by
+  `onnxgrow.torch.grow_optimizer_state` (old units keep their moments, copies and new units start fresh).
 - Seeds ≥ 3: mean ± std; a difference no larger than the two spreads together (|Δ| ≤ std_a + std_b) is
   reported as no difference.
 
@@ -45,7 +44,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -58,13 +56,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lm_gpt import GPT  # noqa: E402
 
-import onnxgrow  # noqa: E402
 import onnxgrow.torch as ogt  # noqa: E402
 from onnxgrow.deepen import deepen_model  # noqa: E402
 from onnxgrow.widen import widen_model  # noqa: E402
@@ -271,21 +269,6 @@ def steps_for(flops: float, per_step: int) -> int:
 
 # -- growth through onnxgrow ---------------------------------------------------------------------------
 
-@dataclass
-class Features:
-    """Which onnxgrow features this version has (the experiment's variants depend on them)."""
-
-    base: bool  # state_dict_for(module, model, base=small): copied layers load into a deeper module
-    order: bool  # deepen(..., order="stack"|"interleave")
-    carry: bool  # onnxgrow.torch.grow_optimizer_state
-
-    @classmethod
-    def detect(cls) -> "Features":
-        return cls(base="base" in inspect.signature(ogt.state_dict_for).parameters,
-                   order="order" in inspect.signature(deepen_model).parameters,
-                   carry=hasattr(ogt, "grow_optimizer_state"))
-
-
 def export(model: GPT, cfg: Config) -> onnx.ModelProto:
     """The small model as ONNX (TorchScript exporter, attention written out, batch and sequence dynamic:
     with a fixed sequence the exporter folds the position lookup into a constant)."""
@@ -300,8 +283,9 @@ def export(model: GPT, cfg: Config) -> onnx.ModelProto:
     return onnx.load_from_string(f.getvalue())
 
 
-def grown_onnx(small: GPT, cfg: Config, seed: int, order: str | None) -> onnx.ModelProto:
-    """Export, widen (hidden, heads, feed-forward by the big/small ratios) and deepen (copy every layer)."""
+def grown_onnx(small: GPT, cfg: Config, seed: int, order: str) -> onnx.ModelProto:
+    """Export, widen (hidden, heads, feed-forward by the big/small ratios) and deepen (copy every layer,
+    copies in `order`: "interleave" or "stack")."""
     (d0, l0, h0), (d1, l1, h1) = cfg.small, cfg.big
     parts = {}
     for part, old, new in (("hidden", d0, d1), ("heads", h0, h1), ("ffn", 4 * d0, 4 * d1)):
@@ -311,29 +295,16 @@ def grown_onnx(small: GPT, cfg: Config, seed: int, order: str | None) -> onnx.Mo
     if parts:
         model = widen_model(model, seed=seed, **parts).model  # verified by onnxruntime (raises if not exact)
     if l1 > l0:
-        kw = {"order": order} if order else {}
-        model = deepen_model(model, "layers", block="copy", count=l1 // l0 - 1, seed=seed, **kw).model
+        model = deepen_model(model, "layers", block="copy", count=l1 // l0 - 1, seed=seed, order=order).model
     return model
 
 
-def load_grown(model: onnx.ModelProto, small: GPT, cfg: Config, feats: Features, device: str
-               ) -> tuple[torch.nn.Module, str]:
-    """The grown model in the big GPT (`state_dict_for`, with `base=small` where this onnxgrow has it), or,
-    when this onnxgrow cannot place copied layers in a deeper module, as an onnx2torch module
-    (`to_module`); and how it was loaded."""
+def load_grown(model: onnx.ModelProto, small: GPT, cfg: Config, device: str) -> GPT:
+    """The grown model's weights in a big GPT (`onnxgrow.torch.state_dict_for`: copied layers carry their new
+    layer numbers; `base=small` supplies what the export folded and growth did not change)."""
     big = GPT(**arch(cfg.big, cfg))
-    kw = {"base": copy.deepcopy(small).cpu()} if feats.base else {}
-    try:
-        big.load_state_dict(ogt.state_dict_for(big, model, **kw), strict=True)
-        return big.to(device), "state_dict_for" + ("(base=small)" if kw else "")
-    except onnxgrow.OnnxGrowError as exc:
-        if cfg.big[1] == cfg.small[1]:
-            raise  # width alone must load
-        why = str(exc).split(":")[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = ogt.to_module(model)
-    return module.to(device), f"to_module ({why})"
+    big.load_state_dict(ogt.state_dict_for(big, model, base=copy.deepcopy(small).cpu()), strict=True)
+    return big.to(device)
 
 
 def check_same(small: torch.nn.Module, grown: torch.nn.Module, windows: torch.Tensor) -> float:
@@ -349,23 +320,21 @@ def check_same(small: torch.nn.Module, grown: torch.nn.Module, windows: torch.Te
     return err
 
 
-def carried_optimizer(opt: torch.optim.Optimizer, small: torch.nn.Module, big: torch.nn.Module,
-                      model: onnx.ModelProto, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW for `big` with the small model's moments carried over by onnxgrow.torch.grow_optimizer_state
-    (which may return a new optimizer, a state_dict for one, or update `opt` in place)."""
-    out = ogt.grow_optimizer_state(opt, small, big, model)  # type: ignore[attr-defined]
-    if isinstance(out, torch.optim.Optimizer):
-        return out
-    if isinstance(out, dict):
-        new = adamw(big, cfg)
-        new.load_state_dict(out)
-        return new
-    return opt
-
-
 # -- one seed ------------------------------------------------------------------------------------------
 
 BIG, SMALL = "big from scratch", "small from scratch"
+
+
+def depth_orders(cfg: Config) -> list[str]:
+    """Both depth orders where they differ (two or more small layers), else the one ("interleave")."""
+    return ["interleave", "stack"] if cfg.small[1] >= 2 and cfg.big[1] > cfg.small[1] else ["interleave"]
+
+
+def same_weights(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    """Whether two models hold the same weights, compared as sorted multisets of arrays."""
+    key = lambda m: sorted((tuple(t.dims), numpy_helper.to_array(t).tobytes())  # noqa: E731
+                           for t in m.graph.initializer)
+    return key(a) == key(b)
 
 
 def grown_name(g: float, order: str | None, carry: bool) -> str:
@@ -373,7 +342,7 @@ def grown_name(g: float, order: str | None, carry: bool) -> str:
     return f"grown at {g:.0%}{how} ({'AdamW state carried' if carry else 'fresh AdamW'})"
 
 
-def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str, log,
+def one_seed(cfg: Config, seed: int, data: Corpus, device: str, log,
              which: tuple[str, ...] = ("big", "small", "grown")) -> dict:
     batches = Batches(data.train, cfg.ctx, cfg.batch, seed, device)
     windows = val_windows(data.val, cfg.ctx, cfg.val_windows, device)
@@ -383,6 +352,7 @@ def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str,
     step_s, step_b = fs * cfg.batch * cfg.ctx, fb * cfg.batch * cfg.ctx
     runs: dict[str, dict] = {}
     loaded: set[str] = set()
+    same_orders: list[str] = []
 
     def done(name: str, curve: Curve, t0: float) -> None:
         runs[name] = asdict(curve)
@@ -398,9 +368,6 @@ def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str,
             tr.phase(name, model, adamw(model, cfg), n, fpt, max(1, round(cfg.warmup * n)), c, 0)
             done(BIG if name == "big" else SMALL, c, t0)
 
-    orders: list[str | None] = [None]
-    if feats.order and cfg.small[1] >= 2 and cfg.big[1] > cfg.small[1]:
-        orders = ["interleave", "stack"]
     for g in cfg.growth if "grown" in which else ():
         t0 = time.perf_counter()
         small = make(cfg.small, cfg, seed, device)
@@ -409,24 +376,30 @@ def one_seed(cfg: Config, seed: int, data: Corpus, feats: Features, device: str,
         ns = steps_for(g * cfg.budget, step_s)
         tr.phase("small", small, opt, ns, fs, max(1, round(cfg.warmup * ns)), base, 0)
         ng = steps_for(cfg.budget - base.flops, step_b)
-        for order in orders:
+        for order in depth_orders(cfg):
             model = grown_onnx(small, cfg, seed, order)
-            for carry in ([False, True] if feats.carry else [False]):
+            if len(depth_orders(cfg)) == 1 and cfg.big[1] > cfg.small[1] and not same_orders:
+                # one small layer: the stacked order must give the interleaved model (checked once per seed)
+                other = grown_onnx(small, cfg, seed, "stack")
+                if not same_weights(model, other):
+                    raise SystemExit("worth_it_lm: with one small layer the stacked and interleaved copies differ")
+                same_orders.append(f"seed {seed}: stacked and interleaved copies of the one small layer are the "
+                                   f"same model (every weight equal)")
+            for carry in (False, True):
                 s = copy.deepcopy(small)
                 o = adamw(s, cfg)
                 o.load_state_dict(opt.state_dict())
-                grown, how = load_grown(model, s, cfg, feats, device)
-                if carry and not isinstance(grown, GPT):
-                    continue  # carrying AdamW state needs the grown weights in the big GPT's own parameters
+                grown = load_grown(model, s, cfg, device)
                 err = check_same(s, grown, windows)
-                o2 = carried_optimizer(o, s, grown, model, cfg) if carry else adamw(grown, cfg)
+                o2 = ogt.grow_optimizer_state(o, s, grown, model) if carry else adamw(grown, cfg)
                 c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
-                          notes=[f"loaded with {how}; logits match the small model's to {err:.1e} (normalised)"])
-                loaded.add(how)
+                          notes=[f"deepen order {order}; loaded with state_dict_for(base=small); logits match the "
+                                 f"small model's to {err:.1e} (normalised)"])
+                loaded.add("state_dict_for(base=small)")
                 tr.phase("grown", grown, o2, ng, fb, max(1, round(cfg.rewarm * ng)), c, ns)
-                done(grown_name(g, order, carry), c, t0)
+                done(grown_name(g, order if len(depth_orders(cfg)) > 1 else None, carry), c, t0)
                 t0 = time.perf_counter()
-    return {"runs": runs, "timing": tr.timing, "loaded": sorted(loaded)}
+    return {"runs": runs, "timing": tr.timing, "loaded": sorted(loaded), "orders": same_orders}
 
 
 # -- summary -------------------------------------------------------------------------------------------
@@ -526,11 +499,10 @@ def table(cfg: Config, summary: dict) -> list[str]:
     return lines
 
 
-def describe(cfg: Config, data: Corpus, feats: Features, loaded: list[str], fs: int, fb: int, seeds: int) -> list[str]:
+def describe(cfg: Config, data: Corpus, loaded: list[str], orders: list[str], fs: int, fb: int,
+             seeds: int) -> list[str]:
     (d0, l0, h0), (d1, l1, h1) = cfg.small, cfg.big
     ps, pb = (sum(p.numel() for p in GPT(**arch(a, cfg)).parameters()) for a in (cfg.small, cfg.big))
-    missing = [f"`{x}`" for x, ok in (("state_dict_for(base=)", feats.base), ("deepen(order=)", feats.order),
-                                      ("grow_optimizer_state", feats.carry)) if not ok]
     return [
         f"Configuration `{cfg.name}`: small d {d0} × {l0} layer(s), {h0} heads ({ps:,} parameters, {fs:,} training "
         f"FLOPs/token) → big d {d1} × {l1} layers, {h1} heads ({pb:,} parameters, {fb:,} training FLOPs/token); "
@@ -542,8 +514,12 @@ def describe(cfg: Config, data: Corpus, feats: Features, loaded: list[str], fs: 
         f"Data: {data.root} (Python {sys.version.split()[0]}), {data.files[0]} training files "
         f"({len(data.train):,} bytes) and {data.files[1]} validation files ({len(data.val):,} bytes), "
         f"sha256 {data.sha256[:16]}…; validation bits/byte on {cfg.val_windows} fixed windows of {cfg.ctx} bytes.",
-        f"Grown models loaded with {', '.join(loaded) or '—'}"
-        + (f"; not in this onnxgrow (those variants did not run): {', '.join(missing)}." if missing else "."),
+        f"Growth: export (TorchScript) → `widen_model` → `deepen_model(\"layers\", block=\"copy\", "
+        f"order=…)` ({' and '.join(depth_orders(cfg))}) → {', '.join(loaded) or '—'} → logits checked against the "
+        f"small model's; each grown model trains on with a fresh AdamW and with the small run's AdamW state "
+        f"carried over (`grow_optimizer_state`)."
+        + (f" With one small layer the two depth orders give the same model ({len(orders)} seed(s) checked: every "
+           f"weight equal), so one runs." if orders else ""),
     ]
 
 
@@ -622,14 +598,12 @@ def throughput(cfg: Config, data: Corpus, device: str, steps: int = 6) -> dict[s
     return out
 
 
-def estimate(cfg: Config, tps: dict[str, float], feats: Features, seeds: int) -> float:
+def estimate(cfg: Config, tps: dict[str, float], seeds: int) -> float:
     """Seconds of training the whole experiment needs at the measured throughput (evaluations excluded)."""
     fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
     fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
     small_s, big_s = cfg.budget / fs / tps["small"], cfg.budget / fb / tps["big"]
-    variants = 2 if feats.carry else 1
-    if feats.order and cfg.small[1] >= 2:
-        variants *= 2
+    variants = 2 * len(depth_orders(cfg))  # fresh and carried AdamW per depth order
     per_seed = big_s + small_s + sum(g * small_s + variants * (1 - g) * big_s for g in cfg.growth)
     return per_seed * seeds
 
@@ -649,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the configuration's)")
     ap.add_argument("--growth", type=float, nargs="+", default=None,
                     help="growth points as fractions of the budget (default: the configuration's)")
+    ap.add_argument("--resummarise", type=Path, default=None, metavar="JSON",
+                    help="no training: summarise the results in this JSON (worth_it_lm.json or .partial.json)")
     ap.add_argument("--runs", nargs="+", choices=("big", "small", "grown"), default=["big", "small", "grown"],
                     help="which runs to do (a pilot); the summary needs big and small")
     args = ap.parse_args(argv)
@@ -672,18 +648,24 @@ def main(argv: list[str] | None = None) -> int:
     data = corpus(cfg.val_percent)
     log(f"corpus: {data.root}: {data.files[0]} train files, {len(data.train):,} bytes; {data.files[1]} validation "
         f"files, {len(data.val):,} bytes; sha256 {data.sha256}")
-    feats = Features.detect()
-    log(f"onnxgrow features: state_dict_for(base=) {feats.base}, deepen(order=) {feats.order}, "
-        f"grow_optimizer_state {feats.carry}")
+    results, partial, before = [], args.out / "worth_it_lm.partial.json", 0.0
+    if args.resummarise:  # the training of an earlier run, summarised again (its seeds and configuration)
+        saved = json.loads(args.resummarise.read_text())
+        results, seeds, before = saved["results"], len(saved["results"]), saved.get("elapsed_s", 0.0)
+        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["config"].items()})
+        log(f"summarising the {seeds} seed(s) of {args.resummarise} (no training)")
     fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
     fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
-    tps = throughput(cfg, data, args.device)
-    log(f"throughput ({args.threads} threads): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
-        f"GFLOP/s), big {tps['big']:,.0f} tokens/s ({tps['big'] * fb / 1e9:.1f} GFLOP/s); config {cfg.name}: "
-        f"training alone needs about {estimate(cfg, tps, feats, seeds) / 60:.1f} min")
-    results = []
-    for seed in range(seeds):
-        results.append(one_seed(cfg, seed, data, feats, args.device, log, tuple(args.runs)))
+    tps = saved.get("throughput_probe", {}) if args.resummarise else throughput(cfg, data, args.device)
+    if not args.resummarise:
+        log(f"throughput ({args.threads} threads): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
+            f"GFLOP/s), big {tps['big']:,.0f} tokens/s ({tps['big'] * fb / 1e9:.1f} GFLOP/s); config {cfg.name}: "
+            f"training alone needs about {estimate(cfg, tps, seeds) / 60:.1f} min")
+    for seed in range(seeds) if not args.resummarise else ():
+        results.append(one_seed(cfg, seed, data, args.device, log, tuple(args.runs)))
+        partial.parent.mkdir(parents=True, exist_ok=True)  # kept until the summary is written
+        partial.write_text(json.dumps({"config": asdict(cfg), "results": results, "throughput_probe": tps,
+                                       "elapsed_s": time.perf_counter() - t_start}))
     if not {"big", "small"} <= set(args.runs):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "worth_it_lm_pilot.json").write_text(json.dumps({"config": asdict(cfg), "results": results}))
@@ -691,10 +673,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = summarise(cfg, results)
     loaded = sorted({h for r in results for h in r["loaded"]})
-    head = describe(cfg, data, feats, loaded, fs, fb, seeds)
+    orders = [x for r in results for x in r["orders"]]
+    head = describe(cfg, data, loaded, orders, fs, fb, seeds)
     tab = table(cfg, summary)
     words = verdict(cfg, summary)
-    elapsed = time.perf_counter() - t_start
+    elapsed = before or time.perf_counter() - t_start
     timing = {k: [sum(r["timing"].get(k, [0, 0])[i] for r in results) for i in (0, 1)]
               for k in ("small", "big", "grown")}
     speed = ", ".join(f"{k} {v[1] / v[0]:,.0f} tokens/s" for k, v in timing.items() if v[0] > 0)
@@ -711,9 +694,11 @@ def main(argv: list[str] | None = None) -> int:
         "config": asdict(cfg), "seeds": seeds, "device": args.device, "threads": args.threads,
         "corpus": {"root": data.root, "python": sys.version.split()[0], "train_bytes": len(data.train),
                    "val_bytes": len(data.val), "files": data.files, "sha256": data.sha256},
-        "features": asdict(feats), "flops_per_token": {"small": fs, "big": fb}, "throughput_probe": tps,
+        "depth_orders": depth_orders(cfg), "flops_per_token": {"small": fs, "big": fb}, "throughput_probe": tps,
         "elapsed_s": elapsed, "summary": summary, "verdict": words, "results": results}))
     plot(cfg, results, args.out / "worth_it_lm.png")
+    if partial.exists() and not args.resummarise:
+        partial.unlink()
     if args.readme:
         rel = Path("bench/results") if args.out.resolve() == RESULTS.resolve() else args.out
         update_readme(args.readme, "\n".join([f"![validation bits/byte against training FLOPs]({rel}/worth_it_lm.png)",

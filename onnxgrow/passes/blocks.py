@@ -373,10 +373,12 @@ def _layer_words(model: onnx.ModelProto, blocks: list[Block], layers: list[list[
     model.layers.3, `layer` in /bert/encoder/layer.3/..., or one per module list when a model keeps one
     list per kind of module), each with the dotted module path up to it (`model.layers`); {} when no word
     numbers every layer."""
-    if len(layers) < 2:
+    if not layers:
         return {}
     nodes = {n.name: n for n in model.graph.node}
     by_id = {b.id: b for b in blocks}
+    if len(layers) == 1:
+        return _one_layer_words(model, [nodes[nm] for b in layers[0] for nm in by_id[b].nodes])
     words: set[str] | None = None
     path: dict[str, str] = {}
     for p, ids in enumerate(layers):
@@ -391,6 +393,26 @@ def _layer_words(model: onnx.ModelProto, blocks: list[Block], layers: list[list[
         fits = {w for w, values in seen.items() if values == {p}}
         words = fits if words is None else words & fits
     return {w: path.get(w, w) for w in sorted(words or ())}
+
+
+def _one_layer_words(model: onnx.ModelProto, inside: list[onnx.NodeProto]) -> dict[str, str]:
+    """With one layer, a number 0 could name anything (`mlp.0` of a Sequential inside it): the word W such that
+    every node of the layer is named `W.0` (its name or a module scope) and no node outside it has `W.N`."""
+    names = {n.name for n in inside}
+    words: set[str] | None = None
+    path: dict[str, str] = {}
+    for n in inside:
+        here = set()
+        for text in node_scope_texts(n):
+            for m in _TOKEN.finditer(text):
+                if m.group(2) == "0":
+                    here.add(m.group(1))
+                    if "/" not in text:
+                        path.setdefault(m.group(1), text[:m.start(2) - 1])
+        words = here if words is None else words & here
+    outside = {m.group(1) for n in model.graph.node if n.name not in names
+               for text in node_scope_texts(n) for m in _TOKEN.finditer(text)}
+    return {w: path.get(w, w) for w in sorted((words or set()) - outside)}
 
 
 def _sub(text: str, words: tuple[str, ...], old: int, new: int) -> str:
