@@ -215,6 +215,25 @@ def test_copied_layers_take_their_new_numbers(exported, order, expected):
         assert zero == bool(copy)
 
 
+@pytest.mark.parametrize("kind,exporter", [("llama", "dynamo"), ("bert", "torchscript")])
+def test_a_one_layer_models_copy_takes_number_one(kind, exporter, tmp_path):
+    """With one layer, the word that names every node of the layer (and nothing outside it) numbers it."""
+    small = hb.build(kind, layers=1)
+    path = hb.export(small, kind, tmp_path / "one.onnx", exporter)
+    result = deepen_model(path, "layers", block="copy", approximate=kind == "bert")
+    step = growth_map.steps(result.model)[-1]
+    assert [(x["from"], x["copy"]) for x in step["layers"]] == [(0, 0), (0, 1)]
+    assert len(step["layer_scopes"]) == 1 and step["layer_scopes"][0].endswith("layer" if kind == "bert" else "layers")
+    big = hb.build(kind, layers=2, noise=0)
+    big.load_state_dict(state_dict_for(big, result.model, base=small))
+    ref = {k: v for k, v in small.state_dict().items() if ".0." in k}
+    got = big.state_dict()
+    for key, value in ref.items():  # the original in place 0, its copy's query projection in place 1
+        assert torch.equal(got[key], value), key
+        if key.endswith(("q_proj.weight", "query.weight")):
+            assert torch.equal(got[key.replace(".0.", ".1.", 1)], value), key
+
+
 def test_cli_deepen_order_stack(exported, tmp_path):
     small, path = exported("gpt2", "dynamo")
     out = tmp_path / "deep.onnx"

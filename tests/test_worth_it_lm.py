@@ -46,8 +46,16 @@ def test_quick_run_writes_plot_table_and_verdict(quick):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     table = (out / "worth_it_lm.md").read_text()
     assert "| big from scratch | " in table and "| small from scratch | " in table
-    for g in ("10%", "25%"):
+    for g in ("10%", "25%"):  # two growth points, each with a fresh and a carried-over AdamW
         assert f"| grown at {g} (fresh AdamW) | " in table
+        assert f"| grown at {g} (AdamW state carried) | " in table
+    # one small layer: the run checks that both depth orders give the same model, and says so
+    assert "the two depth orders give the same model (2 seed(s) checked" in table
+    for seed in data["results"]:
+        for name, run in seed["runs"].items():
+            if name.startswith("grown"):  # loaded into the big GPT and checked to compute the small model's logits
+                note = run["notes"][0]
+                assert "state_dict_for(base=small)" in note and float(note.split(" to ")[1].split()[0]) < 1e-4
     assert "Verdict" in table and ("Capacity check passed" in table or "WARNING: capacity check failed" in table)
     assert f"sha256 {data['corpus']['sha256']}" in stdout and data["corpus"]["train_bytes"] > 1_000_000
     assert data["seeds"] == 2 and len(data["results"]) == 2
