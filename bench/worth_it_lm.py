@@ -467,6 +467,12 @@ def verdict(cfg: Config, summary: dict) -> list[str]:
         clear_saving = r["reached"] == n and np.mean(fr) + np.std(fr) < 1.0
         (wins if word == "better" or (word == "no difference" and clear_saving) else
          losses if word == "worse" else ties).append(m)
+    for g in cfg.growth:  # carried-over AdamW state against a fresh AdamW, per growth point and depth order
+        for m in rows:
+            twin = m.replace("(fresh AdamW)", "(AdamW state carried)")
+            if m.startswith(f"grown at {g:.0%}") and m.endswith("(fresh AdamW)") and twin in rows:
+                out.append(f"{twin[:-len(' (AdamW state carried)')]}: AdamW state carried against a fresh AdamW: "
+                           f"{compare(rows[twin]['final'], rows[m]['final'])}.")
     if not cap["passed"]:
         out.append("Verdict: none (the capacity check failed).")
     elif wins:
@@ -484,6 +490,13 @@ def verdict(cfg: Config, summary: dict) -> list[str]:
     else:
         out.append("Verdict: not worth it here: every grown run ended worse than the big model trained from "
                    "scratch at equal FLOPs.")
+    if cap["passed"] and wins and losses:
+        out.append(f"Not every growth paid off: {', '.join(losses)} ended worse than the big model from scratch.")
+    out.append(f"Caveat: the big-from-scratch baseline's schedule is fully decayed at the same budget, the strict "
+               f"comparison under which \"No Train No Gain\" (Kaddour et al., 2023) saw the gains of layer stacking "
+               f"vanish; this is one pair of small models (d {cfg.small[0]} × {cfg.small[1]} → d {cfg.big[0]} × "
+               f"{cfg.big[1]}), one budget ({cfg.budget:.3g} FLOPs) and {n} seeds of byte-level text, and says "
+               f"nothing by itself about large models or other budgets.")
     return out
 
 
