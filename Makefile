@@ -60,7 +60,7 @@ bench: install-test
 	$(BIN)/python bench/grow_transformer.py --markdown bench/results/grow_transformer.md
 
 # is growing worth it? a byte-level language model trained, grown with onnxgrow and compared with the big
-# model from scratch at equal FLOPs, 3 seeds, on 2 CPU cores (<= 30 min); writes bench/results/worth_it_lm.*
+# model from scratch at equal FLOPs, 3 seeds (about 18 CPU-minutes per seed); writes bench/results/worth_it_lm.*
 # and the results section of the README (the older digits experiment: python bench/worth_it.py);
 # WORTH_IT_ARGS adds options (the committed run: WORTH_IT_ARGS="--threads 1 --seeds 2", see the README)
 WORTH_IT_ARGS ?=

@@ -35,7 +35,8 @@ Outputs (--out, default bench/results/): worth_it_lm.png (validation bits/byte a
 panel per growth point), worth_it_lm.md (table and verdict), worth_it_lm.json (every curve and schedule).
 `--readme README.md` also writes the table and verdict into the README between its worth-it markers.
 
-Configurations (`CONFIGS`): "cpu" (default; `make worth-it`, about 20-27 minutes on 2 quiet cores),
+Configurations (`CONFIGS`): "cpu" (default; `make worth-it`; about 18 CPU-minutes per seed on one thread: the
+committed run, 2 seeds on one thread of a shared 2-core machine, took 82 minutes of wall time, 36 of CPU),
 "quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda" (`--device cuda`: a larger
 model and budget on one GPU; one clear line and exit status 2 when CUDA is not available).
 """
