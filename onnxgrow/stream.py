@@ -45,6 +45,20 @@ class Deferred:
     produce: Callable[[], Union[Buffer, Iterator[Buffer]]]
 
 
+#: zeros are written from one buffer of at most this many bytes, however big the tensor
+_ZERO_CHUNK = 4 * 2**20
+
+
+def zeros(nbytes: int) -> Deferred:
+    """`nbytes` zero bytes, produced in pieces from one small buffer (a zero tensor is never held whole)."""
+    def produce() -> Iterator[memoryview]:
+        block = memoryview(bytes(min(nbytes, _ZERO_CHUNK)))
+        for start in range(0, nbytes, _ZERO_CHUNK):
+            yield block[:min(_ZERO_CHUNK, nbytes - start)]
+
+    return Deferred(nbytes, produce)
+
+
 def raw_nbytes(data_type: int, dims: list[int]) -> int | None:
     """Size of a tensor's raw_data from its type and shape (None for strings and unknown types)."""
     n = int(np.prod(dims, dtype=np.int64)) if dims else 1
@@ -113,6 +127,14 @@ def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferre
         out.graph.initializer.add().CopyFrom(stub(t))
         deferred[t.name] = Deferred(nbytes, lambda t=t: t.raw_data)
     return out, deferred
+
+
+def drop_weights(model: onnx.ModelProto) -> None:
+    """Make every main-graph initializer that holds its bytes a stub, in place (what stays: names, types, shapes)."""
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL and has_data(t):
+            for f in _DATA_FIELDS:
+                t.ClearField(f)
 
 
 def _varint(n: int) -> bytes:
