@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .errors import OnnxGrowError, VerificationFailed
 
@@ -110,10 +112,23 @@ def _run(args: argparse.Namespace) -> int:
         else:
             shown(message, category, filename, lineno, file, line)
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fewer_collections():
         warnings.simplefilter("once", ModelRepaired)  # a file loaded twice is reported once
         warnings.showwarning = show
         return int(args.func(args) or 0)
+
+
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector, run less often: a graph of many thousand nodes makes that many
+    small objects that live to the end of the command, and collecting every 700 allocations rescans them
+    (a third of the time of deepen on a 768-layer model). Nothing onnxgrow makes relies on it to be freed."""
+    before = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -238,8 +238,11 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
                                          **verify_args)
         return result
+    if deferred is None:  # deepened in place: written from a skeleton, so no tensor is serialised whole
+        grown, deferred = skeleton(grown)
+        result.model = grown
     with io.PendingWrite(out) as pending:
-        pending.write(grown, deferred or {}, external_data, progress)
+        pending.write(grown, deferred, external_data, progress)
         if check:
             # the original's weights are dropped before onnxruntime loads the two models (from their files
             # where there are files)

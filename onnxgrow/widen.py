@@ -43,7 +43,7 @@ def parameter_count(model: onnx.ModelProto) -> int:
     for t in model.graph.initializer:
         if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                            onnx.TensorProto.BFLOAT16):
-            total += int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+            total += math.prod(t.dims)
     return total
 
 

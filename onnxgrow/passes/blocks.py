@@ -51,6 +51,8 @@ class Blocks(list):
 
     _by_name: dict[str, Block] | None = None
     _position: dict[int, int]
+    #: the index of the graph the blocks were found in (copy_units reuses it while the graph is unchanged)
+    graph_index: _Graph | None = None
 
     def _index(self) -> dict[str, Block]:
         if self._by_name is None:
@@ -77,39 +79,46 @@ def _blocks(blocks: list[Block]) -> Blocks:
 
 
 class _Graph:
-    """What the block search asks of a graph, indexed once: producers, readers, positions, and which tensors are
-    sizes or constants (the same for a block and its copy) or depend on a graph input."""
+    """The graph indexed once for the block search and the copies: each node's name, op, inputs and outputs
+    (read from the protobuf once), producers, readers, positions, and which tensors are sizes or constants
+    (the same for a block and its copy) or depend on a graph input."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         g = model.graph
+        self.model = model
         self.nodes = list(g.node)
+        self.names = [n.name for n in self.nodes]
+        self.ops = [n.op_type for n in self.nodes]
+        self.ins = [tuple(n.input) for n in self.nodes]
+        self.outs = [tuple(n.output) for n in self.nodes]
         self.inits = {t.name for t in g.initializer}
-        self.producers: dict[str, onnx.NodeProto] = {}
-        self.position: dict[str, int] = {}  # tensor -> index of the node that writes it
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for k, n in enumerate(self.nodes):
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-            for o in n.output:
-                self.producers[o] = n
-                self.position[o] = k
-        self.order = {n.name: k for k, n in enumerate(self.nodes)}
+        self.producer: dict[str, int] = {}  # tensor -> index of the node that writes it
+        self.consumers: dict[str, list[int]] = {}
+        for k, (ins, outs) in enumerate(zip(self.ins, self.outs)):
+            for i in ins:
+                self.consumers.setdefault(i, []).append(k)
+            for o in outs:
+                self.producer[o] = k
+        self.order = {name: k for k, name in enumerate(self.names)}
         self.outputs = {o.name for o in g.output}
         # one pass in graph order (inputs are written before they are read):
         # height[t]: nodes on the longest path of size arithmetic computing t (capped past _SHAPE_DEPTH);
         # reaches[t]: walking back from t's node, past constants and sizes, meets a graph input or a subgraph
+        self.subgraph = [len(n.attribute) > 0 and any(a.type in _SUBGRAPH for a in n.attribute) for n in self.nodes]
         self.height: dict[str, int] = {}
         self.reaches: dict[str, bool] = {}
-        for n in self.nodes:
-            if n.op_type in ("Shape", "Size") and n.input[0] not in self.producers:
+        cap = _SHAPE_DEPTH + 1
+        for k, op in enumerate(self.ops):
+            ins = self.ins[k]
+            if op in ("Shape", "Size") and ins[0] not in self.producer:
                 h = 1
-            elif n.op_type in _SHAPE_OPS:
-                h = min(1 + max((self._height(i) for i in n.input), default=0), _SHAPE_DEPTH + 1)
+            elif op in _SHAPE_OPS:
+                h = min(1 + max((self._height(i) for i in ins), default=0), cap)
             else:
-                h = _SHAPE_DEPTH + 1
-            r = any(a.type in _SUBGRAPH for a in n.attribute) or any(
-                not self.shape_only(i) and self.reaches.get(i, i not in self.producers) for i in n.input)
-            for o in n.output:
+                h = cap
+            r = self.subgraph[k] or any(self._height(i) > _SHAPE_DEPTH and self.reaches.get(i, i not in self.producer)
+                                        for i in ins)
+            for o in self.outs[k]:
                 self.height[o] = h
                 self.reaches[o] = r
 
@@ -123,31 +132,35 @@ class _Graph:
         copy), in at most _SHAPE_DEPTH steps."""
         return self._height(t) <= _SHAPE_DEPTH
 
+    def current(self, model: onnx.ModelProto) -> bool:
+        """Whether this index still describes `model` (the same object, no node added or removed)."""
+        return model is self.model and len(model.graph.node) == len(self.nodes)
 
-def _branch(stream: str, branch: str, gr: _Graph) -> list[onnx.NodeProto] | None:
+
+def _branch(stream: str, branch: str, gr: _Graph) -> list[int] | None:
     """Nodes computing `branch` from `stream`, constants and sizes only; None when something else feeds in.
 
     A node written before the stream cannot read it: when its inputs come from a graph input the branch does
     not come from the stream alone, known without walking there (the walk stays inside the block)."""
-    start = gr.position.get(stream, -1)
-    found: dict[str, onnx.NodeProto] = {}
+    start = gr.producer.get(stream, -1)
+    found: dict[str, int] = {}
     frontier = [branch]
     while frontier:
         t = frontier.pop()
         if t == stream or t in gr.inits or t == "" or (t != branch and gr.shape_only(t)):
             continue
-        node = gr.producers.get(t)
-        if node is None:
+        k = gr.producer.get(t)
+        if k is None:
             return None  # a graph input other than the stream
-        if gr.position[t] < start and gr.reaches[t]:
+        if k < start and gr.reaches[t]:
             return None  # comes from a graph input, not through the stream
-        if node.name in found:
+        if gr.names[k] in found:
             continue
-        if any(a.type in _SUBGRAPH for a in node.attribute):
+        if gr.subgraph[k]:
             return None
-        found[node.name] = node
-        frontier.extend(node.input)
-    if not any(stream in n.input for n in found.values()):
+        found[gr.names[k]] = k
+        frontier.extend(gr.ins[k])
+    if not any(stream in gr.ins[k] for k in found.values()):
         return None
     return list(found.values())
 
@@ -157,41 +170,44 @@ def find_blocks(model: onnx.ModelProto) -> Blocks:
     size of the graph: each branch is walked from the Add back to where it leaves the stream)."""
     gr = _Graph(model)
     blocks = Blocks()
-    for add in gr.nodes:
-        if add.op_type != "Add" or len(add.input) != 2 or any(i in gr.inits for i in add.input):
+    blocks.graph_index = gr
+    for a, op in enumerate(gr.ops):
+        ins = gr.ins[a]
+        if op != "Add" or len(ins) != 2 or ins[0] in gr.inits or ins[1] in gr.inits:
             continue
-        for stream, branch in (add.input, reversed(add.input)):
+        for stream, branch in (ins, ins[::-1]):
             nodes = _branch(stream, branch, gr)
-            if not nodes or not any(gr.producers[t].op_type in ("Conv", "Gemm", "MatMul") for t in
-                                    (o for n in nodes for o in n.output if o in gr.producers)):
+            if not nodes or not any(gr.ops[k] in ("Conv", "Gemm", "MatMul") for k in nodes):
                 continue
-            names = {n.name for n in nodes}
-            inner = {o for n in nodes for o in n.output}
-            if any(c.name not in names and c.name != add.name for o in inner for c in gr.consumers.get(o, [])):
+            names = {gr.names[k] for k in nodes}
+            inner = {o for k in nodes for o in gr.outs[k]}
+            add_name = gr.names[a]
+            if any(gr.names[c] not in names and gr.names[c] != add_name for o in inner
+                   for c in gr.consumers.get(o, [])):
                 continue  # a branch tensor is read outside the block
             if inner & gr.outputs:
                 continue
-            members = sorted(nodes, key=lambda n: gr.order[n.name]) + [add]
-            exit_, exact = add.output[0], True
+            members = sorted(nodes, key=lambda k: gr.order[gr.names[k]]) + [a]
+            exit_, exact = gr.outs[a][0], True
             after = gr.consumers.get(exit_, [])
             # a pre-norm branch normalises the stream itself: a norm after its Add belongs to what follows
             # (the network's final norm), not to the block
-            pre_norm = any(n.op_type in _NORMS and n.input[0] == stream for n in nodes)
-            if len(after) == 1 and exit_ not in gr.outputs and after[0].input[0] == exit_:
+            pre_norm = any(gr.ops[k] in _NORMS and gr.ins[k][0] == stream for k in nodes)
+            if len(after) == 1 and exit_ not in gr.outputs and gr.ins[after[0]][0] == exit_:
                 nxt = after[0]
-                if nxt.op_type in _NORMS and not pre_norm:
+                if gr.ops[nxt] in _NORMS and not pre_norm:
                     members.append(nxt)
-                    exit_, exact = nxt.output[0], False
-                elif nxt.op_type in _IDEMPOTENT:
+                    exit_, exact = gr.outs[nxt][0], False
+                elif gr.ops[nxt] in _IDEMPOTENT:
                     members.append(nxt)
-                    exit_ = nxt.output[0]
-            ops = [n.op_type for n in members]
+                    exit_ = gr.outs[nxt][0]
+            ops = [gr.ops[k] for k in members]
             kind = ("attention" if "Softmax" in ops else
                     "conv" if "Conv" in ops else "feed-forward")
             if kind == "conv":
                 kind = "bottleneck" if ops.count("Conv") >= 3 else "basic"
             kind += " (post-norm)" if not exact else ""
-            blocks.append(Block(f"b{len(blocks)}", kind, [n.name for n in members], stream, exit_, add.name,
+            blocks.append(Block(f"b{len(blocks)}", kind, [gr.names[k] for k in members], stream, exit_, add_name,
                                 branch, exact))
             break
     return blocks
@@ -302,7 +318,7 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
             table.append({"from": p, "copy": 0})
             table += [{"from": positions[k], "copy": c} for k, c in following.get(p, [])]
     words = _layer_words(model, blocks, layers) if as_layers else None
-    splicer = _Splicer(model, result, deferred)
+    splicer = _Splicer(model, result, deferred, blocks.graph_index)
     copies: list[_Copy] = []
     # later runs first (the order of the names and weights they add)
     for after, seq in sorted(runs, key=lambda r: -blocks.position(chains[r[0]][-1])):
@@ -338,23 +354,16 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
 class _Splicer:
     """Copies of units built against an index of the graph made once; `splice` puts them all in place."""
 
-    def __init__(self, model: onnx.ModelProto, result, deferred: dict[str, Deferred] | None) -> None:
-        from .deepen import taken_names
-
+    def __init__(self, model: onnx.ModelProto, result, deferred: dict[str, Deferred] | None,
+                 index: _Graph | None = None) -> None:
         g = self.graph = model.graph
+        gr = self.index = index if index is not None and index.current(model) else _Graph(model)
         self.result = result
-        self.nodes = {n.name: n for n in g.node}
-        self.order = {n.name: i for i, n in enumerate(g.node)}
         self.inits = {t.name: t for t in g.initializer}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        self.producer: dict[str, onnx.NodeProto] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-            for o in n.output:
-                self.producer[o] = n
-        self.outputs = {o.name for o in g.output}
-        self.taken = taken_names(model)
+        self.outputs = gr.outputs
+        # every node, initializer and tensor name in the main graph (as onnxgrow.passes.deepen.taken_names)
+        self.taken = set(gr.names) | gr.inits | set(gr.consumers) | set(gr.producer)
+        self.taken |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
         self.copy_numbers: dict[str, set[int]] = {}  # unit -> k of every name `unit/copyK/...` taken
         for name in self.taken:
             unit, sep, rest = name.partition("/copy")
@@ -375,12 +384,11 @@ class _Splicer:
     def _copy_weight(self, src: onnx.TensorProto, name: str) -> onnx.TensorProto:
         """A copy of `src` named `name`: a stub with the source's bytes deferred when they are raw bytes."""
         t = self.graph.initializer.add()  # made in place (extend would copy again)
-        nbytes = raw_nbytes(src.data_type, list(src.dims))
         source = self.deferred.get(src.name)
         if source is not None and not has_data(src):
             t.CopyFrom(src)
             self.deferred[name] = source
-        elif nbytes is not None and src.HasField("raw_data") and src.data_location != onnx.TensorProto.EXTERNAL:
+        elif src.HasField("raw_data") and (nbytes := raw_nbytes(src.data_type, src.dims)) is not None:
             t.CopyFrom(stub(src))
             self.deferred[name] = Deferred(nbytes, lambda src=src: src.raw_data)
         else:
@@ -394,31 +402,42 @@ class _Splicer:
             return t.name
         return _zero(t)
 
+    def _rename_tensor(self, old: str, new: str) -> None:
+        """Tensor `old` is called `new` from now on: in its writer, its readers and the index."""
+        gr = self.index
+        writer = gr.producer.pop(old, None)
+        readers = gr.consumers.pop(old, [])
+        for k in dict.fromkeys(([writer] if writer is not None else []) + readers):
+            n = gr.nodes[k]
+            gr.outs[k] = tuple(new if o == old else o for o in gr.outs[k])
+            gr.ins[k] = tuple(new if i == old else i for i in gr.ins[k])
+            n.output[:] = list(gr.outs[k])
+            n.input[:] = list(gr.ins[k])
+        if writer is not None:
+            gr.producer[new] = writer
+        gr.consumers[new] = readers
+        for vi in self.graph.value_info:
+            if vi.name == old:
+                vi.name = new
+
     def insert_copies(self, chains: list[list[Block]], positions: list[int | None], after: int,
                       seq: list[tuple[int, int]]) -> list[_Copy]:
         """Copies of `chains[k]` for each (k, copy number) of `seq`, one after the other, to go after the last
         node of `chains[after]`; each reads the stream the one before it writes."""
-        g, taken = self.graph, self.taken
+        gr, taken, inits = self.index, self.taken, self.inits
         anchor = chains[after]
         exit_ = anchor[-1].exit
         stream = exit_
         members = {nm for b in anchor for nm in b.nodes}
-        readers = [n for n in self.consumers.get(exit_, []) if n.name not in members]
+        readers = [k for k in dict.fromkeys(gr.consumers.get(exit_, [])) if gr.names[k] not in members]
         if exit_ in self.outputs:
             # the unit's output is the graph's: it now writes an inner tensor, the last copy the output
             stream = f"{exit_}/before_copy"
             while stream in taken:
                 stream += "_"
-            writer = self.producer.get(exit_)
-            for n in ([writer] if writer is not None else []) + self.consumers.get(exit_, []):
-                n.output[:] = [stream if o == exit_ else o for o in n.output]
-                n.input[:] = [stream if i == exit_ else i for i in n.input]
-            for vi in g.value_info:
-                if vi.name == exit_:
-                    vi.name = stream
-            self.consumers[stream] = self.consumers.pop(exit_, [])
+            self._rename_tensor(exit_, stream)
             taken.add(stream)
-        position = max(self.order[nm] for nm in members)
+        position = max(gr.order[nm] for nm in members)
         entry = stream
         new_nodes: list[onnx.NodeProto] = []
         made: list[_Copy] = []
@@ -434,24 +453,27 @@ class _Splicer:
             copy = _Copy([], {}, positions[k], c, set())
             for block in chain:
                 for nm in block.nodes:
-                    src = self.nodes[nm]
+                    at = gr.order[nm]
                     node = onnx.NodeProto()
-                    node.CopyFrom(src)
-                    node.name = f"{prefix}/{src.name.lstrip('/')}"
-                    for j, i in enumerate(src.input):
-                        if i in self.inits:
+                    node.CopyFrom(gr.nodes[at])
+                    node.name = f"{prefix}/{nm.lstrip('/')}"
+                    ins = list(gr.ins[at])
+                    for j, i in enumerate(ins):
+                        if i in inits:
                             if i not in new_inits:
-                                t = self._copy_weight(self.inits[i], f"{prefix}/{i.lstrip('/')}")
+                                t = self._copy_weight(inits[i], f"{prefix}/{i.lstrip('/')}")
                                 new_inits[i] = t
                                 copy.weights[t.name] = i
-                            node.input[j] = new_inits[i].name
+                            ins[j] = new_inits[i].name
                         elif i in rename:
-                            node.input[j] = rename[i]
-                    for j, o in enumerate(src.output):
+                            ins[j] = rename[i]
+                    outs = list(gr.outs[at])
+                    for j, o in enumerate(outs):
                         if o:
-                            rename[o] = f"{prefix}/{o.lstrip('/')}"
-                            node.output[j] = rename[o]
-                    copy.nodes.append((node, src.name))
+                            outs[j] = rename[o] = f"{prefix}/{o.lstrip('/')}"
+                    node.input[:] = ins
+                    node.output[:] = outs
+                    copy.nodes.append((node, nm))
             by_out = {o: n for n, _ in copy.nodes for o in n.output}
             copied = {t.name: t for t in new_inits.values()}
             for block in chain:
@@ -465,10 +487,10 @@ class _Splicer:
             for n in new_nodes:
                 n.output[:] = [exit_ if o == entry else o for o in n.output]
             entry = exit_
-        for n in readers:
-            for j, i in enumerate(n.input):
-                if i == stream:
-                    n.input[j] = entry
+        for r in readers:
+            if stream in gr.ins[r]:
+                gr.ins[r] = tuple(entry if i == stream else i for i in gr.ins[r])
+                gr.nodes[r].input[:] = list(gr.ins[r])
         # a run inserted later at the same place goes first, as it would be inserted before the earlier one
         self.inserts[position] = new_nodes + self.inserts.get(position, [])
         self.result.inserted += [n.name for n in new_nodes]
@@ -479,7 +501,7 @@ class _Splicer:
         if not self.inserts:
             return
         nodes: list[onnx.NodeProto] = []
-        for i, n in enumerate(self.graph.node):
+        for i, n in enumerate(self.index.nodes):
             nodes.append(n)
             nodes += self.inserts.get(i, [])
         del self.graph.node[:]

@@ -194,6 +194,7 @@ class _StaticShapes:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.shapes: dict[str, list[int | None]] | None = None
+        self.inputs: dict[str, list[int | str | None] | None] | None = None
         self.symbols: dict[str, list[int | str | None]] = {}
         self.model = model
         self.partial: dict[str, list[int | None]] = {}  # Shape outputs with dynamic entries
@@ -202,12 +203,30 @@ class _StaticShapes:
         self.stuck = False
 
     def _shape(self, name: str) -> list[int | None] | None:
+        declared = self._declared(name)
+        if declared is not None:
+            return declared
         if self.shapes is None:
             from ..analysis.shapes import infer_symbols
 
             self.symbols, solved = infer_symbols(self.model)
             self.shapes = {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in self.symbols.items()}
         return self.shapes.get(name)
+
+    def _declared(self, name: str) -> list[int | None] | None:
+        """The shape of a graph input as the model declares it (onnx's inference would not change it): the
+        shape of the token ids a model reads its sequence length from needs no inference of the whole graph.
+        A dynamic dimension counts as unknown here even where a Reshape elsewhere would pin its size."""
+        if self.inputs is None:
+            from ..analysis.shapes import _dims
+
+            inits = {t.name for t in self.model.graph.initializer}
+            self.inputs = {i.name: _dims(i.type) for i in self.model.graph.input if i.name not in inits}
+        dims = self.inputs.get(name)
+        if dims is None:
+            return None
+        self.symbols.setdefault(name, dims)
+        return [d if isinstance(d, int) else None for d in dims]
 
     def value(self, node: onnx.NodeProto, known: dict, value) -> np.ndarray | None:
         if node.domain not in ("", "ai.onnx") or not node.input:
