@@ -18,3 +18,12 @@ def test_grow_transformer_runs_on_a_tiny_encoder():
                           "--heads", "4", "--ffn", "64", "--vocab", "100"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "2 layers x hidden 32 -> 4 layers x hidden 64" in res.stdout and "x floor" in res.stdout
+
+
+def test_grow_depth_runs_on_tiny_encoders():
+    res = subprocess.run([sys.executable, str(ROOT / "bench" / "grow_depth.py"), "--layers", "2", "3", "--repeat", "1",
+                          "--base-layers", "2", "--base-hidden", "32", "--base-heads", "4", "--base-ffn", "64",
+                          "--base-vocab", "100"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "| 3 |" in res.stdout and "deepen --after layers / floor" in res.stdout
+    assert "2 layers x hidden 32" in res.stdout and "deepen --after layers (verified)" in res.stdout

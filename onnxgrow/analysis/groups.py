@@ -66,13 +66,22 @@ class Analysis:
     model: onnx.ModelProto
     state: State
     groups: list[Group] = field(default_factory=list)
+    #: (the groups list, its length, root -> group): group_of_atom's index, remade when the list changes
+    _by_root: tuple[list[Group], int, dict[int, Group]] | None = field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
     def group(self, gid: str) -> Group:
         return next(g for g in self.groups if g.id == gid)
 
     def group_of_atom(self, atom: int) -> Group | None:
         root = self.state.find(atom)
-        return next((g for g in self.groups if g.root == root), None)
+        index = self._by_root
+        if index is None or index[0] is not self.groups or index[1] != len(self.groups):
+            by_root: dict[int, Group] = {}
+            for g in reversed(self.groups):  # the first group of a root wins, as a scan finds it
+                by_root[g.root] = g
+            index = self._by_root = (self.groups, len(self.groups), by_root)
+        return index[2].get(root)
 
     def names(self) -> list[str]:
         """Every name `resolve` accepts: group ids, node names, weight names."""
@@ -235,11 +244,10 @@ def _summarise(st: State) -> list[Group]:
     for u in st.weight_uses:
         for a in atoms(u.layout):
             root = st.find(a)
-            entry = by_root.setdefault(root, {"consumers": [], "weights": []})
-            if u.role == "consumer" and u.node not in entry["consumers"]:
-                entry["consumers"].append(u.node)
-            if u.init not in entry["weights"]:
-                entry["weights"].append(u.init)
+            entry = by_root.setdefault(root, {"consumers": {}, "weights": {}})  # ordered sets
+            if u.role == "consumer":
+                entry["consumers"].setdefault(u.node)
+            entry["weights"].setdefault(u.init)
     order = {}
     for idx, node in enumerate(st.graph.node):
         order[node.name] = idx
@@ -257,7 +265,8 @@ def _summarise(st: State) -> list[Group]:
         blocks = _blocks(st, root, nodes, replicas)
         size = None if info.size is None else info.size * blocks
         groups.append(Group(f"g{i}", root, size, constraint, reason, list(dict.fromkeys(info.producers)),
-                            by_root[root]["consumers"], by_root[root]["weights"], info.granularity * blocks, blocks))
+                            list(by_root[root]["consumers"]), list(by_root[root]["weights"]),
+                            info.granularity * blocks, blocks))
     return groups
 
 
