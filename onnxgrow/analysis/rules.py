@@ -1493,7 +1493,7 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
     op = node.op_type
     if op == "If":
         return  # its rule tracks the branch it follows; an If it cannot follow has fresh outputs
-    acts = [n for n in node.input if n and st.layout(n) is not None]
+    acts = [n for n in node.input if n and st.has_layout(n)]
     flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at]
     reason: str | None = None
     known = rule_for(op, node.domain) is not None
@@ -1505,7 +1505,7 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
         reason = flagged[0] if acts and len(flagged) == len(acts) else None
     elif op in ("Div", "PRelu"):
         first = node.input[0]
-        reason = st.nonzero_at.get(first) if st.layout(first) is not None else op
+        reason = st.nonzero_at.get(first) if st.has_layout(first) else op
     elif op in _ADDITIVE:
         reason = flagged[0] if flagged else None
         values = node.input[1:] if op == "Where" else node.input

@@ -166,7 +166,7 @@ class State:
         for au in self.attr_uses:
             au.layout = self.resolve(au.layout)
         self.same_factor = [([self.resolve(p) for p in parts], why) for parts, why in self.same_factor]
-        self.layouts = {k: [self.resolve(l) for l in v] for k, v in self.layouts.items()}
+        # tensor layouts need nothing here: `layout` resolves them whenever one is read
 
     def split(self, atom: Atom, sizes: list[int], origin: str) -> list[Layout] | None:
         """Split one atom into a row-major product of parts of `sizes` (None when it was split otherwise).
@@ -421,7 +421,13 @@ class State:
 
     def layout(self, name: str) -> list[Layout] | None:
         lay = self.layouts.get(name)
-        return None if lay is None else [self.resolve(l) for l in lay]
+        if lay is None:
+            return None
+        return [self.resolve(l) for l in lay] if self.splits else list(lay)
+
+    def has_layout(self, name: str) -> bool:
+        """Whether `layout(name)` is not None (without resolving it)."""
+        return self.layouts.get(name) is not None
 
     def set_layout(self, name: str, layouts: list[Layout]) -> None:
         if name:
