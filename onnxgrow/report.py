@@ -148,10 +148,20 @@ def _wrap(console: Console, plain: str, width: int) -> list[str]:
     from rich.text import Text
 
     inner = width - 2
-    if "\n" not in plain and "\t" not in plain and "\r" not in plain and _cells(plain) <= inner:
-        lines = [plain]
-    else:
+    if not (plain.isascii() and plain.isprintable()):
         lines = [line.plain for line in Text(plain).wrap(console, inner, justify="left", overflow="fold")]
+    elif len(plain) <= inner:
+        lines = [plain]
+    else:  # Text.wrap of one line of printable ASCII: rich's line division, trailing blanks past the width cropped
+        from rich._wrap import divide_line
+
+        offsets = [0, *divide_line(plain, inner, fold=True), len(plain)]
+        lines = []
+        for a, b in zip(offsets, offsets[1:]):
+            line = plain[a:b]
+            if len(line) > inner:
+                line = line[:len(line) - min(len(line) - inner, len(line) - len(line.rstrip()))][:inner]
+            lines.append(line)
     return [" " + line + " " * (inner - _cells(line)) + " " for line in lines]
 
 
