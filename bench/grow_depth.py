@@ -24,6 +24,7 @@ Run:  python bench/grow_depth.py                                   (a few minute
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -93,8 +94,9 @@ def depth_report(rows: list[dict]) -> list[str]:
     lines = ["### Depth scaling: BERT-style encoders, hidden 64 (time / floor; floor = onnx.load + onnx.save of "
              "the input)", "",
              "| layers | nodes | floor (s) | " + " | ".join(f"{label} (s)" for _, label in COMMANDS) + " | "
-             + " | ".join(f"{label} / floor" for _, label in COMMANDS) + " | deepen peak MiB |",
-             "|---:|---:|---:|" + "---:|" * (2 * len(COMMANDS) + 1)]
+             + " | ".join(f"{label} / floor" for _, label in COMMANDS)
+             + " | deepen peak MiB | grown weights MiB | peak / grown |",
+             "|---:|---:|---:|" + "---:|" * (2 * len(COMMANDS) + 3)]
     first: dict[str, float] = {}
     worst: dict[str, float] = {}
     for row in rows:
@@ -110,7 +112,9 @@ def depth_report(rows: list[dict]) -> list[str]:
                 ratios.append(f"{r:.2f}")
             else:
                 ratios.append("-")
-        peak = f"{row['deepen'][1]:.0f}" if row["deepen"] else "-"
+        grown = row["deep_weights"] / 2**20
+        peak = (f"{row['deepen'][1]:.0f} | {grown:.1f} | {row['deepen'][1] / grown:.2f}" if row["deepen"] and grown
+                else "- | - | -")
         lines.append(f"| {row['layers']} | {row['nodes']:,} | {floor:.2f} | " if floor else
                      f"| {row['layers']} | {row['nodes']:,} | failed | ")
         lines[-1] += " | ".join(secs) + " | " + " | ".join(ratios) + f" | {peak} |"
@@ -122,6 +126,23 @@ def depth_report(rows: list[dict]) -> list[str]:
                          f"layers: {'OK' if w <= DEPTH_BUDGET else 'MISSED'} (budget {DEPTH_BUDGET})")
         else:
             lines.append(f"- {label}: FAILED")
+    # the cost of each further node: constant from one depth to the next when the time is linear in the graph
+    slopes = []
+    for key, label in (("floor", "floor"),) + COMMANDS:
+        steps = []
+        for a, b in zip(rows, rows[1:]):
+            if a[key] and b[key] and b["nodes"] > a["nodes"]:
+                steps.append(f"{(b[key][0] - a[key][0]) * 1e3 / (b['nodes'] - a['nodes']):.2f}")
+        if steps:
+            slopes.append(f"{label} {' / '.join(steps)}")
+    if slopes:
+        lines.append("- milliseconds per further node from one depth to the next (" + "; ".join(slopes) + ")")
+    last = rows[-1]
+    if last["deepen"] and last["deep_weights"]:
+        r = last["deepen"][1] * 2**20 / last["deep_weights"]
+        lines.append(f"- peak memory of deepen at {last['layers']} layers {r:.2f} x grown weights: "
+                     f"{'OK' if r <= MEMORY_BUDGET else 'MISSED'} (budget {MEMORY_BUDGET}; at hidden 64 the weights "
+                     "are small next to Python, its imports and the graph)")
     return lines
 
 
@@ -184,6 +205,7 @@ def main() -> int:
     ap.add_argument("--tmp", default=None, help="folder for the models (default: the system temp folder)")
     ap.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = ap.parse_args()
+    load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="onnxgrow-depth-", dir=args.tmp))
     try:
         out = depth_report(depth_rows(work, sorted(args.layers), args.repeat))
@@ -193,7 +215,9 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     note = (f"(each step a fresh process, the fastest of {args.repeat} runs: times include Python start-up and "
-            "imports; peak MiB is the peak RSS of that process)")
+            "imports; peak MiB is the peak RSS of that process. "
+            f"Load average {load[0]:.1f} on {os.cpu_count()} CPUs at the start, {os.getloadavg()[0]:.1f} at the end: "
+            "the machine was shared with other jobs, so single times are noisy; ratios come from the same run.)")
     text = "\n".join(out + ["", note])
     print("\n" + text)
     if args.markdown:
