@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Iterator, Sequence
 
+from . import __version__
 from .errors import OnnxGrowError, VerificationFailed
 
 
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 1 a failed check, 2 bad usage or a bad model.",
     )
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    parser.add_argument("--version", action="version", version="onnxgrow 0.1.0")
+    parser.add_argument("--version", action="version", version=f"onnxgrow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, closest
+from .graph import opset
 from .growth_map import append_step
 from . import io
 from .io import ModelLike, load
@@ -41,10 +42,6 @@ class DeepenResult:
     report: Report | None = None
     params_before: int = 0
     params_after: int = 0
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | None]]) -> Site:
@@ -215,9 +212,9 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             prefix = f"{after}/deepen{index}"
             index += 1
             if block == "identity":
-                splice = identity_layer(site, prefix, _opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
+                splice = identity_layer(site, prefix, opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
             else:
-                splice = residual_block(site, prefix, _opset(grown), hidden=hidden, activation=activation,
+                splice = residual_block(site, prefix, opset(grown), hidden=hidden, activation=activation,
                                         kernel=kernel, rng=rng)
             apply_splice(grown, site, splice)
             new_inits += splice.inits

@@ -410,8 +410,3 @@ def new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def model_bytes(model: onnx.ModelProto) -> bytes:
-    """Serialised model for onnxruntime; raises a clear error past the 2 GB limit."""
-    return model.SerializeToString()

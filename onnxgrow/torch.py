@@ -46,6 +46,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from .errors import OnnxGrowError
+from .graph import opset as graph_opset
 from .io import ModelLike, load
 
 #: op type -> the inputs that hold trainable weights when they are initializers (None: every input).
@@ -251,7 +252,7 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     Gelu (opset 20, no earlier version) is first written out as x·(1 + erf(x/√2))/2 or its tanh form.
     Returns the model unchanged when nothing needs it or when onnx's version converter cannot do it.
     """
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opset = graph_opset(m)
     bad = len(_unconvertible(m)) if opset > _ONNX2TORCH_OPSET else 0
     if not bad:
         return m

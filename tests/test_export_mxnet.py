@@ -27,8 +27,7 @@ from onnxgrow.deepen import deepen_model
 from onnxgrow.mxnet import RULES, TARGET_IR_VERSION, TARGET_OPSET, for_mxnet
 from onnxgrow.widen import STRATEGIES, inspect_model, widen_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mxnet_zoo import CASES, REFUSED  # noqa: E402
+from mxnet_zoo import CASES, REFUSED
 
 ROOT = Path(__file__).resolve().parent.parent
 MXPY = ROOT / ".venv-mxnet" / "bin" / "python"

@@ -7,9 +7,7 @@ onnx knows, wherever the ops exist; combinations onnxruntime cannot run are skip
 """
 from __future__ import annotations
 
-import sys
 import zlib
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,13 +16,12 @@ import pytest
 from onnx import TensorProto
 
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_graphs import (  # noqa: E402
+from onnx_graphs import (
     LATEST, Graph, assert_same_outputs, attribute, conv_transpose, initializer, node_by_name, reference_error, runnable,
 )
 
-from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
-from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
+from onnxgrow.errors import OnnxGrowError, VerificationFailed
+from onnxgrow.widen import inspect_model, widen_model
 
 OPSETS = sorted({7, 9, 11, 13, 17, LATEST})
 

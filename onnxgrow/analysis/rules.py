@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from ..graph import nested_reads
 from .layout import Atom, Cat, Layout, Prod, atoms, prod
 from .state import State, WeightUse
 
@@ -1193,20 +1194,10 @@ def _if(node: onnx.NodeProto, st: State) -> None:
         if _follow_branch(node, st, branch):
             return
         why = f"{node.name} (If) reads it inside a branch onnxgrow cannot follow"
-    for name in _subgraph_reads_of(node):
+    for name in nested_reads(node):
         for l in st.layout(name) or []:
             st.block(l, why)
     block_everything(node, st, why)
-
-
-def _subgraph_reads_of(node: onnx.NodeProto) -> set[str]:
-    reads: set[str] = set()
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                reads.update(n.input)
-                reads.update(_subgraph_reads_of(n))
-    return reads
 
 
 def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> bool:

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..graph import opset
 from .layout import Atom, Cat, Layout, Prod, atoms, children, size
 
 Role = Literal["producer", "consumer", "param"]
@@ -86,7 +87,7 @@ class State:
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int | None]]) -> None:
         self.model = model
         self.graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.opset = opset(model)
         self.inits = {t.name: t for t in model.graph.initializer}
         self.shapes = shapes
         self.parent: list[int] = []
