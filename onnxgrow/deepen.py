@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, closest
-from .graph import opset
+from .graph import consumers, opset
 from .growth_map import append_step
 from . import io
 from .io import ModelLike, load
@@ -112,10 +112,7 @@ def _kind(model: onnx.ModelProto, tensor: str, producers: dict, rank: int) -> tu
 def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: int) -> tuple[bool, float | None]:
     """No layer made the tensor (a graph input, say): a Conv that reads it, maybe through pooling or a
     normalisation, makes it convolutional; the std of that Conv's weight sizes new weights."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = consumers(model.graph)
     reached, frontier = {tensor}, [tensor]
     while frontier:
         for node in readers.get(frontier.pop(0), []):

@@ -224,12 +224,28 @@ def plain_table(console: Console, table: Table) -> str | None:
     return "".join(out)
 
 
+def _rich_major() -> int:
+    from importlib.metadata import version
+
+    try:
+        return int(version("rich").split(".")[0])
+    except Exception:  # noqa: BLE001 - no metadata: take the safe path
+        return 0
+
+
+#: the fast path reads rich internals checked against rich 15 (tests/test_report.py); other versions draw with rich
+_FAST_RICH = _rich_major() == 15
+
+
 class _Console(Console):
     """rich's Console, printing a plain table through `plain_table` when it can (same output, faster)."""
 
     def print(self, *objects, **kwargs) -> None:  # type: ignore[override]
-        if len(objects) == 1 and not kwargs and isinstance(objects[0], Table):
-            text = plain_table(self, objects[0])
+        if len(objects) == 1 and not kwargs and isinstance(objects[0], Table) and _FAST_RICH:
+            try:
+                text = plain_table(self, objects[0])
+            except (ImportError, AttributeError, TypeError, ValueError):  # rich's internals moved: rich draws it
+                text = None
             if text is not None:
                 self.file.write(text)
                 self.file.flush()

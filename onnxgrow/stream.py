@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import OnnxGrowError
+from .graph import nested_graphs
 from .progress import ProgressFn
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
@@ -329,12 +330,8 @@ def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: B
 
 def _subgraph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Initializers of the subgraphs (If/Loop/Scan bodies) under `graph`'s nodes."""
-    for node in graph.node:
-        for a in node.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
-                      list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
-                yield from g.initializer
-                yield from _subgraph_tensors(g)
+    for g in nested_graphs(graph):
+        yield from g.initializer
 
 
 #: small integer tensors stay in the model even when every initializer is asked to go outside: they are shape

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from ..graph import consumers as graph_consumers
 from .groups import Analysis, Group
 from .layout import atoms
 
@@ -53,10 +54,7 @@ def layers(analysis: Analysis) -> list[Layer]:
     st = analysis.state
     g = analysis.model.graph
     order = {n.name: i for i, n in enumerate(g.node)}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = graph_consumers(g)
 
     def groups_of(layout) -> list[Group]:
         found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)

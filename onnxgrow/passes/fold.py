@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..graph import drop_unused_initializers, live_nodes
+from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
 
 #: ops that are never folded: random, or with side effects / subgraphs.
@@ -148,7 +148,7 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
         foldable = (
             node.domain in ("", "ai.onnx")
             and node.op_type not in _NEVER
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and next(subgraphs(node), None) is None
             and all(i == "" or i in known for i in node.input)
             and not any(o in outputs for o in node.output)
             and (node.op_type == "Constant" or any(i for i in node.input))
