@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Sequence
 
-from .errors import OnnxGrowError, VerificationFailed
+from .errors import INTERNAL_ERROR_EXIT, OnnxGrowError, VerificationFailed
 
 
 def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool, json_flag: bool = True,
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="onnxgrow",
         description="Grow trained ONNX models (wider layers, more layers) without changing what they compute.",
-        epilog="Exit status: 0 success, 1 a failed check, 2 bad usage or a bad model.",
+        epilog="Exit status: 0 success, 1 a failed check, 2 bad usage or a bad model, 3 an internal error (a bug in "
+               "onnxgrow or a library it calls: please report it; --debug shows the traceback).",
     )
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     parser.add_argument("--version", action="version", version="onnxgrow 0.1.0")
@@ -142,12 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print("onnxgrow: error: out of memory", file=sys.stderr)
         return 2
-    except Exception as exc:  # a bug in onnxgrow: still one line, with a pointer to --debug
+    except Exception as exc:  # a bug in onnxgrow: one line, its own exit status (not the user's fault)
         if args.debug:
             raise
         print(f"onnxgrow: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(rerun with --debug for a traceback)", file=sys.stderr)
-        return 2
+              "(a bug, not a problem with your model: rerun with --debug for a traceback and report it)",
+              file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
 
 
 if __name__ == "__main__":
