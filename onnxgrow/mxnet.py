@@ -191,12 +191,34 @@ def _norm_axes(axes, rank: int | None, node: onnx.NodeProto) -> list[int]:
 
 _PASS = ("Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Ceil", "Floor",
          "Softsign", "Softplus", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Identity", "LeakyRelu", "Elu",
-         "HardSigmoid", "Add", "Sub", "Mul", "Div", "Pow", "Transpose", "LRN", "InstanceNormalization")
+         "HardSigmoid", "Add", "Sub", "Mul", "Div", "Transpose", "LRN", "InstanceNormalization")
 
 
 @rule(*_PASS)
 def _same(node, ctx):
     """Same attributes and meaning in opset 12 and in MXNet's translation (broadcasting included)."""
+    return [_like(node)]
+
+
+@rule("Pow")
+def _pow(node, ctx):
+    """x ** 2 and x ** 3 (RMSNorm's square, GPT-2's tanh GELU) as products, x ** 0.5 as Sqrt, as onnxruntime's
+    kernel computes them: a constant exponent would become a trainable Gluon parameter whose gradient,
+    x ** p · ln x, is NaN for every negative x, and the first training step would fill the model with NaN."""
+    e = ctx.value(node.input[1])
+    x, y = node.input[0], node.output[0]
+    if e is None or e.size != 1 or (ctx.dims(x) is not None and len(ctx.dims(node.input[1]) or []) > len(ctx.dims(x))):
+        return [_like(node)]
+    e = float(np.asarray(e).reshape(-1)[0])
+    if e == 1.0:
+        return [_node("Identity", [x], [y], node.name)]
+    if e == 2.0:
+        return [_node("Mul", [x, x], [y], node.name)]
+    if e == 3.0:
+        sq = ctx.fresh(f"{y}_squared")
+        return [_node("Mul", [x, x], [sq], ctx.fresh(f"{node.name}/square")), _node("Mul", [sq, x], [y], node.name)]
+    if e == 0.5:
+        return [_node("Sqrt", [x], [y], node.name)]
     return [_like(node)]
 
 

@@ -461,3 +461,12 @@ def test_readme_mxnet_section_runs(tmp_path):
     res = run_cli("widen", str(tmp_path / "out" / "gluon_mlp.onnx"), "-o", str(tmp_path / "out" / "gluon_wide.onnx"),
                   "--all", "x2")
     assert res.returncode == 0 and "16 -> 32" in res.stdout and "(exact)" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("exponent, ops", [(2.0, ["Mul"]), (3.0, ["Mul", "Mul"]), (0.5, ["Sqrt"]), (4.0, ["Pow"])])
+def test_for_mxnet_writes_small_powers_without_an_exponent_to_train(exponent, ops):
+    """MXNet trains every constant input: Pow's exponent would get the gradient x**p * ln(x), NaN for x < 0."""
+    model, _ = CASES["Pow 2 -> Mul"]()
+    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.array(exponent, np.float32),
+                                                                     model.graph.initializer[0].name))
+    assert [n.op_type for n in for_mxnet(model, check=False).graph.node] == ops  # zoo cases check the values
