@@ -46,3 +46,9 @@ def closest(name: str, candidates: list[str], n: int = 3) -> str:
     if not found:
         return ""
     return " (did you mean " + ", ".join(repr(f) for f in found) + "?)"
+
+
+class InternalError(RuntimeError):
+    """onnxgrow produced something wrong (a bug, not the user's input): exit status 3 like any other bug."""
+
+    exit_code = INTERNAL_ERROR_EXIT

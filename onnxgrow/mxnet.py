@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import OnnxGrowError, VerificationFailed
+from .errors import InternalError, OnnxGrowError, VerificationFailed
 from .io import ModelLike, load
 
 #: what the written model declares; MXNet 1.9's translations follow these versions.
@@ -1160,6 +1160,19 @@ def _initializers_as_inputs(g: onnx.GraphProto) -> None:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
 
 
+def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or past protobuf's 2 GB limit (which onnx.checker cannot serialise) a copy without its
+    initializers: each is also a graph input of its type and shape, so the graph checks the same."""
+    from .io import needs_external_data
+    from .stream import copy_except
+
+    if not needs_external_data(model):
+        return model
+    light = copy_except(model, ("graph",))
+    light.graph.CopyFrom(copy_except(model.graph, ("initializer",)))
+    return light
+
+
 def for_mxnet(model: ModelLike, *, check: bool = True, **verify_args) -> onnx.ModelProto:
     """A copy of `model` that MXNet 1.9's `mxnet.contrib.onnx.import_to_gluon` imports.
 
@@ -1168,17 +1181,19 @@ def for_mxnet(model: ModelLike, *, check: bool = True, **verify_args) -> onnx.Mo
     `check` (default) onnxruntime runs both models on the same random inputs (`verify_args`
     as for `onnxgrow.verify`, but `relative_to` defaults to "output", as for growth) and
     `VerificationFailed` is raised when any output differs.
-    Raises `OnnxGrowError` naming the first node MXNet cannot take.
+    Raises `OnnxGrowError` naming the first node MXNet cannot take. A model past protobuf's 2 GB limit is
+    converted the same way; `onnxgrow.save` writes it with external data (`OUT.data`), which MXNet's importer
+    reads (it loads the file with onnx.load, which reads the data file next to it).
     """
     source = load(model)
     out = onnx.ModelProto()
     out.CopyFrom(source)
     out = convert(out)
     try:
-        onnx.checker.check_model(out)
-    except onnx.checker.ValidationError as exc:  # a rule wrote something invalid: a bug here
+        onnx.checker.check_model(_checkable(out))
+    except onnx.checker.ValidationError as exc:  # a rule wrote something invalid: a bug here, not the user's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxGrowError(f"cannot export for MXNet: the converted model is not valid ONNX ({first})") from exc
+        raise InternalError(f"export for MXNet wrote a model that is not valid ONNX ({first})") from exc
     if check:
         from .verify import check_relative_to, failure_text, verify
 
