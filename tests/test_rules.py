@@ -517,6 +517,19 @@ def _unsq(g):
     return g.gemm(middle(g, g.gemm(x, 4, 5, "fc1")), 6, 3, "fc2"), "fc1"
 
 
+@case("shifted_windows")
+def _shifted_windows(g):
+    """Swin's shifted windows: the spatial axes rolled by Slice + Concat, then cut into windows by a Reshape that
+    splits the rolled axis away from its concatenation's parts (those positions never grow: they are regrouped)."""
+    x = g.input([1, 4, 4, 3])
+    h = g.op("MatMul", [x, g.weight(3, 6)], name="fc1")
+    h = g.op("Concat", [g.slice(h, [3], [4], [1]), g.slice(h, [0], [3], [1])], axis=1)
+    h = g.op("Concat", [g.slice(h, [3], [4], [2]), g.slice(h, [0], [3], [2])], axis=2)
+    h = g.op("Transpose", [g.op("Reshape", [h, g.ints([1, 2, 2, 2, 2, 6])])], perm=[0, 1, 3, 2, 4, 5])
+    h = g.op("Reshape", [h, g.ints([4, 4, 6])])
+    return g.op("MatMul", [g.op("Relu", [h]), g.weight(6, 3)], name="fc2"), "fc1"
+
+
 case("dropout_identity")(lambda g: mlp(g, lambda g, h: g.op("Relu", [g.op("Identity", [g.op("Dropout", [h])])])))
 case("cast_roundtrip")(lambda g: mlp(g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op(
     "Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)))
@@ -1292,3 +1305,14 @@ def _conv_fancy(g):
     h = g.op("Relu", [h])
     w2 = g.weight(3, 4, 3, 3)
     return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"
+
+
+# -- index patterns of vision transformers (Swin) ---------------------------------------------------------
+def test_reshape_regroups_fixed_positions_only():
+    """A Reshape may regroup rolled spatial positions (they never grow), but not the units of a layer: channels
+    concatenated from two layers and cut across their boundary stay blocked."""
+    g = Graph()
+    x = g.input([2, 4])
+    h = g.op("Concat", [g.gemm(x, 4, 3, "fa"), g.gemm(x, 4, 5, "fb")], axis=1)
+    model = g.model(g.op("MatMul", [g.op("Reshape", [h, g.ints([2, 2, 4])]), g.weight(4, 3)], name="fc2"))
+    assert group_of(model, "fa").constraint == "blocked"

@@ -549,7 +549,7 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                     factors[0] = [parts[1], s // n]
                     got.append(parts[0])
                 n = 1
-            elif s % n == 0 and isinstance(f, Cat):
+            elif s % n == 0 and isinstance(f, Cat) and not st.fixed(f):
                 # a concatenation of equal parts split at their boundaries (ShuffleNetV2's shuffle of its two
                 # branches): the parts grow alike, and Cat(X, X) is the product of a fixed count and X
                 view = st.grouped(f, s // n if right else n, node.name, None)
@@ -563,9 +563,34 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                     factors[0] = [block, s // n]
                     got.append(count)
                 n = 1
-            else:
+            elif not regroup_fixed(right, n):
                 return None
         return got[::-1] if right else got
+
+    def regroup_fixed(right: bool, n: int) -> bool:
+        """Positions that no growth moves (spatial axes rolled by Slice+Concat, windows) are regrouped at will:
+        the end factor, merged with its fixed neighbours until n divides it, becomes fixed atoms (rest, n)."""
+        merged = 1
+        taken: list[list] = []
+        while factors and st.fixed((factors[-1] if right else factors[0])[0]):
+            s = (factors[-1] if right else factors[0])[1]
+            if s is None:
+                break
+            taken.append(factors.pop() if right else factors.popleft())
+            merged *= s
+            if merged % n == 0:
+                why = f"{node.name} (Reshape) regroups positions that do not grow"
+                rest, part = [st.fresh(merged // n, why), merged // n], st.fresh(n, why)
+                if right:
+                    factors.append(rest)
+                    factors.append([part, n])
+                else:
+                    factors.appendleft(rest)
+                    factors.appendleft([part, n])
+                return True
+        for item in reversed(taken):  # no luck: put them back as they were
+            factors.append(item) if right else factors.appendleft(item)
+        return False
 
     def place(k: int, right: bool) -> bool:
         n = out_shape[k]

@@ -223,6 +223,11 @@ class State:
             self.block(count, fix)
         return count, block
 
+    def fixed(self, layout: Layout) -> bool:
+        """Whether no atom of a layout has producers: its positions never move nor grow (atoms without producers
+        are made fixed, so a later join with a growing group blocks that group anyway)."""
+        return not any(self.info[self.find(a)].producers for a in atoms(self.resolve(layout)))
+
     def growable(self, layout: Layout) -> bool:
         """Whether an atom belongs to a group with producers that nothing blocks yet."""
         if not isinstance(layout, Atom):
