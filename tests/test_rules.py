@@ -530,6 +530,16 @@ def _shifted_windows(g):
     return g.op("MatMul", [g.op("Relu", [h]), g.weight(6, 3)], name="fc2"), "fc1"
 
 
+@case("gather_of_every_position")
+def _gather_arange(g):
+    """torch's as_strided in the dynamo export: Reshape(x, [-1]) then Gather of the arange shaped [1, C, 1, 1]."""
+    x = g.input([1, 3, 4, 4])
+    h = g.reduce("ReduceMean", g.op("Relu", [g.conv(x, 3, 4, name="c1")]), [2, 3])
+    flat = g.op("Reshape", [h, g.ints([-1])])
+    h = g.op("Gather", [flat, g.ints(np.arange(4).reshape(1, 4, 1, 1))], axis=0)
+    return g.conv(h, 4, 3, k=1, name="c2"), "c1"
+
+
 case("dropout_identity")(lambda g: mlp(g, lambda g, h: g.op("Relu", [g.op("Identity", [g.op("Dropout", [h])])])))
 case("cast_roundtrip")(lambda g: mlp(g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op(
     "Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)))
@@ -1307,7 +1317,29 @@ def _conv_fancy(g):
     return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"
 
 
-# -- index patterns of vision transformers (Swin) ---------------------------------------------------------
+# -- index patterns of vision transformers (Swin, ConvNeXt dynamo) -------------------------------------------
+@pytest.mark.parametrize("opset", [7, 13, LATEST])
+def test_gather_of_every_position_rewrites_its_indices(opset):
+    """The arange read by Gather (torch's as_strided) becomes the arange of the grown axis, in its grown shape."""
+    g = Graph(opset)
+    out, layer = _gather_arange(g)
+    model = g.model(out)
+    res = grow(model, {layer: "+3"})
+    gather = next(n for n in res.model.graph.node if n.op_type == "Gather")
+    np.testing.assert_array_equal(initializer(res.model, gather.input[1]), np.arange(7).reshape(1, 7, 1, 1))
+    grow(model, {layer: "x2"}, init="net2net")
+
+
+def test_gather_of_other_positions_is_blocked():
+    """A constant index that is not every position in order (a permutation) moves units: blocked."""
+    g = Graph()
+    x = g.input([1, 3, 4, 4])
+    h = g.reduce("ReduceMean", g.op("Relu", [g.conv(x, 3, 4, name="c1")]), [2, 3])
+    h = g.op("Gather", [g.op("Reshape", [h, g.ints([-1])]), g.ints(np.array([1, 0, 2, 3]).reshape(1, 4, 1, 1))])
+    group = group_of(g.model(g.conv(h, 4, 3, k=1, name="c2")), "c1")
+    assert group.constraint == "blocked" and "picks positions" in group.reason
+
+
 def test_reshape_regroups_fixed_positions_only():
     """A Reshape may regroup rolled spatial positions (they never grow), but not the units of a layer: channels
     concatenated from two layers and cut across their boundary stay blocked."""

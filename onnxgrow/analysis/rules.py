@@ -407,6 +407,8 @@ def _gather(node: onnx.NodeProto, st: State) -> None:
             st.set_layout(node.output[0], list(li) + [d])
             return
     ld = st.layout(data)
+    if ld is not None and _gather_positions(node, st, ld, axis % len(ld)):
+        return
     if ld is not None:
         axis %= len(ld)
         st.block(ld[axis], f"{node.name} (Gather) picks positions along this axis")
@@ -415,6 +417,28 @@ def _gather(node: onnx.NodeProto, st: State) -> None:
         st.set_layout(node.output[0], ld[:axis] + inner + ld[axis + 1:])
         return
     block_everything(node, st)
+
+
+def _gather_positions(node: onnx.NodeProto, st: State, ld: list[Layout], axis: int) -> bool:
+    """A Gather whose constant indices are every position of the axis in order (torch's `as_strided` exported as
+    Reshape(-1) then Gather of an arange shaped [1, C, 1, 1]): a Reshape of that axis into the indices' shape.
+    The indices are rewritten as the arange of the grown axis."""
+    from .state import PositionsUse
+
+    idx, shape = node.input[1], st.shape(node.input[0])
+    if not st.is_const(idx) or shape is None or shape[axis] is None:
+        return False
+    values = np.asarray(st.value(idx))
+    n = int(shape[axis])  # type: ignore[arg-type]
+    if values.dtype.kind not in "iu" or values.size != n or not np.array_equal(values.reshape(-1), np.arange(n)):
+        return False
+    mapped = _map_reshape(node, st, [ld[axis]], [n], list(values.shape), None)
+    if isinstance(mapped, str):
+        return False
+    if not st.fixed(ld[axis]):
+        st.positions_uses.append(PositionsUse(node.name, idx, list(mapped)))
+    st.set_layout(node.output[0], ld[:axis] + list(mapped) + ld[axis + 1:])
+    return True
 
 
 # -- coupling: shape ops ----------------------------------------------------------------------
