@@ -540,6 +540,14 @@ def _gather_arange(g):
     return g.conv(h, 4, 3, k=1, name="c2"), "c1"
 
 
+@case("einsum_product", 12)
+def _einsum_product(g):
+    """Einsum as an elementwise gate (ellipsis, explicit output): both factors' units grow together."""
+    x = g.input([2, 4])
+    h = g.op("Einsum", [g.op("Relu", [g.gemm(x, 4, 5, "fc1")]), g.gemm(x, 4, 5, "fc1b")], equation="...i,...i->...i")
+    return g.gemm(h, 5, 3, "fc2"), "fc1"
+
+
 case("dropout_identity")(lambda g: mlp(g, lambda g, h: g.op("Relu", [g.op("Identity", [g.op("Dropout", [h])])])))
 case("cast_roundtrip")(lambda g: mlp(g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op(
     "Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)))
@@ -860,13 +868,13 @@ def test_intermediate_graph_output_is_blocked():
     assert group_of(model, "fc1").constraint == "blocked"
 
 
-@pytest.mark.parametrize("op,domain", [("Einsum", ""), ("MyActivation", "com.example")])
+@pytest.mark.parametrize("op,domain", [("CumSum", ""), ("MyActivation", "com.example")])
 def test_unknown_op_is_blocked(op, domain):
     g = Graph(13)
     x = g.input([2, 4])
     h = g.gemm(x, 4, 5, "fc1")
-    if op == "Einsum":
-        h = g.op("Einsum", [h], equation="ij->ij")
+    if op == "CumSum":
+        h = g.op("CumSum", [h, g.ints(1)])
     else:
         h = g.op(op, [h], domain=domain)
     model = g.model(g.gemm(h, 5, 3, "fc2"))
@@ -1317,7 +1325,80 @@ def _conv_fancy(g):
     return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"
 
 
-# -- index patterns of vision transformers (Swin, ConvNeXt dynamo) -------------------------------------------
+# -- attention and index patterns of vision transformers (Swin, MaxViT, ConvNeXt dynamo) ---------------------
+def _attention(g: Graph, x: str, hidden: int, heads: int, packed: bool, einsum: bool) -> str:
+    """Multi-head self-attention over x [B, N, hidden]: q, k, v from one packed projection picked by Gather of a
+    scalar index (Swin) or from three projections, scores by MatMul or Einsum (MaxViT), heads merged by proj."""
+    b, n = 2, 5
+    d = hidden // heads
+    if packed:
+        qkv = g.op("Add", [g.op("MatMul", [x, g.weight(hidden, 3 * hidden)], name="qkv"),
+                           g.const(g.rng.standard_normal(3 * hidden) * 0.1)])
+        qkv = g.op("Transpose", [g.op("Reshape", [qkv, g.ints([b, n, 3, heads, d])])], perm=[2, 0, 3, 1, 4])
+        q, k, v = (g.op("Gather", [qkv, g.const(np.array(i, dtype=np.int64))], axis=0) for i in range(3))
+    else:
+        def proj(name):
+            h = g.op("Reshape", [g.op("MatMul", [x, g.weight(hidden, hidden)], name=name), g.ints([b, n, heads, d])])
+            return g.op("Transpose", [h], perm=[0, 2, 1, 3])
+
+        q, k, v = proj("q"), proj("k"), proj("v")
+    q = g.op("Mul", [q, g.const(np.array(d ** -0.5))])
+    if einsum:
+        scores = g.op("Einsum", [q, k], equation="b h i d, b h j d -> b h i j")
+    else:
+        scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = g.op("Add", [scores, g.const(g.rng.standard_normal((1, heads, n, n)))])  # relative position bias
+    att = g.op("Softmax", [scores], axis=-1 if g.opset >= 13 else 3)
+    out = g.op("Einsum", [att, v], equation="bhij,bhjd->bhid") if einsum else g.op("MatMul", [att, v])
+    out = g.op("Reshape", [g.op("Transpose", [out], perm=[0, 2, 1, 3]), g.ints([b, n, hidden])])
+    return g.op("MatMul", [out, g.weight(hidden, hidden)], name="proj")
+
+
+@pytest.mark.parametrize("packed,einsum,opset", [(True, False, 11), (True, False, LATEST), (False, True, 12),
+                                                 (False, True, LATEST), (True, True, LATEST)])
+def test_attention_heads_grow(packed, einsum, opset):
+    """The head count grows (every strategy, exact); the head size, contracted between q and k, is blocked; the
+    count of q, k, v picked by Gather is not a group a user grows."""
+    g = Graph(opset)
+    x = g.input([2, 5, 6])
+    h = g.op("MatMul", [g.op("Relu", [g.op("MatMul", [x, g.weight(6, 8)], name="fc0")]), g.weight(8, 8)],
+             name="fc1")
+    model = g.model(g.op("MatMul", [_attention(g, g.op("Relu", [h]), 8, 2, packed, einsum), g.weight(8, 3)],
+                         name="head"))
+    producer = "qkv" if packed else "q"
+    groups = {gr.size: gr for gr in inspect_model(model).groups if producer in gr.producers and gr.size != 3}
+    heads, size = groups[2], groups[4]
+    assert heads.constraint == "free", heads.to_dict()
+    assert size.constraint == "blocked" and "contracts this axis between two activations" in size.reason
+    for init in ("noise", "zero", "net2net"):
+        res = grow(model, {heads.id: "x2"}, init=init)
+    proj = initializer(res.model, next(n.input[1] for n in res.model.graph.node if n.name == "proj"))
+    assert proj.shape == (16, 8)
+    grow(model, all="x2")
+
+
+def test_einsum_sum_over_one_operand_needs_zero():
+    """Einsum summing an axis of one operand (`bi->b`) is a ReduceSum: only zero new units keep the sum."""
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.gemm(x, 4, 5, "fc1")
+    s = g.op("Einsum", [g.op("Relu", [h])], equation="bi->b")
+    model = g.model(g.op("Add", [g.gemm(h, 5, 3, "fc2"), g.op("Unsqueeze", [s, g.ints([1])])]))
+    group = group_of(model, "fc1")
+    assert group.constraint == "zero" and "Einsum" in group.reason
+    grow(model, {"fc1": "x2"}, init="zero")
+    with pytest.raises(OnnxGrowError, match="zero"):
+        widen_model(model, {"fc1": "x2"}, init="noise", check=False)
+
+
+def test_einsum_with_a_weight_is_a_boundary():
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.op("Einsum", [g.op("Relu", [g.gemm(x, 4, 5, "fc1")]), g.weight(5, 3)], equation="bi,ij->bj")
+    group = group_of(g.model(h), "fc1")
+    assert group.constraint == "blocked" and "constant operand" in group.reason
+
+
 @pytest.mark.parametrize("opset", [7, 13, LATEST])
 def test_gather_of_every_position_rewrites_its_indices(opset):
     """The arange read by Gather (torch's as_strided) becomes the arange of the grown axis, in its grown shape."""

@@ -302,6 +302,76 @@ def _matmul(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st)
 
 
+def _einsum_terms(node: onnx.NodeProto, ranks: list[int]) -> tuple[list[str], str] | None:
+    """The subscripts of each operand and of the output, with `...` spelt out as digits; None when the equation
+    repeats a letter in one operand (a diagonal) or does not match the operands' ranks."""
+    eq = attr(node, "equation", b"")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        return None
+    width = max([r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t] or [0])
+    ell = "".join(str(k) for k in range(width))
+    spelt = []
+    for t, r in zip(terms, ranks):
+        k = r - len(t.replace("...", ""))
+        t = t.replace("...", ell[width - k:] if k else "")
+        if len(t) != r or len(set(t)) != len(t):
+            return None
+        spelt.append(t)
+    if not arrow:  # implicit output: broadcast axes, then the letters that appear once, in alphabetical order
+        counts = {c: "".join(spelt).count(c) for c in "".join(spelt)}
+        rhs = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and not c.isdigit()))
+    else:
+        rhs = rhs.replace("...", ell)
+    if len(set(rhs)) != len(rhs) or any(c not in "".join(spelt) for c in rhs):
+        return None
+    return spelt, rhs
+
+
+@rule("coupling", "Einsum")
+def _einsum(node: onnx.NodeProto, st: State) -> None:
+    """Einsum of activations (attention written as einsum): an axis kept in the output joins the axes of its
+    letter in every operand (as broadcasting does); a letter summed over two operands is contracted between
+    activations (blocked, as MatMul); a letter summed in one operand only is a sum (its new units must be 0)."""
+    lays = [st.layout(n) for n in node.input]
+    shapes = [st.shape(n) for n in node.input]
+    out_shape = st.shape(node.output[0])
+    if any(l is None for l in lays) or any(s is None for s in shapes) or out_shape is None:
+        block_everything(node, st, f"{node.name} (Einsum) has a constant operand or an unknown shape")
+        return
+    parsed = _einsum_terms(node, [len(s) for s in shapes])  # type: ignore[arg-type]
+    if parsed is None or len(parsed[1]) != len(out_shape):
+        block_everything(node, st, f"{node.name} (Einsum): an equation onnxgrow cannot follow")
+        return
+    terms, rhs = parsed
+    by_letter: dict[str, list[tuple[int, Layout, int | None]]] = {}
+    for i, (t, lay, shape) in enumerate(zip(terms, lays, shapes)):
+        for c, l, d in zip(t, lay, shape):  # type: ignore[arg-type]
+            by_letter.setdefault(c, []).append((i, l, d))
+    for c, uses in by_letter.items():
+        if c in rhs:
+            continue
+        real = [u for u in uses if u[2] != 1]
+        for i, l, _ in real:
+            if len(real) > 1:
+                st.block(l, f"{node.name} (Einsum) contracts this axis between two activations")
+            else:
+                st.needs_zero(node.input[i], l, f"{node.name} (Einsum) sums over this axis")
+    out: list[Layout] = []
+    for c, d in zip(rhs, out_shape):
+        real = [l for _, l, s in by_letter[c] if s != 1 or d == 1]
+        if not real:
+            out.append(st.fresh(d, f"broadcast in {node.name}"))
+            continue
+        joined = real[0]
+        for other in real[1:]:
+            joined = st.unify(joined, other, node.name)
+        out.append(joined)
+    st.set_layout(node.output[0], out)
+
+
 def _batch(st: State, node: onnx.NodeProto, act_batch: list[Layout], w_batch: list, out_rank: int) -> list[Layout]:
     """Batch axes of a MatMul with a constant operand: the activation's, when the weight has none."""
     if any(d != 1 for d in w_batch):
