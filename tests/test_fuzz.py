@@ -517,6 +517,10 @@ def check(spec, plan, tmp: Path) -> list[str]:
 @example(spec=(17, "float32", False, False, 0, ("img", 4, 2),
                (("conv", 0, 5, 0), ("shuffle", -1, 1, 0), ("gconv", -1, 1, 1)), 2, ()),
          plan=(("all", "x2", "noise", 0),))
+# a sum over the features (Einsum), unsqueezed and broadcast onto them by Add; deepen puts an identity layer of one
+# unit after the Unsqueeze: that unit was grown to 2 and 3 units, so the Add no longer broadcast it
+@example(spec=(12, "float32", False, False, 0, ("vec", 2, 2), (("split", 0, 0, 1), ("einsum", 0, 0, 1)), 0, (), False),
+         plan=(("deepen", 34, "identity", 1), ("widen", ((0, "x2"),), "noise", 0)))
 def test_random_graphs_grow_exactly_or_refuse(spec, plan, tmp_path_factory):
     from hypothesis import event
 

@@ -1429,3 +1429,23 @@ def test_reshape_regroups_fixed_positions_only():
     h = g.op("Concat", [g.gemm(x, 4, 3, "fa"), g.gemm(x, 4, 5, "fb")], axis=1)
     model = g.model(g.op("MatMul", [g.op("Reshape", [h, g.ints([2, 2, 4])]), g.weight(4, 3)], name="fc2"))
     assert group_of(model, "fa").constraint == "blocked"
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul", "Where"])
+def test_axis_of_size_one_broadcast_is_blocked(op):
+    """A layer of one unit whose output is broadcast against a wider activation (a gate or a per-row shift, or the
+    identity layer deepen puts after a sum): grown, it would stop being broadcast, so its group is blocked."""
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    one = g.op("Relu", [g.gemm(x, 4, 1, "fc1")])
+    wide = g.op("Relu", [g.gemm(x, 4, 3, "fc0")])
+    if op == "Where":
+        h = g.op("Where", [g.const(np.array([True, False, True])), wide, one])
+    else:
+        h = g.op(op, [wide, one])
+    model = g.model(g.gemm(h, 3, 2, "fc2"))
+    group = group_of(model, "fc1")
+    assert group.constraint == "blocked" and "broadcasts this axis of size 1" in group.reason, group.to_dict()
+    with pytest.raises(OnnxGrowError, match="broadcasts"):
+        widen_model(model, {"fc1": "x2"}, check=False)
+    grow(model, {"fc0": "x2"})

@@ -155,6 +155,10 @@ BINARY_FILL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0, "Pow": 1.0, "Max"
                "Mod": 1.0, "Where": 0.0}
 
 
+#: why an activation's axis of size 1 that an op broadcasts cannot grow
+_BROADCAST = "{node} ({op}) broadcasts this axis of size 1: grown, it would stop being broadcast"
+
+
 @rule("coupling", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Equal",
       "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "Where")
 def _broadcast(node: onnx.NodeProto, st: State) -> None:
@@ -174,6 +178,7 @@ def _broadcast(node: onnx.NodeProto, st: State) -> None:
         for k in range(len(shape)):  # type: ignore[arg-type]
             j = rank - len(shape) + k  # type: ignore[arg-type]
             if shape[k] == 1 and out_shape[j] != 1:  # type: ignore[index]
+                st.block(lay[k], _BROADCAST.format(node=node.name, op=node.op_type))
                 continue
             result[j] = lay[k] if result[j] is None else st.unify(result[j], lay[k], node.name)  # type: ignore[arg-type]
     layouts = [r if r is not None else st.fresh(out_shape[j], f"broadcast in {node.name}") for j, r in enumerate(result)]
@@ -286,10 +291,11 @@ def _matmul(node: onnx.NodeProto, st: State) -> None:
         for j in range(nb):
             ka, kb = j - (nb - (len(sa) - 2)), j - (nb - (len(sb) - 2))
             cands = []
-            if ka >= 0 and sa[ka] != 1:
-                cands.append(la[ka])
-            if kb >= 0 and sb[kb] != 1:
-                cands.append(lb[kb])
+            for k, shape, lay in ((ka, sa, la), (kb, sb, lb)):
+                if k >= 0 and shape[k] != 1:
+                    cands.append(lay[k])
+                elif k >= 0 and out_shape[j] != 1:
+                    st.block(lay[k], _BROADCAST.format(node=node.name, op="MatMul"))
             if not cands:
                 batch.append(st.fresh(out_shape[j], f"broadcast in {node.name}"))
             else:
@@ -354,6 +360,9 @@ def _einsum(node: onnx.NodeProto, st: State) -> None:
         if c in rhs:
             continue
         real = [u for u in uses if u[2] != 1]
+        for _, l, d in uses:
+            if d == 1 and real:
+                st.block(l, _BROADCAST.format(node=node.name, op="Einsum"))
         for i, l, _ in real:
             if len(real) > 1:
                 st.block(l, f"{node.name} (Einsum) contracts this axis between two activations")
@@ -362,6 +371,9 @@ def _einsum(node: onnx.NodeProto, st: State) -> None:
     out: list[Layout] = []
     for c, d in zip(rhs, out_shape):
         real = [l for _, l, s in by_letter[c] if s != 1 or d == 1]
+        for _, l, s in by_letter[c]:
+            if s == 1 and d != 1:
+                st.block(l, _BROADCAST.format(node=node.name, op="Einsum"))
         if not real:
             out.append(st.fresh(d, f"broadcast in {node.name}"))
             continue
