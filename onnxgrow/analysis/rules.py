@@ -370,15 +370,15 @@ def _einsum(node: onnx.NodeProto, st: State) -> None:
                 st.needs_zero(node.input[i], l, f"{node.name} (Einsum) sums over this axis")
     out: list[Layout] = []
     for c, d in zip(rhs, out_shape):
-        real = [l for _, l, s in by_letter[c] if s != 1 or d == 1]
+        kept = [l for _, l, s in by_letter[c] if s != 1 or d == 1]
         for _, l, s in by_letter[c]:
             if s == 1 and d != 1:
                 st.block(l, _BROADCAST.format(node=node.name, op="Einsum"))
-        if not real:
+        if not kept:
             out.append(st.fresh(d, f"broadcast in {node.name}"))
             continue
-        joined = real[0]
-        for other in real[1:]:
+        joined = kept[0]
+        for other in kept[1:]:
             joined = st.unify(joined, other, node.name)
         out.append(joined)
     st.set_layout(node.output[0], out)
