@@ -65,6 +65,16 @@ class AttrUse:
 
 
 @dataclass
+class PositionsUse:
+    """A constant index tensor that lists every position of an axis in order (an arange read by Gather, as torch
+    exports `as_strided` and `view`): its axes follow `layouts`, and it becomes the arange of the grown axis."""
+
+    node: str
+    init: str
+    layouts: list[Layout]
+
+
+@dataclass
 class GroupInfo:
     """What is known of one union-find root."""
 
@@ -96,6 +106,7 @@ class State:
         self.weight_uses: list[WeightUse] = []
         self.value_uses: list[ValueUse] = []
         self.attr_uses: list[AttrUse] = []
+        self.positions_uses: list[PositionsUse] = []
         #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
         self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
@@ -166,6 +177,8 @@ class State:
             v.per = None if v.per is None else self.resolve(v.per)
         for au in self.attr_uses:
             au.layout = self.resolve(au.layout)
+        for pu in self.positions_uses:
+            pu.layouts = [self.resolve(l) for l in pu.layouts]
         self.same_factor = [([self.resolve(p) for p in parts], why) for parts, why in self.same_factor]
         # tensor layouts need nothing here: `layout` resolves them whenever one is read
 
@@ -223,6 +236,11 @@ class State:
         if fix:
             self.block(count, fix)
         return count, block
+
+    def fixed(self, layout: Layout) -> bool:
+        """Whether no atom of a layout has producers: its positions never move nor grow (atoms without producers
+        are made fixed, so a later join with a growing group blocks that group anyway)."""
+        return not any(self.info[self.find(a)].producers for a in atoms(self.resolve(layout)))
 
     def growable(self, layout: Layout) -> bool:
         """Whether an atom belongs to a group with producers that nothing blocks yet."""
