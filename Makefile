@@ -53,11 +53,13 @@ fuzz: install-test
 	ONNXGROW_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ONNXGROW_FUZZ_RANDOM=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py --hypothesis-show-statistics
 
 # speed and memory of growing VGG-16, a BERT-base encoder and a > 2 GB MLP (issue 9); ~16 GB RAM, minutes;
-# then a BERT-base encoder grown to hidden 1536 and 24 layers (issue 7)
+# then a BERT-base encoder grown to hidden 1536 and 24 layers (issue 7); then inspect/widen/deepen of 12 to 768
+# layers against the floor and deepen of BERT-base to 24 layers (issue 17)
 bench: install-test
 	-$(BIN)/pip install -q polygraphy
 	$(BIN)/python bench/grow_speed.py --markdown bench/results/grow_speed.md
 	$(BIN)/python bench/grow_transformer.py --markdown bench/results/grow_transformer.md
+	$(BIN)/python bench/grow_depth.py --markdown bench/results/grow_depth.md
 
 # is growing worth it? a byte-level language model trained, grown with onnxgrow and compared with the big
 # model from scratch at equal FLOPs, 3 seeds (about 18 CPU-minutes per seed); writes bench/results/worth_it_lm.*

@@ -12,7 +12,13 @@ downstream of it in the graph (a classifier or LM head, followed by nothing but 
 it *grew* when its weight has more output units in the grown model (a depthwise convolution grows with its
 input channels).
 
-    python bench/zoo.py [--models NAME ...] [--markdown bench/results/zoo.md]
+    python bench/zoo.py [--models NAME ...] [--exports] [--markdown bench/results/zoo.md]
+
+With `--exports`, each grown model is also handed to training: `export --to torch` (onnx2torch, every weight a
+trainable parameter), saved and run by PyTorch, and `export --to mxnet`, imported by MXNet 1.9's Gluon importer
+(in .venv-mxnet); both run on the same random inputs as onnxruntime on the grown model (`onnxgrow verify`'s .pt and
+MXNet candidates). A model converts when it is written and its outputs are within 1e-4 of each output's largest
+value; otherwise the table gives the reason (the one line onnxgrow prints).
 
 Nothing is downloaded: every model is built in code with random weights.
 """
@@ -57,6 +63,8 @@ class Row:
     error: float | None = None
     note: str = ""
     seconds: float = 0.0
+    torch: str = ""  # with --exports: "yes (error)" or "no: reason"
+    mxnet: str = ""
 
     @property
     def share(self) -> float:
@@ -175,7 +183,49 @@ def output_units(model: onnx.ModelProto) -> dict[str, int]:
     return units
 
 
-def measure(name: str, exporter: str, build: Callable[[Path], None], transformer: bool, folder: Path) -> Row:
+#: the largest error (relative to each output's largest value) at which an exported model counts as converted
+EXPORT_TOL = 1e-4
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200].replace("|", "/")
+
+
+def export_checks(grown: Path, folder: Path) -> tuple[str, str]:
+    """("yes (error)" or "no: reason") for the grown model exported to PyTorch and to MXNet, each run by its
+    framework (onnxgrow.verify with a .pt candidate, and with the MXNet Gluon import) against onnxruntime."""
+    from onnxgrow import OnnxGrowError, save, verify
+    from onnxgrow.mxnet import for_mxnet
+    from onnxgrow.torch import save_module, to_module
+
+    def checked(candidate: Path, runtime: str) -> str:
+        rep = verify(grown, candidate, candidate_runtime=runtime, atol=0.0, rtol=EXPORT_TOL, relative_to="output",
+                     iterations=2)
+        err = rep.worst_normalised
+        return f"yes ({err:.1e})" if rep.passed else f"no: outputs differ by {err:.1e} of their largest value"
+
+    results = []
+    for runtime in ("torch", "mxnet"):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if runtime == "torch":
+                    path = folder / "grown.pt"
+                    save_module(to_module(grown), path)
+                else:
+                    path = folder / "grown_mx.onnx"
+                    save(for_mxnet(grown), path)
+                results.append(checked(path, runtime))
+        except OnnxGrowError as exc:
+            results.append(f"no: {_why(exc)}")
+        except Exception as exc:  # a bug: counted, and said so
+            results.append(f"no (internal error): {type(exc).__name__}: {_why(exc)}")
+    return results[0], results[1]
+
+
+def measure(name: str, exporter: str, build: Callable[[Path], None], transformer: bool, folder: Path,
+            exports: bool = False) -> Row:
     from onnxgrow import widen_model
     from onnxgrow.widen import inspect_model
 
@@ -205,6 +255,8 @@ def measure(name: str, exporter: str, build: Callable[[Path], None], transformer
         notes = [f"untied {len(result.untied)} shared"] if result.untied else []
         notes += [f"{n} not grown: {w}" for w, n in why.most_common(2)]
         row.note = "; ".join(notes)
+        if exports:
+            row.torch, row.mxnet = export_checks(dst, folder)
     except Exception as exc:
         row.note = f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         if "--debug" in sys.argv:
@@ -213,19 +265,27 @@ def measure(name: str, exporter: str, build: Callable[[Path], None], transformer
     return row
 
 
-def markdown(rows: list[Row]) -> str:
-    lines = ["| model | exporter | parameters (`--all x2`) | hidden layers grown | normalised error | notes |",
-             "|---|---|---|---:|---:|---|"]
+def markdown(rows: list[Row], exports: bool = False) -> str:
+    extra = " to PyTorch | to MXNet |" if exports else ""
+    lines = ["| model | exporter | parameters (`--all x2`) | hidden layers grown | normalised error | notes |" + extra,
+             "|---|---|---|---:|---:|---|" + ("---|---|" if exports else "")]
     for r in rows:
         err = "" if r.error is None else f"{r.error:.1e}"
         grown = f"{r.grown}/{r.hidden} ({100 * r.share:.0f} %)" if r.hidden else "-"
-        lines.append(f"| {r.model} | {r.exporter} | {r.params} | {grown} | {err} | {r.note} |")
+        cells = f" {r.torch or '-'} | {r.mxnet or '-'} |" if exports else ""
+        lines.append(f"| {r.model} | {r.exporter} | {r.params} | {grown} | {err} | {r.note} |" + cells)
     ok = [r for r in rows if r.hidden]
     exact = [r for r in ok if r.error is not None and r.error <= 1e-5]
     lines.append("")
     lines.append(f"{len(ok)} models grown, {len(exact)} exact (normalised error <= 1e-5); hidden layers grown: "
                  f"{sum(r.grown for r in ok)}/{sum(r.hidden for r in ok)}; models under 90 %: "
                  f"{', '.join(f'{r.model} ({r.exporter})' for r in ok if r.share < 0.9) or 'none'}.")
+    if exports:
+        for side in ("torch", "mxnet"):
+            done = [r for r in ok if getattr(r, side)]
+            yes = [r for r in done if getattr(r, side).startswith("yes")]
+            lines.append(f"Grown models that convert to {'PyTorch' if side == 'torch' else 'MXNet 1.9'} and compute "
+                         f"the same there: {len(yes)}/{len(done)}.")
     return "\n".join(lines)
 
 
@@ -233,6 +293,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="only these models (names as in the table, prefix match)")
     parser.add_argument("--markdown", type=Path, help="write the table to this file")
+    parser.add_argument("--exports", action="store_true",
+                        help="also export each grown model to PyTorch and MXNet and run it there")
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failures")
     args = parser.parse_args()
     rows = []
@@ -240,12 +302,14 @@ def main() -> int:
         if args.models and not any(name.startswith(m) for m in args.models):
             continue
         with tempfile.TemporaryDirectory() as tmp:
-            row = measure(name, exporter, build, transformer, Path(tmp))
+            row = measure(name, exporter, build, transformer, Path(tmp), exports=args.exports)
         rows.append(row)
         grown = f"{row.grown}/{row.hidden}" if row.hidden else "-"
         err = "" if row.error is None else f"{row.error:.1e}"
         print(f"{name:28s} {exporter:20s} {grown:>9s} {err:>8s} {row.seconds:6.1f}s  {row.note}", flush=True)
-    table = markdown(rows)
+        if args.exports:
+            print(f"    torch: {row.torch}\n    mxnet: {row.mxnet}", flush=True)
+    table = markdown(rows, exports=args.exports)
     print()
     print(table)
     if args.markdown:

@@ -10,4 +10,17 @@ from .deepen import deepen
 
 __all__ = ["OnnxGrowError", "VerificationFailed", "ModelRepaired", "Report", "load", "save", "verify", "inspect",
            "widen", "widen_model", "deepen"]
-__version__ = "0.1.0"
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source); a source tree run without
+    installing says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnxgrow")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version()

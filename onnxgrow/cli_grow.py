@@ -218,7 +218,6 @@ def _cmd_widen(args: argparse.Namespace) -> int:
 
 def _cmd_deepen(args: argparse.Namespace) -> int:
     from .deepen import deepen_model
-    from .io import save
     from .progress_bars import on_stderr
     from .report import console, fmt
 
@@ -232,10 +231,9 @@ def _cmd_deepen(args: argparse.Namespace) -> int:
                 activation=args.activation, kernel=args.kernel, noise_std=args.noise_std, seed=args.seed,
                 check=not args.no_verify, approximate=args.approximate, order=args.order, atol=args.atol,
                 rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
-                input_shapes=args.input_shapes, iterations=args.iterations, progress=progress,
+                input_shapes=args.input_shapes, iterations=args.iterations, output=args.output,
+                external_data=True if args.save_external_data else None, progress=progress,
             )
-            save(result.model, args.output, external_data=True if args.save_external_data else None,
-                 progress=progress)
     except VerificationFailed as exc:
         if args.json and exc.report is not None:
             print(json.dumps({"written": None, "verification": exc.report.to_dict()}, indent=2))

@@ -1,6 +1,7 @@
 """`deepen`: insert layers that compute the identity (or add zero) after a tensor, then verify."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,11 +11,14 @@ from onnx import numpy_helper
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, closest
+from .graph import consumers, opset
 from .growth_map import append_step
+from . import io
 from .io import ModelLike, load
 from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
                             taken_names)
 from .progress import ProgressFn
+from .stream import drop_weights, skeleton
 from .verify import Report, check_growth
 
 BLOCKS = ("identity", "residual", "copy")
@@ -38,10 +42,6 @@ class DeepenResult:
     report: Report | None = None
     params_before: int = 0
     params_after: int = 0
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | None]]) -> Site:
@@ -112,10 +112,7 @@ def _kind(model: onnx.ModelProto, tensor: str, producers: dict, rank: int) -> tu
 def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: int) -> tuple[bool, float | None]:
     """No layer made the tensor (a graph input, say): a Conv that reads it, maybe through pooling or a
     normalisation, makes it convolutional; the std of that Conv's weight sizes new weights."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    readers = consumers(model.graph)
     reached, frontier = {tensor}, [tensor]
     while frontier:
         for node in readers.get(frontier.pop(0), []):
@@ -133,6 +130,7 @@ def _kind_from_readers(model: onnx.ModelProto, tensor: str, inits: dict, rank: i
 def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
                  activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
                  check: bool = True, approximate: bool = False, order: str = "interleave",
+                 output: str | os.PathLike | None = None, external_data: bool | None = None,
                  progress: ProgressFn | None = None, **verify_args) -> DeepenResult:
     """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch).
 
@@ -143,8 +141,14 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
 
     A copy of a post-norm block changes the outputs (the norm after the Add sees another input): refused
     unless `approximate` (as widen refuses an inexact plan), then written with the error reported.
-    `noise_std` > 0 asks for an inexact identity itself. `progress` is called with the steps "load" and
-    "verify" (see onnxgrow.progress). `verify_args` (atol, rtol, relative_to, provider, input_shapes,
+    `noise_std` > 0 asks for an inexact identity itself.
+
+    With `output`, the deeper model is written there (`external_data` as in `onnxgrow.save`) and
+    `result.model` holds it without weights (stubs: names, types and shapes), as `widen_model` does: copied
+    weights are read from the original's bytes and zeroed projections written as zeros while the file is
+    written, so no second copy of the weights is held, and onnxruntime verifies the written file before it
+    is renamed into place (a failed check writes nothing). `progress` is called with the steps "load",
+    "write" (with `output`) and "verify" (see onnxgrow.progress). `verify_args` (atol, rtol, relative_to, provider, input_shapes,
     iterations) go to the check, whose rtol is relative to each output's largest value unless
     relative_to="element" (see onnxgrow.verify.check_growth)."""
     from .widen import parameter_count
@@ -163,10 +167,22 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
     if seed < 0:
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
-    # load returns onnxgrow's own copy (of a file or of the caller's ModelProto): deepen it in place and
-    # verify against `model` itself, so the weights are held once, not twice
-    grown = load(model, progress=progress)
-    refuse_quantised(grown, "deepen")
+    out = io.output_path(output) if output is not None else None
+    # load returns onnxgrow's own copy (of a file or of the caller's ModelProto), which is never changed
+    original = load(model, progress=progress)
+    refuse_quantised(original, "deepen")
+    ref_iface = None  # the original's interface for the check of a written file (stubs: no weight bytes)
+    if out is None or block != "copy":
+        # deepened in place (and verified against `model` itself), so the weights are held once, not twice
+        grown, deferred = original, None
+        if out is not None and check:
+            ref_iface = skeleton(original)[0]
+    else:
+        # a stub of every weight, its bytes read from `original` as the file is written (onnxgrow.stream)
+        grown, deferred = skeleton(original)
+        if check:
+            ref_iface = onnx.ModelProto()
+            ref_iface.CopyFrom(grown)
     result = DeepenResult(grown, params_before=parameter_count(grown))
     if block == "copy":
         from .passes.blocks import copy_units, find_blocks, layer_units
@@ -176,7 +192,7 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         if not units or not all(units):
             raise OnnxGrowError(f"--after {after}: no transformer layer found (see `onnxgrow inspect`)"
                                 if after == "layers" else f"--after {after!r}: expected block ids such as b0,b2-b3")
-        append_step(grown, copy_units(grown, units, count, result, order=order))
+        append_step(grown, copy_units(grown, units, count, result, order=order, blocks=blocks, deferred=deferred))
     else:
         if order != "interleave":
             raise OnnxGrowError(f"--order {order}: only --block copy places copies; identity and residual layers "
@@ -193,9 +209,9 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             prefix = f"{after}/deepen{index}"
             index += 1
             if block == "identity":
-                splice = identity_layer(site, prefix, _opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
+                splice = identity_layer(site, prefix, opset(grown), kernel=kernel, noise_std=noise_std, rng=rng)
             else:
-                splice = residual_block(site, prefix, _opset(grown), hidden=hidden, activation=activation,
+                splice = residual_block(site, prefix, opset(grown), hidden=hidden, activation=activation,
                                         kernel=kernel, rng=rng)
             apply_splice(grown, site, splice)
             new_inits += splice.inits
@@ -211,9 +227,25 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         why = ("a normalisation follows the residual Add (post-norm), so a copy changes the outputs"
                if any("normalisation follows" in n for n in result.notes) else "the new layers change the outputs")
         raise OnnxGrowError(f"--after {after}: {why}; pass --approximate to write it anyway and see the error")
-    if check:
-        result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
-                                     **verify_args)
+    if out is None:
+        if check:
+            result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
+                                         **verify_args)
+        return result
+    if deferred is None:  # deepened in place: written from a skeleton, so no tensor is serialised whole
+        grown, deferred = skeleton(grown)
+        result.model = grown
+    with io.PendingWrite(out) as pending:
+        pending.write(grown, deferred, external_data, progress)
+        if check:
+            # the original's weights are dropped before onnxruntime loads the two models (from their files
+            # where there are files)
+            reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
+            del original, deferred
+            drop_weights(grown)
+            result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=result.exact,
+                                         interfaces=(ref_iface, grown), progress=progress, **verify_args)
+        pending.commit()
     return result
 
 

@@ -1,5 +1,12 @@
-"""Errors a user can cause. The CLI prints them as one line and exits with `exit_code`."""
+"""Errors a user can cause. The CLI prints them as one line and exits with `exit_code`.
+
+Exit statuses (the contract CI jobs rely on): 0 success, 1 a failed check (`VerificationFailed`), 2 bad usage
+or a bad model (`OnnxGrowError`), 3 an internal error (a bug in onnxgrow or a library it calls: anything else).
+"""
 from __future__ import annotations
+
+#: exit status of an error that is not the user's: an unexpected exception (a bug), not a bad model or flag
+INTERNAL_ERROR_EXIT = 3
 
 
 class OnnxGrowError(Exception):
@@ -39,3 +46,9 @@ def closest(name: str, candidates: list[str], n: int = 3) -> str:
     if not found:
         return ""
     return " (did you mean " + ", ".join(repr(f) for f in found) + "?)"
+
+
+class InternalError(RuntimeError):
+    """onnxgrow produced something wrong (a bug, not the user's input): exit status 3 like any other bug."""
+
+    exit_code = INTERNAL_ERROR_EXIT

@@ -212,8 +212,9 @@ def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
     return result
 
 
-def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
-    """Write the inputs used so a run can be repeated with --load-inputs."""
+def save_npz(path: str, iterations: list[dict[str, np.ndarray]], flag: str = "--save-inputs") -> None:
+    """Write the inputs used so a run can be repeated with --load-inputs (or outputs, for --load-outputs): keyed
+    by name for one run, by "<run>/<name>" for several."""
     arrays = {}
     if len(iterations) == 1:
         arrays = dict(iterations[0])
@@ -221,7 +222,7 @@ def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
         for i, feeds in enumerate(iterations):
             for name, arr in feeds.items():
                 arrays[f"{i}/{name}"] = arr
-    check_save_path(path)
+    check_save_path(path, flag)
     out = Path(path)
     # np.savez(path) would append ".npz" to a name without it; write to exactly `path`, atomically
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
@@ -237,16 +238,58 @@ def save_npz(path: str, iterations: list[dict[str, np.ndarray]]) -> None:
             os.unlink(tmp)
 
 
-def check_save_path(path: str) -> None:
-    """Fail early (before any model runs) when --save-inputs cannot be written."""
+def check_save_path(path: str, flag: str = "--save-inputs") -> None:
+    """Fail early (before any model runs) when --save-inputs (or `flag`) cannot be written."""
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if folder.exists() and not folder.is_dir():
-        raise OnnxGrowError(f"--save-inputs {path}: '{folder}' is a file, not a folder")
+        raise OnnxGrowError(f"{flag} {path}: '{folder}' is a file, not a folder")
     if not folder.is_dir():
-        raise OnnxGrowError(f"--save-inputs {path}: folder '{folder}' does not exist")
+        raise OnnxGrowError(f"{flag} {path}: folder '{folder}' does not exist")
     if out.is_dir():
-        raise OnnxGrowError(f"--save-inputs {path}: is a folder; give a file name such as inputs.npz")
+        raise OnnxGrowError(f"{flag} {path}: is a folder; give a file name such as "
+                            f"{'outputs' if 'output' in flag else 'inputs'}.npz")
+
+
+def load_outputs_npz(path: str, names: list[str], runs: int) -> list[dict[str, np.ndarray]]:
+    """Outputs saved by --save-outputs, or by the framework the model came from: an .npz keyed by output name
+    (one run) or by "<run>/<output name>" (several, as many as there are input sets)."""
+    import zipfile
+
+    flag = "--load-outputs"
+    if Path(path).is_dir():
+        raise OnnxGrowError(f"{flag} {path}: is a folder, not an .npz file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise OnnxGrowError(f"{flag} {path}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise OnnxGrowError(f"{flag} {path}: not a readable .npz file ({_one_line(exc)})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise OnnxGrowError(f"{flag} {path}: a single .npy array, not an .npz file keyed by output name")
+    try:
+        arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise OnnxGrowError(f"{flag} {path}: cannot read its arrays ({_one_line(exc)})") from None
+    result: dict[int, dict[str, np.ndarray]] = {}
+    for key, arr in arrays.items():
+        idx, sep, name = key.partition("/")
+        if sep and idx.isdigit() and key not in names:
+            result.setdefault(int(idx), {})[name] = arr
+        else:
+            result.setdefault(0, {})[key] = arr
+    if sorted(result) != list(range(runs)):
+        raise OnnxGrowError(f"{flag} {path}: holds outputs of {len(result)} run(s), but there are {runs} set(s) of "
+                            "inputs (give the inputs they were computed from with --load-inputs)")
+    for run in result.values():
+        missing = [n for n in names if n not in run]
+        extra = [n for n in run if n not in names]
+        if missing or extra:
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
+                ([f"unknown {', '.join(extra)}"] if extra else [])
+            raise OnnxGrowError(f"{flag} {path}: arrays do not match the model's outputs ({'; '.join(parts)}); keys "
+                                "are output names")
+    return [result[i] for i in range(runs)]
 
 
 def _one_line(exc: BaseException) -> str:

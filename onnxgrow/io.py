@@ -380,8 +380,10 @@ class PendingWrite:
         """Write `model` (whose stubs' bytes are `deferred`) to the temporary folder; returns whether it used
         external data (see `save` for `external_data`). Stubs in `model` may be filled in."""
         explicit = external_data is True
+        plan = None
         if external_data is None:
-            external_data = stream.encoded_size(model, deferred) >= PROTOBUF_LIMIT
+            plan = stream.layout(model, deferred)
+            external_data = plan.size >= PROTOBUF_LIMIT
         with open(self.model_path, "wb") as fh:
             if external_data:
                 # asked for explicitly: every initializer goes to the data file, so `<name>.data`
@@ -391,7 +393,7 @@ class PendingWrite:
                                           0 if explicit else EXTERNAL_THRESHOLD, progress)
                     stream.fsync(data_fh)
             else:
-                stream.write_inline(model, deferred, fh, progress)
+                stream.write_inline(model, deferred, fh, progress, plan)
             stream.fsync(fh)
         return bool(external_data)
 
@@ -408,8 +410,3 @@ def new_file_mode() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def model_bytes(model: onnx.ModelProto) -> bytes:
-    """Serialised model for onnxruntime; raises a clear error past the 2 GB limit."""
-    return model.SerializeToString()

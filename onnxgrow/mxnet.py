@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import OnnxGrowError, VerificationFailed
+from .errors import InternalError, OnnxGrowError, VerificationFailed
 from .io import ModelLike, load
 
 #: what the written model declares; MXNet 1.9's translations follow these versions.
@@ -191,12 +191,34 @@ def _norm_axes(axes, rank: int | None, node: onnx.NodeProto) -> list[int]:
 
 _PASS = ("Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Ceil", "Floor",
          "Softsign", "Softplus", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Identity", "LeakyRelu", "Elu",
-         "HardSigmoid", "Add", "Sub", "Mul", "Div", "Pow", "Transpose", "LRN", "InstanceNormalization")
+         "HardSigmoid", "Add", "Sub", "Mul", "Div", "Transpose", "LRN", "InstanceNormalization")
 
 
 @rule(*_PASS)
 def _same(node, ctx):
     """Same attributes and meaning in opset 12 and in MXNet's translation (broadcasting included)."""
+    return [_like(node)]
+
+
+@rule("Pow")
+def _pow(node, ctx):
+    """x ** 2 and x ** 3 (RMSNorm's square, GPT-2's tanh GELU) as products, x ** 0.5 as Sqrt, as onnxruntime's
+    kernel computes them: a constant exponent would become a trainable Gluon parameter whose gradient,
+    x ** p · ln x, is NaN for every negative x, and the first training step would fill the model with NaN."""
+    e = ctx.value(node.input[1])
+    x, y = node.input[0], node.output[0]
+    if e is None or e.size != 1 or (ctx.dims(x) is not None and len(ctx.dims(node.input[1]) or []) > len(ctx.dims(x))):
+        return [_like(node)]
+    e = float(np.asarray(e).reshape(-1)[0])
+    if e == 1.0:
+        return [_node("Identity", [x], [y], node.name)]
+    if e == 2.0:
+        return [_node("Mul", [x, x], [y], node.name)]
+    if e == 3.0:
+        sq = ctx.fresh(f"{y}_squared")
+        return [_node("Mul", [x, x], [sq], ctx.fresh(f"{node.name}/square")), _node("Mul", [sq, x], [y], node.name)]
+    if e == 0.5:
+        return [_node("Sqrt", [x], [y], node.name)]
     return [_like(node)]
 
 
@@ -366,7 +388,11 @@ def _batch_norm(node, ctx):
                   is_test=None, consumed_inputs=None)]
 
 
-def _pool_common(node, ctx, a: dict) -> tuple[list[int], list[int], list[int]]:
+def _pool_common(node, ctx, a: dict, *, ceil_as_padding: bool = False) -> tuple[list[int], list[int], list[int]]:
+    """Kernel, strides and explicit pads of a pooling node. With `ceil_as_padding`, a `ceil_mode` that changes the
+    output size becomes extra padding at the end of each axis (MXNet's translation always rounds down): the
+    padded size then rounds down to the size ceil_mode gives, counted as onnxruntime and torch count it (a last
+    window that would start in the end padding is dropped)."""
     kernel = list(a["kernel_shape"])
     nd = len(kernel)
     strides = list(a.get("strides", [1] * nd))
@@ -380,15 +406,21 @@ def _pool_common(node, ctx, a: dict) -> tuple[list[int], list[int], list[int]]:
             if spatial[i] is None:
                 raise Unsupported("ceil_mode=1 with an unknown input size; MXNet's translation always rounds down")
             span = spatial[i] + pads[i] + pads[i + nd] - kernel[i]
-            if span % strides[i]:
+            if span % strides[i] == 0:
+                continue
+            if not ceil_as_padding:
                 raise Unsupported("ceil_mode=1 changes the output size here; MXNet's translation always rounds down")
+            out = -(-span // strides[i]) + 1
+            if (out - 1) * strides[i] >= spatial[i] + pads[i]:
+                out -= 1  # the last window would start in the end padding: onnxruntime and torch drop it
+            pads[i + nd] = (out - 1) * strides[i] + kernel[i] - spatial[i] - pads[i]
     return kernel, strides, pads
 
 
 @rule("MaxPool")
 def _max_pool(node, ctx):
     a = _attrs(node)
-    kernel, strides, pads = _pool_common(node, ctx, a)
+    kernel, strides, pads = _pool_common(node, ctx, a, ceil_as_padding=True)
     nd = len(kernel)
     if any(p >= k for p, k in zip(pads[:nd] + pads[nd:], kernel + kernel)):
         raise Unsupported("MXNet's translation pads max pooling with edge values, exact only for pads smaller than the kernel")
@@ -398,16 +430,36 @@ def _max_pool(node, ctx):
 
 @rule("AveragePool")
 def _avg_pool(node, ctx):
+    """MXNet's translation pads with zeros and counts them (count_include_pad=1). Where the model does not count
+    them, the average over the window is rescaled by kernel size / elements inside the input, a constant map of
+    the output's positions (it needs the input's spatial size)."""
     a = _attrs(node)
     kernel, strides, pads = _pool_common(node, ctx, a)
-    if any(pads):
-        if not a.get("count_include_pad", 0):
-            raise Unsupported("MXNet's translation pads with zeros and counts them in the average "
-                              "(count_include_pad=1); this node has padding and count_include_pad=0")
-        if len(kernel) == 1:
-            raise Unsupported("MXNet's translation pads 1-D average pooling with edge values")
-    return [_like(node, kernel_shape=kernel, strides=strides, pads=pads, auto_pad=None, ceil_mode=None,
-                  dilations=None, count_include_pad=None if not any(pads) else 1)]
+    nd = len(kernel)
+    if any(pads) and len(kernel) == 1:
+        raise Unsupported("MXNet's translation pads 1-D average pooling with edge values")
+    pool = _like(node, kernel_shape=kernel, strides=strides, pads=pads, auto_pad=None, ceil_mode=None,
+                 dilations=None, count_include_pad=None if not any(pads) else 1)
+    if not any(pads) or a.get("count_include_pad", 0):
+        return [pool]
+    spatial = (ctx.dims(node.input[0]) or [None] * (nd + 2))[2:]
+    if None in spatial:
+        raise Unsupported("count_include_pad=0 with padding: MXNet counts the padded zeros, and rescaling the "
+                          "average needs the input's spatial size, which is not known")
+    counts = []
+    for i in range(nd):
+        out = (spatial[i] + pads[i] + pads[i + nd] - kernel[i]) // strides[i] + 1
+        first = np.arange(out) * strides[i] - pads[i]
+        inside = np.minimum(first + kernel[i], spatial[i]) - np.maximum(first, 0)
+        counts.append(inside)
+    inside = counts[0]
+    for c in counts[1:]:
+        inside = np.multiply.outer(inside, c)
+    scale = (float(np.prod(kernel)) / inside).astype(np.float32).reshape([1, 1] + list(inside.shape))
+    pooled = ctx.fresh(f"{node.output[0]}_with_pads")
+    pool.output[0] = pooled
+    return [pool, _node("Mul", [pooled, ctx.const(f"{node.name}.count_scale", scale)], [node.output[0]],
+                        ctx.fresh(f"{node.name}/count_scale"))]
 
 
 @rule("GlobalAveragePool", "GlobalMaxPool")
@@ -696,6 +748,151 @@ def _gather(node, ctx):
     return [_like(node, axis=axis)]
 
 
+@rule("HardSwish")
+def _hard_swish(node, ctx):
+    """HardSwish(x) = x · HardSigmoid(x) with alpha 1/6 and beta 1/2: the ONNX definition of the op itself
+    (torch's x · relu6(x + 3) / 6), from ops MXNet's importer translates and with no constant to train."""
+    t = ctx.fresh(f"{node.output[0]}_hard_sigmoid")
+    return [_node("HardSigmoid", [node.input[0]], [t], ctx.fresh(f"{node.name}/hard_sigmoid"), alpha=1.0 / 6,
+                  beta=0.5),
+            _node("Mul", [node.input[0], t], [node.output[0]], node.name)]
+
+
+#: the most parts `_take_range` splits an axis into (a slice whose bounds share no larger divisor is refused)
+MAX_SPLIT_PARTS = 256
+
+
+def _take_range(ctx, x: str, axis: int, size: int, begin: int, end: int, out: str, base: str) -> list[onnx.NodeProto]:
+    """x[begin:end] along `axis` (of static `size`) as MXNet translates it exactly: a Split into equal parts
+    (their size the largest divisor of begin, end and size), then the parts in range, concatenated. MXNet 1.9's
+    own Slice translation is not usable: it reads the bounds as floats and compares the ends with the first graph
+    input's shape."""
+    if begin == 0 and end == size:
+        return [_node("Identity", [x], [out], ctx.fresh(f"{base}/all"))]
+    part = np.gcd.reduce([begin, end, size])
+    parts = size // part
+    if parts > MAX_SPLIT_PARTS:
+        raise Unsupported(f"elements {begin}..{end} of an axis of {size} need a split into {parts} parts of "
+                          f"{part} (more than {MAX_SPLIT_PARTS}); MXNet's Slice translation is not exact")
+    names = [ctx.fresh(f"{out}_part{k}") for k in range(parts)]
+    keep = names[begin // part:end // part]
+    nodes = [_node("Split", [x], names, ctx.fresh(f"{base}/split"), axis=axis, split=[int(part)] * parts)]
+    if len(keep) == 1:
+        nodes.append(_node("Identity", keep, [out], ctx.fresh(f"{base}/take")))
+    else:
+        nodes.append(_node("Concat", keep, [out], ctx.fresh(f"{base}/concat"), axis=axis))
+    return nodes
+
+
+def _take_strided(ctx, x: str, dims: list[int | None], axis: int, begin: int, count: int, step: int, out: str,
+                  base: str) -> list[onnx.NodeProto]:
+    """`count` elements from `begin` every `step` along `axis`: a range of count · step elements reshaped to
+    (count, step), the first of each step taken, reshaped back (the last element alone when the range would run
+    past the end of the axis)."""
+    size = dims[axis]
+    if any(d is None for d in dims[axis + 1:]):
+        raise Unsupported("a strided slice needs static sizes after the sliced axis")
+    if count == 1:
+        return _take_range(ctx, x, axis, size, begin, begin + 1, out, base)
+    whole = begin + count * step <= size
+    n = count if whole else count - 1
+    rng, grid, first, rows = (ctx.fresh(f"{out}_{tag}") for tag in ("range", "grid", "first", "rows"))
+    nodes = _take_range(ctx, x, axis, size, begin, begin + n * step, rng, base)
+    tail = [int(d) for d in dims[axis + 1:]]
+    nodes.append(_node("Reshape", [rng, ctx.const(f"{base}.grid_shape", np.array([0] * axis + [n, step] + tail,
+                                                                                   dtype=np.int64))],
+                       [grid], ctx.fresh(f"{base}/grid")))
+    nodes += _take_range(ctx, grid, axis + 1, step, 0, 1, first, f"{base}/first")
+    target = out if whole else rows
+    nodes.append(_node("Reshape", [first, ctx.const(f"{base}.rows_shape", np.array([0] * axis + [n] + tail,
+                                                                                     dtype=np.int64))],
+                       [target], ctx.fresh(f"{base}/rows")))
+    if not whole:
+        last = ctx.fresh(f"{out}_last")
+        nodes += _take_range(ctx, x, axis, size, begin + n * step, begin + n * step + 1, last, f"{base}/last")
+        nodes.append(_node("Concat", [rows, last], [out], ctx.fresh(f"{base}/join"), axis=axis))
+    return nodes
+
+
+@rule("Slice")
+def _slice(node, ctx):
+    """Slice with constant bounds on axes of static size, written as Split and Concat (and Reshape for steps)."""
+    rank = _need_rank(node, ctx)
+    if ctx.opset < 10:
+        a = _attrs(node)
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes = list(a.get("axes", range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = [int(v) for v in _const_input(node, ctx, 1, "starts").reshape(-1)]
+        ends = [int(v) for v in _const_input(node, ctx, 2, "ends").reshape(-1)]
+        value = _const_input(node, ctx, 3, "axes")
+        axes = list(range(len(starts))) if value is None else [int(v) for v in value.reshape(-1)]
+        value = _const_input(node, ctx, 4, "steps")
+        steps = [1] * len(starts) if value is None else [int(v) for v in value.reshape(-1)]
+    axes = _norm_axes(axes, rank, node)
+    dims = list(ctx.dims(node.input[0]) or [None] * rank)
+    plan = []
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        size = dims[axis]
+        if size is None:
+            raise Unsupported(f"axis {axis} has a size only known at run time; slicing it in MXNet needs it static")
+        if step <= 0:
+            raise Unsupported("a negative step (reversing) has no exact MXNet translation here")
+        start = min(max(start + size if start < 0 else start, 0), size)
+        end = min(max(end + size if end < 0 else end, 0), size)
+        count = max(0, -(-(end - start) // step))
+        if count == 0:
+            raise Unsupported("it makes an empty tensor, which MXNet cannot hold")
+        plan.append((axis, start, end, step, count))
+    nodes, x = [], node.input[0]
+    for k, (axis, start, end, step, count) in enumerate(plan):
+        out = node.output[0] if k == len(plan) - 1 else ctx.fresh(f"{node.output[0]}_axis{axis}")
+        base = node.name if k == len(plan) - 1 else ctx.fresh(f"{node.name}/axis{axis}")
+        if step == 1:
+            nodes += _take_range(ctx, x, axis, dims[axis], start, end, out, base)
+        else:
+            nodes += _take_strided(ctx, x, dims, axis, start, count, step, out, base)
+        dims[axis], x = count, out
+    if not nodes:
+        return [_node("Identity", [node.input[0]], [node.output[0]], node.name)]
+    return nodes
+
+
+@rule("Expand")
+def _expand(node, ctx):
+    """Expand to a constant shape, written as copies concatenated along each axis it repeats (exact, and no
+    constant to train)."""
+    shape = _const_input(node, ctx, 1, "shape")
+    dims = ctx.dims(node.input[0])
+    if dims is None:
+        raise Unsupported("the rank of its input is not known")
+    target = [int(v) for v in shape.reshape(-1)]
+    rank = max(len(dims), len(target))
+    dims = [1] * (rank - len(dims)) + list(dims)
+    target = [1] * (rank - len(target)) + target
+    nodes, x = [], node.input[0]
+    if rank > len(ctx.dims(node.input[0])):
+        x = ctx.fresh(f"{node.output[0]}_unsqueezed")
+        nodes.append(_node("Unsqueeze", [node.input[0]], [x], ctx.fresh(f"{node.name}/unsqueeze"),
+                           axes=list(range(rank - len(ctx.dims(node.input[0]))))))
+    repeats = []
+    for axis, (d, t) in enumerate(zip(dims, target)):
+        if t == 1 or d == t:
+            continue
+        if d != 1:
+            raise Unsupported(f"axis {axis} of size {'unknown' if d is None else d} cannot broadcast to {t}")
+        repeats.append((axis, t))
+    for k, (axis, t) in enumerate(repeats):
+        out = node.output[0] if k == len(repeats) - 1 else ctx.fresh(f"{node.output[0]}_axis{axis}")
+        nodes.append(_node("Concat", [x] * t, [out], node.name if k == len(repeats) - 1 else
+                           ctx.fresh(f"{node.name}/axis{axis}"), axis=axis))
+        x = out
+    if not repeats:
+        nodes.append(_node("Identity", [x], [node.output[0]], node.name))
+    return nodes
+
+
 # ------------------------------------------------------------------------------------------- pass
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -710,8 +907,6 @@ REFUSED = {
     "Shape": "it reads a size that is only known at run time; MXNet's importer needs constant shapes "
              "(give the model's inputs static sizes, then onnxgrow folds the shape arithmetic)",
     "Size": "it reads a size that is only known at run time; MXNet's importer needs constant shapes",
-    "Slice": "MXNet 1.9's Slice translation compares the ends with the first graph input's shape "
-             "and loses them when that shape is dynamic",
 }
 
 
@@ -757,6 +952,91 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
     return done
 
 
+#: ops that can make an infinity out of finite numbers on purpose (a mask written as log(0))
+_MAKES_INFINITY = {"Log", "ConstantOfShape"}
+
+
+def _may_be_minus_infinity(model: onnx.ModelProto, tensor: str) -> bool:
+    """Whether something upstream of `tensor` can put -inf (or NaN) into it on purpose: a constant with a
+    non-finite value (an attention mask), a Log, a ConstantOfShape. Overflow of finite arithmetic is not counted."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {t.name: t for t in g.initializer}
+    seen, todo = set(), [tensor]
+    while todo:
+        name = todo.pop()
+        if name in seen or not name:
+            continue
+        seen.add(name)
+        if name in inits:
+            t = inits[name]
+            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                               onnx.TensorProto.BFLOAT16):
+                if not np.all(np.isfinite(numpy_helper.to_array(t).astype(np.float64))):
+                    return True
+            continue
+        node = producer.get(name)
+        if node is None:
+            continue
+        if node.op_type in _MAKES_INFINITY or node.domain not in ("", "ai.onnx"):
+            return True
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                v = numpy_helper.to_array(a.t)
+                if v.dtype.kind == "f" and not np.all(np.isfinite(v.astype(np.float64))):
+                    return True
+            elif a.type == onnx.AttributeProto.GRAPH:
+                return True
+        todo.extend(node.input)
+    return False
+
+
+def drop_nan_guards(model: onnx.ModelProto) -> int:
+    """Remove `Where(IsNaN(p), c, p)` after a Softmax (torch writes it for attention probabilities, to zero the
+    rows a mask removes entirely) where it cannot fire: a softmax row is NaN only when its scores are NaN, +inf
+    or all -inf, and when nothing upstream of the scores can be -inf on purpose (no mask constant with -inf, no
+    Log), the rows of finite inputs are finite. The Where becomes an Identity (MXNet has neither IsNaN nor Where).
+    In place; returns how many were removed."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    shapes = None
+    removed, dead = 0, set()
+    for k, node in enumerate(g.node):
+        if node.op_type != "Where" or node.domain not in ("", "ai.onnx") or len(node.input) != 3:
+            continue
+        cond, fill, value = node.input
+        guard = producer.get(cond)
+        probs = producer.get(value)
+        if guard is None or guard.op_type != "IsNaN" or guard.input[0] != value or probs is None \
+                or probs.op_type not in ("Softmax", "LogSoftmax"):
+            continue
+        if shapes is None:
+            from .analysis.shapes import infer
+
+            shapes = infer(model)
+        want, fill_dims = shapes.get(value), shapes.get(fill)
+        if fill in {t.name for t in g.initializer}:
+            fill_dims = list(next(t.dims for t in g.initializer if t.name == fill))
+        if want is None or fill_dims is None or len(fill_dims) > len(want) or \
+                any(d not in (1, w) for d, w in zip(reversed(fill_dims), reversed(want))):
+            continue  # the fill could broadcast the result to another shape
+        if _may_be_minus_infinity(model, probs.input[0]):
+            continue
+        g.node[k].CopyFrom(helper.make_node("Identity", [value], list(node.output), name=node.name))
+        removed += 1
+        if readers.get(cond, 0) == 1:
+            dead.add(cond)
+    if dead:
+        keep = [n for n in g.node if not (n.op_type == "IsNaN" and n.output[0] in dead)]
+        del g.node[:]
+        g.node.extend(keep)
+    return removed
+
+
 def convert(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite `model` (already loaded and folded) into the MXNet 1.9 dialect; no verification."""
     from .analysis.shapes import infer
@@ -777,6 +1057,7 @@ def convert(model: onnx.ModelProto) -> onnx.ModelProto:
     for vi in g.input:
         if vi.type.tensor_type.elem_type in _FLOAT_TYPES:
             raise OnnxGrowError(f"input {vi.name!r} is not float32: MXNet's importer computes in float32")
+    drop_nan_guards(model)
 
     consumed = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     taken = {n.name for n in g.node} | {i for n in g.node for i in n.input} | {o for n in g.node for o in n.output}
@@ -879,6 +1160,19 @@ def _initializers_as_inputs(g: onnx.GraphProto) -> None:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
 
 
+def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or past protobuf's 2 GB limit (which onnx.checker cannot serialise) a copy without its
+    initializers: each is also a graph input of its type and shape, so the graph checks the same."""
+    from .io import needs_external_data
+    from .stream import copy_except
+
+    if not needs_external_data(model):
+        return model
+    light = copy_except(model, ("graph",))
+    light.graph.CopyFrom(copy_except(model.graph, ("initializer",)))
+    return light
+
+
 def for_mxnet(model: ModelLike, *, check: bool = True, **verify_args) -> onnx.ModelProto:
     """A copy of `model` that MXNet 1.9's `mxnet.contrib.onnx.import_to_gluon` imports.
 
@@ -887,17 +1181,19 @@ def for_mxnet(model: ModelLike, *, check: bool = True, **verify_args) -> onnx.Mo
     `check` (default) onnxruntime runs both models on the same random inputs (`verify_args`
     as for `onnxgrow.verify`, but `relative_to` defaults to "output", as for growth) and
     `VerificationFailed` is raised when any output differs.
-    Raises `OnnxGrowError` naming the first node MXNet cannot take.
+    Raises `OnnxGrowError` naming the first node MXNet cannot take. A model past protobuf's 2 GB limit is
+    converted the same way; `onnxgrow.save` writes it with external data (`OUT.data`), which MXNet's importer
+    reads (it loads the file with onnx.load, which reads the data file next to it).
     """
     source = load(model)
     out = onnx.ModelProto()
     out.CopyFrom(source)
     out = convert(out)
     try:
-        onnx.checker.check_model(out)
-    except onnx.checker.ValidationError as exc:  # a rule wrote something invalid: a bug here
+        onnx.checker.check_model(_checkable(out))
+    except onnx.checker.ValidationError as exc:  # a rule wrote something invalid: a bug here, not the user's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxGrowError(f"cannot export for MXNet: the converted model is not valid ONNX ({first})") from exc
+        raise InternalError(f"export for MXNet wrote a model that is not valid ONNX ({first})") from exc
     if check:
         from .verify import check_relative_to, failure_text, verify
 

@@ -20,9 +20,14 @@ def verify_table(report: Report, title: str = "verify") -> Table:
     """One row per output. With `relative_to` "output" the error column is the max abs error divided by the
     output's largest |reference| (what rtol is compared with), and the title says so."""
     output = report.relative_to == "output"
-    table = Table(title=f"{title}: {'PASS' if report.passed else 'FAIL'} "
-                        f"(provider {report.provider}, {report.iterations} iteration(s), seed {report.seed}"
-                        + (", rtol relative to each output's largest |value|)" if output else ")"))
+    # against saved outputs or another runtime, the title says what was compared with what
+    plain = report.reference is None or report.candidate is None or (
+        report.reference.endswith("(onnxruntime)") and report.candidate.endswith("(onnxruntime)"))
+    against = "" if plain else f"{report.candidate} against {report.reference}, "
+    table = Table(title=escape(f"{title}: {'PASS' if report.passed else 'FAIL'} "
+                               f"({against}provider {report.provider}, {report.iterations} iteration(s), "
+                               f"seed {report.seed}" + (", rtol relative to each output's largest |value|)"
+                                                         if output else ")")))
     for col in ("output", "shape", "max abs err", "err / max|ref|" if output else "max rel err", "atol/rtol", "result"):
         table.add_column(col)
     for o in report.outputs:
@@ -34,7 +39,7 @@ def verify_table(report: Report, title: str = "verify") -> Table:
 
 def console(stderr: bool = False) -> Console:
     """A console that does not wrap or colour when it is not a terminal (tests, CI, pipes)."""
-    return Console(stderr=stderr, width=120 if not _tty(stderr) else None, highlight=False, soft_wrap=True)
+    return _Console(stderr=stderr, width=120 if not _tty(stderr) else None, highlight=False, soft_wrap=True)
 
 
 def _tty(stderr: bool) -> bool:
@@ -112,3 +117,210 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
                       _group_cell(layer.value_size), _group_cell(layer.hidden),
                       ", ".join(_group_cell(g) for g in layer.ffn) or "-", (units or {}).get(layer.scores, "-"))
     return table
+
+
+# -- a fast path for plain tables ------------------------------------------------------------------------------
+# rich spends about 0.3 ms per table cell (measuring, wrapping and cropping through its generic renderables):
+# `inspect` of a 768-layer encoder prints 3,840 groups and spent most of its time there. When the console
+# has no colours (not a terminal) and the table uses only what onnxgrow's tables use, the same characters
+# are produced here from rich's own pieces (its wrapping, box characters and width arithmetic).
+
+def _plain(console: Console, text: str) -> str:
+    return text if "[" not in text else console.render_str(text, highlight=False).plain
+
+
+def _cells(text: str) -> int:
+    from rich.cells import cell_len
+
+    return len(text) if text.isascii() and text.isprintable() else cell_len(text)
+
+
+def _longest(plain: str) -> int:
+    """The widest line of a cell's text, in terminal cells."""
+    return max((_cells(line) for line in plain.splitlines()), default=0)
+
+
+def _column_max(longest: list[int], limit: int) -> int:
+    """rich's width of a column (the maximum of Measurement.get of each Padding(Text(cell), (0, 1))) within
+    `limit` columns, from the widest line of each cell."""
+    if limit < 3:
+        return max(limit, 0)
+    return min(max(longest, default=limit) + 2, limit)
+
+
+def _wrap(console: Console, plain: str, width: int) -> list[str]:
+    """The lines of a cell `width` wide (padding included), as rich's Padding(Text) with overflow fold draws them."""
+    from rich.text import Text
+
+    inner = width - 2
+    if not (plain.isascii() and plain.isprintable()):
+        lines = [line.plain for line in Text(plain).wrap(console, inner, justify="left", overflow="fold")]
+    elif len(plain) <= inner:
+        lines = [plain]
+    else:  # Text.wrap of one line of printable ASCII: rich's line division, trailing blanks past the width cropped
+        from rich._wrap import divide_line
+
+        offsets = [0, *divide_line(plain, inner, fold=True), len(plain)]
+        lines = []
+        for a, b in zip(offsets, offsets[1:]):
+            line = plain[a:b]
+            if len(line) > inner:
+                line = line[:len(line) - min(len(line) - inner, len(line) - len(line.rstrip()))][:inner]
+            lines.append(line)
+    return [" " + line + " " * (inner - _cells(line)) + " " for line in lines]
+
+
+def plain_table(console: Console, table: Table) -> str | None:
+    """What `console.print(table)` writes, or None when the table or console is not one this reproduces."""
+    from rich import box
+    from rich._ratio import ratio_reduce
+
+    if (console.color_system is not None or console.legacy_windows or not console.encoding.lower().startswith("utf")
+            or not console.soft_wrap or table.box is not box.HEAVY_HEAD or not table.show_header
+            or table.show_footer or not table.show_edge or not table.pad_edge or table.padding != (0, 1, 0, 1)
+            or table.expand or table.width is not None or table.min_width is not None or table.collapse_padding
+            or table.show_lines or table.leading or table.row_styles or table.safe_box is False
+            or any(row.end_section or row.style for row in table.rows)
+            or not isinstance(table.title or "", str) or not isinstance(table.caption or "", str)):
+        return None
+    columns = table.columns
+    for col in columns:
+        if (col.overflow != "fold" or col.no_wrap or col.width is not None or col.min_width is not None
+                or col.max_width is not None or col.justify != "left" or col.vertical != "top" or col.ratio
+                or not isinstance(col.header, str) or any(not isinstance(c, str) for c in col._cells)):
+            return None
+    cells = [[_plain(console, col.header)] + [_plain(console, c) for c in col._cells] for col in columns]
+    longest = [[_longest(c) for c in col] for col in cells]
+    extra = 2 + len(columns) - 1
+    limit = console.width - extra
+    widths = [_column_max(col, limit) or 1 for col in longest]
+    if sum(widths) > limit:
+        widths = Table._collapse_widths(widths, [True] * len(widths), limit)
+        if sum(widths) > limit:
+            widths = ratio_reduce(sum(widths) - limit, [1] * len(widths), widths, widths)
+        widths = [_column_max(col, w) for col, w in zip(longest, widths)]
+    if min(widths) < 3:
+        return None
+    hb = box.HEAVY_HEAD
+    out: list[str] = []
+    if table.title:
+        out.append(_plain(console, table.title) + "\n")
+    out.append(hb.get_top(widths) + "\n")
+    n = len(cells[0])
+    for r in range(n):
+        wrapped = [_wrap(console, col[r], w) for col, w in zip(cells, widths)]
+        height = max(len(c) for c in wrapped)
+        for c, w in zip(wrapped, widths):
+            blank = [" " * w] * (height - len(c))
+            if r == 0:  # the header row is aligned to the bottom
+                c[:0] = blank
+            else:
+                c.extend(blank)
+        left, right, div = ((hb.head_left, hb.head_right, hb.head_vertical) if r == 0 else
+                            (hb.foot_left, hb.foot_right, hb.foot_vertical) if r == n - 1 else
+                            (hb.mid_left, hb.mid_right, hb.mid_vertical))
+        for i in range(height):
+            out.append(left + div.join(c[i] for c in wrapped) + right + "\n")
+        if r == 0:
+            out.append(hb.get_row(widths, "head", edge=True) + "\n")
+    out.append(hb.get_bottom(widths) + "\n")
+    if table.caption:
+        out.append(_plain(console, table.caption) + "\n")
+    return "".join(out)
+
+
+def _rich_major() -> int:
+    from importlib.metadata import version
+
+    try:
+        return int(version("rich").split(".")[0])
+    except Exception:  # noqa: BLE001 - no metadata: take the safe path
+        return 0
+
+
+#: the fast path reads rich internals checked against rich 15 (tests/test_report.py); other versions draw with rich
+_FAST_RICH = _rich_major() == 15
+
+
+class _Console(Console):
+    """rich's Console, printing a plain table through `plain_table` when it can (same output, faster)."""
+
+    def print(self, *objects, **kwargs) -> None:  # type: ignore[override]
+        if len(objects) == 1 and not kwargs and isinstance(objects[0], Table) and _FAST_RICH:
+            try:
+                text = plain_table(self, objects[0])
+            except (ImportError, AttributeError, TypeError, ValueError):  # rich's internals moved: rich draws it
+                text = None
+            if text is not None:
+                self.file.write(text)
+                self.file.flush()
+                return
+        super().print(*objects, **kwargs)
+
+
+def junit_xml(report: Report | None, reference: str, candidate: str | None, error: BaseException | None = None) -> str:
+    """A JUnit XML report of a verification (what CI systems display): one test suite, one test case per output
+    (a failure with its error and tolerances when it differs), or a single test case with the error when the
+    check could not run (bad input: `error`; a bug in onnxgrow: any other exception)."""
+    import xml.etree.ElementTree as ET
+
+    from .errors import OnnxGrowError, VerificationFailed
+
+    name = f"onnxgrow verify {reference}" + (f" {candidate}" if candidate else "")
+    suites = ET.Element("testsuites")
+    suite = ET.SubElement(suites, "testsuite", name=name)
+    cases: list[ET.Element] = []
+    failures = errors = 0
+    if report is None or error is not None and not isinstance(error, VerificationFailed):
+        case = ET.SubElement(suite, "testcase", classname="onnxgrow.verify", name=str(reference))
+        kind = "error" if isinstance(error, OnnxGrowError) else "internal error"
+        text = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else type(error).__name__
+        ET.SubElement(case, "error", message=f"{kind}: {text}", type=type(error).__name__).text = text
+        cases.append(case)
+        errors = 1
+    else:
+        for o in report.outputs:
+            case = ET.SubElement(suite, "testcase", classname=f"onnxgrow.verify.{reference}", name=f"output {o.name}")
+            detail = (f"shape {'x'.join(map(str, o.shape)) or 'scalar'}, max abs error {fmt(o.max_abs)}, max rel error "
+                      f"{fmt(o.max_rel)}, error / max|reference| {fmt(o.normalised)}, atol {o.atol:g}, rtol {o.rtol:g} "
+                      f"(relative to {o.relative_to})")
+            if not o.passed:
+                ET.SubElement(case, "failure", message=f"{o.name}: {o.reason or 'mismatch'}",
+                              type="VerificationFailed").text = detail
+                failures += 1
+            ET.SubElement(case, "system-out").text = detail
+            cases.append(case)
+        props = ET.SubElement(suite, "properties")
+        for key in ("reference", "candidate", "provider", "iterations", "seed", "relative_to"):
+            value = getattr(report, key)
+            if value is not None:
+                ET.SubElement(props, "property", name=key, value=str(value))
+        suite.remove(props)
+        suite.insert(0, props)
+    for element in (suite, suites):
+        element.set("tests", str(len(cases)))
+        element.set("failures", str(failures))
+        element.set("errors", str(errors))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def write_junit(path: str, report: Report | None, reference: str, candidate: str | None,
+                error: BaseException | None = None) -> None:
+    """`junit_xml` written to `path` (atomically: a temporary file in the same folder, then renamed)."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    out = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(junit_xml(report, reference, candidate, error))
+        from .io import new_file_mode
+
+        os.chmod(tmp, new_file_mode())
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -10,6 +10,7 @@ is serialised at the end.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import OnnxGrowError
+from .graph import nested_graphs
 from .progress import ProgressFn
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
@@ -45,17 +47,38 @@ class Deferred:
     produce: Callable[[], Union[Buffer, Iterator[Buffer]]]
 
 
-def raw_nbytes(data_type: int, dims: list[int]) -> int | None:
+#: zeros are written from one buffer of at most this many bytes, however big the tensor
+_ZERO_CHUNK = 4 * 2**20
+
+
+def zeros(nbytes: int) -> Deferred:
+    """`nbytes` zero bytes, produced in pieces from one small buffer (a zero tensor is never held whole)."""
+    def produce() -> Iterator[memoryview]:
+        block = memoryview(bytes(min(nbytes, _ZERO_CHUNK)))
+        for start in range(0, nbytes, _ZERO_CHUNK):
+            yield block[:min(_ZERO_CHUNK, nbytes - start)]
+
+    return Deferred(nbytes, produce)
+
+
+def raw_nbytes(data_type: int, dims) -> int | None:
     """Size of a tensor's raw_data from its type and shape (None for strings and unknown types)."""
-    n = int(np.prod(dims, dtype=np.int64)) if dims else 1
+    n = math.prod(dims)
     if data_type in _PACKED:
         return (n + 1) // 2
-    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-        return None
-    try:
-        return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
-    except (KeyError, TypeError, ValueError):
-        return None
+    width = _ITEMSIZE.get(data_type)
+    if width is None:
+        if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            return None
+        try:
+            width = _ITEMSIZE[data_type] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
+        except (KeyError, TypeError, ValueError):
+            return None
+    return n * width
+
+
+#: bytes per element, by ONNX element type (filled as types are met)
+_ITEMSIZE: dict[int, int] = {}
 
 
 def array_bytes(arr: np.ndarray, data_type: int) -> Buffer:
@@ -65,25 +88,41 @@ def array_bytes(arr: np.ndarray, data_type: int) -> Buffer:
     return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
 
 
-def _copy_field(src, dst, field) -> None:
-    """Copy one field of protobuf message `src` into `dst` (a field that is not set is left unset)."""
-    repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-    if repeated:
-        if len(getattr(src, field.name)):
-            getattr(dst, field.name).extend(getattr(src, field.name))
-    elif src.HasField(field.name):
-        if field.message_type is not None:
-            getattr(dst, field.name).CopyFrom(getattr(src, field.name))
-        else:
-            setattr(dst, field.name, getattr(src, field.name))
+#: (message type, skipped names) -> [(field name, 0 scalar | 1 repeated | 2 message)] of the fields copied
+_FIELDS: dict[tuple[type, tuple[str, ...]], list[tuple[str, int]]] = {}
+
+
+def _fields(kind: type, skip: tuple[str, ...]) -> list[tuple[str, int]]:
+    found = _FIELDS.get((kind, skip))
+    if found is None:
+        found = []
+        for field in kind.DESCRIPTOR.fields:
+            if field.name in skip:
+                continue
+            repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+            found.append((field.name, 1 if repeated else 2 if field.message_type is not None else 0))
+        _FIELDS[(kind, skip)] = found
+    return found
+
+
+def _copy_into(src, dst, skip: tuple[str, ...]) -> None:
+    """Copy the fields of protobuf message `src` not named in `skip` into `dst` (fields not set stay unset)."""
+    for name, kind in _fields(type(src), skip):
+        if kind == 1:
+            values = getattr(src, name)
+            if len(values):
+                getattr(dst, name).extend(values)
+        elif src.HasField(name):
+            if kind == 2:
+                getattr(dst, name).CopyFrom(getattr(src, name))
+            else:
+                setattr(dst, name, getattr(src, name))
 
 
 def copy_except(msg, skip: tuple[str, ...]):
     """A copy of a protobuf message without the fields named in `skip` (never read, so never copied)."""
     out = type(msg)()
-    for field in msg.DESCRIPTOR.fields:
-        if field.name not in skip:
-            _copy_field(msg, out, field)
+    _copy_into(msg, out, skip)
     return out
 
 
@@ -94,25 +133,34 @@ def stub(tensor: onnx.TensorProto) -> onnx.TensorProto:
 
 def has_data(tensor: onnx.TensorProto) -> bool:
     """Whether the tensor carries its data (any data field) or refers to external data."""
-    return tensor.data_location == onnx.TensorProto.EXTERNAL or any(
-        tensor.HasField(f) if f == "raw_data" else len(getattr(tensor, f)) for f in _DATA_FIELDS)
+    return (tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL
+            or len(tensor.float_data) > 0 or len(tensor.int32_data) > 0 or len(tensor.string_data) > 0
+            or len(tensor.int64_data) > 0 or len(tensor.double_data) > 0 or len(tensor.uint64_data) > 0)
 
 
 def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
     """A copy of `model` whose main-graph initializers stored as raw_data are stubs, with their bytes
     deferred (read from `model` when written): the copy costs no weight bytes."""
     out = copy_except(model, ("graph",))
-    out.graph.CopyFrom(copy_except(model.graph, ("initializer",)))
+    _copy_into(model.graph, out.graph, ("initializer",))
     deferred: dict[str, Deferred] = {}
     dup = {n for n, c in Counter(t.name for t in model.graph.initializer).items() if c > 1}
     for t in model.graph.initializer:
-        nbytes = raw_nbytes(t.data_type, list(t.dims))
+        nbytes = raw_nbytes(t.data_type, t.dims)
         if not t.HasField("raw_data") or t.name in dup or nbytes is None:
             out.graph.initializer.add().CopyFrom(t)
             continue
-        out.graph.initializer.add().CopyFrom(stub(t))
+        _copy_into(t, out.graph.initializer.add(), _DATA_FIELDS)
         deferred[t.name] = Deferred(nbytes, lambda t=t: t.raw_data)
     return out, deferred
+
+
+def drop_weights(model: onnx.ModelProto) -> None:
+    """Make every main-graph initializer that holds its bytes a stub, in place (what stays: names, types, shapes)."""
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL and has_data(t):
+            for f in _DATA_FIELDS:
+                t.ClearField(f)
 
 
 def _varint(n: int) -> bytes:
@@ -133,11 +181,32 @@ def _key(number: int, length: int) -> bytes:
 
 def _split(msg, number: int) -> tuple[bytes, bytes]:
     """Encodings of the fields of `msg` numbered below and above `number` (that field left out)."""
+    skips = _SPLITS.get((type(msg), number))
+    if skips is None:
+        fields = msg.DESCRIPTOR.fields
+        skips = _SPLITS[(type(msg), number)] = (tuple(f.name for f in fields if f.number >= number),
+                                                tuple(f.name for f in fields if f.number <= number))
     head, tail = type(msg)(), type(msg)()
-    for field in msg.DESCRIPTOR.fields:
-        if field.number != number:
-            _copy_field(msg, head if field.number < number else tail, field)
+    _copy_into(msg, head, skips[0])
+    _copy_into(msg, tail, skips[1])
     return head.SerializeToString(), tail.SerializeToString()
+
+
+#: (message type, field number) -> the fields left out of the head and of the tail by `_split`
+_SPLITS: dict[tuple[type, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+#: fields of a TensorProto after raw_data that are not data (a stub without them encodes as its head alone)
+_AFTER_RAW = tuple((f.name, f.message_type is not None or
+                    (f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED))
+                   for f in onnx.TensorProto.DESCRIPTOR.fields if f.number > _RAW_DATA and f.name not in _DATA_FIELDS)
+
+
+def _split_stub(t: onnx.TensorProto) -> tuple[bytes, bytes]:
+    """`_split(t, raw_data)` for a stub, without copying it when no field follows raw_data (the usual case)."""
+    if any(len(getattr(t, name)) if listed else t.HasField(name) for name, listed in _AFTER_RAW):
+        return _split(t, _RAW_DATA)
+    return t.SerializeToString(), b""
 
 
 @dataclass
@@ -162,16 +231,40 @@ def _pieces(model: onnx.ModelProto, deferred: Mapping[str, Deferred]) -> Iterato
         if d is None or has_data(t):
             yield _Piece(t.SerializeToString())
         else:
-            head, tail = _split(t, _RAW_DATA)
+            head, tail = _split_stub(t)
             yield _Piece(head, d, tail)
 
 
-def encoded_size(model: onnx.ModelProto, deferred: Mapping[str, Deferred]) -> int:
-    """Exact size of the model written inline, computed without producing any deferred tensor."""
+@dataclass
+class _Layout:
+    """The encoding of a model written inline, all but the deferred bytes: computed once per write."""
+
+    m_head: bytes
+    m_tail: bytes
+    g_head: bytes
+    g_tail: bytes
+    parts: list[_Piece]
+
+    @property
+    def graph_size(self) -> int:
+        return len(self.g_head) + len(self.g_tail) + sum(p.size for p in self.parts)
+
+    @property
+    def size(self) -> int:
+        graph = self.graph_size
+        return len(self.m_head) + len(_key(_GRAPH, graph)) + graph + len(self.m_tail)
+
+
+def layout(model: onnx.ModelProto, deferred: Mapping[str, Deferred]) -> _Layout:
+    """What `write_inline` writes around the deferred bytes (pass it to `write_inline` to reuse it)."""
     g_head, g_tail = _split(model.graph, _INITIALIZER)
     m_head, m_tail = _split(model, _GRAPH)
-    graph = len(g_head) + len(g_tail) + sum(p.size for p in _pieces(model, deferred))
-    return len(m_head) + len(_key(_GRAPH, graph)) + graph + len(m_tail)
+    return _Layout(m_head, m_tail, g_head, g_tail, list(_pieces(model, deferred)))
+
+
+def encoded_size(model: onnx.ModelProto, deferred: Mapping[str, Deferred], plan: _Layout | None = None) -> int:
+    """Exact size of the model written inline, computed without producing any deferred tensor."""
+    return (plan or layout(model, deferred)).size
 
 
 class _Writer:
@@ -214,16 +307,15 @@ def pieces(name: str, d: Deferred) -> Iterator[memoryview]:
 
 
 def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO,
-                 progress: ProgressFn | None = None) -> int:
-    """Write `model` as one protobuf file, producing each deferred tensor in turn; returns the bytes written."""
-    g_head, g_tail = _split(model.graph, _INITIALIZER)
-    m_head, m_tail = _split(model, _GRAPH)
-    parts = list(_pieces(model, deferred))
-    graph = len(g_head) + len(g_tail) + sum(p.size for p in parts)
-    total = len(m_head) + len(_key(_GRAPH, graph)) + graph + len(m_tail)
+                 progress: ProgressFn | None = None, plan: _Layout | None = None) -> int:
+    """Write `model` as one protobuf file, producing each deferred tensor in turn; returns the bytes written.
+    `plan` is the model's `layout` when already computed (the model unchanged since)."""
+    plan = plan or layout(model, deferred)
+    graph = plan.graph_size
+    total = len(plan.m_head) + len(_key(_GRAPH, graph)) + graph + len(plan.m_tail)
     w = _Writer(fh, total, progress, "write")
-    w.write(m_head + _key(_GRAPH, graph) + g_head)
-    for t, p in zip(model.graph.initializer, parts):
+    w.write(plan.m_head + _key(_GRAPH, graph) + plan.g_head)
+    for t, p in zip(model.graph.initializer, plan.parts):
         if p.data is None:
             w.write(_key(_INITIALIZER, len(p.head)) + p.head)
             continue
@@ -232,18 +324,14 @@ def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: B
         for piece in pieces(t.name, p.data):
             w.write(piece)
         w.write(p.tail)
-    w.write(g_tail + m_tail)
+    w.write(plan.g_tail + plan.m_tail)
     return total
 
 
 def _subgraph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     """Initializers of the subgraphs (If/Loop/Scan bodies) under `graph`'s nodes."""
-    for node in graph.node:
-        for a in node.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
-                      list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
-                yield from g.initializer
-                yield from _subgraph_tensors(g)
+    for g in nested_graphs(graph):
+        yield from g.initializer
 
 
 #: small integer tensors stay in the model even when every initializer is asked to go outside: they are shape

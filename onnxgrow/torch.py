@@ -46,6 +46,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from .errors import OnnxGrowError
+from .graph import opset as graph_opset
 from .io import ModelLike, load
 
 #: op type -> the inputs that hold trainable weights when they are initializers (None: every input).
@@ -156,6 +157,8 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     # onnx2torch infers shapes itself; a recorded shape that disagrees (a stale entry) would stop it
     del m.graph.value_info[:]
     m = _down_to_known_opset(m)
+    m = _up_to_known_opset(m)
+    _drop_dropout(m)
     _drop_idle_allowzero(m)
     _check_convertible(m)
     try:
@@ -232,17 +235,20 @@ def _holds(tensor: torch.Tensor, init: onnx.TensorProto) -> bool:
 _ONNX2TORCH_OPSET = 17
 
 
-def _unconvertible(m: onnx.ModelProto) -> list[onnx.NodeProto]:
+def _convertible(node: onnx.NodeProto, opsets: dict[str, int]) -> bool:
+    """Whether onnx2torch has a converter for `node` at the model's opset of its domain."""
     from onnx2torch.node_converters import get_converter
 
+    try:
+        get_converter(domain=node.domain, operation_type=node.op_type, version=opsets.get(node.domain, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _unconvertible(m: onnx.ModelProto) -> list[onnx.NodeProto]:
     opsets = {o.domain: o.version for o in m.opset_import}
-    bad = []
-    for node in m.graph.node:
-        try:
-            get_converter(domain=node.domain, operation_type=node.op_type, version=opsets.get(node.domain, 1))
-        except NotImplementedError:
-            bad.append(node)
-    return bad
+    return [node for node in m.graph.node if not _convertible(node, opsets)]
 
 
 def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -251,7 +257,7 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     Gelu (opset 20, no earlier version) is first written out as x·(1 + erf(x/√2))/2 or its tanh form.
     Returns the model unchanged when nothing needs it or when onnx's version converter cannot do it.
     """
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opset = graph_opset(m)
     bad = len(_unconvertible(m)) if opset > _ONNX2TORCH_OPSET else 0
     if not bad:
         return m
@@ -272,6 +278,67 @@ def _down_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     del converted.opset_import[:]
     converted.opset_import.extend(kept)
     return converted if len(_unconvertible(converted)) < bad else m
+
+
+#: opsets an old model is converted up to, lowest first: onnx2torch has no converter for some ops in the forms
+#: of opsets 7-9 (Dropout-7, Upsample-9, ...), but has one for each at 10, 11 or 13
+_UP_TARGETS = (10, 11, 13, _ONNX2TORCH_OPSET)
+
+
+def _up_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A model of an old opset (the Caffe2-era zoo files: 7-9) converted up for onnx2torch, to the lowest opset
+    of `_UP_TARGETS` at which onnx2torch converts every node (onnx's version converter, IR version raised to
+    what that opset needs). Dropout-7 becomes Dropout-10, which onnx2torch makes an `nn.Dropout`: the identity
+    in eval mode, as in the ONNX model, and dropout again once the module is trained, as in the network the
+    model came from. Returns the model unchanged when nothing needs it or no target helps.
+    """
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
+    bad = len(_unconvertible(m)) if opset < _ONNX2TORCH_OPSET else 0
+    if not bad:
+        return m
+    from onnx import version_converter
+
+    best, fewest = m, bad
+    for target in _UP_TARGETS:
+        if target <= opset:
+            continue
+        try:
+            converted = version_converter.convert_version(m, target)
+        except Exception:  # no adapter for some op on the way: try the next target, or report the ops as they are
+            continue
+        converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(
+            [o for o in converted.opset_import if o.domain in ("", "ai.onnx")]))
+        left = len(_unconvertible(converted))
+        if left < fewest:
+            best, fewest = converted, left
+        if not left:
+            break
+    return best
+
+
+def _drop_dropout(m: onnx.ModelProto) -> None:
+    """Each Dropout onnx2torch cannot convert (still Dropout-7 where no converter went up; a `seed` at 12+) that
+    is the identity when the model runs (inference mode, no mask read) replaced by an Identity, in place."""
+    from onnx import helper
+
+    opsets = {o.domain: o.version for o in m.opset_import}
+    consts = {t.name: t for t in m.graph.initializer}
+    read = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    for k, n in enumerate(m.graph.node):
+        if n.op_type != "Dropout" or n.domain not in ("", "ai.onnx"):
+            continue
+        if _convertible(n, opsets) and not any(a.name == "seed" for a in n.attribute):  # onnx2torch refuses seeds
+            continue
+        if any(o and o in read for o in n.output[1:]):
+            continue  # its mask is read: not the identity
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("is_test", 1) == 0:
+            continue  # opset < 7 in training mode
+        if len(n.input) > 2 and n.input[2]:
+            mode = consts.get(n.input[2])
+            if mode is None or bool(numpy_helper.to_array(mode).reshape(-1)[0]):
+                continue  # training_mode computed, or true
+        m.graph.node[k].CopyFrom(helper.make_node("Identity", [n.input[0]], [n.output[0]], name=n.name))
 
 
 _HIDDEN = "onnxgrow.opset17"

@@ -61,6 +61,13 @@ class Report:
     inputs: dict[str, list[int]] = field(default_factory=dict)
     defaulted_inputs: list[str] = field(default_factory=list)
     relative_to: str = "element"  # what rtol was relative to (see RELATIVE_TO)
+    reference: str | None = None  # what the reference outputs came from: "PATH (onnxruntime)", "outputs FILE.npz"
+    candidate: str | None = None  # what was checked against them, "PATH (torch)", ...; None when only recorded
+
+    @property
+    def compared(self) -> bool:
+        """Whether a candidate was compared (False when the run only recorded the reference's outputs)."""
+        return self.candidate is not None or bool(self.outputs)
 
     @property
     def passed(self) -> bool:
@@ -85,6 +92,8 @@ class Report:
             "inputs": self.inputs,
             "defaulted_inputs": self.defaulted_inputs,
             "relative_to": self.relative_to,
+            "reference": self.reference,
+            "candidate": self.candidate,
             "outputs": [_json_safe({**asdict(o), "normalised": o.normalised}) for o in self.outputs],
         }
 
@@ -245,7 +254,7 @@ def compare(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float,
 
 def verify(
     reference: ModelLike,
-    candidate: ModelLike,
+    candidate: ModelLike | str | os.PathLike | None = None,
     *,
     atol: float | list[str] | None = None,
     rtol: float | list[str] | None = None,
@@ -258,28 +267,68 @@ def verify(
     relative_to: str | None = None,
     progress: ProgressFn | None = None,
     interfaces: tuple[onnx.ModelProto, onnx.ModelProto] | None = None,
+    load_outputs: str | None = None,
+    save_outputs: str | None = None,
+    candidate_runtime: str | None = None,
+    mxnet_python: str | None = None,
 ) -> Report:
     """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs.
 
     `relative_to` is what `rtol` multiplies: "element" (default; each element's |reference|, Polygraphy's
     meaning) or "output" (the output's largest |reference|; see `compare`).
 
+    Other references and candidates (Polygraphy's flags, where they exist):
+    - `load_outputs`: the reference outputs come from an .npz file (keyed by output name, e.g. saved by the
+      framework the model came from, or by `save_outputs`) and `reference` is the model checked against them
+      (no `candidate`); the inputs must be the ones they were computed from (`load_inputs`, or the seed and
+      shapes of the run that saved them).
+    - `save_outputs`: the outputs of the model that onnxruntime runs first (`reference`) are written to an .npz
+      file, only when the check passes (a record later runs are checked against); without a candidate or loaded
+      outputs, `reference` only runs and they are written (the report compares nothing).
+    - `candidate_runtime` ("onnxruntime", "torch", "mxnet"; by default torch for a .pt file): a module saved by
+      `export --to torch`, or an ONNX file written by `export --to mxnet` run as MXNet's Gluon import (in the
+      Python `mxnet_python`, $ONNXGROW_MXNET_PYTHON or .venv-mxnet).
+
     A model given as a file goes to onnxruntime as that file; Python reads it only for its inputs and
     outputs (not its external data), and not at all when `interfaces` gives models with the same inputs,
     outputs and initializer names and shapes (weights not needed: stubs will do) for both.
     `progress` gets the step "verify", counted in onnxruntime sessions and runs.
     """
+    from .inputs import load_outputs_npz
+    from .runners import MXNetRunner, TorchRunner, runtime_for
+
     if iterations < 1:
         raise OnnxGrowError(f"--iterations {iterations}: must be at least 1")
     if seed < 0:
         raise OnnxGrowError(f"--seed {seed}: must not be negative")
-    if save_inputs:
-        check_save_path(save_inputs)
-        for side, model in (("reference", reference), ("candidate", candidate)):
-            if not isinstance(model, onnx.ModelProto) and Path(save_inputs).exists() and Path(model).exists() \
-                    and os.path.samefile(save_inputs, model):
-                raise OnnxGrowError(f"--save-inputs {save_inputs}: is the {side} model; onnxgrow never overwrites "
-                                    "its input")
+    if load_outputs is not None and candidate is not None:
+        raise OnnxGrowError(f"--load-outputs {load_outputs}: the loaded outputs are the reference; give the one model "
+                            "to check against them, not two")
+    if candidate is None and load_outputs is None and save_outputs is None:
+        raise OnnxGrowError("give a candidate model to compare with, or --load-outputs (compare with saved outputs) "
+                            "or --save-outputs (only record the model's outputs)")
+    # the model under test: the candidate, or with loaded outputs the one model given
+    tested = reference if load_outputs is not None else candidate
+    runtime = runtime_for(tested, candidate_runtime) if tested is not None else "onnxruntime"
+    if runtime != "onnxruntime" and isinstance(tested, onnx.ModelProto):
+        raise OnnxGrowError(f"--candidate-runtime {runtime}: give the candidate as a file")
+    for flag, path in (("--save-inputs", save_inputs), ("--save-outputs", save_outputs)):
+        if not path:
+            continue
+        check_save_path(path, flag)
+        for side, model in (("reference model", reference), ("candidate model", candidate),
+                            ("--load-inputs file", load_inputs), ("--load-outputs file", load_outputs)):
+            if model is not None and not isinstance(model, onnx.ModelProto) and Path(path).exists() \
+                    and Path(model).exists() and os.path.samefile(path, model):
+                raise OnnxGrowError(f"{flag} {path}: is the {side}; onnxgrow never overwrites its input")
+    if save_inputs and save_outputs and os.path.abspath(save_inputs) == os.path.abspath(save_outputs):
+        raise OnnxGrowError(f"--save-outputs {save_outputs}: is also the --save-inputs file; give two files")
+    if load_outputs is not None and runtime == "torch":
+        raise OnnxGrowError(f"--load-outputs {load_outputs}: checks an ONNX model ({reference} is a PyTorch module); "
+                            "check the module against the ONNX file it was exported from: verify MODEL.onnx "
+                            f"{reference}")
+    if tested is not None and runtime != "onnxruntime" and not Path(tested).is_file():
+        raise OnnxGrowError(f"{tested}: no such file")
     relative_to = check_relative_to(relative_to, "element")
     atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
     rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
@@ -291,12 +340,14 @@ def verify(
         ref_iface = reference
     elif ref_iface is None:
         ref_iface = skeleton(load(reference, fold=False, external_data=False))[0]  # weights dropped at once
-    if cand_iface is None:
+    onnx_candidate = candidate is not None and runtime in ("onnxruntime", "mxnet")
+    if cand_iface is None and onnx_candidate:
         cand_iface = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False,
                                                                                    external_data=False)
     shapes = parse_shapes(input_shapes) if isinstance(input_shapes, list) else dict(input_shapes or {})
     specs = input_specs(ref_iface, shapes)
-    _check_same_interface(ref_iface, cand_iface, specs)
+    if onnx_candidate:
+        _check_same_interface(ref_iface, cand_iface, specs)
     outs = [o.name for o in ref_iface.graph.output]
     for flag, name, value in [("--atol", n, v) for n, v in atol_per.items()] + [("--rtol", n, v) for n, v in rtol_per.items()]:
         if name not in outs:
@@ -317,22 +368,50 @@ def verify(
             progress("verify", done, stages)
         done += 1
 
+    def label(model: object, side: str) -> str:
+        return side if isinstance(model, onnx.ModelProto) else f"{side} {model}"
+
     advance()
-    # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
-    ref_run = Runner(reference if isinstance(reference, onnx.ModelProto) else str(reference), providers,
-                     "reference" if isinstance(reference, onnx.ModelProto) else f"reference {reference}")
-    advance()
-    wants = []
-    for feeds in feeds_list:
-        wants.append(ref_run.run(feeds))
+    if load_outputs is not None:
+        wants = load_outputs_npz(load_outputs, outs, len(feeds_list))
         advance()
-    del ref_run
-    cand_run = Runner(candidate if isinstance(candidate, onnx.ModelProto) else str(candidate), providers,
-                      "candidate" if isinstance(candidate, onnx.ModelProto) or interfaces else f"candidate {candidate}")
+        for _ in feeds_list:
+            advance()
+    else:
+        # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
+        ref_run = Runner(reference if isinstance(reference, onnx.ModelProto) else str(reference), providers,
+                         label(reference, "reference"))
+        advance()
+        wants = []
+        for feeds in feeds_list:
+            wants.append(ref_run.run(feeds))
+            advance()
+        del ref_run
+    if tested is None:  # only recording the outputs
+        if save_outputs:
+            save_npz(save_outputs, wants, "--save-outputs")
+        if save_inputs:
+            save_npz(save_inputs, feeds_list)
+        return Report(outputs=[], provider=provider, iterations=len(feeds_list), seed=seed,
+                      inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
+                      defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
+                      relative_to=relative_to, reference=_describe(reference, "onnxruntime"), candidate=None)
+    if runtime == "torch":
+        cand_run = TorchRunner(tested, [s.name for s in specs], outs, provider)
+        gots = None
+    elif runtime == "mxnet":
+        gots = MXNetRunner(tested, outs, mxnet_python).run_all(feeds_list)
+    else:
+        cand_run = Runner(tested if isinstance(tested, onnx.ModelProto) else str(tested), providers,
+                          "candidate" if isinstance(tested, onnx.ModelProto) or interfaces else f"candidate {tested}")
+        gots = None
     advance()
     results: dict[str, OutputResult] = {}
+    tested_outputs = []
     for i, (feeds, want) in enumerate(zip(feeds_list, wants)):
-        got = cand_run.run(feeds)
+        got = gots[i] if gots is not None else cand_run.run(feeds)
+        if save_outputs and load_outputs is not None:
+            tested_outputs.append(got)
         for name, ref in want.items():
             a = atol_per.get(name, atol_default)
             r = rtol_per.get(name, rtol_default)
@@ -350,10 +429,11 @@ def verify(
             if prev is None or _worse(res, prev):
                 results[name] = res
         advance()
-    del cand_run
-    if save_inputs:
+    if gots is None:
+        del cand_run
+    if save_inputs:  # on a failure too: they reproduce it
         save_npz(save_inputs, feeds_list)
-    return Report(
+    report = Report(
         outputs=list(results.values()),
         provider=provider,
         iterations=len(feeds_list),
@@ -361,7 +441,19 @@ def verify(
         inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
         defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
         relative_to=relative_to,
+        reference=f"outputs {load_outputs}" if load_outputs is not None else _describe(reference, "onnxruntime"),
+        candidate=_describe(tested, runtime),
     )
+    # outputs are a record to check later runs against: written only when the check passed. Against loaded
+    # outputs they are the model's own (what Polygraphy saves: the outputs of the runner that ran)
+    if save_outputs and report.passed:
+        save_npz(save_outputs, tested_outputs if load_outputs is not None else wants, "--save-outputs")
+    return report
+
+
+def _describe(model: object, runtime: str) -> str:
+    """`path (runtime)` for a report, `model (runtime)` for an in-memory model."""
+    return f"{'model' if isinstance(model, onnx.ModelProto) else model} ({runtime})"
 
 
 def cannot_verify(exc: OnnxGrowError, model: object) -> OnnxGrowError:

@@ -43,7 +43,7 @@ def parameter_count(model: onnx.ModelProto) -> int:
     for t in model.graph.initializer:
         if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                            onnx.TensorProto.BFLOAT16):
-            total += int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+            total += math.prod(t.dims)
     return total
 
 
@@ -149,10 +149,8 @@ def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, a
             raise OnnxGrowError(f"--layer {name}: {why} (or pass --approximate to grow it anyway and see the error)")
         plans[group.id] = GroupPlan(group, new, init, "approximate: " + why if why else None)
     if all is not None:
-        if layers:
-            pass  # explicit --layer requests win over --all for their groups
         for group in analysis.groups:
-            if group.id in plans:
+            if group.id in plans:  # explicit --layer requests win over --all for their groups
                 continue
             if group.constraint == "blocked":
                 skipped.append((group, group.reason or "blocked"))

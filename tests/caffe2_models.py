@@ -136,3 +136,67 @@ def inception_v2(modules: int = 2, width: int = 16, size: int = 32, classes: int
         y = g.op("Concat", [b1, b2, b3, b4], axis=1)
         c = 3 * width + width // 2
     return g.model(x, g.classifier(y, c, classes, hw), False)
+
+
+def vgg(stages: tuple[int, ...] = (2, 2, 4, 4, 4), widths: tuple[int, ...] = (4, 8, 16, 16, 16), fc: int = 32,
+        size: int = 32, classes: int = 10, opset: int = 9, scale: float = 1.0, seed: int = 0,
+        initializers_as_inputs: bool = True) -> onnx.ModelProto:
+    """VGG as the zoo's Caffe2 conversion wrote it (VGG-19 is stages=(2, 2, 4, 4, 4), widths (64, 128, 256, 512,
+    512), fc 4096, size 224, 1000 classes): Conv3x3+bias-Relu stages each ending in a 2x2 MaxPool, Flatten,
+    two Gemm-Relu-Dropout layers, a Gemm and Softmax; every initializer also a graph input (IR version 3)."""
+    g = Caffe2Graph(opset, seed, scale)
+    x = helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])
+    y, c, hw = "data", 3, size
+    for layers, width in zip(stages, widths):
+        for _ in range(layers):
+            y = g.op("Relu", [g.conv(y, c, width, 3, bias=True)])
+            c = width
+        y = g.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+        hw //= 2
+    y = g.op("Flatten", [y], axis=1)
+    n_in = c * hw * hw
+    for k in range(2):
+        w = g.rng.standard_normal((fc, n_in)) * np.sqrt(2.0 / n_in) * scale
+        y = g.op("Gemm", [y, g.const(w, "fc_w"), g.const(g.rng.standard_normal(fc) * 0.1, "fc_b")], transB=1)
+        y = g.op("Dropout", [g.op("Relu", [y])], ratio=0.5)
+        n_in = fc
+    w = g.rng.standard_normal((classes, n_in)) * np.sqrt(1.0 / n_in) * scale
+    y = g.op("Gemm", [y, g.const(w, "fc_w"), g.const(np.zeros(classes), "fc_b")], transB=1)
+    return g.model(x, g.op("Softmax", [y]), initializers_as_inputs)
+
+
+def inception_v1(modules: int = 2, width: int = 8, size: int = 32, classes: int = 10, opset: int = 9,
+                 scale: float = 1.0, seed: int = 0, initializers_as_inputs: bool = True) -> onnx.ModelProto:
+    """GoogLeNet (Inception-v1) as the zoo's Caffe2 conversion wrote it: a 7x7/2 stem, MaxPool with the extra end
+    padding Caffe's ceil rounding needs, LRN, a 1x1 and a 3x3 convolution, LRN, MaxPool; inception modules of four
+    branches (1x1; 1x1-3x3; 1x1-5x5; MaxPool3x3/1-1x1, every conv with a bias and a Relu) concatenated; global
+    AveragePool, Dropout(0.4), Reshape, Gemm, Softmax; every initializer also a graph input (IR version 3)."""
+    g = Caffe2Graph(opset, seed, scale)
+    x = helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])
+
+    def conv_relu(t: str, c_in: int, c_out: int, k: int, stride: int = 1) -> str:
+        return g.op("Relu", [g.conv(t, c_in, c_out, k, stride, bias=True)])
+
+    def lrn(t: str) -> str:
+        return g.op("LRN", [t], size=5, alpha=1e-4, beta=0.75, bias=1.0)
+
+    c = 2 * width
+    y = conv_relu("data", 3, c, 7, stride=2)
+    y = lrn(g.op("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1]))
+    y = conv_relu(conv_relu(y, c, c, 1), c, 3 * width, 3)
+    c = 3 * width
+    y = g.op("MaxPool", [lrn(y)], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
+    hw = -(-(-(-(size // 2) // 2)) // 2)  # the stem halves it three times, rounding up
+    for _ in range(modules):
+        b1 = conv_relu(y, c, width, 1)
+        b2 = conv_relu(conv_relu(y, c, width, 1), width, 2 * width, 3)
+        b3 = conv_relu(conv_relu(y, c, width // 2, 1), width // 2, width, 5)
+        b4 = conv_relu(g.op("MaxPool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), c, width, 1)
+        y = g.op("Concat", [b1, b2, b3, b4], axis=1)
+        c = 4 * width + width
+    y = g.op("AveragePool", [y], kernel_shape=[hw, hw], strides=[1, 1])
+    y = g.op("Dropout", [y], ratio=0.4)
+    y = g.op("Reshape", [y, g.name_shape([1, c])])
+    w = g.rng.standard_normal((classes, c)) * np.sqrt(1.0 / c) * scale
+    y = g.op("Gemm", [y, g.const(w, "fc_w"), g.const(np.zeros(classes), "fc_b")], transB=1)
+    return g.model(x, g.op("Softmax", [y]), initializers_as_inputs)

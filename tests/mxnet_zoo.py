@@ -118,7 +118,21 @@ CASES["Div broadcast"] = _binary("Div", [1, 3, 4, 1], positive=True)
 @case("Pow scalar exponent")
 def _pow():
     g = G([2, 3, 4])
-    return g.model(g.op("Pow", ["x", g.const(2.0)])), g.feeds(positive=True)
+    return g.model(g.op("Pow", ["x", g.const(4.0)])), g.feeds()
+
+
+def _pow_const(exponent: float, positive: bool = False) -> Case:
+    def build():
+        g = G([2, 3, 4])
+        x = g.op("Exp", ["x"]) if positive else "x"  # for_mxnet's own check feeds random normal numbers
+        return g.model(g.op("Pow", [x, g.const(exponent)])), g.feeds()
+    return build
+
+
+# squares and cubes of negative numbers (RMSNorm, GPT-2's GELU) as products: no exponent to train into NaN
+CASES["Pow 2 -> Mul"] = _pow_const(2.0)
+CASES["Pow 3 -> Mul, Mul"] = _pow_const(3.0)
+CASES["Pow 0.5 -> Sqrt"] = _pow_const(0.5, positive=True)
 
 
 @case("Sum broadcast -> Add chain")
@@ -235,6 +249,72 @@ CASES["GlobalAveragePool 3-D -> ReduceMean"] = _pool("GlobalAveragePool", [2, 3,
 CASES["GlobalMaxPool 5-D -> ReduceMax"] = _pool("GlobalMaxPool", [1, 2, 3, 4, 5])
 CASES["GlobalMaxPool 4-D"] = _pool("GlobalMaxPool", [2, 3, 4, 5])
 CASES["LRN"] = _pool("LRN", [2, 5, 3, 3], size=3, alpha=1e-2, beta=0.75, bias=1.5)
+# ceil_mode that changes the size becomes end padding (torchvision's GoogLeNet and SqueezeNet)
+CASES["MaxPool ceil_mode, one more window"] = _pool("MaxPool", [2, 3, 7, 7], kernel_shape=[2, 2], strides=[2, 2],
+                                                     ceil_mode=1)
+CASES["MaxPool ceil_mode 3x3/2 (GoogLeNet)"] = _pool("MaxPool", [2, 3, 9, 8], kernel_shape=[3, 3], strides=[2, 2],
+                                                      ceil_mode=1)
+CASES["MaxPool ceil_mode with pads, last window dropped"] = _pool("MaxPool", [1, 2, 5, 5], kernel_shape=[2, 2],
+                                                                  strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)
+# count_include_pad=0 with pads (the Caffe2 BN-Inception's pooling branch): rescaled by a constant map
+CASES["AveragePool pads not counted"] = _pool("AveragePool", [2, 3, 6, 6], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+CASES["AveragePool pads not counted, stride 2, asymmetric"] = _pool(
+    "AveragePool", [2, 3, 7, 6], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1])
+CASES["AveragePool 3-D pads not counted"] = _pool("AveragePool", [1, 2, 4, 4, 4], kernel_shape=[3, 3, 3],
+                                                  pads=[1, 1, 1, 1, 1, 1])
+
+
+@case("HardSwish (MobileNetV3)")
+def _hard_swish():
+    g = G([2, 3, 4])
+    x = g.op("Mul", ["x", g.const(4.0)])  # reaches both bends, at -3 and 3
+    return g.model(g.op("HardSwish", [x])), g.feeds()
+
+
+def _slice(shape, starts, ends, axes=None, steps=None, opset: int = OPSET) -> Case:
+    def build():
+        g = G(shape, opset=opset)
+        if opset < 10:
+            attrs = {"starts": starts, "ends": ends, **({"axes": axes} if axes is not None else {})}
+            return g.model(g.op("Slice", ["x"], **attrs)), g.feeds()
+        ins = ["x", g.const(starts, np.int64), g.const(ends, np.int64)]
+        if axes is not None or steps is not None:
+            ins.append(g.const(axes if axes is not None else list(range(len(starts))), np.int64))
+        if steps is not None:
+            ins.append(g.const(steps, np.int64))
+        return g.model(g.op("Slice", ins)), g.feeds()
+    return build
+
+
+# Slice as Split + Concat (MXNet 1.9's own Slice translation reads the bounds as floats and fails)
+CASES["Slice halves (LLaMA rotate_half)"] = _slice([2, 3, 4, 8], [4], [2 ** 63 - 1], [3], [1])
+CASES["Slice first half, axis 1"] = _slice([2, 6, 3], [0], [3], [1])
+CASES["Slice 1..4 of 6, negative axis"] = _slice([2, 6], [1], [4], [-1])
+CASES["Slice negative starts and ends, two axes"] = _slice([3, 8, 6], [-6, 1], [-2, -1], [1, 2])
+CASES["Slice with step 2"] = _slice([2, 9, 3], [1], [9], [1], [2])
+CASES["Slice with step 3, to the end"] = _slice([2, 10], [0], [100], [1], [3])
+CASES["Slice opset 9 (attributes)"] = _slice([2, 6, 4], [0, 1], [2, 5], [0, 1], opset=9)
+
+
+@case("Expand repeated axes (grouped-query attention)")
+def _expand():
+    g = G([2, 2, 1, 3, 4])
+    return g.model(g.op("Expand", ["x", g.const([2, 2, 3, 3, 4], np.int64)])), g.feeds()
+
+
+@case("Expand to a higher rank")
+def _expand_rank():
+    g = G([3, 1])
+    return g.model(g.op("Expand", ["x", g.const([2, 3, 4], np.int64)])), g.feeds()
+
+
+@case("Where(IsNaN(softmax)) after a finite mask (Hugging Face attention)")
+def _nan_guard():
+    g = G([2, 2, 4, 4])
+    causal = np.triu(np.full((4, 4), np.finfo(np.float32).min, np.float32), 1)
+    p = g.op("Softmax", [g.op("Add", ["x", g.const(causal.reshape(1, 1, 4, 4))])], axis=-1)
+    guarded = g.op("Where", [g.op("IsNaN", [p]), g.const(0.0), p])
+    return g.model(g.op("MatMul", [guarded, g.w(4, 3)])), g.feeds()
 
 
 @case("InstanceNormalization")
@@ -451,16 +531,36 @@ def _erf():
     return g.model(g.op("Erf", ["x"])), g.feeds()
 
 
-@refused("Slice", "slice", "Slice")
-def _slice():
+@refused("Slice of a dynamic axis", "slice", "Slice", "run time")
+def _slice_dynamic():
     g = G([2, 6])
-    return g.model(g.op("Slice", ["x", g.const([1], np.int64), g.const([4], np.int64), g.const([1], np.int64)])), g.feeds()
+    model = g.model(g.op("Slice", ["x", g.const([1], np.int64), g.const([4], np.int64), g.const([1], np.int64)]),
+                    x_shape=[2, "n"])
+    return model, g.feeds()
 
 
-@refused("AveragePool pads not counted", "averagepool", "count_include_pad")
+@refused("Slice reversed", "slice", "Slice", "negative step")
+def _slice_reversed():
+    g = G([2, 6])
+    ins = ["x", g.const([5], np.int64), g.const([0], np.int64), g.const([1], np.int64), g.const([-1], np.int64)]
+    return g.model(g.op("Slice", ins)), g.feeds()
+
+
+@refused("Where(IsNaN(softmax)) after a -inf mask", "isnan", "IsNaN", "no translation")
+def _nan_guard_needed():
+    """A mask of -inf can empty a whole row: the guard may fire, so it stays (and MXNet has no Where)."""
+    g = G([2, 4, 4])
+    mask = np.zeros((4, 4), np.float32)
+    mask[3] = -np.inf
+    p = g.op("Softmax", [g.op("Add", ["x", g.const(mask)])], axis=-1)
+    return g.model(g.op("Where", [g.op("IsNaN", [p]), g.const(0.0), p])), g.feeds()
+
+
+@refused("AveragePool pads not counted, dynamic size", "averagepool", "count_include_pad", "spatial size")
 def _avg_pads():
     g = G([2, 3, 6, 6])
-    return g.model(g.op("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])), g.feeds()
+    return g.model(g.op("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                   x_shape=[2, 3, "h", "w"]), g.feeds()
 
 
 @refused("MatMul broadcast batch", "matmul", "linalg_gemm2")
@@ -488,7 +588,8 @@ def _pad_channel():
     return g.model(g.op("Pad", ["x", g.const([0, 1, 0, 0, 0, 0, 0, 0], np.int64)])), g.feeds()
 
 
-@refused("MaxPool ceil_mode changes size", "maxpool", "ceil_mode")
+@refused("MaxPool ceil_mode, dynamic size", "maxpool", "ceil_mode")
 def _ceil():
     g = G([2, 3, 7, 7])
-    return g.model(g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)), g.feeds()
+    return g.model(g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+                   x_shape=[2, 3, "h", "w"]), g.feeds()

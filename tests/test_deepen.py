@@ -21,7 +21,6 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).parent))
 from deepen_models import ACTIVATIONS, export_named  # noqa: E402
 
 import onnxgrow  # noqa: E402

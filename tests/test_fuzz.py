@@ -3,8 +3,10 @@
 Unlike tests/test_widen_property.py (chains of MLP or CNN layers, float32, widen only), the graphs here are
 DAGs: every step reads any earlier tensor, so branches, skip connections over several layers, dead ends
 and several graph outputs occur; convolutional stems go on into dense layers through Flatten, Reshape or
-pooling; dtypes are float32 or float16, opsets 11..latest, the batch dimension is fixed or dynamic, and some
-models carry (soon stale) value_info. A plan is one or two actions applied one after the other: widen a
+pooling; the spatial axes are rolled (Slice + Concat) and cut into windows and back (Reshape + Transpose) as
+Swin does, channels picked by Gather (every channel in order, as torch exports `as_strided`, or a permutation),
+and tensors multiplied or summed by Einsum; dtypes are float32 or float16, opsets 11..latest, the batch
+dimension is fixed or dynamic, and some models carry (soon stale) value_info. A plan is one or two actions applied one after the other: widen a
 random choice of groups (sizes, strategy, seed), widen --all, or deepen (identity or residual) after a
 random tensor.
 
@@ -51,9 +53,10 @@ TOL = {"float32": 1e-5, "float16": 1e-2}
 ONNX_DTYPE = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16}
 ACTS = ["Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Clip", "Softplus", "HardSigmoid", "Gelu", "Abs"]
 IMG_OPS = ["conv", "conv", "conv", "conv", "act", "act", "bn", "pool", "add", "concat", "scale", "bias", "to_vec", "gap",
-           "depthwise", "lrn", "pad", "nhwc", "split", "mixer", "gconv", "shuffle", "big"]
+           "depthwise", "lrn", "pad", "nhwc", "split", "mixer", "gconv", "shuffle", "big", "roll", "windows", "positions",
+           "einsum"]
 VEC_OPS = ["dense", "dense", "dense", "dense", "act", "act", "bn", "add", "concat", "scale", "bias", "split", "mixer",
-           "big"]
+           "big", "einsum"]
 #: the largest product of "big" factors in one model (float32 only): outputs up to about 1e6 in magnitude
 BIG_LIMIT = 1e6
 
@@ -205,6 +208,36 @@ def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
             y = b.op("Reshape", [src, b.const([0, groups, c // groups, hw, hw], np.int64)])
             y = b.op("Transpose", [y], perm=[0, 2, 1, 3, 4])
             return b.op("Reshape", [y, b.const([0, c, hw, hw], np.int64)]), kind
+        if op == "roll":  # Swin's shifted windows: torch.roll of the spatial axes is Slice + Concat
+            if hw < 2:
+                return None
+            s = 1 + k % (hw - 1)
+            y = src
+            for axis in (2, 3) if v % 2 else (2,):
+                parts = [b.op("Slice", [y, b.const([lo], np.int64), b.const([hi], np.int64), b.const([axis], np.int64)])
+                         for lo, hi in ((hw - s, hw), (0, hw - s))]
+                y = b.op("Concat", parts, axis=axis)
+            return y, kind
+        if op == "windows":  # cut the spatial axes into w x w windows and put them back in window order
+            divisors = [d for d in range(2, hw) if hw % d == 0]
+            if not divisors:
+                return None
+            w, n = divisors[k % len(divisors)], hw // divisors[k % len(divisors)]
+            if v % 2:  # channels last, as Swin does
+                y = b.op("Transpose", [src], perm=[0, 2, 3, 1])
+                y = b.op("Reshape", [y, b.const([0, n, w, n, w, c], np.int64)])
+                y = b.op("Transpose", [y], perm=[0, 1, 3, 2, 4, 5])
+                y = b.op("Reshape", [y, b.const([0, hw, hw, c], np.int64)])
+                return b.op("Transpose", [y], perm=[0, 3, 1, 2]), kind
+            y = b.op("Reshape", [src, b.const([0, c, n, w, n, w], np.int64)])
+            y = b.op("Transpose", [y], perm=[0, 1, 2, 4, 3, 5])
+            return b.op("Reshape", [y, b.const([0, c, hw, hw], np.int64)]), kind
+        if op == "positions":  # Gather of every channel in order (torch's as_strided), or of a permutation
+            idx = np.arange(c) if k % 3 or c == 1 else np.roll(np.arange(c), 1)
+            if v % 2:
+                y = b.op("Gather", [src, b.const(idx.reshape(1, c), np.int64)], axis=1)
+                return b.op("Reshape", [y, b.const([0, c, hw, hw], np.int64)]), kind
+            return b.op("Gather", [src, b.const(idx, np.int64)], axis=1), kind
         if op == "act":
             return b.act(ACTS[k % len(ACTS)], src), kind
         if op == "bn":
@@ -269,6 +302,18 @@ def _step(b: _Builder, op: str, src: str, kind, k: int, v: int, pool):
             return None
         b.gain *= factor
         return b.op("Mul", [src, b.const(factor)]), kind
+    if op == "einsum":  # onnxruntime's Einsum takes float32 (not float16)
+        if b.dtype != np.float32 or b.opset < 12:
+            return None
+        sub = "nchw" if kind[0] == "img" else "...i"
+        if v % 2:  # a sum over the grown axis, broadcast back onto it
+            keep = "nhw" if kind[0] == "img" else "..."
+            total = b.op("Einsum", [src], equation=f"{sub}->{keep}")
+            return b.op("Add", [src, b.op("Unsqueeze", [total, b.const([1 if kind[0] == "img" else -1], np.int64)])
+                                if b.opset >= 13 else
+                                b.op("Unsqueeze", [total], axes=[1 if kind[0] == "img" else -1])]), kind
+        same = [t for t, kd in pool if kd == kind]
+        return b.op("Einsum", [src, same[k % len(same)]], equation=f"{sub},{sub}->{sub}"), kind
     if op == "scale":
         return b.op("Mul", [src, b.const(0.5 + (k % 4) * 0.5)]), kind
     if op == "bias":
@@ -472,6 +517,10 @@ def check(spec, plan, tmp: Path) -> list[str]:
 @example(spec=(17, "float32", False, False, 0, ("img", 4, 2),
                (("conv", 0, 5, 0), ("shuffle", -1, 1, 0), ("gconv", -1, 1, 1)), 2, ()),
          plan=(("all", "x2", "noise", 0),))
+# a sum over the features (Einsum), unsqueezed and broadcast onto them by Add; deepen puts an identity layer of one
+# unit after the Unsqueeze: that unit was grown to 2 and 3 units, so the Add no longer broadcast it
+@example(spec=(12, "float32", False, False, 0, ("vec", 2, 2), (("split", 0, 0, 1), ("einsum", 0, 0, 1)), 0, (), False),
+         plan=(("deepen", 34, "identity", 1), ("widen", ((0, "x2"),), "noise", 0)))
 def test_random_graphs_grow_exactly_or_refuse(spec, plan, tmp_path_factory):
     from hypothesis import event
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,6 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 
-sys.path.insert(0, str(Path(__file__).parent))
 from torch_models import export, randomise  # noqa: E402
 
 from onnxgrow.cli import main  # noqa: E402

@@ -11,7 +11,6 @@ element-wise check.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_graphs import caffe2_densenet, feeds_for, session  # noqa: E402
+from onnx_graphs import caffe2_densenet, feeds_for, session
 
-from onnxgrow.cli import main  # noqa: E402
-from onnxgrow.errors import VerificationFailed  # noqa: E402
-from onnxgrow.passes import widen as widen_pass  # noqa: E402
-from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
+from onnxgrow.cli import main
+from onnxgrow.errors import VerificationFailed
+from onnxgrow.passes import widen as widen_pass
+from onnxgrow.widen import inspect_model, widen_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,6 @@ feed-forward group (an attention group there made `--ffn` grow the value heads t
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +15,6 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).parent))
 import hf_models as hf  # noqa: E402
 
 from onnxgrow.analysis.transformer import layers  # noqa: E402

@@ -10,7 +10,6 @@ If of TorchScript exports (tests/test_widen_torch.py), folding of Constant/Ident
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 ort = pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).parent))
 from onnx_graphs import LATEST, Graph  # noqa: E402
 
 import onnxgrow  # noqa: E402
@@ -134,7 +132,7 @@ def test_unnamed_nodes_through_the_cli(tmp_path, capsys):
 def _confusing() -> onnx.ModelProto:
     """Tensors and weights named like nodes, ops and group ids: tensor 'Gemm', weight 'g0', node 'x' ..."""
     rng = np.random.default_rng(0)
-    w = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    w = lambda *s: rng.standard_normal(s).astype(np.float32)
     inits = [numpy_helper.from_array(w(4, 6), "fc1"), numpy_helper.from_array(w(6), "Relu"),
              numpy_helper.from_array(w(6, 5), "g0"), numpy_helper.from_array(w(5, 3), "MatMul")]
     nodes = [helper.make_node("MatMul", ["x", "fc1"], ["Gemm"], name="fc2"),

@@ -7,9 +7,7 @@ onnx knows, wherever the ops exist; combinations onnxruntime cannot run are skip
 """
 from __future__ import annotations
 
-import sys
 import zlib
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,13 +16,12 @@ import pytest
 from onnx import TensorProto
 
 pytest.importorskip("onnxruntime")
-sys.path.insert(0, str(Path(__file__).parent))
-from onnx_graphs import (  # noqa: E402
+from onnx_graphs import (
     LATEST, Graph, assert_same_outputs, attribute, conv_transpose, initializer, node_by_name, reference_error, runnable,
 )
 
-from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
-from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
+from onnxgrow.errors import OnnxGrowError, VerificationFailed
+from onnxgrow.widen import inspect_model, widen_model
 
 OPSETS = sorted({7, 9, 11, 13, 17, LATEST})
 
@@ -517,6 +514,37 @@ def _unsq(g):
     return g.gemm(middle(g, g.gemm(x, 4, 5, "fc1")), 6, 3, "fc2"), "fc1"
 
 
+@case("shifted_windows")
+def _shifted_windows(g):
+    """Swin's shifted windows: the spatial axes rolled by Slice + Concat, then cut into windows by a Reshape that
+    splits the rolled axis away from its concatenation's parts (those positions never grow: they are regrouped)."""
+    x = g.input([1, 4, 4, 3])
+    h = g.op("MatMul", [x, g.weight(3, 6)], name="fc1")
+    h = g.op("Concat", [g.slice(h, [3], [4], [1]), g.slice(h, [0], [3], [1])], axis=1)
+    h = g.op("Concat", [g.slice(h, [3], [4], [2]), g.slice(h, [0], [3], [2])], axis=2)
+    h = g.op("Transpose", [g.op("Reshape", [h, g.ints([1, 2, 2, 2, 2, 6])])], perm=[0, 1, 3, 2, 4, 5])
+    h = g.op("Reshape", [h, g.ints([4, 4, 6])])
+    return g.op("MatMul", [g.op("Relu", [h]), g.weight(6, 3)], name="fc2"), "fc1"
+
+
+@case("gather_of_every_position")
+def _gather_arange(g):
+    """torch's as_strided in the dynamo export: Reshape(x, [-1]) then Gather of the arange shaped [1, C, 1, 1]."""
+    x = g.input([1, 3, 4, 4])
+    h = g.reduce("ReduceMean", g.op("Relu", [g.conv(x, 3, 4, name="c1")]), [2, 3])
+    flat = g.op("Reshape", [h, g.ints([-1])])
+    h = g.op("Gather", [flat, g.ints(np.arange(4).reshape(1, 4, 1, 1))], axis=0)
+    return g.conv(h, 4, 3, k=1, name="c2"), "c1"
+
+
+@case("einsum_product", 12)
+def _einsum_product(g):
+    """Einsum as an elementwise gate (ellipsis, explicit output): both factors' units grow together."""
+    x = g.input([2, 4])
+    h = g.op("Einsum", [g.op("Relu", [g.gemm(x, 4, 5, "fc1")]), g.gemm(x, 4, 5, "fc1b")], equation="...i,...i->...i")
+    return g.gemm(h, 5, 3, "fc2"), "fc1"
+
+
 case("dropout_identity")(lambda g: mlp(g, lambda g, h: g.op("Relu", [g.op("Identity", [g.op("Dropout", [h])])])))
 case("cast_roundtrip")(lambda g: mlp(g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op(
     "Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)))
@@ -837,13 +865,13 @@ def test_intermediate_graph_output_is_blocked():
     assert group_of(model, "fc1").constraint == "blocked"
 
 
-@pytest.mark.parametrize("op,domain", [("Einsum", ""), ("MyActivation", "com.example")])
+@pytest.mark.parametrize("op,domain", [("CumSum", ""), ("MyActivation", "com.example")])
 def test_unknown_op_is_blocked(op, domain):
     g = Graph(13)
     x = g.input([2, 4])
     h = g.gemm(x, 4, 5, "fc1")
-    if op == "Einsum":
-        h = g.op("Einsum", [h], equation="ij->ij")
+    if op == "CumSum":
+        h = g.op("CumSum", [h, g.ints(1)])
     else:
         h = g.op(op, [h], domain=domain)
     model = g.model(g.gemm(h, 5, 3, "fc2"))
@@ -1292,3 +1320,129 @@ def _conv_fancy(g):
     h = g.op("Relu", [h])
     w2 = g.weight(3, 4, 3, 3)
     return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"
+
+
+# -- attention and index patterns of vision transformers (Swin, MaxViT, ConvNeXt dynamo) ---------------------
+def _attention(g: Graph, x: str, hidden: int, heads: int, packed: bool, einsum: bool) -> str:
+    """Multi-head self-attention over x [B, N, hidden]: q, k, v from one packed projection picked by Gather of a
+    scalar index (Swin) or from three projections, scores by MatMul or Einsum (MaxViT), heads merged by proj."""
+    b, n = 2, 5
+    d = hidden // heads
+    if packed:
+        qkv = g.op("Add", [g.op("MatMul", [x, g.weight(hidden, 3 * hidden)], name="qkv"),
+                           g.const(g.rng.standard_normal(3 * hidden) * 0.1)])
+        qkv = g.op("Transpose", [g.op("Reshape", [qkv, g.ints([b, n, 3, heads, d])])], perm=[2, 0, 3, 1, 4])
+        q, k, v = (g.op("Gather", [qkv, g.const(np.array(i, dtype=np.int64))], axis=0) for i in range(3))
+    else:
+        def proj(name):
+            h = g.op("Reshape", [g.op("MatMul", [x, g.weight(hidden, hidden)], name=name), g.ints([b, n, heads, d])])
+            return g.op("Transpose", [h], perm=[0, 2, 1, 3])
+
+        q, k, v = proj("q"), proj("k"), proj("v")
+    q = g.op("Mul", [q, g.const(np.array(d ** -0.5))])
+    if einsum:
+        scores = g.op("Einsum", [q, k], equation="b h i d, b h j d -> b h i j")
+    else:
+        scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])])
+    scores = g.op("Add", [scores, g.const(g.rng.standard_normal((1, heads, n, n)))])  # relative position bias
+    att = g.op("Softmax", [scores], axis=-1 if g.opset >= 13 else 3)
+    out = g.op("Einsum", [att, v], equation="bhij,bhjd->bhid") if einsum else g.op("MatMul", [att, v])
+    out = g.op("Reshape", [g.op("Transpose", [out], perm=[0, 2, 1, 3]), g.ints([b, n, hidden])])
+    return g.op("MatMul", [out, g.weight(hidden, hidden)], name="proj")
+
+
+@pytest.mark.parametrize("packed,einsum,opset", [(True, False, 11), (True, False, LATEST), (False, True, 12),
+                                                 (False, True, LATEST), (True, True, LATEST)])
+def test_attention_heads_grow(packed, einsum, opset):
+    """The head count grows (every strategy, exact); the head size, contracted between q and k, is blocked; the
+    count of q, k, v picked by Gather is not a group a user grows."""
+    g = Graph(opset)
+    x = g.input([2, 5, 6])
+    h = g.op("MatMul", [g.op("Relu", [g.op("MatMul", [x, g.weight(6, 8)], name="fc0")]), g.weight(8, 8)],
+             name="fc1")
+    model = g.model(g.op("MatMul", [_attention(g, g.op("Relu", [h]), 8, 2, packed, einsum), g.weight(8, 3)],
+                         name="head"))
+    producer = "qkv" if packed else "q"
+    groups = {gr.size: gr for gr in inspect_model(model).groups if producer in gr.producers and gr.size != 3}
+    heads, size = groups[2], groups[4]
+    assert heads.constraint == "free", heads.to_dict()
+    assert size.constraint == "blocked" and "contracts this axis between two activations" in size.reason
+    for init in ("noise", "zero", "net2net"):
+        res = grow(model, {heads.id: "x2"}, init=init)
+    proj = initializer(res.model, next(n.input[1] for n in res.model.graph.node if n.name == "proj"))
+    assert proj.shape == (16, 8)
+    grow(model, all="x2")
+
+
+def test_einsum_sum_over_one_operand_needs_zero():
+    """Einsum summing an axis of one operand (`bi->b`) is a ReduceSum: only zero new units keep the sum."""
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.gemm(x, 4, 5, "fc1")
+    s = g.op("Einsum", [g.op("Relu", [h])], equation="bi->b")
+    model = g.model(g.op("Add", [g.gemm(h, 5, 3, "fc2"), g.op("Unsqueeze", [s, g.ints([1])])]))
+    group = group_of(model, "fc1")
+    assert group.constraint == "zero" and "Einsum" in group.reason
+    grow(model, {"fc1": "x2"}, init="zero")
+    with pytest.raises(OnnxGrowError, match="zero"):
+        widen_model(model, {"fc1": "x2"}, init="noise", check=False)
+
+
+def test_einsum_with_a_weight_is_a_boundary():
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    h = g.op("Einsum", [g.op("Relu", [g.gemm(x, 4, 5, "fc1")]), g.weight(5, 3)], equation="bi,ij->bj")
+    group = group_of(g.model(h), "fc1")
+    assert group.constraint == "blocked" and "constant operand" in group.reason
+
+
+@pytest.mark.parametrize("opset", [7, 13, LATEST])
+def test_gather_of_every_position_rewrites_its_indices(opset):
+    """The arange read by Gather (torch's as_strided) becomes the arange of the grown axis, in its grown shape."""
+    g = Graph(opset)
+    out, layer = _gather_arange(g)
+    model = g.model(out)
+    res = grow(model, {layer: "+3"})
+    gather = next(n for n in res.model.graph.node if n.op_type == "Gather")
+    np.testing.assert_array_equal(initializer(res.model, gather.input[1]), np.arange(7).reshape(1, 7, 1, 1))
+    grow(model, {layer: "x2"}, init="net2net")
+
+
+def test_gather_of_other_positions_is_blocked():
+    """A constant index that is not every position in order (a permutation) moves units: blocked."""
+    g = Graph()
+    x = g.input([1, 3, 4, 4])
+    h = g.reduce("ReduceMean", g.op("Relu", [g.conv(x, 3, 4, name="c1")]), [2, 3])
+    h = g.op("Gather", [g.op("Reshape", [h, g.ints([-1])]), g.ints(np.array([1, 0, 2, 3]).reshape(1, 4, 1, 1))])
+    group = group_of(g.model(g.conv(h, 4, 3, k=1, name="c2")), "c1")
+    assert group.constraint == "blocked" and "picks positions" in group.reason
+
+
+def test_reshape_regroups_fixed_positions_only():
+    """A Reshape may regroup rolled spatial positions (they never grow), but not the units of a layer: channels
+    concatenated from two layers and cut across their boundary stay blocked."""
+    g = Graph()
+    x = g.input([2, 4])
+    h = g.op("Concat", [g.gemm(x, 4, 3, "fa"), g.gemm(x, 4, 5, "fb")], axis=1)
+    model = g.model(g.op("MatMul", [g.op("Reshape", [h, g.ints([2, 2, 4])]), g.weight(4, 3)], name="fc2"))
+    assert group_of(model, "fa").constraint == "blocked"
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul", "Where"])
+def test_axis_of_size_one_broadcast_is_blocked(op):
+    """A layer of one unit whose output is broadcast against a wider activation (a gate or a per-row shift, or the
+    identity layer deepen puts after a sum): grown, it would stop being broadcast, so its group is blocked."""
+    g = Graph(LATEST)
+    x = g.input([2, 4])
+    one = g.op("Relu", [g.gemm(x, 4, 1, "fc1")])
+    wide = g.op("Relu", [g.gemm(x, 4, 3, "fc0")])
+    if op == "Where":
+        h = g.op("Where", [g.const(np.array([True, False, True])), wide, one])
+    else:
+        h = g.op(op, [wide, one])
+    model = g.model(g.gemm(h, 3, 2, "fc2"))
+    group = group_of(model, "fc1")
+    assert group.constraint == "blocked" and "broadcasts this axis of size 1" in group.reason, group.to_dict()
+    with pytest.raises(OnnxGrowError, match="broadcasts"):
+        widen_model(model, {"fc1": "x2"}, check=False)
+    grow(model, {"fc0": "x2"})

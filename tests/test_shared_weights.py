@@ -20,7 +20,7 @@ from onnxgrow import widen_model
 from onnxgrow.widen import inspect_model, parse_size
 
 pytest.importorskip("transformers")
-from hf_models import export_hf  # noqa: E402
+from hf_models import export_hf
 
 MODELS = ("bert", "vit")
 

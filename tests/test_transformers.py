@@ -19,7 +19,6 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).parent))
 import transformer_models as tm  # noqa: E402
 
 from onnxgrow import load  # noqa: E402

@@ -10,8 +10,6 @@ mismatch. A plan every chosen group allows must not be refused.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,7 +20,6 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
 from onnx_graphs import LATEST, Graph, assert_same_outputs, conv_transpose, reference_error, to_float64  # noqa: E402
 
 from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402

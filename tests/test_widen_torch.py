@@ -8,7 +8,6 @@ original computes: checked here with onnxruntime on inputs of our own, not only 
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,6 @@ import pytest
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-sys.path.insert(0, str(Path(__file__).parent))
 from torch_models import ACTIVATIONS, MODELS, build, export  # noqa: E402
 
 from onnxgrow.errors import OnnxGrowError  # noqa: E402

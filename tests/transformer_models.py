@@ -13,15 +13,13 @@ Every model is tiny (hidden 8-16, 2 heads) so both torch exporters finish in sec
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from torch_models import export as export_model  # noqa: E402
+from torch_models import export as export_model
 
 VOCAB = 23
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from ..graph import find_node, nested_reads
 from . import rules
 from .layout import Atom, Layout, Prod, atoms
 from .shapes import infer
@@ -66,13 +67,22 @@ class Analysis:
     model: onnx.ModelProto
     state: State
     groups: list[Group] = field(default_factory=list)
+    #: (the groups list, its length, root -> group): group_of_atom's index, remade when the list changes
+    _by_root: tuple[list[Group], int, dict[int, Group]] | None = field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
     def group(self, gid: str) -> Group:
         return next(g for g in self.groups if g.id == gid)
 
     def group_of_atom(self, atom: int) -> Group | None:
         root = self.state.find(atom)
-        return next((g for g in self.groups if g.root == root), None)
+        index = self._by_root
+        if index is None or index[0] is not self.groups or index[1] != len(self.groups):
+            by_root: dict[int, Group] = {}
+            for g in reversed(self.groups):  # the first group of a root wins, as a scan finds it
+                by_root[g.root] = g
+            index = self._by_root = (self.groups, len(self.groups), by_root)
+        return index[2].get(root)
 
     def names(self) -> list[str]:
         """Every name `resolve` accepts: group ids, node names, weight names."""
@@ -122,17 +132,6 @@ class Analysis:
         raise OnnxGrowError(f"no node, weight or group named {name!r}{hint}")
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    reads: set[str] = set()
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for g in graphs:
-            for n in g.node:
-                reads.update(n.input)
-                reads.update(_subgraph_reads(n))
-    return reads
-
-
 #: ops of quantised models (QDQ and QLinear/Integer forms, standard and onnxruntime's com.microsoft domain)
 QUANTISED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
@@ -142,15 +141,8 @@ QUANTISED_OPS = frozenset({
 
 
 def _quantised_node(graph: onnx.GraphProto) -> onnx.NodeProto | None:
-    for node in graph.node:
-        if node.op_type in QUANTISED_OPS or node.op_type.startswith("QLinear"):
-            return node
-        for a in node.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                found = _quantised_node(g)
-                if found is not None:
-                    return found
-    return None
+    """The first node of a quantised model's ops (subgraphs included), if any."""
+    return find_node(graph, lambda n: n.op_type in QUANTISED_OPS or n.op_type.startswith("QLinear"))
 
 
 def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
@@ -180,7 +172,7 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
             st.block(l, f"it comes from graph input {inp.name}")
     for node in model.graph.node:
         rule = rules.rule_for(node.op_type, node.domain)
-        for name in _subgraph_reads(node) if rule is None or not rule.subgraphs else ():
+        for name in nested_reads(node) if rule is None or not rule.subgraphs else ():
             for l in st.layout(name) or []:
                 st.block(l, f"{node.name} ({node.op_type}) reads it inside a subgraph")
         if rule is None:
@@ -221,7 +213,7 @@ def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
     """
     recorded: set[str] = {u.init for u in st.weight_uses} | {v.init for v in st.value_uses}
     for node in model.graph.node:
-        st.subgraph_reads.update(i for i in _subgraph_reads(node) if i in st.inits)
+        st.subgraph_reads.update(i for i in nested_reads(node) if i in st.inits)
     pinned = st.subgraph_reads | {o.name for o in model.graph.output}
     for init in recorded & pinned:
         where = "is a graph output" if init in {o.name for o in model.graph.output} else "is read inside a subgraph"
@@ -235,11 +227,10 @@ def _summarise(st: State) -> list[Group]:
     for u in st.weight_uses:
         for a in atoms(u.layout):
             root = st.find(a)
-            entry = by_root.setdefault(root, {"consumers": [], "weights": []})
-            if u.role == "consumer" and u.node not in entry["consumers"]:
-                entry["consumers"].append(u.node)
-            if u.init not in entry["weights"]:
-                entry["weights"].append(u.init)
+            entry = by_root.setdefault(root, {"consumers": {}, "weights": {}})  # ordered sets
+            if u.role == "consumer":
+                entry["consumers"].setdefault(u.node)
+            entry["weights"].setdefault(u.init)
     order = {}
     for idx, node in enumerate(st.graph.node):
         order[node.name] = idx
@@ -257,7 +248,8 @@ def _summarise(st: State) -> list[Group]:
         blocks = _blocks(st, root, nodes, replicas)
         size = None if info.size is None else info.size * blocks
         groups.append(Group(f"g{i}", root, size, constraint, reason, list(dict.fromkeys(info.producers)),
-                            by_root[root]["consumers"], by_root[root]["weights"], info.granularity * blocks, blocks))
+                            list(by_root[root]["consumers"]), list(by_root[root]["weights"]),
+                            info.granularity * blocks, blocks))
     return groups
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from ..graph import nested_reads
 from .layout import Atom, Cat, Layout, Prod, atoms, prod
 from .state import State, WeightUse
 
@@ -155,6 +156,10 @@ BINARY_FILL = {"Add": 0.0, "Sub": 0.0, "Mul": 1.0, "Div": 1.0, "Pow": 1.0, "Max"
                "Mod": 1.0, "Where": 0.0}
 
 
+#: why an activation's axis of size 1 that an op broadcasts cannot grow
+_BROADCAST = "{node} ({op}) broadcasts this axis of size 1: grown, it would stop being broadcast"
+
+
 @rule("coupling", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu", "Equal",
       "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "Where")
 def _broadcast(node: onnx.NodeProto, st: State) -> None:
@@ -174,6 +179,7 @@ def _broadcast(node: onnx.NodeProto, st: State) -> None:
         for k in range(len(shape)):  # type: ignore[arg-type]
             j = rank - len(shape) + k  # type: ignore[arg-type]
             if shape[k] == 1 and out_shape[j] != 1:  # type: ignore[index]
+                st.block(lay[k], _BROADCAST.format(node=node.name, op=node.op_type))
                 continue
             result[j] = lay[k] if result[j] is None else st.unify(result[j], lay[k], node.name)  # type: ignore[arg-type]
     layouts = [r if r is not None else st.fresh(out_shape[j], f"broadcast in {node.name}") for j, r in enumerate(result)]
@@ -286,10 +292,11 @@ def _matmul(node: onnx.NodeProto, st: State) -> None:
         for j in range(nb):
             ka, kb = j - (nb - (len(sa) - 2)), j - (nb - (len(sb) - 2))
             cands = []
-            if ka >= 0 and sa[ka] != 1:
-                cands.append(la[ka])
-            if kb >= 0 and sb[kb] != 1:
-                cands.append(lb[kb])
+            for k, shape, lay in ((ka, sa, la), (kb, sb, lb)):
+                if k >= 0 and shape[k] != 1:
+                    cands.append(lay[k])
+                elif k >= 0 and out_shape[j] != 1:
+                    st.block(lay[k], _BROADCAST.format(node=node.name, op="MatMul"))
             if not cands:
                 batch.append(st.fresh(out_shape[j], f"broadcast in {node.name}"))
             else:
@@ -300,6 +307,82 @@ def _matmul(node: onnx.NodeProto, st: State) -> None:
         st.set_layout(out, batch + [la[-2], lb[-1]])
     else:
         block_everything(node, st)
+
+
+def _einsum_terms(node: onnx.NodeProto, ranks: list[int]) -> tuple[list[str], str] | None:
+    """The subscripts of each operand and of the output, with `...` spelt out as digits; None when the equation
+    repeats a letter in one operand (a diagonal) or does not match the operands' ranks."""
+    eq = attr(node, "equation", b"")
+    eq = (eq.decode() if isinstance(eq, bytes) else str(eq)).replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(ranks):
+        return None
+    width = max([r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t] or [0])
+    ell = "".join(str(k) for k in range(width))
+    spelt = []
+    for t, r in zip(terms, ranks):
+        k = r - len(t.replace("...", ""))
+        t = t.replace("...", ell[width - k:] if k else "")
+        if len(t) != r or len(set(t)) != len(t):
+            return None
+        spelt.append(t)
+    if not arrow:  # implicit output: broadcast axes, then the letters that appear once, in alphabetical order
+        counts = {c: "".join(spelt).count(c) for c in "".join(spelt)}
+        rhs = ell + "".join(sorted(c for c, n in counts.items() if n == 1 and not c.isdigit()))
+    else:
+        rhs = rhs.replace("...", ell)
+    if len(set(rhs)) != len(rhs) or any(c not in "".join(spelt) for c in rhs):
+        return None
+    return spelt, rhs
+
+
+@rule("coupling", "Einsum")
+def _einsum(node: onnx.NodeProto, st: State) -> None:
+    """Einsum of activations (attention written as einsum): an axis kept in the output joins the axes of its
+    letter in every operand (as broadcasting does); a letter summed over two operands is contracted between
+    activations (blocked, as MatMul); a letter summed in one operand only is a sum (its new units must be 0)."""
+    lays = [st.layout(n) for n in node.input]
+    shapes = [st.shape(n) for n in node.input]
+    out_shape = st.shape(node.output[0])
+    if any(l is None for l in lays) or any(s is None for s in shapes) or out_shape is None:
+        block_everything(node, st, f"{node.name} (Einsum) has a constant operand or an unknown shape")
+        return
+    parsed = _einsum_terms(node, [len(s) for s in shapes])  # type: ignore[arg-type]
+    if parsed is None or len(parsed[1]) != len(out_shape):
+        block_everything(node, st, f"{node.name} (Einsum): an equation onnxgrow cannot follow")
+        return
+    terms, rhs = parsed
+    by_letter: dict[str, list[tuple[int, Layout, int | None]]] = {}
+    for i, (t, lay, shape) in enumerate(zip(terms, lays, shapes)):
+        for c, l, d in zip(t, lay, shape):  # type: ignore[arg-type]
+            by_letter.setdefault(c, []).append((i, l, d))
+    for c, uses in by_letter.items():
+        if c in rhs:
+            continue
+        real = [u for u in uses if u[2] != 1]
+        for _, l, d in uses:
+            if d == 1 and real:
+                st.block(l, _BROADCAST.format(node=node.name, op="Einsum"))
+        for i, l, _ in real:
+            if len(real) > 1:
+                st.block(l, f"{node.name} (Einsum) contracts this axis between two activations")
+            else:
+                st.needs_zero(node.input[i], l, f"{node.name} (Einsum) sums over this axis")
+    out: list[Layout] = []
+    for c, d in zip(rhs, out_shape):
+        kept = [l for _, l, s in by_letter[c] if s != 1 or d == 1]
+        for _, l, s in by_letter[c]:
+            if s == 1 and d != 1:
+                st.block(l, _BROADCAST.format(node=node.name, op="Einsum"))
+        if not kept:
+            out.append(st.fresh(d, f"broadcast in {node.name}"))
+            continue
+        joined = kept[0]
+        for other in kept[1:]:
+            joined = st.unify(joined, other, node.name)
+        out.append(joined)
+    st.set_layout(node.output[0], out)
 
 
 def _batch(st: State, node: onnx.NodeProto, act_batch: list[Layout], w_batch: list, out_rank: int) -> list[Layout]:
@@ -407,6 +490,8 @@ def _gather(node: onnx.NodeProto, st: State) -> None:
             st.set_layout(node.output[0], list(li) + [d])
             return
     ld = st.layout(data)
+    if ld is not None and _gather_positions(node, st, ld, axis % len(ld)):
+        return
     if ld is not None:
         axis %= len(ld)
         st.block(ld[axis], f"{node.name} (Gather) picks positions along this axis")
@@ -415,6 +500,28 @@ def _gather(node: onnx.NodeProto, st: State) -> None:
         st.set_layout(node.output[0], ld[:axis] + inner + ld[axis + 1:])
         return
     block_everything(node, st)
+
+
+def _gather_positions(node: onnx.NodeProto, st: State, ld: list[Layout], axis: int) -> bool:
+    """A Gather whose constant indices are every position of the axis in order (torch's `as_strided` exported as
+    Reshape(-1) then Gather of an arange shaped [1, C, 1, 1]): a Reshape of that axis into the indices' shape.
+    The indices are rewritten as the arange of the grown axis."""
+    from .state import PositionsUse
+
+    idx, shape = node.input[1], st.shape(node.input[0])
+    if not st.is_const(idx) or shape is None or shape[axis] is None:
+        return False
+    values = np.asarray(st.value(idx))
+    n = int(shape[axis])  # type: ignore[arg-type]
+    if values.dtype.kind not in "iu" or values.size != n or not np.array_equal(values.reshape(-1), np.arange(n)):
+        return False
+    mapped = _map_reshape(node, st, [ld[axis]], [n], list(values.shape), None)
+    if isinstance(mapped, str):
+        return False
+    if not st.fixed(ld[axis]):
+        st.positions_uses.append(PositionsUse(node.name, idx, list(mapped)))
+    st.set_layout(node.output[0], ld[:axis] + list(mapped) + ld[axis + 1:])
+    return True
 
 
 # -- coupling: shape ops ----------------------------------------------------------------------
@@ -549,7 +656,7 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                     factors[0] = [parts[1], s // n]
                     got.append(parts[0])
                 n = 1
-            elif s % n == 0 and isinstance(f, Cat):
+            elif s % n == 0 and isinstance(f, Cat) and not st.fixed(f):
                 # a concatenation of equal parts split at their boundaries (ShuffleNetV2's shuffle of its two
                 # branches): the parts grow alike, and Cat(X, X) is the product of a fixed count and X
                 view = st.grouped(f, s // n if right else n, node.name, None)
@@ -563,9 +670,34 @@ def _map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: l
                     factors[0] = [block, s // n]
                     got.append(count)
                 n = 1
-            else:
+            elif not regroup_fixed(right, n):
                 return None
         return got[::-1] if right else got
+
+    def regroup_fixed(right: bool, n: int) -> bool:
+        """Positions that no growth moves (spatial axes rolled by Slice+Concat, windows) are regrouped at will:
+        the end factor, merged with its fixed neighbours until n divides it, becomes fixed atoms (rest, n)."""
+        merged = 1
+        taken: list[list] = []
+        while factors and st.fixed((factors[-1] if right else factors[0])[0]):
+            s = (factors[-1] if right else factors[0])[1]
+            if s is None:
+                break
+            taken.append(factors.pop() if right else factors.popleft())
+            merged *= s
+            if merged % n == 0:
+                why = f"{node.name} (Reshape) regroups positions that do not grow"
+                rest, part = [st.fresh(merged // n, why), merged // n], st.fresh(n, why)
+                if right:
+                    factors.append(rest)
+                    factors.append([part, n])
+                else:
+                    factors.appendleft(rest)
+                    factors.appendleft([part, n])
+                return True
+        for item in reversed(taken):  # no luck: put them back as they were
+            factors.append(item) if right else factors.appendleft(item)
+        return False
 
     def place(k: int, right: bool) -> bool:
         n = out_shape[k]
@@ -1193,20 +1325,10 @@ def _if(node: onnx.NodeProto, st: State) -> None:
         if _follow_branch(node, st, branch):
             return
         why = f"{node.name} (If) reads it inside a branch onnxgrow cannot follow"
-    for name in _subgraph_reads_of(node):
+    for name in nested_reads(node):
         for l in st.layout(name) or []:
             st.block(l, why)
     block_everything(node, st, why)
-
-
-def _subgraph_reads_of(node: onnx.NodeProto) -> set[str]:
-    reads: set[str] = set()
-    for a in node.attribute:
-        for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            for n in g.node:
-                reads.update(n.input)
-                reads.update(_subgraph_reads_of(n))
-    return reads
 
 
 def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> bool:
@@ -1493,7 +1615,7 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
     op = node.op_type
     if op == "If":
         return  # its rule tracks the branch it follows; an If it cannot follow has fresh outputs
-    acts = [n for n in node.input if n and st.layout(n) is not None]
+    acts = [n for n in node.input if n and st.has_layout(n)]
     flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at]
     reason: str | None = None
     known = rule_for(op, node.domain) is not None
@@ -1505,7 +1627,7 @@ def track_values(node: onnx.NodeProto, st: State) -> None:
         reason = flagged[0] if acts and len(flagged) == len(acts) else None
     elif op in ("Div", "PRelu"):
         first = node.input[0]
-        reason = st.nonzero_at.get(first) if st.layout(first) is not None else op
+        reason = st.nonzero_at.get(first) if st.has_layout(first) else op
     elif op in _ADDITIVE:
         reason = flagged[0] if flagged else None
         values = node.input[1:] if op == "Where" else node.input

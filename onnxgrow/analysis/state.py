@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..graph import opset
 from .layout import Atom, Cat, Layout, Prod, atoms, children, size
 
 Role = Literal["producer", "consumer", "param"]
@@ -64,6 +65,16 @@ class AttrUse:
 
 
 @dataclass
+class PositionsUse:
+    """A constant index tensor that lists every position of an axis in order (an arange read by Gather, as torch
+    exports `as_strided` and `view`): its axes follow `layouts`, and it becomes the arange of the grown axis."""
+
+    node: str
+    init: str
+    layouts: list[Layout]
+
+
+@dataclass
 class GroupInfo:
     """What is known of one union-find root."""
 
@@ -86,7 +97,7 @@ class State:
     def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[int | None]]) -> None:
         self.model = model
         self.graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.opset = opset(model)
         self.inits = {t.name: t for t in model.graph.initializer}
         self.shapes = shapes
         self.parent: list[int] = []
@@ -95,6 +106,7 @@ class State:
         self.weight_uses: list[WeightUse] = []
         self.value_uses: list[ValueUse] = []
         self.attr_uses: list[AttrUse] = []
+        self.positions_uses: list[PositionsUse] = []
         #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
         self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
@@ -165,8 +177,10 @@ class State:
             v.per = None if v.per is None else self.resolve(v.per)
         for au in self.attr_uses:
             au.layout = self.resolve(au.layout)
+        for pu in self.positions_uses:
+            pu.layouts = [self.resolve(l) for l in pu.layouts]
         self.same_factor = [([self.resolve(p) for p in parts], why) for parts, why in self.same_factor]
-        self.layouts = {k: [self.resolve(l) for l in v] for k, v in self.layouts.items()}
+        # tensor layouts need nothing here: `layout` resolves them whenever one is read
 
     def split(self, atom: Atom, sizes: list[int], origin: str) -> list[Layout] | None:
         """Split one atom into a row-major product of parts of `sizes` (None when it was split otherwise).
@@ -222,6 +236,11 @@ class State:
         if fix:
             self.block(count, fix)
         return count, block
+
+    def fixed(self, layout: Layout) -> bool:
+        """Whether no atom of a layout has producers: its positions never move nor grow (atoms without producers
+        are made fixed, so a later join with a growing group blocks that group anyway)."""
+        return not any(self.info[self.find(a)].producers for a in atoms(self.resolve(layout)))
 
     def growable(self, layout: Layout) -> bool:
         """Whether an atom belongs to a group with producers that nothing blocks yet."""
@@ -421,7 +440,13 @@ class State:
 
     def layout(self, name: str) -> list[Layout] | None:
         lay = self.layouts.get(name)
-        return None if lay is None else [self.resolve(l) for l in lay]
+        if lay is None:
+            return None
+        return [self.resolve(l) for l in lay] if self.splits else list(lay)
+
+    def has_layout(self, name: str) -> bool:
+        """Whether `layout(name)` is not None (without resolving it)."""
+        return self.layouts.get(name) is not None
 
     def set_layout(self, name: str, layouts: list[Layout]) -> None:
         if name:

@@ -8,10 +8,12 @@ and `widen --heads/--ffn/--hidden` grows every layer's group at once.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import onnx
 
+from ..graph import consumers as graph_consumers
 from .groups import Analysis, Group
 from .layout import atoms
 
@@ -52,27 +54,23 @@ def layers(analysis: Analysis) -> list[Layer]:
     st = analysis.state
     g = analysis.model.graph
     order = {n.name: i for i, n in enumerate(g.node)}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = graph_consumers(g)
 
     def groups_of(layout) -> list[Group]:
-        found: list[Group] = []
+        found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)
         for a in atoms(layout):
             grp = analysis.group_of_atom(a)
-            if grp is not None and grp not in found:
-                found.append(grp)
-        return found
+            if grp is not None:
+                found.setdefault(id(grp), grp)
+        return list(found.values())
 
-    produced: dict[str, list[Group]] = {}
-    read: dict[str, list[Group]] = {}
+    produced: dict[str, dict[int, Group]] = {}
+    read: dict[str, dict[int, Group]] = {}
     for u in st.weight_uses:
         target = produced if u.role == "producer" else read if u.role == "consumer" else None
         if target is not None:
             for grp in groups_of(u.layout):
-                if grp not in target.setdefault(u.node, []):
-                    target[u.node].append(grp)
+                target.setdefault(u.node, {}).setdefault(id(grp), grp)
 
     found: list[Layer] = []
     attention: set[int] = set()  # every group on an attention's batch, head-size or value axes: not a FFN
@@ -96,7 +94,7 @@ def layers(analysis: Analysis) -> list[Layer]:
             value = next((grp for grp in groups_of(st.layout(av.input[1])[-1]) if grp.producers), None)  # type: ignore[index]
             attention.update(id(grp) for l in st.layout(av.input[1]) or [] for grp in groups_of(l))
         q_proj = _walk_back(qk.input[0], st, _Q_PATH)
-        hidden = (read.get(q_proj.name) or [None])[0] if q_proj is not None else None
+        hidden = next(iter(read.get(q_proj.name, {}).values()), None) if q_proj is not None else None
         found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
     if not found:
         return found
@@ -105,17 +103,23 @@ def layers(analysis: Analysis) -> list[Layer]:
         if n.op_type == "MatMul" and not any(st.is_const(i) for i in n.input):
             attention.update(id(grp) for i in n.input for l in st.layout(i) or [] for grp in groups_of(l))
     hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}
+    # the layers by the position of their scores MatMul: a group belongs to the last one before it
+    starts = sorted((order.get(layer.scores, 0), k) for k, layer in enumerate(found))
+    # of equal positions the first layer is the owner (max keeps the first of equal keys)
+    firsts: list[tuple[int, int]] = []
+    for pos, k in starts:
+        if not firsts or firsts[-1][0] != pos:
+            firsts.append((pos, k))
     for grp in analysis.groups:
         if id(grp) in attention or id(grp) in hidden_ids or not grp.producers or not grp.consumers:
             continue
-        from_hidden = all(any(id(h) in hidden_ids for h in read.get(p, [])) for p in grp.producers)
-        to_hidden = all(any(id(h) in hidden_ids for h in produced.get(c, [])) for c in grp.consumers)
+        from_hidden = all(any(h in hidden_ids for h in read.get(p, {})) for p in grp.producers)
+        to_hidden = all(any(h in hidden_ids for h in produced.get(c, {})) for c in grp.consumers)
         if from_hidden and to_hidden:
             at = min(order.get(p, 0) for p in grp.producers)
-            owner = max((layer for layer in found if order.get(layer.scores, 0) < at),
-                        key=lambda layer: order.get(layer.scores, 0), default=None)
-            if owner is not None:
-                owner.ffn.append(grp)
+            i = bisect.bisect_left(firsts, (at, -1)) - 1
+            if i >= 0:
+                found[firsts[i][1]].ffn.append(grp)
     return found
 
 

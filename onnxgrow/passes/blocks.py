@@ -14,6 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import OnnxGrowError, closest
+from ..stream import Deferred, has_data, pieces, raw_nbytes, stub, zeros
 
 _NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 _THROUGH = ("Reshape", "Transpose", "Dropout", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten")
@@ -37,104 +38,186 @@ class Block:
         return {"id": self.id, "kind": self.kind, "nodes": self.nodes, "exact": self.exact}
 
 
-def find_blocks(model: onnx.ModelProto) -> list[Block]:
-    """Every Add whose one input is a branch computed from the other input alone."""
-    g = model.graph
-    inits = {t.name for t in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    order = {n.name: i for i, n in enumerate(g.node)}
-    outputs = {o.name for o in g.output}
-    blocks: list[Block] = []
-    for add in g.node:
-        if add.op_type != "Add" or len(add.input) != 2 or any(i in inits for i in add.input):
+#: ops of the small integer arithmetic that reads sizes (a Reshape target's batch read from the input ids)
+_SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div", "Slice", "Identity",
+              "Range", "ConstantOfShape", "Equal", "Where", "Expand", "Reshape", "Not", "Trilu")
+#: past this many steps, size arithmetic is not followed (a block's own computation is not a size)
+_SHAPE_DEPTH = 16
+_SUBGRAPH = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
+class Blocks(list):
+    """The blocks of a model in graph order (a list), looked up by id or Add name without a scan."""
+
+    _by_name: dict[str, Block] | None = None
+    _position: dict[int, int]
+    #: the index of the graph the blocks were found in (copy_units reuses it while the graph is unchanged)
+    graph_index: _Graph | None = None
+
+    def _index(self) -> dict[str, Block]:
+        if self._by_name is None:
+            by_name: dict[str, Block] = {}
+            for b in reversed(self):  # the first block of a name wins, as a scan in order finds it
+                by_name[b.add] = b
+                by_name[b.id] = b
+            self._by_name = by_name
+            self._position = {id(b): k for k, b in enumerate(self)}
+        return self._by_name
+
+    def lookup(self, name: str) -> Block | None:
+        """The first block whose id or Add is `name`."""
+        return self._index().get(name)
+
+    def position(self, block: Block) -> int:
+        """Where `block` is in the list."""
+        self._index()
+        return self._position[id(block)]
+
+
+def _blocks(blocks: list[Block]) -> Blocks:
+    return blocks if isinstance(blocks, Blocks) else Blocks(blocks)
+
+
+class _Graph:
+    """The graph indexed once for the block search and the copies: each node's name, op, inputs and outputs
+    (read from the protobuf once), producers, readers, positions, and which tensors are sizes or constants
+    (the same for a block and its copy) or depend on a graph input."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.model = model
+        self.nodes = list(g.node)
+        self.names = [n.name for n in self.nodes]
+        self.ops = [n.op_type for n in self.nodes]
+        self.ins = [tuple(n.input) for n in self.nodes]
+        self.outs = [tuple(n.output) for n in self.nodes]
+        self.inits = {t.name for t in g.initializer}
+        self.producer: dict[str, int] = {}  # tensor -> index of the node that writes it
+        self.consumers: dict[str, list[int]] = {}
+        for k, (ins, outs) in enumerate(zip(self.ins, self.outs)):
+            for i in ins:
+                self.consumers.setdefault(i, []).append(k)
+            for o in outs:
+                self.producer[o] = k
+        self.order = {name: k for k, name in enumerate(self.names)}
+        self.outputs = {o.name for o in g.output}
+        # one pass in graph order (inputs are written before they are read):
+        # height[t]: nodes on the longest path of size arithmetic computing t (capped past _SHAPE_DEPTH);
+        # reaches[t]: walking back from t's node, past constants and sizes, meets a graph input or a subgraph
+        self.subgraph = [len(n.attribute) > 0 and any(a.type in _SUBGRAPH for a in n.attribute) for n in self.nodes]
+        self.height: dict[str, int] = {}
+        self.reaches: dict[str, bool] = {}
+        cap = _SHAPE_DEPTH + 1
+        for k, op in enumerate(self.ops):
+            ins = self.ins[k]
+            if op in ("Shape", "Size") and ins[0] not in self.producer:
+                h = 1
+            elif op in _SHAPE_OPS:
+                h = min(1 + max((self._height(i) for i in ins), default=0), cap)
+            else:
+                h = cap
+            r = self.subgraph[k] or any(self._height(i) > _SHAPE_DEPTH and self.reaches.get(i, i not in self.producer)
+                                        for i in ins)
+            for o in self.outs[k]:
+                self.height[o] = h
+                self.reaches[o] = r
+
+    def _height(self, t: str) -> int:
+        if t in self.inits or t == "":
+            return 0
+        return self.height.get(t, _SHAPE_DEPTH + 1)  # a graph input is no size
+
+    def shape_only(self, t: str) -> bool:
+        """Whether `t` is computed from sizes of graph inputs and constants alone (the same for a block and its
+        copy), in at most _SHAPE_DEPTH steps."""
+        return self._height(t) <= _SHAPE_DEPTH
+
+    def current(self, model: onnx.ModelProto) -> bool:
+        """Whether this index still describes `model` (the same object, no node added or removed)."""
+        return model is self.model and len(model.graph.node) == len(self.nodes)
+
+
+def _branch(stream: str, branch: str, gr: _Graph) -> list[int] | None:
+    """Nodes computing `branch` from `stream`, constants and sizes only; None when something else feeds in.
+
+    A node written before the stream cannot read it: when its inputs come from a graph input the branch does
+    not come from the stream alone, known without walking there (the walk stays inside the block)."""
+    start = gr.producer.get(stream, -1)
+    found: dict[str, int] = {}
+    frontier = [branch]
+    while frontier:
+        t = frontier.pop()
+        if t == stream or t in gr.inits or t == "" or (t != branch and gr.shape_only(t)):
             continue
-        for stream, branch in (add.input, reversed(add.input)):
-            nodes = _branch(stream, branch, producers, inits)
-            if not nodes or not any(producers[t].op_type in ("Conv", "Gemm", "MatMul") for t in
-                                    (o for n in nodes for o in n.output if o in producers)):
+        k = gr.producer.get(t)
+        if k is None:
+            return None  # a graph input other than the stream
+        if k < start and gr.reaches[t]:
+            return None  # comes from a graph input, not through the stream
+        if gr.names[k] in found:
+            continue
+        if gr.subgraph[k]:
+            return None
+        found[gr.names[k]] = k
+        frontier.extend(gr.ins[k])
+    if not any(stream in gr.ins[k] for k in found.values()):
+        return None
+    return list(found.values())
+
+
+def find_blocks(model: onnx.ModelProto) -> Blocks:
+    """Every Add whose one input is a branch computed from the other input alone (in time about linear in the
+    size of the graph: each branch is walked from the Add back to where it leaves the stream)."""
+    gr = _Graph(model)
+    blocks = Blocks()
+    blocks.graph_index = gr
+    for a, op in enumerate(gr.ops):
+        ins = gr.ins[a]
+        if op != "Add" or len(ins) != 2 or ins[0] in gr.inits or ins[1] in gr.inits:
+            continue
+        for stream, branch in (ins, ins[::-1]):
+            nodes = _branch(stream, branch, gr)
+            if not nodes or not any(gr.ops[k] in ("Conv", "Gemm", "MatMul") for k in nodes):
                 continue
-            names = {n.name for n in nodes}
-            inner = {o for n in nodes for o in n.output}
-            if any(c.name not in names and c.name != add.name for o in inner for c in consumers.get(o, [])):
+            names = {gr.names[k] for k in nodes}
+            inner = {o for k in nodes for o in gr.outs[k]}
+            add_name = gr.names[a]
+            if any(gr.names[c] not in names and gr.names[c] != add_name for o in inner
+                   for c in gr.consumers.get(o, [])):
                 continue  # a branch tensor is read outside the block
-            if inner & outputs:
+            if inner & gr.outputs:
                 continue
-            members = sorted(nodes, key=lambda n: order[n.name]) + [add]
-            exit_, exact = add.output[0], True
-            after = consumers.get(exit_, [])
+            members = sorted(nodes, key=lambda k: gr.order[gr.names[k]]) + [a]
+            exit_, exact = gr.outs[a][0], True
+            after = gr.consumers.get(exit_, [])
             # a pre-norm branch normalises the stream itself: a norm after its Add belongs to what follows
             # (the network's final norm), not to the block
-            pre_norm = any(n.op_type in _NORMS and n.input[0] == stream for n in nodes)
-            if len(after) == 1 and exit_ not in outputs and after[0].input[0] == exit_:
+            pre_norm = any(gr.ops[k] in _NORMS and gr.ins[k][0] == stream for k in nodes)
+            if len(after) == 1 and exit_ not in gr.outputs and gr.ins[after[0]][0] == exit_:
                 nxt = after[0]
-                if nxt.op_type in _NORMS and not pre_norm:
+                if gr.ops[nxt] in _NORMS and not pre_norm:
                     members.append(nxt)
-                    exit_, exact = nxt.output[0], False
-                elif nxt.op_type in _IDEMPOTENT:
+                    exit_, exact = gr.outs[nxt][0], False
+                elif gr.ops[nxt] in _IDEMPOTENT:
                     members.append(nxt)
-                    exit_ = nxt.output[0]
-            ops = [n.op_type for n in members]
+                    exit_ = gr.outs[nxt][0]
+            ops = [gr.ops[k] for k in members]
             kind = ("attention" if "Softmax" in ops else
                     "conv" if "Conv" in ops else "feed-forward")
             if kind == "conv":
                 kind = "bottleneck" if ops.count("Conv") >= 3 else "basic"
             kind += " (post-norm)" if not exact else ""
-            blocks.append(Block(f"b{len(blocks)}", kind, [n.name for n in members], stream, exit_, add.name,
+            blocks.append(Block(f"b{len(blocks)}", kind, [gr.names[k] for k in members], stream, exit_, add_name,
                                 branch, exact))
             break
     return blocks
 
 
-#: ops of the small integer arithmetic that reads sizes (a Reshape target's batch read from the input ids)
-_SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div", "Slice", "Identity",
-              "Range", "ConstantOfShape", "Equal", "Where", "Expand", "Reshape", "Not", "Trilu")
-
-
-def _shape_only(t: str, producers: dict, inits: set[str], memo: dict[str, bool], depth: int = 0) -> bool:
-    """Whether `t` is computed from sizes of graph inputs and constants alone: the same for a block and its copy."""
-    if t in inits or t == "":
-        return True
-    if t in memo:
-        return memo[t]
-    node = producers.get(t)
-    ok = node is not None and depth < 16 and (
-        (node.op_type in ("Shape", "Size") and node.input[0] not in producers) or  # sizes of a graph input
-        (node.op_type in _SHAPE_OPS and all(_shape_only(i, producers, inits, memo, depth + 1) for i in node.input)))
-    memo[t] = ok
-    return ok
-
-
-def _branch(stream: str, branch: str, producers: dict, inits: set[str]) -> list[onnx.NodeProto] | None:
-    """Nodes computing `branch` from `stream`, constants and sizes only; None when something else feeds in."""
-    found: dict[str, onnx.NodeProto] = {}
-    frontier = [branch]
-    memo: dict[str, bool] = {}
-    while frontier:
-        t = frontier.pop()
-        if t == stream or t in inits or t == "" or (t != branch and _shape_only(t, producers, inits, memo)):
-            continue
-        node = producers.get(t)
-        if node is None:
-            return None  # a graph input other than the stream
-        if node.name in found:
-            continue
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-            return None
-        found[node.name] = node
-        frontier.extend(node.input)
-    if not any(stream in n.input for n in found.values()):
-        return None
-    return list(found.values())
-
-
 def resolve_block(blocks: list[Block], name: str) -> Block:
-    for b in blocks:
-        if name in (b.id, b.add):
-            return b
+    """The block whose id (`b3`) or Add node is `name`."""
+    found = _blocks(blocks).lookup(name)
+    if found is not None:
+        return found
     if not blocks:
         raise OnnxGrowError(f"--after {name}: this model has no residual block that can be copied "
                             "(a branch that leaves a stream and re-joins it at an Add)")
@@ -156,11 +239,12 @@ def layer_units(blocks: list[Block]) -> list[str]:
 
 def resolve_chain(blocks: list[Block], name: str) -> list[Block]:
     """`bN` → [bN]; `bA-bB` → the blocks A..B, each starting where the previous one ends (a transformer layer)."""
+    blocks = _blocks(blocks)
     first, sep, last = name.partition("-")
     if not sep or not last:
         return [resolve_block(blocks, name)]
     a, b = resolve_block(blocks, first), resolve_block(blocks, last)
-    ia, ib = blocks.index(a), blocks.index(b)
+    ia, ib = blocks.position(a), blocks.position(b)
     if ib < ia:
         raise OnnxGrowError(f"--after {name}: {b.id} comes before {a.id}; give the blocks in order")
     chain = blocks[ia:ib + 1]
@@ -186,7 +270,8 @@ class _Copy:
     zeroed: set[str]
 
 
-def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, order: str = "interleave") -> dict:
+def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, order: str = "interleave", *,
+               blocks: list[Block] | None = None, deferred: dict[str, Deferred] | None = None) -> dict:
     """Insert `count` copies of each unit (a block `bN` or a chain `bA-bB`: a transformer layer), each copy's
     projections into its residual Adds zeroed, and return the growth-map step that records it.
 
@@ -195,10 +280,15 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
     transformer layers whose names carry a layer number (`model.layers.1`, `/bert/encoder/layer.1/...`),
     the layers are renumbered in their new order: weight names, node names and the exporter's module scopes
     of the layers and of their copies then read like an export of the deeper model.
+
+    `blocks` are the model's blocks when already found. With `deferred` (name -> bytes of the stubs among the
+    model's initializers; see onnxgrow.stream), each copied weight is added as a stub whose bytes are deferred
+    there too: those of its source, or zeros for a zeroed projection; without it, copies are filled in at once.
+    The graph is indexed once and every copy spliced in one pass: time grows with the size of the model.
     """
     if order not in ORDERS:
         raise OnnxGrowError(f"--order {order!r}: expected one of {', '.join(ORDERS)}")
-    blocks = find_blocks(model)
+    blocks = _blocks(find_blocks(model) if blocks is None else blocks)
     chains = [resolve_chain(blocks, u) for u in units]
     seen: dict[str, str] = {}
     for unit, chain in zip(units, chains):
@@ -206,9 +296,12 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
             if b.id in seen:
                 raise OnnxGrowError(f"--after {','.join(units)}: block {b.id} is named twice ({seen[b.id]}, {unit})")
             seen[b.id] = unit
-    chains.sort(key=lambda c: blocks.index(c[0]))
+    chains.sort(key=lambda c: blocks.position(c[0]))
     layers = [[b.id for b in resolve_chain(blocks, u)] for u in layer_units(blocks)]
-    positions = [layers.index([b.id for b in c]) if [b.id for b in c] in layers else None for c in chains]
+    layer_of: dict[tuple[str, ...], int] = {}
+    for p, ids in enumerate(layers):
+        layer_of.setdefault(tuple(ids), p)
+    positions = [layer_of.get(tuple(b.id for b in c)) for c in chains]
     as_layers = all(p is not None for p in positions)
     # runs of copies: (the unit they follow, [(unit, copy number), ...] in order)
     if order == "interleave":
@@ -217,20 +310,20 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
         runs = [(len(chains) - 1, [(k, c) for c in range(1, count + 1) for k in range(len(chains))])]
     table = None
     if as_layers:
+        following: dict[int, list[tuple[int, int]]] = {}
+        for after, seq in runs:
+            following.setdefault(positions[after], []).extend(seq)  # type: ignore[arg-type]
         table = []
         for p in range(len(layers)):
             table.append({"from": p, "copy": 0})
-            for after, seq in runs:
-                if positions[after] == p:
-                    table += [{"from": positions[k], "copy": c} for k, c in seq]
-    from .deepen import taken_names
-
+            table += [{"from": positions[k], "copy": c} for k, c in following.get(p, [])]
     words = _layer_words(model, blocks, layers) if as_layers else None
-    taken = taken_names(model)
+    splicer = _Splicer(model, result, deferred, blocks.graph_index)
     copies: list[_Copy] = []
-    # later runs first: inserting after a unit moves no earlier block
-    for after, seq in sorted(runs, key=lambda r: -blocks.index(chains[r[0]][-1])):
-        copies += _insert_copies(model, chains, positions, after, seq, taken, result)
+    # later runs first (the order of the names and weights they add)
+    for after, seq in sorted(runs, key=lambda r: -blocks.position(chains[r[0]][-1])):
+        copies += splicer.insert_copies(chains, positions, after, seq)
+    splicer.splice()
     step: dict = {"op": "deepen", "block": "copy", "order": order, "count": count, "layer_scopes": [],
                   "layers": table, "weights": {}}
     for cp in copies:
@@ -238,10 +331,12 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
             step["weights"][name] = {"source": src, "copy": True, "zeroed": name in cp.zeroed}
     if words and table is not None:
         new_index = {(x["from"], x["copy"]): i for i, x in enumerate(table)}
-        renamed = _renumber(model, tuple(words), new_index, copies, step["weights"])
+        renamed = _renumber(model, tuple(words), new_index, copies, step["weights"], splicer.deferred)
         if renamed is not None:
             step["layer_scopes"] = list(words.values())
             result.inserted = [renamed.get(n, n) for n in result.inserted]
+    if deferred is None:
+        _fill(model, splicer.deferred)
     for chain in chains:
         kinds = " + ".join(f"{b.id} ({b.kind})" for b in chain)
         exact = all(b.exact for b in chain)
@@ -256,90 +351,169 @@ def copy_units(model: onnx.ModelProto, units: list[str], count: int, result, ord
     return step
 
 
-def _insert_copies(model: onnx.ModelProto, chains: list[list[Block]], positions: list[int | None], after: int,
-                   seq: list[tuple[int, int]], taken: set[str], result) -> list[_Copy]:
-    """Insert a copy of `chains[k]` for each (k, copy number) of `seq`, one after the other, after the last
-    node of `chains[after]`; each reads the stream the one before it writes."""
-    from .deepen import free_index
+class _Splicer:
+    """Copies of units built against an index of the graph made once; `splice` puts them all in place."""
 
-    g = model.graph
-    nodes = {n.name: n for n in g.node}
-    inits = {t.name: t for t in g.initializer}
-    anchor = chains[after]
-    exit_ = anchor[-1].exit
-    stream = exit_
-    if exit_ in {o.name for o in g.output}:
-        # the unit's output is the graph's: it now writes an inner tensor, the last copy the output
-        stream = f"{exit_}/before_copy"
-        while stream in taken:
-            stream += "_"
-        for n in g.node:
-            n.output[:] = [stream if o == exit_ else o for o in n.output]
-            n.input[:] = [stream if i == exit_ else i for i in n.input]
-        for vi in g.value_info:
-            if vi.name == exit_:
-                vi.name = stream
-        taken.add(stream)
-    members = {nm for b in anchor for nm in b.nodes}
-    position = max(i for i, n in enumerate(g.node) if n.name in members) + 1
-    readers = [n for n in g.node if stream in n.input and n.name not in members]
-    entry = stream
-    new_nodes: list[onnx.NodeProto] = []
-    made: list[_Copy] = []
-    for k, c in seq:
-        chain = chains[k]
-        first, last = chain[0], chain[-1]
-        unit = "-".join(dict.fromkeys([first.id, last.id]))
-        # copying a block of a grown model again continues the numbering: no name is reused
-        prefix = f"{unit}/copy{free_index(taken, f'{unit}/copy')}"
-        taken.add(f"{prefix}/")
-        rename = {first.entry: entry}
-        new_inits: dict[str, onnx.TensorProto] = {}
-        copy = _Copy([], {}, positions[k], c, set())
-        for block in chain:
-            for nm in block.nodes:
-                src = nodes[nm]
-                node = onnx.NodeProto()
-                node.CopyFrom(src)
-                node.name = f"{prefix}/{src.name.lstrip('/')}"
-                for j, i in enumerate(src.input):
-                    if i in inits:
-                        if i not in new_inits:
-                            t = g.initializer.add()  # copied once, in place (extend would copy again)
-                            t.CopyFrom(inits[i])
-                            t.name = f"{prefix}/{i.lstrip('/')}"
-                            new_inits[i] = t
-                            copy.weights[t.name] = i
-                        node.input[j] = new_inits[i].name
-                    elif i in rename:
-                        node.input[j] = rename[i]
-                for j, o in enumerate(src.output):
-                    if o:
-                        rename[o] = f"{prefix}/{o.lstrip('/')}"
-                        node.output[j] = rename[o]
-                copy.nodes.append((node, src.name))
-        by_out = {o: n for n, _ in copy.nodes for o in n.output}
-        copied = {t.name: t for t in new_inits.values()}
-        for block in chain:
-            copy.zeroed |= _zero_projection(rename[block.branch], by_out, copied, block)
-        new_nodes += [n for n, _ in copy.nodes]
-        made.append(copy)
-        entry = rename[stream if last.exit == exit_ else last.exit]  # the graph output was renamed above
-        taken |= {n.name for n, _ in copy.nodes} | set(copy.weights) | set(rename.values())
-    if exit_ != stream:  # the last copy writes the graph output
-        for n in new_nodes:
-            n.output[:] = [exit_ if o == entry else o for o in n.output]
-        entry = exit_
-    for n in readers:
-        for j, i in enumerate(n.input):
-            if i == stream:
-                n.input[j] = entry
-    all_nodes = list(g.node)
-    all_nodes[position:position] = new_nodes
-    del g.node[:]
-    g.node.extend(all_nodes)
-    result.inserted += [n.name for n in new_nodes]
-    return made
+    def __init__(self, model: onnx.ModelProto, result, deferred: dict[str, Deferred] | None,
+                 index: _Graph | None = None) -> None:
+        g = self.graph = model.graph
+        gr = self.index = index if index is not None and index.current(model) else _Graph(model)
+        self.result = result
+        self.inits = {t.name: t for t in g.initializer}
+        self.outputs = gr.outputs
+        # every node, initializer and tensor name in the main graph (as onnxgrow.passes.deepen.taken_names)
+        self.taken = set(gr.names) | gr.inits | set(gr.consumers) | set(gr.producer)
+        self.taken |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
+        self.copy_numbers: dict[str, set[int]] = {}  # unit -> k of every name `unit/copyK/...` taken
+        for name in self.taken:
+            unit, sep, rest = name.partition("/copy")
+            number, slash, _ = rest.partition("/")
+            if sep and slash and number.isdigit() and "/" not in unit:
+                self.copy_numbers.setdefault(unit, set()).add(int(number))
+        self.deferred: dict[str, Deferred] = {} if deferred is None else deferred
+        self.inserts: dict[int, list[onnx.NodeProto]] = {}  # position of a node -> new nodes after it
+
+    def _free_copy_number(self, unit: str) -> int:
+        used = self.copy_numbers.setdefault(unit, set())
+        k = 0
+        while k in used:
+            k += 1
+        used.add(k)
+        return k
+
+    def _copy_weight(self, src: onnx.TensorProto, name: str) -> onnx.TensorProto:
+        """A copy of `src` named `name`: a stub with the source's bytes deferred when they are raw bytes."""
+        t = self.graph.initializer.add()  # made in place (extend would copy again)
+        source = self.deferred.get(src.name)
+        if source is not None and not has_data(src):
+            t.CopyFrom(src)
+            self.deferred[name] = source
+        elif src.HasField("raw_data") and (nbytes := raw_nbytes(src.data_type, src.dims)) is not None:
+            t.CopyFrom(stub(src))
+            self.deferred[name] = Deferred(nbytes, lambda src=src: src.raw_data)
+        else:
+            t.CopyFrom(src)
+        t.name = name
+        return t
+
+    def _zero(self, t: onnx.TensorProto) -> str:
+        if t.name in self.deferred and not has_data(t):
+            self.deferred[t.name] = zeros(self.deferred[t.name].nbytes)
+            return t.name
+        return _zero(t)
+
+    def _rename_tensor(self, old: str, new: str) -> None:
+        """Tensor `old` is called `new` from now on: in its writer, its readers and the index."""
+        gr = self.index
+        writer = gr.producer.pop(old, None)
+        readers = gr.consumers.pop(old, [])
+        for k in dict.fromkeys(([writer] if writer is not None else []) + readers):
+            n = gr.nodes[k]
+            gr.outs[k] = tuple(new if o == old else o for o in gr.outs[k])
+            gr.ins[k] = tuple(new if i == old else i for i in gr.ins[k])
+            n.output[:] = list(gr.outs[k])
+            n.input[:] = list(gr.ins[k])
+        if writer is not None:
+            gr.producer[new] = writer
+        gr.consumers[new] = readers
+        for vi in self.graph.value_info:
+            if vi.name == old:
+                vi.name = new
+
+    def insert_copies(self, chains: list[list[Block]], positions: list[int | None], after: int,
+                      seq: list[tuple[int, int]]) -> list[_Copy]:
+        """Copies of `chains[k]` for each (k, copy number) of `seq`, one after the other, to go after the last
+        node of `chains[after]`; each reads the stream the one before it writes."""
+        gr, taken, inits = self.index, self.taken, self.inits
+        anchor = chains[after]
+        exit_ = anchor[-1].exit
+        stream = exit_
+        members = {nm for b in anchor for nm in b.nodes}
+        readers = [k for k in dict.fromkeys(gr.consumers.get(exit_, [])) if gr.names[k] not in members]
+        if exit_ in self.outputs:
+            # the unit's output is the graph's: it now writes an inner tensor, the last copy the output
+            stream = f"{exit_}/before_copy"
+            while stream in taken:
+                stream += "_"
+            self._rename_tensor(exit_, stream)
+            taken.add(stream)
+        position = max(gr.order[nm] for nm in members)
+        entry = stream
+        new_nodes: list[onnx.NodeProto] = []
+        made: list[_Copy] = []
+        for k, c in seq:
+            chain = chains[k]
+            first, last = chain[0], chain[-1]
+            unit = "-".join(dict.fromkeys([first.id, last.id]))
+            # copying a block of a grown model again continues the numbering: no name is reused
+            prefix = f"{unit}/copy{self._free_copy_number(unit)}"
+            taken.add(f"{prefix}/")
+            rename = {first.entry: entry}
+            new_inits: dict[str, onnx.TensorProto] = {}
+            copy = _Copy([], {}, positions[k], c, set())
+            for block in chain:
+                for nm in block.nodes:
+                    at = gr.order[nm]
+                    node = onnx.NodeProto()
+                    node.CopyFrom(gr.nodes[at])
+                    node.name = f"{prefix}/{nm.lstrip('/')}"
+                    ins = list(gr.ins[at])
+                    for j, i in enumerate(ins):
+                        if i in inits:
+                            if i not in new_inits:
+                                t = self._copy_weight(inits[i], f"{prefix}/{i.lstrip('/')}")
+                                new_inits[i] = t
+                                copy.weights[t.name] = i
+                            ins[j] = new_inits[i].name
+                        elif i in rename:
+                            ins[j] = rename[i]
+                    outs = list(gr.outs[at])
+                    for j, o in enumerate(outs):
+                        if o:
+                            outs[j] = rename[o] = f"{prefix}/{o.lstrip('/')}"
+                    node.input[:] = ins
+                    node.output[:] = outs
+                    copy.nodes.append((node, nm))
+            by_out = {o: n for n, _ in copy.nodes for o in n.output}
+            copied = {t.name: t for t in new_inits.values()}
+            for block in chain:
+                copy.zeroed |= {self._zero(copied[w])
+                                for w in _projection(rename[block.branch], by_out, copied, block)}
+            new_nodes += [n for n, _ in copy.nodes]
+            made.append(copy)
+            entry = rename[stream if last.exit == exit_ else last.exit]  # the graph output was renamed above
+            taken |= {n.name for n, _ in copy.nodes} | set(copy.weights) | set(rename.values())
+        if exit_ != stream:  # the last copy writes the graph output
+            for n in new_nodes:
+                n.output[:] = [exit_ if o == entry else o for o in n.output]
+            entry = exit_
+        for r in readers:
+            if stream in gr.ins[r]:
+                gr.ins[r] = tuple(entry if i == stream else i for i in gr.ins[r])
+                gr.nodes[r].input[:] = list(gr.ins[r])
+        # a run inserted later at the same place goes first, as it would be inserted before the earlier one
+        self.inserts[position] = new_nodes + self.inserts.get(position, [])
+        self.result.inserted += [n.name for n in new_nodes]
+        return made
+
+    def splice(self) -> None:
+        """Put every copy in place: after the last node of the unit it follows."""
+        if not self.inserts:
+            return
+        nodes: list[onnx.NodeProto] = []
+        for i, n in enumerate(self.index.nodes):
+            nodes.append(n)
+            nodes += self.inserts.get(i, [])
+        del self.graph.node[:]
+        self.graph.node.extend(nodes)
+        self.inserts = {}
+
+
+def _fill(model: onnx.ModelProto, deferred: dict[str, Deferred]) -> None:
+    """Give every stub of `model` whose bytes are in `deferred` its data (in place)."""
+    for t in model.graph.initializer:
+        if t.name in deferred and not has_data(t):
+            t.raw_data = b"".join(pieces(t.name, deferred[t.name]))
 
 
 # -- layer numbers in names ---------------------------------------------------------------------------
@@ -422,7 +596,7 @@ def _sub(text: str, words: tuple[str, ...], old: int, new: int) -> str:
 
 
 def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tuple[int, int], int], copies: list[_Copy],
-              weights: dict[str, dict]) -> dict[str, str] | None:
+              weights: dict[str, dict], deferred: dict[str, Deferred] | None = None) -> dict[str, str] | None:
     """Number every layer's nodes and weights by its new place (`W.p` -> `W.q`), and each copy by its own: a copy
     named after its source (the layer's number changed), else it keeps its `unit/copyK/` prefix. Updates the
     step's `weights` (renamed originals get an entry); returns old -> new node names, or None (nothing
@@ -486,6 +660,8 @@ def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tup
     for t in g.initializer:
         if t.name in init_names:
             t.name = init_names[t.name]
+    if deferred:  # the bytes of renamed stubs follow their names (all at once: a new name may be an old one)
+        deferred.update({init_names[old]: deferred.pop(old) for old in list(init_names) if old in deferred})
     for vi in list(g.value_info) + list(g.input):
         if vi.name in init_names:
             vi.name = init_names[vi.name]
@@ -510,10 +686,10 @@ def _zero(t: onnx.TensorProto) -> str:
     return t.name
 
 
-def _zero_projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProto], block: Block) -> set[str]:
-    """Walk back from the branch output to the last layer with weights and make its output zero; returns the
-    weights set to zero."""
-    zeroed: set[str] = set()
+def _projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProto], block: Block) -> list[str]:
+    """Walk back from the branch output to the last layer with weights: the weights that, set to zero, make its
+    output zero."""
+    zeroed: list[str] = []
     while True:
         node = by_out.get(tensor)
         if node is None:
@@ -521,13 +697,13 @@ def _zero_projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProt
         op = node.op_type
         consts = [i for i in node.input if i in inits]
         if op == "BatchNormalization":
-            return zeroed | {_zero(inits[node.input[1]]), _zero(inits[node.input[2]])}
+            return zeroed + [inits[node.input[1]].name, inits[node.input[2]].name]
         if op in ("Gemm", "MatMul", "Conv", "ConvTranspose") and consts:
-            return zeroed | {_zero(inits[c]) for c in consts}
+            return zeroed + consts
         if op == "Mul" and consts:
-            return zeroed | {_zero(inits[consts[0]])}
+            return zeroed + [consts[0]]
         if op == "Add" and consts:
-            zeroed.add(_zero(inits[consts[0]]))
+            zeroed.append(consts[0])
             tensor = next(i for i in node.input if i not in inits)
             continue
         if op in _THROUGH:

@@ -11,6 +11,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..graph import drop_unused_initializers, live_nodes, subgraphs
+from ..graph import opset as opset_of
+
 #: ops that are never folded: random, or with side effects / subgraphs.
 _NEVER = {
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
@@ -31,13 +34,6 @@ class FoldResult:
     #: IR version 3 requires every initializer to be a graph input; it is raised to 4 when
     #: the pass adds initializers or drops them from the inputs (old value here, else None).
     ir_version_raised_from: int | None = None
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return imp.version
-    return 1
 
 
 def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> list[np.ndarray]:
@@ -122,7 +118,7 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
     with the sizes folded now, may know it)."""
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    opset = _opset(model)
+    opset = opset_of(model)
     known: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # lazily converted
     init_by_name = {t.name: t for t in graph.initializer}
 
@@ -152,7 +148,7 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
         foldable = (
             node.domain in ("", "ai.onnx")
             and node.op_type not in _NEVER
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and next(subgraphs(node), None) is None
             and all(i == "" or i in known for i in node.input)
             and not any(o in outputs for o in node.output)
             and (node.op_type == "Constant" or any(i for i in node.input))
@@ -177,11 +173,11 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
         kept.append(node)
     if result.folded:
         if static.partial:  # Shape nodes whose static entries were all folded away now feed nothing
-            kept = _live(kept, graph)
+            kept = live_nodes(kept, graph)
         del graph.node[:]
         graph.node.extend(kept)
         graph.initializer.extend(new_inits)
-        _drop_unused_initializers(graph)
+        drop_unused_initializers(graph)
     return static.stuck
 
 
@@ -194,6 +190,7 @@ class _StaticShapes:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         self.shapes: dict[str, list[int | None]] | None = None
+        self.inputs: dict[str, list[int | str | None] | None] | None = None
         self.symbols: dict[str, list[int | str | None]] = {}
         self.model = model
         self.partial: dict[str, list[int | None]] = {}  # Shape outputs with dynamic entries
@@ -202,12 +199,30 @@ class _StaticShapes:
         self.stuck = False
 
     def _shape(self, name: str) -> list[int | None] | None:
+        declared = self._declared(name)
+        if declared is not None:
+            return declared
         if self.shapes is None:
             from ..analysis.shapes import infer_symbols
 
             self.symbols, solved = infer_symbols(self.model)
             self.shapes = {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in self.symbols.items()}
         return self.shapes.get(name)
+
+    def _declared(self, name: str) -> list[int | None] | None:
+        """The shape of a graph input as the model declares it (onnx's inference would not change it): the
+        shape of the token ids a model reads its sequence length from needs no inference of the whole graph.
+        A dynamic dimension counts as unknown here even where a Reshape elsewhere would pin its size."""
+        if self.inputs is None:
+            from ..analysis.shapes import _dims
+
+            inits = {t.name for t in self.model.graph.initializer}
+            self.inputs = {i.name: _dims(i.type) for i in self.model.graph.input if i.name not in inits}
+        dims = self.inputs.get(name)
+        if dims is None:
+            return None
+        self.symbols.setdefault(name, dims)
+        return [d if isinstance(d, int) else None for d in dims]
 
     def value(self, node: onnx.NodeProto, known: dict, value) -> np.ndarray | None:
         if node.domain not in ("", "ai.onnx") or not node.input:
@@ -258,41 +273,3 @@ class _StaticShapes:
         if any(v is None for v in picked.reshape(-1)):
             return None
         return picked.astype(np.int64)
-
-
-def _live(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """The nodes whose outputs something still reads (a graph output, a later node or a subgraph)."""
-    used = {o.name for o in graph.output}
-    live: list[onnx.NodeProto] = []
-    for n in reversed(nodes):
-        if any(o in used for o in n.output if o):
-            live.append(n)
-            used.update(n.input)
-            stack = [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH] + \
-                [g for a in n.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
-            while stack:
-                sub = stack.pop()
-                for m in sub.node:
-                    used.update(m.input)
-                    stack += [a.g for a in m.attribute if a.type == onnx.AttributeProto.GRAPH]
-                    stack += [g for a in m.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
-    return live[::-1]
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Remove initializers no node (nor subgraph, nor output) reads any more."""
-    used = {o.name for o in graph.output}
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        for n in g.node:
-            used.update(n.input)
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    stack.append(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(a.graphs)
-    keep = [t for t in graph.initializer if t.name in used]
-    if len(keep) != len(graph.initializer):
-        del graph.initializer[:]
-        graph.initializer.extend(keep)

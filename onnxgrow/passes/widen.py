@@ -365,6 +365,7 @@ class _Rewriter:
             deferred[tg.name] = Deferred(nbytes, lambda tg=tg, dt=t.data_type:
                                          (array_bytes(b, dt) for b in self.grow_blocks(tg.source, tg.uses)))
         self._values(g, index)
+        self._positions(g, index)
         nodes = {n.name: n for n in g.node}
         for au in self.st.attr_uses:
             if self.grown(au.layout):
@@ -470,6 +471,32 @@ class _Rewriter:
                     for k, i in enumerate(node.input):
                         if i == init:
                             node.input[k] = name
+
+    def _positions(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
+        """Index tensors that list every position of a grown axis (see PositionsUse): the arange of the grown axis,
+        in the grown shape; a node gets its own copy when others read the same tensor."""
+        readers: dict[str, int] = {}
+        for n in g.node:
+            for i in dict.fromkeys(n.input):
+                readers[i] = readers.get(i, 0) + 1
+        nodes = {n.name: n for n in g.node}
+        pinned = self.st.subgraph_reads | {o.name for o in g.output}
+        for pu in self.st.positions_uses:
+            if not any(self.grown(l) for l in pu.layouts):
+                continue
+            shape = [self.new_size(l) for l in pu.layouts]
+            dtype = np.asarray(self.st.value(pu.init)).dtype
+            node = nodes[pu.node]
+            name = pu.init if readers.get(pu.init, 0) <= 1 and pu.init not in pinned else f"{pu.init}/{pu.node}"
+            tensor = numpy_helper.from_array(np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape), name)
+            if name in index:
+                g.initializer[index[name]].CopyFrom(tensor)
+            else:
+                index[name] = len(g.initializer)
+                g.initializer.append(tensor)
+                for k, i in enumerate(node.input):
+                    if i == pu.init:
+                        node.input[k] = name
 
     def _value(self, vu) -> int:
         """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""

@@ -1,0 +1,145 @@
+"""The one graph layer: producers, consumers, subgraph walks, opsets and fresh names over onnx protos.
+
+Every pass and analysis asks these questions of a graph; answering them here keeps the subtle parts (If/Loop/Scan
+bodies read outer-scope tensors, a tensor name may be empty, names must stay unique across nodes and tensors) in
+one place. It works on `onnx.GraphProto` directly, so weights are never copied (see README, "one graph layer").
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import onnx
+
+_GRAPH, _GRAPHS = onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS
+
+
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs held by a node's attributes (If branches, Loop and Scan bodies), not nested ones."""
+    for a in node.attribute:
+        if a.type == _GRAPH:
+            yield a.g
+        elif a.type == _GRAPHS:
+            yield from a.graphs
+
+
+def walk(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of `graph` and of every subgraph under it, each graph's nodes before its subgraphs' nodes."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            yield node
+            stack.extend(subgraphs(node))
+
+
+def nested_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """Every subgraph under `graph`'s nodes, at any depth (not `graph` itself)."""
+    for node in walk(graph):
+        yield from subgraphs(node)
+
+
+def nested_reads(node: onnx.NodeProto) -> set[str]:
+    """Tensor names read by the nodes inside a node's subgraphs, at any depth (outer-scope reads among them)."""
+    reads: set[str] = set()
+    for g in subgraphs(node):
+        for inner in walk(g):
+            reads.update(inner.input)
+    reads.discard("")
+    return reads
+
+
+def reads(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name something reads: a node of `graph` or of a subgraph, or a graph output."""
+    used = {o.name for o in graph.output}
+    for node in walk(graph):
+        used.update(node.input)
+    used.discard("")
+    return used
+
+
+def find_node(graph: onnx.GraphProto, pred: Callable[[onnx.NodeProto], bool]) -> onnx.NodeProto | None:
+    """The first node (subgraphs included) for which `pred` holds."""
+    return next((n for n in walk(graph) if pred(n)), None)
+
+
+def live_nodes(nodes: list[onnx.NodeProto], graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Of `nodes` (in topological order), those whose outputs something still reads: a graph output, a later
+    node, or a node inside a later node's subgraph."""
+    used = {o.name for o in graph.output}
+    live: list[onnx.NodeProto] = []
+    for n in reversed(nodes):
+        if any(o in used for o in n.output if o):
+            live.append(n)
+            used.update(n.input)
+            used |= nested_reads(n)
+    return live[::-1]
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> list[str]:
+    """Remove the initializers of `graph` that nothing reads any more; returns their names."""
+    used = reads(graph)
+    dropped = [t.name for t in graph.initializer if t.name not in used]
+    if dropped:
+        keep = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
+    return dropped
+
+
+def opset(model: onnx.ModelProto, domain: str = "") -> int:
+    """The model's opset version for `domain` ("" and "ai.onnx" are the same); 1 when it imports none."""
+    domains = ("", "ai.onnx") if domain in ("", "ai.onnx") else (domain,)
+    return next((o.version for o in model.opset_import if o.domain in domains), 1)
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node of `graph` that writes it (subgraph nodes excluded)."""
+    return {o: n for n in graph.node for o in n.output if o}
+
+
+def consumers(graph: onnx.GraphProto, nested: bool = False) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes of `graph` that read it, each once, in graph order; with `nested`, a node whose
+    subgraphs read an outer tensor counts as its reader too."""
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        names = dict.fromkeys(n.input)
+        if nested:
+            names.update(dict.fromkeys(sorted(nested_reads(n))))
+        for i in names:
+            if i:
+                out.setdefault(i, []).append(n)
+    return out
+
+
+def tensor_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name `graph` declares or uses: inputs, outputs, initializers, node inputs and outputs."""
+    names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}
+    for n in graph.node:
+        names.update(n.input)
+        names.update(n.output)
+    names.discard("")
+    return names
+
+
+class Names:
+    """Fresh names that clash with none already taken (node names and tensor names share one space here, as
+    several tools that read ONNX files assume)."""
+
+    def __init__(self, taken: Iterable[str] = ()) -> None:
+        self.taken = set(taken)
+
+    @classmethod
+    def of(cls, graph: onnx.GraphProto) -> Names:
+        """The names used by `graph`'s nodes and tensors (subgraphs included)."""
+        taken = tensor_names(graph) | {n.name for n in walk(graph) if n.name}
+        for g in nested_graphs(graph):
+            taken |= tensor_names(g)
+        return cls(taken)
+
+    def fresh(self, base: str, sep: str = "_") -> str:
+        """`base` itself when free, else `base<sep>1`, `base<sep>2`, ...; the name is taken from then on."""
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}{sep}{k}", k + 1
+        self.taken.add(name)
+        return name

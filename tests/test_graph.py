@@ -1,0 +1,69 @@
+"""The graph layer (onnxgrow/graph.py): walks reach If/Loop bodies, outer-scope reads count as reads, and fresh
+names never clash with a node or tensor name anywhere in the model."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxgrow import graph as G
+
+
+def _model() -> onnx.ModelProto:
+    """x -> Relu -> If(cond) whose branches read the outer weights `w_then` / `w_else`; `unused` is read by
+    nothing and `dead` is a node whose output nothing reads."""
+    then_b = helper.make_graph([helper.make_node("Add", ["r", "w_then"], ["t"], name="inner_add")], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    else_b = helper.make_graph([helper.make_node("Mul", ["r", "w_else"], ["e"], name="inner_mul")], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Neg", ["x"], ["d"], name="dead"),
+             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_b, else_branch=else_b)]
+    inits = [numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("w_then", "w_else", "unused")]
+    inits.append(numpy_helper.from_array(np.array(True), "cond"))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.x", 2)])
+
+
+def test_walks_reach_subgraphs():
+    m = _model()
+    walked = [n.name for n in G.walk(m.graph)]
+    assert walked[:3] == ["relu", "dead", "if"] and sorted(walked[3:]) == ["inner_add", "inner_mul"]
+    assert G.nested_reads(m.graph.node[2]) == {"r", "w_then", "w_else"}
+    assert G.reads(m.graph) == {"x", "r", "w_then", "w_else", "cond", "y"}
+    assert G.find_node(m.graph, lambda n: n.op_type == "Mul").name == "inner_mul"
+
+
+def test_consumers_count_outer_scope_reads_when_asked():
+    m = _model()
+    assert "w_then" not in G.consumers(m.graph)
+    assert [n.name for n in G.consumers(m.graph, nested=True)["w_then"]] == ["if"]
+    assert [n.name for n in G.consumers(m.graph)["x"]] == ["relu", "dead"]
+    assert G.producers(m.graph)["r"].name == "relu"
+
+
+def test_cleanup_keeps_what_a_subgraph_reads_and_the_model_still_runs():
+    import onnxruntime as ort
+
+    m = _model()
+    live = G.live_nodes(list(m.graph.node), m.graph)
+    assert [n.name for n in live] == ["relu", "if"]
+    del m.graph.node[:]
+    m.graph.node.extend(live)
+    assert G.drop_unused_initializers(m.graph) == ["unused"]
+    assert {t.name for t in m.graph.initializer} == {"w_then", "w_else", "cond"}
+    onnx.checker.check_model(m)
+    x = np.array([-1.0, 2.0], np.float32)
+    got = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.maximum(x, 0) + 1)
+
+
+def test_opsets_and_fresh_names():
+    m = _model()
+    assert G.opset(m) == 13 and G.opset(m, "ai.onnx") == 13 and G.opset(m, "com.x") == 2 and G.opset(m, "none") == 1
+    names = G.Names.of(m.graph)
+    assert names.fresh("relu") == "relu_1" and names.fresh("relu") == "relu_2"
+    assert names.fresh("inner_add") == "inner_add_1"  # a subgraph's node name is taken too
+    assert names.fresh("t") == "t_1"  # and a subgraph's tensor name
+    assert names.fresh("new") == "new"
