@@ -8,7 +8,7 @@ MODEL ?= models/cnn.onnx
 MXVENV := .venv-mxnet
 MXPY ?= $(shell for p in python3.11 python3.10 python3.9 python3.8 $(PY); do $$p -c 'import sys; sys.exit(not (3, 8) <= sys.version_info[:2] <= (3, 11))' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: demo test install install-test models fuzz bench worth-it clean
+.PHONY: demo test lint install install-test models fuzz bench worth-it clean
 
 $(BIN)/onnxgrow: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,8 +44,12 @@ demo: install
 	$(BIN)/onnxgrow widen $(MODEL) -o out/wide.onnx --all x2
 	$(BIN)/onnxgrow inspect out/wide.onnx
 
-test: install-test $(MXVENV)/.installed
+# lint first (ruff, configured in pyproject.toml), then the whole suite
+test: install-test $(MXVENV)/.installed lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
+
+lint: install-test
+	$(BIN)/ruff check .
 
 # a long random search of tests/test_fuzz.py (make test runs 200 examples); FUZZ_EXAMPLES=N to choose
 FUZZ_EXAMPLES ?= 5000

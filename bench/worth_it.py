@@ -199,7 +199,7 @@ def new_units_zero(small: nn.Module, grown: nn.Module, at_growth: dict) -> tuple
     assert len(kept) == len(old), ([n for n, _ in named], len(old))
     dead = total = 0
     with torch.no_grad():
-        for (name, g), o in zip(kept, old):
+        for (_name, g), o in zip(kept, old):
             n_old, n_new = o.weight.shape[0], g.weight.shape[0]
             if n_new == n_old:
                 continue

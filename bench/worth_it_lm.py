@@ -57,8 +57,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import torch
+from onnx import numpy_helper
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -100,14 +100,10 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .report import console, groups_table
-    from .widen import inspect_model
-
-    from .passes.blocks import find_blocks
-    from .report import blocks_table
-
     from .analysis.transformer import layers as transformer_layers
-    from .report import transformer_table
+    from .passes.blocks import find_blocks
+    from .report import blocks_table, console, groups_table, transformer_table
+    from .widen import inspect_model
 
     analysis = inspect_model(args.model, keep_outputs=args.keep_outputs)
     blocks = find_blocks(analysis.model)
@@ -218,10 +214,9 @@ def _cmd_widen(args: argparse.Namespace) -> int:
 
 def _cmd_deepen(args: argparse.Namespace) -> int:
     from .deepen import deepen_model
+    from .errors import VerificationFailed
     from .progress_bars import on_stderr
     from .report import console, fmt
-
-    from .errors import VerificationFailed
 
     check_output_path(args.model, args.output)
     try:

@@ -8,15 +8,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import io
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
 from .errors import OnnxGrowError, closest
 from .graph import consumers, opset
 from .growth_map import append_step
-from . import io
 from .io import ModelLike, load
-from .passes.deepen import (ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block,
-                            taken_names)
+from .passes.deepen import ACTIVATIONS, Site, apply_splice, free_index, identity_layer, residual_block, taken_names
 from .progress import ProgressFn
 from .stream import drop_weights, skeleton
 from .verify import Report, check_growth

@@ -150,7 +150,6 @@ def generate(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
 def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
     """Inputs saved by --save-inputs (or any .npz keyed by input name); checked against the model."""
     import zipfile
-
     from pathlib import Path
 
     if Path(path).is_dir():

@@ -6,13 +6,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import numpy as np
 import onnx
 
+from . import io
 from .analysis import Analysis, Group, analyse
 from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError
-from . import io
 from .io import ModelLike, load
 from .passes.widen import GroupPlan, Untied, widen_pass, widen_rewrite
 from .progress import ProgressFn, step
@@ -186,7 +185,7 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
             ratios = set()
             for part in parts:
                 old = st.size(part)
-                new = size(part, lambda a: new_of.get(st.find(a), st.atom_size(a)))
+                new = size(part, lambda a, new_of=new_of: new_of.get(st.find(a), st.atom_size(a)))
                 ratios.add(new / old if old and new is not None else 1.0)
             if len(ratios) < 2:
                 continue

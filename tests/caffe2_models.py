@@ -155,7 +155,7 @@ def vgg(stages: tuple[int, ...] = (2, 2, 4, 4, 4), widths: tuple[int, ...] = (4,
         hw //= 2
     y = g.op("Flatten", [y], axis=1)
     n_in = c * hw * hw
-    for k in range(2):
+    for _ in range(2):
         w = g.rng.standard_normal((fc, n_in)) * np.sqrt(2.0 / n_in) * scale
         y = g.op("Gemm", [y, g.const(w, "fc_w"), g.const(g.rng.standard_normal(fc) * 0.1, "fc_b")], transB=1)
         y = g.op("Dropout", [g.op("Relu", [y])], ratio=0.5)
@@ -186,7 +186,9 @@ def inception_v1(modules: int = 2, width: int = 8, size: int = 32, classes: int 
     y = conv_relu(conv_relu(y, c, c, 1), c, 3 * width, 3)
     c = 3 * width
     y = g.op("MaxPool", [lrn(y)], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])
-    hw = -(-(-(-(size // 2) // 2)) // 2)  # the stem halves it three times, rounding up
+    hw = size // 2
+    for _ in range(2):  # the stem halves it twice more, rounding up
+        hw = (hw + 1) // 2
     for _ in range(modules):
         b1 = conv_relu(y, c, width, 1)
         b2 = conv_relu(conv_relu(y, c, width, 1), width, 2 * width, 3)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 import pytest
+from onnx import numpy_helper
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")

@@ -19,15 +19,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-
 import readme_examples
+from mxnet_zoo import CASES, REFUSED
 
 from onnxgrow import OnnxGrowError, VerificationFailed, save
 from onnxgrow.deepen import deepen_model
 from onnxgrow.mxnet import RULES, TARGET_IR_VERSION, TARGET_OPSET, for_mxnet
 from onnxgrow.widen import STRATEGIES, inspect_model, widen_model
-
-from mxnet_zoo import CASES, REFUSED
 
 ROOT = Path(__file__).resolve().parent.parent
 MXPY = ROOT / ".venv-mxnet" / "bin" / "python"

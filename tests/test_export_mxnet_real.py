@@ -16,12 +16,12 @@ import subprocess
 import warnings
 from pathlib import Path
 
+import caffe2_models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-import caffe2_models
 from onnxgrow import OnnxGrowError, save
 from onnxgrow.mxnet import for_mxnet
 from onnxgrow.widen import widen_model

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-
 import readme_examples
 
 torch = pytest.importorskip("torch")

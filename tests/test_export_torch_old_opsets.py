@@ -14,7 +14,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,13 +21,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx2torch")
+import caffe2_models  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from test_grouped import _alexnet_opset9  # noqa: E402
 from torch import nn  # noqa: E402
 
-import caffe2_models  # noqa: E402
 from onnxgrow.torch import load_module, to_module  # noqa: E402
 from onnxgrow.widen import widen_model  # noqa: E402
-from test_grouped import _alexnet_opset9  # noqa: E402
 
 torch.set_num_threads(2)
 

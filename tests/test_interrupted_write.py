@@ -16,7 +16,6 @@ The model has ~200 MB of weights, built once with numpy; the whole file takes we
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
 import subprocess

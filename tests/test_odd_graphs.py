@@ -189,7 +189,7 @@ def test_tied_embedding_table_is_untied_unless_ties_are_kept(init, tmp_path):
     for layer in ("embed", "fc"):  # both groups meet the table (as rows of Gather, as columns of the Gemm)
         res = grow_and_check(model, tmp_path, {layer: "x2"}, init=init)
         assert [u.weight for u in res.untied] == ["emb"]
-        refused(lambda: widen_model(model, {layer: "x2"}, init=init, keep_ties=True),
+        refused(lambda layer=layer: widen_model(model, {layer: "x2"}, init=init, keep_ties=True),
                 "weight emb", "embed", "unembed", "tied", "--keep-ties")
 
 
@@ -217,7 +217,7 @@ def test_bias_shared_by_two_layers(tmp_path):
     for layers in ({"fa": "x2"}, {"fa": "+1", "fb": "+2"}):
         untied = grow_and_check(model, tmp_path, layers)
         assert [u.weight for u in untied.untied] == ["bias"]
-        refused(lambda: widen_model(model, layers, keep_ties=True), "weight bias is shared", "tied")
+        refused(lambda layers=layers: widen_model(model, layers, keep_ties=True), "weight bias is shared", "tied")
     res = grow_and_check(model, tmp_path, {"fa": "x2", "fb": "x2"}, init="zero")  # the same growth: consistent
     assert [list(t.dims) for t in res.model.graph.initializer if t.name == "bias"] == [[12]]
 

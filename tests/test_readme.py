@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from readme_examples import check, console_examples
 from readme_examples import env as readme_examples_env
 

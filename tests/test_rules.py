@@ -17,7 +17,15 @@ from onnx import TensorProto
 
 pytest.importorskip("onnxruntime")
 from onnx_graphs import (
-    LATEST, Graph, assert_same_outputs, attribute, conv_transpose, initializer, node_by_name, reference_error, runnable,
+    LATEST,
+    Graph,
+    assert_same_outputs,
+    attribute,
+    conv_transpose,
+    initializer,
+    node_by_name,
+    reference_error,
+    runnable,
 )
 
 from onnxgrow.errors import OnnxGrowError, VerificationFailed

@@ -25,7 +25,7 @@ from onnxgrow import save, verify
 from onnxgrow.cli import main
 
 torch = pytest.importorskip("torch")
-from torch import nn
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"

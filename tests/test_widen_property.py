@@ -19,7 +19,6 @@ pytest.importorskip("onnxruntime")
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
 from onnx_graphs import LATEST, Graph, assert_same_outputs, conv_transpose, reference_error, to_float64  # noqa: E402
 
 from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
@@ -63,7 +62,7 @@ def mlps(draw) -> tuple[onnx.ModelProto, str]:
         new = width if join in ("residual", "sum") else draw(st.integers(2, 7))
         kind = draw(st.sampled_from(["gemm", "gemm_t", "matmul"]))
 
-        def dense(src: str, n: int, tag: str) -> str:
+        def dense(src: str, n: int, tag: str, kind: str = kind, layer: int = layer, width: int = width) -> str:
             if kind == "matmul":
                 y = g.op("MatMul", [src, g.weight(width, n)], name=f"fc{layer}{tag}")
                 return g.op("Add", [y, g.const(g.rng.standard_normal(n) * 0.1)])

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
-
 from torch_models import export as export_model
 
 VOCAB = 23

@@ -8,7 +8,7 @@ import onnx
 
 from ..graph import find_node, nested_reads
 from . import rules
-from .layout import Atom, Layout, Prod, atoms
+from .layout import Atom, Prod, atoms
 from .shapes import infer
 from .state import State
 

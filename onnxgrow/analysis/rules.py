@@ -409,7 +409,6 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
     wdims = list(st.inits[w].dims)
     transpose = node.op_type == "ConvTranspose"
     in_axis, out_axis = (0, 1) if transpose else (1, 0)
-    c_in = st.size(lx[1])
     if group == 1:
         st.use(node.name, w, in_axis, lx[1], "consumer")
         c_out = wdims[out_axis]

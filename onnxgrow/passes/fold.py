@@ -263,7 +263,6 @@ class _StaticShapes:
             steps = np.asarray(value(node.input[4])).reshape(-1) if len(node.input) > 4 and node.input[4] else [1]
             if len(starts) != 1 or int(axes[0]) not in (0, -1):
                 return None
-            n = len(part)
             lo, hi = (int(max(min(v, 2**62), -(2**62))) for v in (starts[0], ends[0]))
             picked = np.asarray(part[slice(lo, hi, int(steps[0]))], dtype=object)
             if any(self.unknown.get(node.input[0], [])[slice(lo, hi, int(steps[0]))]):

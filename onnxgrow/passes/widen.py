@@ -1,8 +1,8 @@
 """The widen pass: pad every weight, shape constant and attribute that a grown group touches."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 import zlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -15,7 +15,8 @@ from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
 from ..growth_map import append_step, encode_scale, encode_src
 from ..progress import ProgressFn
-from ..stream import Deferred, array_bytes, has_data, pieces as stream_pieces, raw_nbytes, skeleton, stub
+from ..stream import Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
+from ..stream import pieces as stream_pieces
 
 #: a large grown weight is produced (and written) in pieces of about this many bytes
 BLOCK_BYTES = 64 * 2**20
