@@ -147,27 +147,35 @@ def generate(specs: list[InputSpec], seed: int) -> dict[str, np.ndarray]:
     return feeds
 
 
-def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
-    """Inputs saved by --save-inputs (or any .npz keyed by input name); checked against the model."""
+def _open_npz(path: str, flag: str, keyed_by: str) -> np.lib.npyio.NpzFile:
+    """An .npz file given to `flag`, or one line saying what is wrong with it."""
     import zipfile
     from pathlib import Path
 
     if Path(path).is_dir():
-        raise OnnxGrowError(f"--load-inputs {path}: is a folder, not an .npz file")
+        raise OnnxGrowError(f"{flag} {path}: is a folder, not an .npz file")
     if Path(path).is_file():
         with open(path, "rb") as fh:
             magic = fh.read(6)
         if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
-            raise OnnxGrowError(f"--load-inputs {path}: not an .npz file (not a zip archive of arrays; "
-                                "--save-inputs writes one)")
+            raise OnnxGrowError(f"{flag} {path}: not an .npz file (not a zip archive of arrays; "
+                                f"{flag.replace('load', 'save')} writes one)")
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise OnnxGrowError(f"--load-inputs {path}: no such file") from None
+        raise OnnxGrowError(f"{flag} {path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise OnnxGrowError(f"--load-inputs {path}: not a readable .npz file ({_one_line(exc)})") from None
+        raise OnnxGrowError(f"{flag} {path}: not a readable .npz file ({_one_line(exc)})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise OnnxGrowError(f"--load-inputs {path}: a single .npy array, not an .npz file keyed by input name")
+        raise OnnxGrowError(f"{flag} {path}: a single .npy array, not an .npz file keyed by {keyed_by}")
+    return data
+
+
+def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
+    """Inputs saved by --save-inputs (or any .npz keyed by input name); checked against the model."""
+    import zipfile
+
+    data = _open_npz(path, "--load-inputs", "input name")
     keys = list(data.keys())
     if not keys:
         keys_data: dict[str, np.ndarray] = {}
@@ -256,16 +264,7 @@ def load_outputs_npz(path: str, names: list[str], runs: int) -> list[dict[str, n
     import zipfile
 
     flag = "--load-outputs"
-    if Path(path).is_dir():
-        raise OnnxGrowError(f"{flag} {path}: is a folder, not an .npz file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise OnnxGrowError(f"{flag} {path}: no such file") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise OnnxGrowError(f"{flag} {path}: not a readable .npz file ({_one_line(exc)})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise OnnxGrowError(f"{flag} {path}: a single .npy array, not an .npz file keyed by output name")
+    data = _open_npz(path, flag, "output name")
     try:
         arrays = {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

@@ -463,15 +463,7 @@ class _Rewriter:
                     continue
                 arr = changed[node.name].reshape(orig.shape).astype(orig.dtype)
                 name = f"{init}/{node.name}" if len(readers[init]) > 1 else init
-                tensor = numpy_helper.from_array(arr, name)
-                if name in index:
-                    g.initializer[index[name]].CopyFrom(tensor)
-                else:
-                    index[name] = len(g.initializer)
-                    g.initializer.append(tensor)
-                    for k, i in enumerate(node.input):
-                        if i == init:
-                            node.input[k] = name
+                _put(g, index, node, init, numpy_helper.from_array(arr, name))
 
     def _positions(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Index tensors that list every position of a grown axis (see PositionsUse): the arange of the grown axis,
@@ -489,15 +481,8 @@ class _Rewriter:
             dtype = np.asarray(self.st.value(pu.init)).dtype
             node = nodes[pu.node]
             name = pu.init if readers.get(pu.init, 0) <= 1 and pu.init not in pinned else f"{pu.init}/{pu.node}"
-            tensor = numpy_helper.from_array(np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape), name)
-            if name in index:
-                g.initializer[index[name]].CopyFrom(tensor)
-            else:
-                index[name] = len(g.initializer)
-                g.initializer.append(tensor)
-                for k, i in enumerate(node.input):
-                    if i == pu.init:
-                        node.input[k] = name
+            _put(g, index, node, pu.init, numpy_helper.from_array(np.arange(int(np.prod(shape)), dtype=dtype)
+                                                                   .reshape(shape), name))
 
     def _value(self, vu) -> int:
         """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
@@ -617,3 +602,16 @@ def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan
     materialise(done.model, done.deferred, progress)
     done.deferred = {}
     return done
+
+
+def _put(g: onnx.GraphProto, index: dict[str, int], node: onnx.NodeProto, old: str, tensor: onnx.TensorProto) -> None:
+    """Store `tensor` as an initializer (replacing one of its name); a new name is also rewired into `node` in place
+    of `old` (the node gets its own copy)."""
+    if tensor.name in index:
+        g.initializer[index[tensor.name]].CopyFrom(tensor)
+        return
+    index[tensor.name] = len(g.initializer)
+    g.initializer.append(tensor)
+    for k, i in enumerate(node.input):
+        if i == old:
+            node.input[k] = tensor.name
