@@ -121,6 +121,21 @@ def tensor_names(graph: onnx.GraphProto) -> set[str]:
     return names
 
 
+def torch_name_scopes(node: onnx.NodeProto) -> list | None:
+    """The module scopes torch's dynamo exporter recorded for a node (`pkg.torch.onnx.name_scopes`, e.g.
+    ['', 'fc1', 'linear']), as written; None when it recorded none or the value is not a list."""
+    import ast
+
+    for p in node.metadata_props:
+        if p.key == "pkg.torch.onnx.name_scopes":
+            try:
+                value = ast.literal_eval(p.value)
+            except (ValueError, SyntaxError):
+                return None
+            return value if isinstance(value, list) else None
+    return None
+
+
 class Names:
     """Fresh names that clash with none already taken (node names and tensor names share one space here, as
     several tools that read ONNX files assume)."""

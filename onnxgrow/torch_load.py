@@ -12,7 +12,6 @@ listed in `GrownStateDict.skipped`; one that grew must have a place.
 """
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -25,6 +24,7 @@ from torch import nn
 
 from . import growth_map
 from .errors import OnnxGrowError
+from .graph import torch_name_scopes
 from .growth_map import AxisMap, Origin
 from .io import ModelLike, load
 
@@ -48,14 +48,9 @@ def _scopes(node: onnx.NodeProto) -> list[str]:
     """The module scopes a torch export recorded for a node: the dynamo exporter's
     `pkg.torch.onnx.name_scopes` metadata (['', 'fc1', 'linear']), else the TorchScript
     exporter's node name (`/layers/layers.0/MatMul`, `/blocks.1/lin/Add`, `/relu_1/Relu`)."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                break
-            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
-                return [x for x in scopes[1:-1] if x]
+    scopes = torch_name_scopes(node)
+    if scopes is not None and all(isinstance(x, str) for x in scopes):
+        return [x for x in scopes[1:-1] if x]
     return [p for p in node.name.split("/") if p][:-1]
 
 

@@ -5,7 +5,6 @@ normalisation follows the Add inside the block (post-norm): then the copy normal
 """
 from __future__ import annotations
 
-import ast
 import re
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import OnnxGrowError, closest
+from ..graph import torch_name_scopes
 from ..stream import Deferred, has_data, pieces, raw_nbytes, stub, zeros
 
 _NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
@@ -526,16 +526,7 @@ _SCOPE_KEYS = ("pkg.torch.onnx.name_scopes", "namespace")
 
 def node_scope_texts(node: onnx.NodeProto) -> list[str]:
     """The texts that name a node's module: its name and the dynamo exporter's module scopes."""
-    texts = [node.name]
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                value = ast.literal_eval(p.value)
-            except (ValueError, SyntaxError):
-                continue
-            if isinstance(value, list):
-                texts += [x for x in value if isinstance(x, str)]
-    return texts
+    return [node.name] + [x for x in torch_name_scopes(node) or [] if isinstance(x, str)]
 
 
 def _numbers(texts: list[str], words: tuple[str, ...]) -> set[int]:
