@@ -26,8 +26,9 @@ trained on, reach the big model's quality for less training compute than the big
   briefly and decays to the floor at the budget; the baselines decay at the budget.
 - Variants: each growth point is grown in both depth orders (`deepen(..., order="interleave")`: L0 L0' L1 L1';
   `order="stack"`: L0 L1 L0' L1') where they differ (with one small layer both give L0 L0', so one runs), and
-  each grown model trains on with a fresh AdamW and with the small run's AdamW state carried over by
-  `onnxgrow.torch.grow_optimizer_state` (old units keep their moments, copies and new units start fresh).
+  each grown model trains on with a fresh AdamW and, at the growth points in `Config.carry`, also with the small
+  run's AdamW state carried over by `onnxgrow.torch.grow_optimizer_state` (old units keep their moments, copies
+  and new units start fresh).
 - Seeds ≥ 3: mean ± std; a difference no larger than the two spreads together (|Δ| ≤ std_a + std_b) is
   reported as no difference.
 
@@ -35,10 +36,11 @@ Outputs (--out, default bench/results/): worth_it_lm.png (validation bits/byte a
 panel per growth point), worth_it_lm.md (table and verdict), worth_it_lm.json (every curve and schedule).
 `--readme README.md` also writes the table and verdict into the README between its worth-it markers.
 
-Configurations (`CONFIGS`): "cpu" (default; `make worth-it`; about 18 CPU-minutes per seed on one thread: the
-committed run, 2 seeds on one thread of a shared 2-core machine, took 82 minutes of wall time, 36 of CPU),
-"quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda" (`--device cuda`: a larger
-model and budget on one GPU; one clear line and exit status 2 when CUDA is not available).
+Configurations (`CONFIGS`): "cpu" (default; `make worth-it`; 3 seeds, 16 runs of a few minutes spread over
+one single-threaded process per core, the most expensive first: about 25 minutes on 2 cores, see the README
+for the committed run's time), "quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda"
+(`--device cuda`: a larger model and budget on one GPU, one process; one clear line and exit status 2 when
+CUDA is not available).
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import sysconfig
 import time
@@ -84,6 +87,7 @@ class Config:
     budget: float  # training FLOPs of every run
     growth: tuple[float, ...]  # growth points, as fractions of the budget
     seeds: int
+    carry: tuple[float, ...] | None = None  # growth points that also train on with the AdamW state carried (None: all)
     lr_small: float = 3e-3  # AdamW peak learning rate of the small model (and of the small phase)
     lr_big: float = 3e-3  # of the big model (and of the grown phase)
     floor: float = 0.1  # every schedule ends at floor × lr
@@ -103,9 +107,12 @@ CONFIGS = {
     # 2.497 / 2.358 / 2.216 / 2.556 and the small model's 1.2e-2 / 2e-2 / 3e-2 / 5e-2 gave 2.224 / 2.134 /
     # 2.126 / 2.155; at 4e12, big (lr 6e-3) 1.907, small (lr 1.2e-2) 2.092. At 4e12 with context 128, batch 32
     # and lr 3e-3 for both the two models tied (2.211 / 2.220): growth would have had nothing to win. The big
-    # model sees 5.1 M tokens (0.45 epoch), the small one 27 M (2.4 epochs).
-    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=64, batch=64, budget=4e12, growth=(0.1, 0.25),
-                  seeds=3, lr_small=3e-2, lr_big=9e-3, val_windows=384),
+    # model sees 5.1 M tokens (0.45 epoch), the small one 27 M (2.4 epochs). To fit 3 seeds in 30 minutes on 2
+    # cores: 3.2e12 FLOPs (pilot, 1 seed: big 1.988, small 2.100; a 2-seed run at 4e12 gave big 1.892 ± 0.005,
+    # small 2.097 ± 0.002) and the carried AdamW state at the first growth point only (at 4e12 it made no
+    # difference at either point). The big model sees 4.1 M tokens, the small one 21.7 M.
+    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=64, batch=64, budget=3.2e12, growth=(0.1, 0.25),
+                  seeds=3, carry=(0.1,), lr_small=3e-2, lr_big=9e-3, val_windows=384),
     "quick": Config("quick", small=(16, 1, 2), big=(32, 2, 4), ctx=32, batch=8, budget=2.5e9, growth=(0.1, 0.25),
                     seeds=2, lr_small=6e-3, lr_big=3e-3, warmup=0.1, rewarm=0.1, evals=6, val_windows=16),
     # one GPU (not run here: no GPU in this project's machines; learning rates not tuned): width × 2 and
@@ -343,8 +350,32 @@ def grown_name(g: float, order: str | None, carry: bool) -> str:
     return f"grown at {g:.0%}{how} ({'AdamW state carried' if carry else 'fresh AdamW'})"
 
 
-def one_seed(cfg: Config, seed: int, data: Corpus, device: str, log,
-             which: tuple[str, ...] = ("big", "small", "grown")) -> dict:
+def carried(cfg: Config, g: float) -> bool:
+    """Whether growth point `g` also trains on with the small run's AdamW state carried over."""
+    return cfg.carry is None or any(abs(g - c) < 1e-9 for c in cfg.carry)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work of a seed: the big or the small model from scratch, or every run grown at `g`."""
+
+    seed: int
+    kind: str  # "big", "small" or "grown"
+    g: float = 0.0
+
+
+def jobs_for(cfg: Config, seeds: int, which: tuple[str, ...]) -> list[Job]:
+    out = []
+    for seed in range(seeds):
+        out += [Job(seed, k) for k in ("big", "small") if k in which]
+        out += [Job(seed, "grown", g) for g in cfg.growth] if "grown" in which else []
+    return out
+
+
+def run_job(cfg: Config, job: Job, data: Corpus, device: str, log) -> dict:
+    """Train what `job` names; its runs (name → curve), training time per architecture, how grown weights were
+    loaded, and the check that both depth orders agree where they must."""
+    seed = job.seed
     batches = Batches(data.train, cfg.ctx, cfg.batch, seed, device)
     windows = val_windows(data.val, cfg.ctx, cfg.val_windows, device)
     tr = Trainer(cfg, batches, windows)
@@ -354,53 +385,111 @@ def one_seed(cfg: Config, seed: int, data: Corpus, device: str, log,
     runs: dict[str, dict] = {}
     loaded: set[str] = set()
     same_orders: list[str] = []
+    t0 = time.perf_counter()
 
-    def done(name: str, curve: Curve, t0: float) -> None:
+    def done(name: str, curve: Curve) -> None:
+        nonlocal t0
         runs[name] = asdict(curve)
         log(f"  seed {seed} {name}: {curve.points[-1][1]:.3f} bits/byte at {curve.flops:.3g} FLOPs "
             f"({time.perf_counter() - t0:.0f} s)")
-
-    for name, spec, fpt, init in (("big", cfg.big, fb, 1000 + seed), ("small", cfg.small, fs, seed)):
-        if name in which:
-            t0 = time.perf_counter()
-            model = make(spec, cfg, init, device)
-            c = Curve()
-            n = steps_for(cfg.budget, fpt * cfg.batch * cfg.ctx)
-            tr.phase(name, model, adamw(model, cfg), n, fpt, max(1, round(cfg.warmup * n)), c, 0)
-            done(BIG if name == "big" else SMALL, c, t0)
-
-    for g in cfg.growth if "grown" in which else ():
         t0 = time.perf_counter()
-        small = make(cfg.small, cfg, seed, device)
-        opt = adamw(small, cfg)
-        base = Curve()
-        ns = steps_for(g * cfg.budget, step_s)
-        tr.phase("small", small, opt, ns, fs, max(1, round(cfg.warmup * ns)), base, 0)
-        ng = steps_for(cfg.budget - base.flops, step_b)
-        for order in depth_orders(cfg):
-            model = grown_onnx(small, cfg, seed, order)
-            if len(depth_orders(cfg)) == 1 and cfg.big[1] > cfg.small[1] and not same_orders:
-                # one small layer: the stacked order must give the interleaved model (checked once per seed)
-                other = grown_onnx(small, cfg, seed, "stack")
-                if not same_weights(model, other):
-                    raise SystemExit("worth_it_lm: with one small layer the stacked and interleaved copies differ")
-                same_orders.append(f"seed {seed}: stacked and interleaved copies of the one small layer are the "
-                                   f"same model (every weight equal)")
-            for carry in (False, True):
-                s = copy.deepcopy(small)
-                o = adamw(s, cfg)
-                o.load_state_dict(opt.state_dict())
-                grown = load_grown(model, s, cfg, device)
-                err = check_same(s, grown, windows)
-                o2 = ogt.grow_optimizer_state(o, s, grown, model) if carry else adamw(grown, cfg)
-                c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
-                          notes=[f"deepen order {order}; loaded with state_dict_for(base=small); logits match the "
-                                 f"small model's to {err:.1e} (normalised)"])
-                loaded.add("state_dict_for(base=small)")
-                tr.phase("grown", grown, o2, ng, fb, max(1, round(cfg.rewarm * ng)), c, ns)
-                done(grown_name(g, order if len(depth_orders(cfg)) > 1 else None, carry), c, t0)
-                t0 = time.perf_counter()
+
+    if job.kind in ("big", "small"):
+        spec, fpt, init = (cfg.big, fb, 1000 + seed) if job.kind == "big" else (cfg.small, fs, seed)
+        model = make(spec, cfg, init, device)
+        c = Curve()
+        n = steps_for(cfg.budget, fpt * cfg.batch * cfg.ctx)
+        tr.phase(job.kind, model, adamw(model, cfg), n, fpt, max(1, round(cfg.warmup * n)), c, 0)
+        done(BIG if job.kind == "big" else SMALL, c)
+        return {"runs": runs, "timing": tr.timing, "loaded": [], "orders": []}
+
+    g = job.g
+    small = make(cfg.small, cfg, seed, device)
+    opt = adamw(small, cfg)
+    base = Curve()
+    ns = steps_for(g * cfg.budget, step_s)
+    tr.phase("small", small, opt, ns, fs, max(1, round(cfg.warmup * ns)), base, 0)
+    ng = steps_for(cfg.budget - base.flops, step_b)
+    for order in depth_orders(cfg):
+        model = grown_onnx(small, cfg, seed, order)
+        if len(depth_orders(cfg)) == 1 and cfg.big[1] > cfg.small[1] and not same_orders:
+            # one small layer: the stacked order must give the interleaved model (checked once per job)
+            other = grown_onnx(small, cfg, seed, "stack")
+            if not same_weights(model, other):
+                raise SystemExit("worth_it_lm: with one small layer the stacked and interleaved copies differ")
+            same_orders.append(f"seed {seed}: stacked and interleaved copies of the one small layer are the "
+                               f"same model (every weight equal)")
+        for carry in (False, True) if carried(cfg, g) else (False,):
+            s = copy.deepcopy(small)
+            o = adamw(s, cfg)
+            o.load_state_dict(opt.state_dict())
+            grown = load_grown(model, s, cfg, device)
+            err = check_same(s, grown, windows)
+            o2 = ogt.grow_optimizer_state(o, s, grown, model) if carry else adamw(grown, cfg)
+            c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
+                      notes=[f"deepen order {order}; loaded with state_dict_for(base=small); logits match the "
+                             f"small model's to {err:.1e} (normalised)"])
+            loaded.add("state_dict_for(base=small)")
+            tr.phase("grown", grown, o2, ng, fb, max(1, round(cfg.rewarm * ng)), c, ns)
+            done(grown_name(g, order if len(depth_orders(cfg)) > 1 else None, carry), c)
     return {"runs": runs, "timing": tr.timing, "loaded": sorted(loaded), "orders": same_orders}
+
+
+def merge(parts: list[dict]) -> dict:
+    """A seed's results from its jobs' (in job order: big, small, then each growth point)."""
+    out: dict = {"runs": {}, "timing": {}, "loaded": set(), "orders": []}
+    for part in parts:
+        out["runs"].update(part["runs"])
+        for k, (sec, tok) in part["timing"].items():
+            slot = out["timing"].setdefault(k, [0.0, 0.0])
+            slot[0], slot[1] = slot[0] + sec, slot[1] + tok
+        out["loaded"] |= set(part["loaded"])
+        out["orders"] += part["orders"][:1] if not out["orders"] else []
+    out["loaded"] = sorted(out["loaded"])
+    return out
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(threads: int, val_percent: int) -> None:
+    """A worker process: its torch threads and its own copy of the corpus (read once)."""
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", module="onnx2torch")
+    _WORKER["data"] = corpus(val_percent)
+
+
+def _worker_run(cfg: Config, job: Job, device: str) -> dict:
+    return run_job(cfg, job, _WORKER["data"], device, lambda s: print(s, flush=True))
+
+
+def run_jobs(cfg: Config, jobs: list[Job], cost: dict[str, float], data: Corpus, device: str, workers: int,
+             threads: int, log, on_seed) -> list[dict]:
+    """Every job, the most expensive first, over `workers` processes (one: in this process); a seed's merged
+    results go to `on_seed` as soon as all its jobs are done. Returns the seeds' results in seed order."""
+    order = sorted(jobs, key=lambda j: -cost[j.kind if j.kind != "grown" else f"grown {j.g}"])
+    parts: dict[Job, dict] = {}
+    seeds: dict[int, dict] = {}
+
+    def finished(job: Job, part: dict) -> None:
+        parts[job] = part
+        mine = [j for j in jobs if j.seed == job.seed]
+        if all(j in parts for j in mine):
+            seeds[job.seed] = merge([parts[j] for j in mine])
+            on_seed([seeds[s] for s in sorted(seeds)])
+
+    if workers <= 1:
+        for job in order:
+            finished(job, run_job(cfg, job, data, device, log))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads, cfg.val_percent)) as pool:
+            futures = {pool.submit(_worker_run, cfg, job, device): job for job in order}
+            for fut in as_completed(futures):
+                finished(futures[fut], fut.result())
+    return [seeds[s] for s in sorted(seeds)]
 
 
 # -- summary -------------------------------------------------------------------------------------------
@@ -530,8 +619,10 @@ def describe(cfg: Config, data: Corpus, loaded: list[str], orders: list[str], fs
         f"sha256 {data.sha256[:16]}…; validation bits/byte on {cfg.val_windows} fixed windows of {cfg.ctx} bytes.",
         f"Growth: export (TorchScript) → `widen_model` → `deepen_model(\"layers\", block=\"copy\", "
         f"order=…)` ({' and '.join(depth_orders(cfg))}) → {', '.join(loaded) or '—'} → logits checked against the "
-        f"small model's; each grown model trains on with a fresh AdamW and with the small run's AdamW state "
-        f"carried over (`grow_optimizer_state`)."
+        f"small model's; each grown model trains on with a fresh AdamW"
+        + (" and with the small run's AdamW state carried over (`grow_optimizer_state`)" if cfg.carry is None else
+           f"; grown at {', '.join(f'{g:.0%}' for g in cfg.growth if carried(cfg, g)) or 'no point'} also with the "
+           f"small run's AdamW state carried over (`grow_optimizer_state`)") + "."
         + (f" With one small layer the two depth orders give the same model ({len(orders)} seed(s) checked: every "
            f"weight equal), so one runs." if orders else ""),
     ]
@@ -612,14 +703,21 @@ def throughput(cfg: Config, data: Corpus, device: str, steps: int = 6) -> dict[s
     return out
 
 
-def estimate(cfg: Config, tps: dict[str, float], seeds: int) -> float:
-    """Seconds of training the whole experiment needs at the measured throughput (evaluations excluded)."""
+def job_costs(cfg: Config, tps: dict[str, float]) -> dict[str, float]:
+    """Seconds of training of each kind of job at the measured throughput (evaluations excluded)."""
     fs = GPT(**arch(cfg.small, cfg)).train_flops_per_token()
     fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
     small_s, big_s = cfg.budget / fs / tps["small"], cfg.budget / fb / tps["big"]
-    variants = 2 * len(depth_orders(cfg))  # fresh and carried AdamW per depth order
-    per_seed = big_s + small_s + sum(g * small_s + variants * (1 - g) * big_s for g in cfg.growth)
-    return per_seed * seeds
+    out = {"big": big_s, "small": small_s}
+    for g in cfg.growth:  # the small phase, then each depth order with a fresh (and a carried) AdamW
+        variants = len(depth_orders(cfg)) * (2 if carried(cfg, g) else 1)
+        out[f"grown {g}"] = g * small_s + variants * (1 - g) * big_s
+    return out
+
+
+def estimate(costs: dict[str, float], seeds: int, workers: int) -> float:
+    """Wall seconds of training: every seed's jobs spread evenly over the workers."""
+    return seeds * sum(costs.values()) / max(1, workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -628,7 +726,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda runs the larger 'cuda' configuration on a GPU")
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the configuration's)")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs trained at once, each in its own process (default: one per CPU core, at most 2; "
+                         "1 with --device cuda)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of each process (default 1)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the plot, table and JSON go")
     ap.add_argument("--readme", type=Path, default=None, help="also write the results into this README")
     ap.add_argument("--budget", type=float, default=None, help="training FLOPs per run (default: the configuration's)")
@@ -653,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                       lr_small=args.lr or cfg.lr_small, lr_big=args.lr or cfg.lr_big)
     warnings.filterwarnings("ignore", module="onnx2torch")
     seeds = args.seeds or cfg.seeds
+    workers = args.jobs or (1 if args.device == "cuda" else max(1, min(2, len(os.sched_getaffinity(0)))))
     torch.set_num_threads(args.threads)
     if args.device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -672,14 +774,18 @@ def main(argv: list[str] | None = None) -> int:
     fb = GPT(**arch(cfg.big, cfg)).train_flops_per_token()
     tps = saved.get("throughput_probe", {}) if args.resummarise else throughput(cfg, data, args.device)
     if not args.resummarise:
-        log(f"throughput ({args.threads} threads): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
+        costs = job_costs(cfg, tps)
+        log(f"throughput ({args.threads} thread(s)): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
             f"GFLOP/s), big {tps['big']:,.0f} tokens/s ({tps['big'] * fb / 1e9:.1f} GFLOP/s); config {cfg.name}: "
-            f"training alone needs about {estimate(cfg, tps, seeds) / 60:.1f} min")
-    for seed in range(seeds) if not args.resummarise else ():
-        results.append(one_seed(cfg, seed, data, args.device, log, tuple(args.runs)))
-        partial.parent.mkdir(parents=True, exist_ok=True)  # kept until the summary is written
-        partial.write_text(json.dumps({"config": asdict(cfg), "results": results, "throughput_probe": tps,
-                                       "elapsed_s": time.perf_counter() - t_start}))
+            f"training alone needs about {estimate(costs, seeds, workers) / 60:.1f} min with {workers} process(es)")
+
+        def on_seed(done: list[dict]) -> None:  # finished seeds, kept until the summary is written
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"config": asdict(cfg), "results": done, "throughput_probe": tps,
+                                           "elapsed_s": time.perf_counter() - t_start}))
+
+        results = run_jobs(cfg, jobs_for(cfg, seeds, tuple(args.runs)), costs, data, args.device, workers,
+                           args.threads, log, on_seed)
     if not {"big", "small"} <= set(args.runs):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "worth_it_lm_pilot.json").write_text(json.dumps({"config": asdict(cfg), "results": results}))
@@ -705,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
                     *[f"- {x}" for x in head], "", *tab, "", foot, "", *[f"- {x}" for x in words], ""])
     (args.out / "worth_it_lm.md").write_text(md)
     (args.out / "worth_it_lm.json").write_text(json.dumps({
-        "config": asdict(cfg), "seeds": seeds, "device": args.device, "threads": args.threads,
+        "config": asdict(cfg), "seeds": seeds, "device": args.device, "threads": args.threads, "jobs": workers,
         "corpus": {"root": data.root, "python": sys.version.split()[0], "train_bytes": len(data.train),
                    "val_bytes": len(data.val), "files": data.files, "sha256": data.sha256},
         "depth_orders": depth_orders(cfg), "flops_per_token": {"small": fs, "big": fb}, "throughput_probe": tps,

@@ -34,7 +34,7 @@ def _train_flops_per_token(module: torch.nn.Module, layers: int, ctx: int, d: in
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("worth_it_lm")
-    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(out)],
+    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--jobs", "2", "--out", str(out)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res.stdout, json.loads((out / "worth_it_lm.json").read_text())
