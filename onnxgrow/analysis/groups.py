@@ -105,7 +105,7 @@ class Analysis:
                     raise OnnxGrowError(
                         f"{name!r} is ambiguous: it produces groups {', '.join(g.id for g in growable)} (a Reshape "
                         f"splits its output); use one of these ids from `onnxgrow inspect`")
-                found = (growable or parts or [None])[0]
+                found = growable[0] if growable else parts[0] if parts else None
                 if found and all(found is not g for _, g in by_name):
                     by_name.append((f"{'node' if u.node == name else 'weight'} {name} of group {found.id}", found))
         if by_id is not None and any(g is not by_id for _, g in by_name):
@@ -125,9 +125,10 @@ class Analysis:
         if name in self.state.boundaries:
             raise OnnxGrowError(f"{name!r} makes no axis group that can grow: {self.state.boundaries[name]}")
         if name in node_names or name in self.state.inits:
+            makers = ", ".join(op for op, r in rules.RULES.items() if r.role == "producer")
             raise OnnxGrowError(
-                f"{name!r} produces no axis group that can grow (only nodes with weights — Gemm, MatMul, Conv, "
-                f"ConvTranspose, Gather on a table — make new units); see `onnxgrow inspect`")
+                f"{name!r} produces no axis group that can grow (only nodes with weights — {makers} — make new "
+                "units); see `onnxgrow inspect`")
         hint = closest(name, self.names()) or " (`onnxgrow inspect` lists the names)"
         raise OnnxGrowError(f"no node, weight or group named {name!r}{hint}")
 

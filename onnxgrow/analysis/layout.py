@@ -63,10 +63,14 @@ def size(layout: Layout, atom_size: Callable[[int], int | None]) -> int | None:
     """Total number of positions, or None when some atom's size is not known."""
     if isinstance(layout, Atom):
         return atom_size(layout.id)
-    parts = [size(p, atom_size) for p in (layout.parts if isinstance(layout, Cat) else layout.factors)]
-    if any(p is None for p in parts):
-        return None
-    return int(sum(parts)) if isinstance(layout, Cat) else int(np.prod(parts, dtype=np.int64))
+    cat = isinstance(layout, Cat)
+    total = 0 if cat else 1
+    for part in layout.parts if isinstance(layout, Cat) else layout.factors:
+        n = size(part, atom_size)
+        if n is None:
+            return None
+        total = total + n if cat else total * n
+    return int(total)
 
 
 @dataclass

@@ -12,8 +12,6 @@ from ..graph import opset
 from .layout import Atom, Cat, Layout, Prod, atoms, children, size
 
 Role = Literal["producer", "consumer", "param"]
-#: constraint strength order: a group takes the strongest its members impose.
-CONSTRAINTS = ("free", "zero", "replicate", "blocked")
 
 
 @dataclass
@@ -315,7 +313,8 @@ class State:
         for x, y in ((a, b), (b, a)):
             if isinstance(x, Atom) and isinstance(y, Prod) and self.size(x) == self.size(y):
                 sizes = [self.size(f) for f in y.factors]
-                if None not in sizes and self.split(x, sizes, f"split by {node}") is not None:  # type: ignore[arg-type]
+                known = [s for s in sizes if s is not None]
+                if len(known) == len(sizes) and self.split(x, known, f"split by {node}") is not None:
                     return self.unify(self.resolve(x), y, node)
         if isinstance(a, Atom) and isinstance(b, Atom):
             ra, rb = self.find(a.id), self.find(b.id)
@@ -410,7 +409,7 @@ class State:
                 self.whole_groups(_prod(rest), c, reason)
 
     # -- uses --------------------------------------------------------------------------
-    def produce(self, node: str, init: str, axis: int, size_: int) -> Atom:
+    def produce(self, node: str, init: str, axis: int, size_: int | None) -> Atom:
         atom = self.fresh(size_, "producer", fixed=False)
         self.info[atom.id].producers.append(node)
         self.weight_uses.append(WeightUse(node, init, axis, atom, "producer", None))
@@ -457,6 +456,6 @@ class State:
         shape = self.shape(name)
         if shape is None:
             return None
-        result = [self.fresh(d, origin) for d in shape]
+        result: list[Layout] = [self.fresh(d, origin) for d in shape]
         self.set_layout(name, result)
         return result

@@ -90,9 +90,10 @@ def layers(analysis: Analysis) -> list[Layer]:
         head_size = st.size(lay[-1])
         av = _walk_forward(sm.output[0], consumers, _AFTER_SOFTMAX)
         value = None
-        if av is not None and st.layout(av.input[1]) is not None:
-            value = next((grp for grp in groups_of(st.layout(av.input[1])[-1]) if grp.producers), None)  # type: ignore[index]
-            attention.update(id(grp) for l in st.layout(av.input[1]) or [] for grp in groups_of(l))
+        values = st.layout(av.input[1]) if av is not None else None
+        if values is not None:
+            value = next((grp for grp in groups_of(values[-1]) if grp.producers), None)
+            attention.update(id(grp) for l in values for grp in groups_of(l))
         q_proj = _walk_back(qk.input[0], st, _Q_PATH)
         hidden = next(iter(read.get(q_proj.name, {}).values()), None) if q_proj is not None else None
         found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
