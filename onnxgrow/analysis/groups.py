@@ -1,6 +1,7 @@
 """Build the axis groups of a model: which (tensor, axis) pairs must grow together, and how."""
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +158,9 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
             "grow the float model, then quantise it again")
 
 
+_NOTHING: frozenset[str] = frozenset()  # what the subgraphs of a node without attributes read
+
+
 def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load).
 
@@ -171,9 +175,12 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
         lay = st.fresh_layout(inp.name, f"graph input {inp.name}")
         for l in lay or []:
             st.block(l, f"it comes from graph input {inp.name}")
+    inner_reads: list[AbstractSet[str]] = []  # what each node's subgraphs read (If/Loop/Scan bodies; mostly nothing)
     for node in model.graph.node:
         rule = rules.rule_for(node.op_type, node.domain)
-        for name in nested_reads(node) if rule is None or not rule.subgraphs else ():
+        reads = nested_reads(node) if len(node.attribute) else _NOTHING
+        inner_reads.append(reads)
+        for name in reads if rule is None or not rule.subgraphs else ():
             for l in st.layout(name) or []:
                 st.block(l, f"{node.name} ({node.op_type}) reads it inside a subgraph")
         if rule is None:
@@ -195,7 +202,7 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     for check in st.deferred:
         check()
     st.normalise()
-    _check_all_uses(model, st)
+    _check_all_uses(model, st, inner_reads)
     groups = _summarise(st)
     quantised = _quantised_node(model.graph)
     if quantised is not None:  # as widen refuses: inspect must not show a group as free
@@ -205,7 +212,7 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     return Analysis(model, st, groups)
 
 
-def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
+def _check_all_uses(model: onnx.ModelProto, st: State, inner_reads: list[AbstractSet[str]]) -> None:
     """Weights read where no rule recorded how they grow.
 
     A main-graph node reading a weight without a recorded use keeps the weight as it is: the rewrite gives
@@ -213,8 +220,8 @@ def _check_all_uses(model: onnx.ModelProto, st: State) -> None:
     or that is a graph output keeps its name, so it can grow only if every recorded reader leaves it as it is.
     """
     recorded: set[str] = {u.init for u in st.weight_uses} | {v.init for v in st.value_uses}
-    for node in model.graph.node:
-        st.subgraph_reads.update(i for i in nested_reads(node) if i in st.inits)
+    for reads in inner_reads:
+        st.subgraph_reads.update(i for i in reads if i in st.inits)
     pinned = st.subgraph_reads | {o.name for o in model.graph.output}
     for init in recorded & pinned:
         where = "is a graph output" if init in {o.name for o in model.graph.output} else "is read inside a subgraph"

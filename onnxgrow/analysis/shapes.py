@@ -37,8 +37,8 @@ def _dims(tp: onnx.TypeProto) -> list[int | str | None] | None:
     """Sizes, with the symbol of a dynamic dimension ('batch', 'unk__1') or None when it has none."""
     if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-            for d in tp.tensor_type.shape.dim]
+    # an unset dim_value reads 0 (then dim_param, or nothing); a set one excludes dim_param (a oneof)
+    return [v if (v := d.dim_value) > 0 else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
 
 
 def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str, int]:

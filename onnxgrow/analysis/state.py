@@ -108,6 +108,10 @@ class State:
         #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
         self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
+        #: initializer → its sign (see `sign`), worked out once
+        self._const_signs: dict[str, str | None] = {}
+        #: tensor → (number of splits, stored layouts, them resolved): valid until the next split (see `layout`)
+        self._resolved: dict[str, tuple[int, list[Layout], list[Layout]]] = {}
         #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
         self.nonzero_at: dict[str, str] = {}
         #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
@@ -154,6 +158,8 @@ class State:
     def resolve(self, layout: Layout) -> Layout:
         """The layout with every split atom replaced by the product of its parts (recursively)."""
         if isinstance(layout, Atom):
+            if not self.splits:
+                return layout
             parts = self.splits.get(self.find(layout.id))
             return layout if parts is None else self.resolve(parts)
         if isinstance(layout, Cat):
@@ -364,10 +370,11 @@ class State:
     def sign(self, name: str) -> str | None:
         """'pos' / 'nonneg' when all values of a tensor are known to be > 0 / >= 0."""
         if name in self.inits:
-            v = self.value(name)
-            if v.dtype.kind not in "fiu" or v.size == 0:
-                return None
-            return "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+            if name not in self._const_signs:
+                v = self.value(name)
+                self._const_signs[name] = None if v.dtype.kind not in "fiu" or v.size == 0 else \
+                    "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+            return self._const_signs[name]
         return self.signs.get(name)
 
     def granularity(self, layout: Layout, g: int) -> None:
@@ -441,7 +448,15 @@ class State:
         lay = self.layouts.get(name)
         if lay is None:
             return None
-        return [self.resolve(l) for l in lay] if self.splits else list(lay)
+        if not self.splits:
+            return list(lay)
+        # resolved layouts change only when an atom is split: union-find merges only atoms that are not split, and
+        # splits are never undone, so the count of splits tells whether a resolved layout is still current
+        done = self._resolved.get(name)
+        if done is None or done[0] != len(self.splits) or done[1] is not lay:
+            done = (len(self.splits), lay, [self.resolve(l) for l in lay])
+            self._resolved[name] = done
+        return list(done[2])
 
     def has_layout(self, name: str) -> bool:
         """Whether `layout(name)` is not None (without resolving it)."""

@@ -38,6 +38,8 @@ def activation_broadcasts(st: State, node: onnx.NodeProto, name: str) -> bool:
     out, lay = st.layout(node.output[0]) or [], st.layout(name)
     if lay is None:
         return True
+    if lay == out:  # the output's axes are the input's: nothing is broadcast
+        return False
     for j, l in enumerate(out):
         roots = {st.find(a) for a in atoms(l)}
         if not any(st.info[r].producers for r in roots):
@@ -77,10 +79,12 @@ def _nonzero_reason(node: onnx.NodeProto, st: State, rule: Rule | None) -> str |
     if kind in ("sum", "select"):
         reason = flagged[0] if flagged else None
         for n in node.input[1:] if kind == "select" else node.input:
+            if reason is not None:
+                break  # the first reason found is the one recorded
             if n and st.is_const(n) and np.any(st.value(n) != 0) and broadcasts_onto_growable(st, node, n):
-                reason = reason or f"{op} of the constant {n}"
+                reason = f"{op} of the constant {n}"
             elif n and not st.is_const(n) and activation_broadcasts(st, node, n):
-                reason = reason or f"{op} of {n} broadcast over the axis"
+                reason = f"{op} of {n} broadcast over the axis"
         return reason
     if kind == "nonzero":
         return op
