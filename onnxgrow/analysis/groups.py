@@ -1,15 +1,16 @@
 """Build the axis groups of a model: which (tensor, axis) pairs must grow together, and how."""
 from __future__ import annotations
 
+import math
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-import numpy as np
 import onnx
 
 from ..graph import find_node, nested_reads
 from . import rules
 from .layout import Atom, Prod, atoms
+from .node import Node
 from .shapes import infer
 from .state import State
 
@@ -142,9 +143,13 @@ QUANTISED_OPS = frozenset({
 })
 
 
+def _is_quantised(node: Node | onnx.NodeProto) -> bool:
+    return node.op_type in QUANTISED_OPS or node.op_type.startswith("QLinear")
+
+
 def _quantised_node(graph: onnx.GraphProto) -> onnx.NodeProto | None:
     """The first node of a quantised model's ops (subgraphs included), if any."""
-    return find_node(graph, lambda n: n.op_type in QUANTISED_OPS or n.op_type.startswith("QLinear"))
+    return find_node(graph, _is_quantised)
 
 
 def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
@@ -176,9 +181,9 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
         for l in lay or []:
             st.block(l, f"it comes from graph input {inp.name}")
     inner_reads: list[AbstractSet[str]] = []  # what each node's subgraphs read (If/Loop/Scan bodies; mostly nothing)
-    for node in model.graph.node:
+    for node in st.nodes:
         rule = rules.rule_for(node.op_type, node.domain)
-        reads = nested_reads(node) if len(node.attribute) else _NOTHING
+        reads = nested_reads(node.proto) if len(node.proto.attribute) else _NOTHING
         inner_reads.append(reads)
         for name in reads if rule is None or not rule.subgraphs else ():
             for l in st.layout(name) or []:
@@ -192,7 +197,7 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
             rules.block_everything(node, st, why)
         else:
             rule.apply(node, st)
-        rules.track_values(node, st)
+        rules.track_values(node, st, rule)
     for out in model.graph.output:
         if keep_outputs and out.name in st.node_of:
             st.kept_outputs.append(out.name)
@@ -204,7 +209,10 @@ def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     st.normalise()
     _check_all_uses(model, st, inner_reads)
     groups = _summarise(st)
-    quantised = _quantised_node(model.graph)
+    # the main graph first, as `_quantised_node` walks it; subgraphs only when some node has one (and reads)
+    quantised = next((n.proto for n in st.nodes if _is_quantised(n)), None)
+    if quantised is None and any(inner_reads):
+        quantised = _quantised_node(model.graph)
     if quantised is not None:  # as widen refuses: inspect must not show a group as free
         for g in groups:
             g.constraint = "blocked"
@@ -240,13 +248,13 @@ def _summarise(st: State) -> list[Group]:
                 entry["consumers"].setdefault(u.node)
             entry["weights"].setdefault(u.init)
     order = {}
-    for idx, node in enumerate(st.graph.node):
+    for idx, node in enumerate(st.nodes):
         order[node.name] = idx
     # the count of equal blocks (a grouped Conv's groups, a shuffle's halves) is fixed by the graph: not a layer
     replicas = {st.find(a) for a in st.replicas}
     roots = [r for r in by_root if st.info[r].producers and r not in replicas]
     roots.sort(key=lambda r: min(order.get(p, 1 << 30) for p in st.info[r].producers))
-    nodes = {n.name: n for n in st.graph.node}
+    nodes = {n.name: n for n in st.nodes}
     groups = []
     for i, root in enumerate(roots):
         info = st.info[root]
@@ -261,7 +269,7 @@ def _summarise(st: State) -> list[Group]:
     return groups
 
 
-def _blocks(st: State, root: int, nodes: dict[str, onnx.NodeProto], replicas: set[int]) -> int:
+def _blocks(st: State, root: int, nodes: dict[str, Node], replicas: set[int]) -> int:
     """In how many equal blocks every producer of a group repeats its units in its output (1 unless all agree).
 
     A producer's output axis Prod(2, unit, 2) (a channel shuffle of two branches) or Prod(groups, unit) (a
@@ -279,7 +287,7 @@ def _blocks(st: State, root: int, nodes: dict[str, onnx.NodeProto], replicas: se
         if len(others) != len(factors) - 1 or any(not isinstance(f, Atom) or st.find(f.id) not in replicas
                                                   for f in others):
             return 1
-        found.add(int(np.prod([st.size(f) or 1 for f in others], dtype=np.int64)))
+        found.add(math.prod(st.size(f) or 1 for f in others))
     return found.pop() if len(found) == 1 else 1
 
 

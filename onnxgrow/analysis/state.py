@@ -1,6 +1,7 @@
 """The analysis state: union-find over axis atoms, and what each group's members impose."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -10,6 +11,7 @@ from onnx import numpy_helper
 
 from ..graph import opset
 from .layout import Atom, Cat, Layout, Prod, atoms, children, size
+from .node import Node
 
 Role = Literal["producer", "consumer", "param"]
 
@@ -84,6 +86,23 @@ class GroupInfo:
     nonzero_ops: list[str] = field(default_factory=list)  # ops mapping 0 to non-zero
 
 
+#: numpy types of the tensors `_to_array` reads straight from their bytes
+_RAW_TYPES: dict[int, type[np.generic]] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+                                           onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
+
+
+def _to_array(t: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array, with a shortcut for the common case (little-endian raw bytes of a plain type)."""
+    dtype = _RAW_TYPES.get(t.data_type)
+    if dtype is not None and _LITTLE and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data") \
+            and not t.HasField("segment"):
+        return np.frombuffer(t.raw_data, dtype=dtype).reshape(list(t.dims))
+    return numpy_helper.to_array(t)
+
+
+_LITTLE = sys.byteorder == "little"
+
+
 def _prod(factors: list[Layout]) -> Layout:
     """Product of layouts; a single factor is itself (a nested product is flattened by `resolve`)."""
     return factors[0] if len(factors) == 1 else Prod(tuple(factors))
@@ -108,8 +127,10 @@ class State:
         #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
         self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
-        #: initializer → its sign (see `sign`), worked out once
+        #: initializer → its sign (see `sign`), whether it has a non-zero element, its dims: worked out once
         self._const_signs: dict[str, str | None] = {}
+        self._nonzero_consts: dict[str, bool] = {}
+        self._init_dims: dict[str, list[int | None]] = {}
         #: tensor → (number of splits, stored layouts, them resolved): valid until the next split (see `layout`)
         self._resolved: dict[str, tuple[int, list[Layout], list[Layout]]] = {}
         #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
@@ -117,7 +138,9 @@ class State:
         #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
         self.signs: dict[str, str] = {}
         #: tensor → the node of the main graph that computes it
-        self.node_of: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output if o}
+        #: the nodes of the main graph, as the rules read them
+        self.nodes: list[Node] = [Node(n) for n in model.graph.node]
+        self.node_of: dict[str, Node] = {o: n for n in self.nodes for o in n.output if o}
         #: node → why its rule treated it as a boundary (to explain why a Gemm/Conv makes no group)
         self.boundaries: dict[str, str] = {}
         #: root → the product of finer atoms it was split into (a Reshape splitting hidden into heads × head size)
@@ -436,12 +459,21 @@ class State:
 
     def value(self, name: str) -> np.ndarray:
         if name not in self._values:
-            self._values[name] = numpy_helper.to_array(self.inits[name])
+            self._values[name] = _to_array(self.inits[name])
         return self._values[name]
+
+    def has_nonzero(self, name: str) -> bool:
+        """Whether a constant has an element that is not 0 (worked out once)."""
+        if name not in self._nonzero_consts:
+            self._nonzero_consts[name] = bool(np.any(self.value(name) != 0))
+        return self._nonzero_consts[name]
 
     def shape(self, name: str) -> list[int | None] | None:
         if name in self.inits:
-            return list(self.inits[name].dims)
+            dims = self._init_dims.get(name)
+            if dims is None:
+                dims = self._init_dims[name] = list(self.inits[name].dims)
+            return list(dims)
         return self.shapes.get(name)
 
     def layout(self, name: str) -> list[Layout] | None:

@@ -16,6 +16,8 @@ import onnx
 from ..graph import consumers as graph_consumers
 from .groups import Analysis, Group
 from .layout import atoms
+from .node import Node
+from .state import State
 
 #: ops allowed between the scores MatMul and the Softmax (scale, mask, casts), and after it (dropout, casts)
 _BEFORE_SOFTMAX = ("Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Transpose")
@@ -124,7 +126,7 @@ def layers(analysis: Analysis) -> list[Layer]:
     return found
 
 
-def _walk_back(name: str, st, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+def _walk_back(name: str, st: State, through: tuple[str, ...], depth: int = 0) -> Node | None:
     """The first node before `name` (following input 0, or the non-constant input) that is not in `through`."""
     node = st.node_of.get(name)
     if node is None or depth > 12:

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 
 from ..layout import Cat, Layout, Prod
+from ..node import Node
 from ..state import State
 
 #: why an activation's axis of size 1 that an op broadcasts cannot grow
@@ -15,20 +16,22 @@ BROADCAST = "{node} ({op}) broadcasts this axis of size 1: grown, it would stop 
 ZERO_PAD = "zero padding of "
 
 
-def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+def attr(node: Node | onnx.NodeProto, name: str, default: Any = None) -> Any:
     """The value of a node's attribute, or `default` when the node does not have it."""
+    if isinstance(node, Node):
+        return node.attr(name, default)
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
 
 
-def inp(node: onnx.NodeProto, i: int) -> str:
+def inp(node: Node, i: int) -> str:
     """Input `i` of a node ('' when it has fewer inputs, as for an omitted optional input)."""
     return node.input[i] if len(node.input) > i else ""
 
 
-def const_ints(st: State, node: onnx.NodeProto, attr_name: str, input_index: int) -> list[int] | None:
+def const_ints(st: State, node: Node, attr_name: str, input_index: int) -> list[int] | None:
     """An int list given as attribute (old opsets) or constant input (new opsets)."""
     value = attr(node, attr_name)
     if value is not None:
@@ -39,7 +42,7 @@ def const_ints(st: State, node: onnx.NodeProto, attr_name: str, input_index: int
     return None
 
 
-def block_everything(node: onnx.NodeProto, st: State, why: str | None = None) -> None:
+def block_everything(node: Node, st: State, why: str | None = None) -> None:
     """Boundary: inputs may not grow; outputs get new atoms of their own."""
     reason = why or f"{node.name} ({node.op_type}) has no growth rule"
     st.boundaries.setdefault(node.name, reason)
@@ -53,7 +56,7 @@ def block_everything(node: onnx.NodeProto, st: State, why: str | None = None) ->
             st.fresh_layout(out, f"output of {node.name}")
 
 
-def pass_through(node: onnx.NodeProto, st: State, i: int = 0) -> list[Layout] | None:
+def pass_through(node: Node, st: State, i: int = 0) -> list[Layout] | None:
     """The output keeps input `i`'s layout (other outputs get fresh atoms); None (and a boundary) if unknown."""
     lay = st.layout(inp(node, i))
     if lay is None:

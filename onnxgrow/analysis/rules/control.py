@@ -7,6 +7,7 @@ from __future__ import annotations
 import onnx
 
 from ...graph import nested_reads
+from ..node import Node
 from ..state import State
 from .common import attr, block_everything, inp
 from .registry import RULES, rule
@@ -15,7 +16,7 @@ from .values import track_values
 
 
 @rule("coupling", "If", subgraphs=True, zeros="own")
-def _if(node: onnx.NodeProto, st: State) -> None:
+def _if(node: Node, st: State) -> None:
     """An If whose condition growth cannot change (torch's Squeeze-if-size-is-1): the chosen branch's rule.
 
     Only a branch made of Constants and one Identity/Squeeze/Unsqueeze of an outer tensor is followed;
@@ -28,13 +29,13 @@ def _if(node: onnx.NodeProto, st: State) -> None:
         if _follow_branch(node, st, branch):
             return
         why = f"{node.name} (If) reads it inside a branch onnxgrow cannot follow"
-    for name in nested_reads(node):
+    for name in nested_reads(node.proto):
         for l in st.layout(name) or []:
             st.block(l, why)
     block_everything(node, st, why)
 
 
-def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> bool:
+def _follow_branch(node: Node, st: State, branch: onnx.GraphProto) -> bool:
     consts = {}
     for n in branch.node:
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
@@ -77,6 +78,7 @@ def _follow_branch(node: onnx.NodeProto, st: State, branch: onnx.GraphProto) -> 
     copy.ClearField("attribute")
     if inner.op_type != "Identity":
         copy.attribute.append(onnx.helper.make_attribute("axes", [int(a) for a in axes]))
-    RULES[inner.op_type].apply(copy, st)
-    track_values(copy, st)
+    view = Node(copy)
+    RULES[inner.op_type].apply(view, st)
+    track_values(view, st)
     return True

@@ -6,20 +6,20 @@ and the value new entries of a constant per-unit operand take (`fill`, the op's 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..layout import Layout
+from ..node import Node
 from ..state import State
 from .common import BROADCAST, attr, block_everything, inp, pass_through
 from .registry import RULES, rule
 from .values import broadcasts_onto_growable, meet
 
 
-def _relu_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _relu_sign(node: Node, st: State) -> str | None:
     return "pos" if st.sign(node.input[0]) == "pos" else "nonneg"
 
 
-def _clip_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _clip_sign(node: Node, st: State) -> str | None:
     first = st.sign(node.input[0])
     if st.opset >= 11:
         low = inp(node, 1)
@@ -30,7 +30,7 @@ def _clip_sign(node: onnx.NodeProto, st: State) -> str | None:
     return bound if first is None or bound == "pos" else first if bound is None else meet([first, bound])
 
 
-def _clip_keeps_zero(node: onnx.NodeProto, st: State) -> bool:
+def _clip_keeps_zero(node: Node, st: State) -> bool:
     """Whether Clip maps 0 to 0: its bounds are known and 0 lies between them."""
     if st.opset < 11:
         return float(attr(node, "min", -np.inf)) <= 0 <= float(attr(node, "max", np.inf))
@@ -52,13 +52,13 @@ def _clip_keeps_zero(node: onnx.NodeProto, st: State) -> bool:
 @rule("pass-through", "Sigmoid", "Exp", "Softplus", zeros="nonzero", sign="pos")
 @rule("pass-through", "HardSigmoid", zeros="nonzero", sign="nonneg")
 @rule("pass-through", "Cos", "Cosh", "IsNaN", "IsInf", "Not", zeros="nonzero")
-def _elementwise_unary(node: onnx.NodeProto, st: State) -> None:
+def _elementwise_unary(node: Node, st: State) -> None:
     pass_through(node, st)  # whether 0 stays 0 is a fact of the rule, tracked per tensor by `track_values`
 
 
 @rule("boundary", "Log", zeros="nonzero")
 @rule("boundary", "Reciprocal", zeros="nonzero", sign="same")
-def _unsafe_unary(node: onnx.NodeProto, st: State) -> None:
+def _unsafe_unary(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if st.sign(node.input[0]) == "pos":
         return
@@ -69,7 +69,7 @@ def _unsafe_unary(node: onnx.NodeProto, st: State) -> None:
 @rule("pass-through", "Sqrt", sign="same")
 @rule("pass-through", "Asin", "Atanh")
 @rule("pass-through", "Acos", "Acosh", zeros="nonzero")
-def _partial_unary(node: onnx.NodeProto, st: State) -> None:
+def _partial_unary(node: Node, st: State) -> None:
     """Ops defined on part of the real line: noise could leave it; 0 stays inside (but for Acosh)."""
     lay = pass_through(node, st)
     sign = st.sign(node.input[0])
@@ -84,7 +84,7 @@ def _partial_unary(node: onnx.NodeProto, st: State) -> None:
 
 
 # -- binary, with broadcasting ------------------------------------------------------------------------
-def _sum_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _sum_sign(node: Node, st: State) -> str | None:
     signs = []
     for n in node.input:
         if not n:
@@ -98,7 +98,7 @@ def _sum_sign(node: onnx.NodeProto, st: State) -> str | None:
     return "pos" if any(x == "pos" for x in signs) else "nonneg"
 
 
-def _product_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _product_sign(node: Node, st: State) -> str | None:
     ins = [n for n in node.input if n]
     if len(ins) == 2 and ins[0] == ins[1]:  # a square
         first = st.sign(ins[0])
@@ -106,12 +106,12 @@ def _product_sign(node: onnx.NodeProto, st: State) -> str | None:
     return meet([st.sign(n) for n in ins])
 
 
-def _div_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _div_sign(node: Node, st: State) -> str | None:
     ins = [n for n in node.input if n]
     return st.sign(ins[0]) if len(ins) == 2 and st.sign(ins[1]) == "pos" else None
 
 
-def _pow_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _pow_sign(node: Node, st: State) -> str | None:
     ins = [n for n in node.input if n]
     if len(ins) != 2:
         return None
@@ -136,7 +136,7 @@ def _pow_sign(node: onnx.NodeProto, st: State) -> str | None:
 @rule("coupling", "Pow", zeros="nonzero", fill=1.0, sign=_pow_sign)
 @rule("coupling", "Mod", zeros="nonzero", fill=1.0)
 @rule("coupling", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Or", "Xor", zeros="nonzero")
-def _broadcast(node: onnx.NodeProto, st: State) -> None:
+def _broadcast(node: Node, st: State) -> None:
     """Elementwise with broadcasting: activations' axes join; constant per-unit vectors are padded."""
     out_shape = st.shape(node.output[0])
     shapes = [st.shape(n) if n else None for n in node.input]
@@ -182,7 +182,7 @@ def _broadcast(node: onnx.NodeProto, st: State) -> None:
         _pow_exponent(node, st, layouts)
 
 
-def _pow_exponent(node: onnx.NodeProto, st: State, layouts: list[Layout]) -> None:
+def _pow_exponent(node: Node, st: State, layouts: list[Layout]) -> None:
     """Pow of an activation by a constant: fractional exponents need new units >= 0, negative ones > 0."""
     base, exp = node.input[0], node.input[1]
     if st.layout(base) is None or not st.is_const(exp) or not broadcasts_onto_growable(st, node, exp):

@@ -5,9 +5,8 @@ activation's layout (`st.use(..., "consumer")`); a bias follows the output.
 """
 from __future__ import annotations
 
-import onnx
-
 from ..layout import Layout, Prod
+from ..node import Node
 from ..state import AttrUse, State, WeightUse
 from .common import BROADCAST, attr, block_everything, inp
 from .registry import rule
@@ -17,7 +16,7 @@ _WEIGHTS = (0, 1)
 
 
 @rule("producer", "Gemm", weights=_WEIGHTS)
-def _gemm(node: onnx.NodeProto, st: State) -> None:
+def _gemm(node: Node, st: State) -> None:
     a, b, c = inp(node, 0), inp(node, 1), inp(node, 2)
     ta, tb = attr(node, "transA", 0), attr(node, "transB", 0)
     la, lb = st.layout(a), st.layout(b)
@@ -41,7 +40,7 @@ def _gemm(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st, f"{node.name} (Gemm) multiplies two activations")
 
 
-def _bias(node: onnx.NodeProto, st: State, c: str, out_layouts: list[Layout]) -> None:
+def _bias(node: Node, st: State, c: str, out_layouts: list[Layout]) -> None:
     if not c:
         return
     if not st.is_const(c):
@@ -57,7 +56,7 @@ def _bias(node: onnx.NodeProto, st: State, c: str, out_layouts: list[Layout]) ->
 
 
 @rule("producer", "MatMul", weights=_WEIGHTS)
-def _matmul(node: onnx.NodeProto, st: State) -> None:
+def _matmul(node: Node, st: State) -> None:
     a, b = node.input[0], node.input[1]
     la, lb = st.layout(a), st.layout(b)
     sa, sb = st.shape(a), st.shape(b)
@@ -103,7 +102,7 @@ def _matmul(node: onnx.NodeProto, st: State) -> None:
         block_everything(node, st)
 
 
-def _batch(st: State, node: onnx.NodeProto, act_batch: list[Layout], w_batch: list, out_rank: int) -> list[Layout]:
+def _batch(st: State, node: Node, act_batch: list[Layout], w_batch: list, out_rank: int) -> list[Layout]:
     """Batch axes of a MatMul with a constant operand: the activation's, when the weight has none."""
     if any(d != 1 for d in w_batch):
         for l in act_batch:
@@ -111,7 +110,7 @@ def _batch(st: State, node: onnx.NodeProto, act_batch: list[Layout], w_batch: li
     return list(act_batch)
 
 
-def _einsum_terms(node: onnx.NodeProto, ranks: list[int]) -> tuple[list[str], str] | None:
+def _einsum_terms(node: Node, ranks: list[int]) -> tuple[list[str], str] | None:
     """The subscripts of each operand and of the output, with `...` spelt out as digits; None when the equation
     repeats a letter in one operand (a diagonal) or does not match the operands' ranks."""
     eq = attr(node, "equation", b"")
@@ -140,7 +139,7 @@ def _einsum_terms(node: onnx.NodeProto, ranks: list[int]) -> tuple[list[str], st
 
 
 @rule("coupling", "Einsum")
-def _einsum(node: onnx.NodeProto, st: State) -> None:
+def _einsum(node: Node, st: State) -> None:
     """Einsum of activations (attention written as einsum): an axis kept in the output joins the axes of its
     letter in every operand (as broadcasting does); a letter summed over two operands is contracted between
     activations (blocked, as MatMul); a letter summed in one operand only is a sum (its new units must be 0)."""
@@ -190,7 +189,7 @@ def _einsum(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("producer", "Conv", "ConvTranspose", weights=_WEIGHTS)
-def _conv(node: onnx.NodeProto, st: State) -> None:
+def _conv(node: Node, st: State) -> None:
     x, w, b = node.input[0], node.input[1], inp(node, 2)
     lx = st.layout(x)
     if lx is None or not st.is_const(w) or len(lx) < 3:
@@ -235,7 +234,7 @@ def _conv(node: onnx.NodeProto, st: State) -> None:
     st.set_layout(out, [lx[0], oc] + spatial)
 
 
-def _grouped_conv(node: onnx.NodeProto, st: State, channels: Layout, group: int, cpg_in: int, cpg_out: int) -> Layout:
+def _grouped_conv(node: Node, st: State, channels: Layout, group: int, cpg_in: int, cpg_out: int) -> Layout:
     """A grouped Conv/ConvTranspose whose groups have other input than output widths (AlexNet, ShuffleNet v1).
 
     The group count stays; units grow inside every group. The input channels are read as Prod(groups, per-group

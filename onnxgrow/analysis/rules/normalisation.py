@@ -5,16 +5,15 @@ Normalising over a growing axis needs new units that leave the statistics alone 
 """
 from __future__ import annotations
 
-import onnx
-
 from ..layout import Atom, Cat, Layout, Prod
+from ..node import Node
 from ..state import State
 from .common import ZERO_PAD, attr, inp, pass_through, same_factor
 from .registry import rule
 
 
 @rule("pass-through", "BatchNormalization", "InstanceNormalization")
-def _batchnorm(node: onnx.NodeProto, st: State) -> None:
+def _batchnorm(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if lay is None or len(lay) < 2:
         return
@@ -32,14 +31,14 @@ def _batchnorm(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("mixer", "LRN")
-def _lrn(node: onnx.NodeProto, st: State) -> None:
+def _lrn(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if lay is not None:
         # judged once every layout is final: a later grouped Conv or Reshape may split these channels
         st.deferred.append(lambda: _lrn_channels(node, st, lay[1]))
 
 
-def _lrn_channels(node: onnx.NodeProto, st: State, channels: Layout) -> None:
+def _lrn_channels(node: Node, st: State, channels: Layout) -> None:
     reason = f"{node.name} (LRN) sums squares across channels"
     channels = st.resolve(channels)
     # its window slides over the channels: only units appended at the end (behind zero padding) keep
@@ -58,7 +57,7 @@ def _lrn_channels(node: onnx.NodeProto, st: State, channels: Layout) -> None:
 
 
 @rule("mixer", "LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization", zeros="nonzero")
-def _layernorm(node: onnx.NodeProto, st: State) -> None:
+def _layernorm(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if lay is None:
         return
@@ -77,7 +76,7 @@ def _layernorm(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("mixer", "GroupNormalization", "MeanVarianceNormalization", zeros="nonzero")
-def _groupnorm(node: onnx.NodeProto, st: State) -> None:
+def _groupnorm(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if lay is not None:
         st.block(lay[1], f"{node.name} ({node.op_type}) normalises over groups of channels")
@@ -85,7 +84,7 @@ def _groupnorm(node: onnx.NodeProto, st: State) -> None:
 
 @rule("mixer", "Softmax", zeros="nonzero", sign="pos")
 @rule("mixer", "LogSoftmax", "Hardmax", zeros="nonzero")
-def _softmax(node: onnx.NodeProto, st: State) -> None:
+def _softmax(node: Node, st: State) -> None:
     lay = pass_through(node, st)
     if lay is None:
         return

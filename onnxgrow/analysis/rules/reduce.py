@@ -6,9 +6,8 @@ or an arg-max cannot follow growth (`blocked`).
 """
 from __future__ import annotations
 
-import onnx
-
 from ..layout import Layout
+from ..node import Node
 from ..state import State
 from .common import attr, block_everything, const_ints, same_factor
 from .registry import RULES, rule
@@ -19,7 +18,7 @@ from .registry import RULES, rule
 @rule("mixer", "ReduceSumSquare", "ReduceL1", "ReduceL2", reduce="zero", sign="nonneg")
 @rule("mixer", "ReduceProd", reduce="blocked")
 @rule("mixer", "ReduceLogSumExp", "ReduceLogSum", "ArgMax", "ArgMin", reduce="blocked", zeros="nonzero")
-def _reduce(node: onnx.NodeProto, st: State) -> None:
+def _reduce(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     if lay is None:
         block_everything(node, st)

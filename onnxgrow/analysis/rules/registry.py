@@ -8,13 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal, Union
 
-import onnx
-
+from ..node import Node
 from ..state import State
 
-RuleFn = Callable[[onnx.NodeProto, State], None]
+RuleFn = Callable[[Node, State], None]
 #: the sign of a node's output ('pos' / 'nonneg' / None: unknown), worked out from its inputs' signs
-SignFn = Callable[[onnx.NodeProto, State], Union[str, None]]
+SignFn = Callable[[Node, State], Union[str, None]]
 #: what kind of op a rule is for (DESIGN.md): makes new units, reads them, passes them, joins axes, mixes the
 #: units of an axis, or stops growth
 Role = Literal["producer", "pass-through", "coupling", "mixer", "boundary"]
@@ -37,7 +36,7 @@ class Rule:
     #: how 0 in the new units of the inputs reaches the output (see `Zeros`)
     zeros: Zeros = "follow"
     #: for `zeros="follow"`: whether this node maps 0 to 0 (Clip: when 0 lies between its bounds)
-    keeps_zero: Callable[[onnx.NodeProto, State], bool] | None = None
+    keeps_zero: Callable[[Node, State], bool] | None = None
     #: inputs that are weights when constant: the output's new units are then the weights' new (zero) rows
     weights: tuple[int, ...] = ()
     #: the output's sign: 'pos', 'nonneg', 'same' (that of the first input), a function, or None (unknown)
@@ -52,7 +51,7 @@ RULES: dict[str, Rule] = {}
 
 
 def rule(role: Role, *ops: str, subgraphs: bool = False, zeros: Zeros = "follow",
-         keeps_zero: Callable[[onnx.NodeProto, State], bool] | None = None, weights: tuple[int, ...] = (),
+         keeps_zero: Callable[[Node, State], bool] | None = None, weights: tuple[int, ...] = (),
          sign: str | SignFn | None = None, fill: float = 0.0, reduce: str = "") -> Callable[[RuleFn], RuleFn]:
     """Register `fn` as the rule for `ops`, each with the same facts (an op is registered once)."""
 

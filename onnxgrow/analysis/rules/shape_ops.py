@@ -7,9 +7,9 @@ value or attribute uses, so that the rewrite makes them follow growth.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..layout import Cat, Layout, Prod, prod
+from ..node import Node
 from ..state import AttrUse, PositionsUse, State, ValueUse
 from .common import attr, block_everything, const_ints, inp
 from .registry import rule
@@ -23,12 +23,12 @@ _CHUNK_ACROSS = ("cuts this axis into {k} chunks whose boundaries fall inside th
                  "shuffled by earlier layers): growing it would move old channels to another chunk")
 
 
-def _concat_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _concat_sign(node: Node, st: State) -> str | None:
     return meet([st.sign(n) for n in node.input if n])
 
 
 @rule("coupling", "Transpose", sign="same")
-def _transpose(node: onnx.NodeProto, st: State) -> None:
+def _transpose(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     if lay is None:
         block_everything(node, st)
@@ -38,7 +38,7 @@ def _transpose(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Flatten", sign="same")
-def _flatten(node: onnx.NodeProto, st: State) -> None:
+def _flatten(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     if lay is None:
         block_everything(node, st)
@@ -50,7 +50,7 @@ def _flatten(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Squeeze", "Unsqueeze", sign="same")
-def _squeeze(node: onnx.NodeProto, st: State) -> None:
+def _squeeze(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     out_shape = st.shape(node.output[0])
     axes = const_ints(st, node, "axes", 1)
@@ -74,7 +74,7 @@ def _squeeze(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Reshape", sign="same")
-def _reshape(node: onnx.NodeProto, st: State) -> None:
+def _reshape(node: Node, st: State) -> None:
     """Map input axes to output axes through their row-major factors: merges make products, splits split atoms.
 
     Splitting hidden (one atom) into heads × head size makes two atoms that grow on their own: attention then
@@ -103,7 +103,7 @@ def _reshape(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Tile", "Expand", sign="same")
-def _repeat(node: onnx.NodeProto, st: State) -> None:
+def _repeat(node: Node, st: State) -> None:
     """Repeating a size-1 axis (grouped-query attention repeats each key/value head for its query group):
     the repeated axis is a fixed new axis, every other axis passes. Anything else blocks what it touches."""
     lay, shape = st.layout(node.input[0]), st.shape(node.input[0])
@@ -133,7 +133,7 @@ def _repeat(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Concat", sign=_concat_sign)
-def _concat(node: onnx.NodeProto, st: State) -> None:
+def _concat(node: Node, st: State) -> None:
     out_shape = st.shape(node.output[0])
     ins = [n for n in node.input if n]
     lays = [st.layout(n) for n in ins]
@@ -168,7 +168,7 @@ def _concat(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("coupling", "Split", sign="same")
-def _split(node: onnx.NodeProto, st: State) -> None:
+def _split(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     if lay is None:
         block_everything(node, st)
@@ -197,7 +197,7 @@ def _split(node: onnx.NodeProto, st: State) -> None:
         st.set_layout(o, lay[:axis] + [st.fresh(s, f"the part of the axis {node.name} cuts out")] + lay[axis + 1:])
 
 
-def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int, split: list[int] | None,
+def _split_equal_chunks(node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None,
                         sizes: list[int | None]) -> bool:
     """Equal chunks of one group (GPT-2's packed q|k|v projection): the axis is chunk × unit, each output the
     unit factor. The chunk count is fixed; a unit grows inside every chunk, and the split sizes follow."""
@@ -211,7 +211,7 @@ def _split_equal_chunks(node: onnx.NodeProto, st: State, lay: list[Layout], axis
     return True
 
 
-def _split_outputs(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int, split: list[int] | None,
+def _split_outputs(node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None,
                    parts: list[Layout]) -> None:
     """Output k of a Split has layout `parts[k]` on the split axis; given sizes (attribute or input) follow it."""
     for k, (o, p) in enumerate(zip(node.output, parts)):
@@ -223,7 +223,7 @@ def _split_outputs(node: onnx.NodeProto, st: State, lay: list[Layout], axis: int
 
 
 @rule("coupling", "Slice", sign="same")
-def _slice(node: onnx.NodeProto, st: State) -> None:
+def _slice(node: Node, st: State) -> None:
     if _slice_table(node, st):
         return
     lay = st.layout(node.input[0])
@@ -254,7 +254,7 @@ def _slice(node: onnx.NodeProto, st: State) -> None:
     st.set_layout(node.output[0], result)
 
 
-def _slice_table(node: onnx.NodeProto, st: State) -> bool:
+def _slice_table(node: Node, st: State) -> bool:
     """Rows of a 2-D weight table sliced by position (a positional embedding cut to the sequence length):
     the table's columns are new units, like an embedding Gather's."""
     data = node.input[0]
@@ -269,7 +269,7 @@ def _slice_table(node: onnx.NodeProto, st: State) -> bool:
     return True
 
 
-def _slice_bounds(node: onnx.NodeProto, st: State, rank: int) -> dict[int, tuple[int, int, int, int]] | None:
+def _slice_bounds(node: Node, st: State, rank: int) -> dict[int, tuple[int, int, int, int]] | None:
     """axis -> (start, end, step, position in the lists) of a Slice with constant bounds; None if computed."""
     def ints(name: str, index: int, default):
         value = attr(node, name)
@@ -290,7 +290,7 @@ def _slice_bounds(node: onnx.NodeProto, st: State, rank: int) -> dict[int, tuple
     return {int(ax) % rank: (starts[i], ends[i], steps[i], i) for i, ax in enumerate(axes)}
 
 
-def _slice_chunk(node: onnx.NodeProto, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int,
+def _slice_chunk(node: Node, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int,
                  pos: int) -> Layout | str | None:
     """A Slice that keeps chunk i of k equal chunks of an axis (torch's `chunk` in the TorchScript export): the
     axis is read as Prod(k chunks, unit) as a Split into equal parts reads it; its bounds follow the unit.
@@ -316,7 +316,7 @@ def _slice_chunk(node: onnx.NodeProto, st: State, layout: Layout, size_: int, n:
     return unit
 
 
-def _slice_whole_axis(node: onnx.NodeProto, st: State, layout: Layout, size_: int, start: int, end: int, step: int,
+def _slice_whole_axis(node: Node, st: State, layout: Layout, size_: int, start: int, end: int, step: int,
                       pos: int) -> None:
     """A Slice that keeps every position of an axis: fine when it keeps them after growth too.
 
@@ -336,7 +336,7 @@ def _slice_whole_axis(node: onnx.NodeProto, st: State, layout: Layout, size_: in
 
 
 @rule("producer", "Gather", weights=(0,), sign="same")
-def _gather(node: onnx.NodeProto, st: State) -> None:
+def _gather(node: Node, st: State) -> None:
     data, idx = node.input[0], node.input[1]
     axis = int(attr(node, "axis", 0))
     li = st.layout(idx)
@@ -360,7 +360,7 @@ def _gather(node: onnx.NodeProto, st: State) -> None:
     block_everything(node, st)
 
 
-def _gather_positions(node: onnx.NodeProto, st: State, ld: list[Layout], axis: int) -> bool:
+def _gather_positions(node: Node, st: State, ld: list[Layout], axis: int) -> bool:
     """A Gather whose constant indices are every position of the axis in order (torch's `as_strided` exported as
     Reshape(-1) then Gather of an arange shaped [1, C, 1, 1]): a Reshape of that axis into the indices' shape.
     The indices are rewritten as the arange of the grown axis."""
@@ -382,5 +382,5 @@ def _gather_positions(node: onnx.NodeProto, st: State, ld: list[Layout], axis: i
 
 
 @rule("boundary", "Shape", "Size")
-def _shape(node: onnx.NodeProto, st: State) -> None:
+def _shape(node: Node, st: State) -> None:
     st.fresh_layout(node.output[0], f"output of {node.name}")

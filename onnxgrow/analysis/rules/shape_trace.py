@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-import onnx
 
 from ..layout import Atom, Cat, Layout, Prod, atoms, prod
+from ..node import Node
 from ..state import State, ValueUse
 from .common import attr
 
 
-def map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: list[int | None],
+def map_reshape(node: Node, st: State, lay: list[Layout], in_shape: list[int | None],
                  out_shape: list[int | None], target: list[int] | None) -> list[Layout] | str:
     """Output layouts of a Reshape, or why they cannot be followed.
 
@@ -153,7 +153,7 @@ def map_reshape(node: onnx.NodeProto, st: State, lay: list[Layout], in_shape: li
     return [l for l in out if l is not None]  # every axis is placed by now
 
 
-def computed_target(node: onnx.NodeProto, st: State, out: list[Layout]) -> None:
+def computed_target(node: Node, st: State, out: list[Layout]) -> None:
     """A Reshape target computed in the graph: each size of a growing axis must follow the growth.
 
     It does when it is read from the tensor's own shape at run time (Shape → Gather …), or when it is a
@@ -244,7 +244,7 @@ def _factors_of(layout: Layout) -> list[Layout]:
     return list(layout.factors) if isinstance(layout, Prod) else [layout]
 
 
-def _scaled_use(node: onnx.NodeProto, st: State, e: tuple, out: Layout) -> None:
+def _scaled_use(node: Node, st: State, e: tuple, out: Layout) -> None:
     """Record the constant of read × c (or read ÷ c) so that it follows the growth of the axes it relates."""
     _, read, op, const, where = e
     c = int(st.value(const).reshape(-1)[0])

@@ -6,16 +6,16 @@ zero padding, as torch exports LocalResponseNorm), else it gets fresh atoms and 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..layout import Atom, Cat, Layout
+from ..node import Node
 from ..state import State, ValueUse
 from .common import ZERO_PAD, attr, block_everything, const_ints, inp
 from .registry import rule
 from .values import meet
 
 
-def _pad_sign(node: onnx.NodeProto, st: State) -> str | None:
+def _pad_sign(node: Node, st: State) -> str | None:
     first = st.sign(node.input[0])
     return meet([first, "nonneg"]) if first else None
 
@@ -23,7 +23,7 @@ def _pad_sign(node: onnx.NodeProto, st: State) -> str | None:
 @rule("pass-through", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample",
       "DepthToSpace", sign="same")
 @rule("pass-through", "LpPool", "GlobalLpPool", "MaxRoiPool")
-def _spatial(node: onnx.NodeProto, st: State) -> None:
+def _spatial(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     out_shape = st.shape(node.output[0])
     if lay is None or len(lay) < 2 or node.op_type == "DepthToSpace":
@@ -53,7 +53,7 @@ def _spatial(node: onnx.NodeProto, st: State) -> None:
             st.block(lay[1], f"{node.name} returns indices")
 
 
-def _resize_channels(node: onnx.NodeProto, st: State, lay: list[Layout]) -> str | None:
+def _resize_channels(node: Node, st: State, lay: list[Layout]) -> str | None:
     """Why a Resize/Upsample may not pass the channel axis (None: it keeps it; constant `sizes` are rewritten)."""
     rank = len(lay)
     given_axes = attr(node, "axes")
@@ -81,7 +81,7 @@ def _resize_channels(node: onnx.NodeProto, st: State, lay: list[Layout]) -> str 
     return None
 
 
-def _window(node: onnx.NodeProto, st: State, lay: list[Layout], j: int, out_shape) -> Layout:
+def _window(node: Node, st: State, lay: list[Layout], j: int, out_shape) -> Layout:
     """Spatial axis `j` of a windowed pool: kept when the window maps positions 1:1, else blocked.
 
     A stride-1 window of size k over an axis padded by k-1 zeros (an explicit zero Pad, or the pool's own
@@ -118,7 +118,7 @@ def _window(node: onnx.NodeProto, st: State, lay: list[Layout], j: int, out_shap
     return st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}")
 
 
-def _pad_value(st: State, node: onnx.NodeProto) -> float | None:
+def _pad_value(st: State, node: Node) -> float | None:
     if st.opset < 11:
         return float(attr(node, "value", 0.0))
     name = inp(node, 2)
@@ -128,7 +128,7 @@ def _pad_value(st: State, node: onnx.NodeProto) -> float | None:
 
 
 @rule("pass-through", "Pad", sign=_pad_sign)
-def _pad(node: onnx.NodeProto, st: State) -> None:
+def _pad(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
     pads = const_ints(st, node, "pads", 1)
     out_shape = st.shape(node.output[0])
@@ -161,6 +161,6 @@ def _pad(node: onnx.NodeProto, st: State) -> None:
 
 
 @rule("boundary", "SpaceToDepth", zeros="nonzero", sign="same")
-def _space_to_depth(node: onnx.NodeProto, st: State) -> None:
+def _space_to_depth(node: Node, st: State) -> None:
     """Moves positions into channels: a boundary (its output keeps its input's sign)."""
     block_everything(node, st)

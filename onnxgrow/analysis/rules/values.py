@@ -5,10 +5,8 @@ boundary whose output may be anything.
 """
 from __future__ import annotations
 
-import numpy as np
-import onnx
-
 from ..layout import atoms
+from ..node import Node
 from ..state import State
 from .registry import Rule, rule_for
 
@@ -20,7 +18,7 @@ def meet(signs: list[str | None]) -> str | None:
     return "pos" if all(s == "pos" for s in signs) else "nonneg"
 
 
-def broadcasts_onto_growable(st: State, node: onnx.NodeProto, const: str) -> bool:
+def broadcasts_onto_growable(st: State, node: Node, const: str) -> bool:
     """Whether a constant reaches the new units of some growable output axis (scalar or size-1 there)."""
     lay = st.layout(node.output[0]) or []
     dims = list(st.inits[const].dims)
@@ -32,7 +30,7 @@ def broadcasts_onto_growable(st: State, node: onnx.NodeProto, const: str) -> boo
     return False
 
 
-def activation_broadcasts(st: State, node: onnx.NodeProto, name: str) -> bool:
+def activation_broadcasts(st: State, node: Node, name: str) -> bool:
     """Whether an activation input is broadcast onto the new units of a growable output axis (its value lands
     there: h + ReduceSum(h, axis=1) gives every new channel the sum, however the channel started)."""
     out, lay = st.layout(node.output[0]) or [], st.layout(name)
@@ -50,7 +48,7 @@ def activation_broadcasts(st: State, node: onnx.NodeProto, name: str) -> bool:
     return False
 
 
-def sign_of(node: onnx.NodeProto, st: State, rule: Rule | None) -> str | None:
+def sign_of(node: Node, st: State, rule: Rule | None) -> str | None:
     """'pos' / 'nonneg' when every value of the node's outputs is known to be > 0 / >= 0."""
     if rule is None or rule.sign is None or not any(node.input):
         return None
@@ -61,7 +59,7 @@ def sign_of(node: onnx.NodeProto, st: State, rule: Rule | None) -> str | None:
     return rule.sign(node, st)
 
 
-def _nonzero_reason(node: onnx.NodeProto, st: State, rule: Rule | None) -> str | None:
+def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
     """The op that may make the new units of the node's outputs non-zero (None: they stay 0 when grown so)."""
     op = node.op_type
     acts = [n for n in node.input if n and st.has_layout(n)]
@@ -81,7 +79,7 @@ def _nonzero_reason(node: onnx.NodeProto, st: State, rule: Rule | None) -> str |
         for n in node.input[1:] if kind == "select" else node.input:
             if reason is not None:
                 break  # the first reason found is the one recorded
-            if n and st.is_const(n) and np.any(st.value(n) != 0) and broadcasts_onto_growable(st, node, n):
+            if n and st.is_const(n) and st.has_nonzero(n) and broadcasts_onto_growable(st, node, n):
                 reason = f"{op} of the constant {n}"
             elif n and not st.is_const(n) and activation_broadcasts(st, node, n):
                 reason = f"{op} of {n} broadcast over the axis"
@@ -93,9 +91,16 @@ def _nonzero_reason(node: onnx.NodeProto, st: State, rule: Rule | None) -> str |
     return flagged[0] if flagged else None
 
 
-def track_values(node: onnx.NodeProto, st: State) -> None:
-    """After a node's rule: which outputs keep new units at 0 (under --init zero), and signs of outputs."""
-    rule = rule_for(node.op_type, node.domain)
+_LOOK_UP = Rule("boundary", lambda node, st: None)  # the default of `track_values`: look the node's rule up
+
+
+def track_values(node: Node, st: State, rule: Rule | None = _LOOK_UP) -> None:
+    """After a node's rule: which outputs keep new units at 0 (under --init zero), and signs of outputs.
+
+    `rule` is the node's rule (None: it has none) when the caller has looked it up already.
+    """
+    if rule is _LOOK_UP:
+        rule = rule_for(node.op_type, node.domain)
     if rule is not None and rule.zeros == "own":
         return  # the rule tracks what it follows (If: the branch it takes); else its outputs are fresh
     reason = _nonzero_reason(node, st, rule)
