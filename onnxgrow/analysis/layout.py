@@ -7,11 +7,12 @@ the layout's size; `expand` maps every new position to the old position it copie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Union, final
 
 import numpy as np
 
 
+@final
 @dataclass(frozen=True)
 class Atom:
     """All positions of one axis group (identified by its union-find id)."""
@@ -19,6 +20,7 @@ class Atom:
     id: int
 
 
+@final
 @dataclass(frozen=True)
 class Cat:
     """Positions of `parts` one after another (Concat)."""
@@ -26,6 +28,7 @@ class Cat:
     parts: tuple["Layout", ...]
 
 
+@final
 @dataclass(frozen=True)
 class Prod:
     """Row-major product of `factors` (Flatten, Reshape merging axes, grouped channels)."""

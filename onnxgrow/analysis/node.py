@@ -21,10 +21,11 @@ class Node:
         self.name: str = proto.name
         self.op_type: str = proto.op_type
         self.domain: str = proto.domain
-        self.input: list[str] = list(proto.input)
-        self.output: list[str] = list(proto.output)
+        # tuples: of strings only, the garbage collector stops tracking them
+        self.input: tuple[str, ...] = tuple(proto.input)
+        self.output: tuple[str, ...] = tuple(proto.output)
         self._attrs: dict[str, onnx.AttributeProto] | None = None
-        self._values: dict[str, Any] = {}
+        self._values: dict[str, Any] | None = None
 
     @property
     def attribute(self) -> Any:
@@ -33,8 +34,11 @@ class Node:
 
     def attr(self, name: str, default: Any = None) -> Any:
         """The value of attribute `name` (the first of that name), or `default` when the node has none."""
-        if name in self._values:
-            value = self._values[name]
+        values = self._values
+        if values is None:
+            values = self._values = {}
+        if name in values:
+            value = values[name]
         else:
             attrs = self._attrs
             if attrs is None:
@@ -44,5 +48,5 @@ class Node:
             found = attrs.get(name)
             if found is None:
                 return default
-            value = self._values[name] = onnx.helper.get_attribute_value(found)
+            value = values[name] = onnx.helper.get_attribute_value(found)
         return list(value) if isinstance(value, list) else value  # a list of the caller's own, as parsing gives

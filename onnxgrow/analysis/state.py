@@ -157,9 +157,10 @@ class State:
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
         return a
 
     def fresh(self, size_: int | None, origin: str, fixed: bool = True) -> Atom:
@@ -180,18 +181,27 @@ class State:
     # -- splits ------------------------------------------------------------------------
     def resolve(self, layout: Layout) -> Layout:
         """The layout with every split atom replaced by the product of its parts (recursively)."""
-        if isinstance(layout, Atom):
-            if not self.splits:
+        if type(layout) is Atom:
+            splits = self.splits
+            if not splits:
                 return layout
-            parts = self.splits.get(self.find(layout.id))
+            parts = splits.get(self.find(layout.id))
             return layout if parts is None else self.resolve(parts)
-        if isinstance(layout, Cat):
-            return Cat(tuple(self.resolve(p) for p in layout.parts))
+        if type(layout) is Cat:
+            old = layout.parts
+            new = tuple([self.resolve(p) for p in old])
+            return layout if all(a is b for a, b in zip(old, new)) else Cat(new)
         flat: list[Layout] = []  # a product of products is one product (row-major nesting is associative)
+        same = True
         for f in layout.factors:
             r = self.resolve(f)
-            flat.extend(r.factors if isinstance(r, Prod) else [r])
-        return Prod(tuple(flat))
+            if type(r) is Prod:
+                flat.extend(r.factors)
+                same = False
+            else:
+                flat.append(r)
+                same = same and r is f
+        return layout if same else Prod(tuple(flat))
 
     def normalise(self) -> None:
         """Replace split atoms in every recorded use (run once, after all rules)."""

@@ -55,7 +55,7 @@ def layers(analysis: Analysis) -> list[Layer]:
     """The transformer layers of a model, in graph order (empty when it has no attention)."""
     st = analysis.state
     g = analysis.model.graph
-    order = {n.name: i for i, n in enumerate(g.node)}
+    order = {n.name: i for i, n in enumerate(st.nodes)}
     consumers = graph_consumers(g)
 
     def groups_of(layout) -> list[Group]:
@@ -76,7 +76,7 @@ def layers(analysis: Analysis) -> list[Layer]:
 
     found: list[Layer] = []
     attention: set[int] = set()  # every group on an attention's batch, head-size or value axes: not a FFN
-    for sm in g.node:
+    for sm in st.nodes:
         if sm.op_type not in ("Softmax", "LogSoftmax"):
             continue
         qk = _walk_back(sm.input[0], st, _BEFORE_SOFTMAX)
@@ -102,7 +102,7 @@ def layers(analysis: Analysis) -> list[Layer]:
     if not found:
         return found
     # every product of two activations (Q·Kᵀ, P·V, whatever attention form the walks above missed) is attention
-    for n in g.node:
+    for n in st.nodes:
         if n.op_type == "MatMul" and not any(st.is_const(i) for i in n.input):
             attention.update(id(grp) for i in n.input for l in st.layout(i) or [] for grp in groups_of(l))
     hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}

@@ -85,10 +85,11 @@ def _partial_unary(node: Node, st: State) -> None:
 
 # -- binary, with broadcasting ------------------------------------------------------------------------
 def _sum_sign(node: Node, st: State) -> str | None:
+    names = [n for n in node.input if n]
+    if any(st.sign(n) is None for n in names if not st.is_const(n)):
+        return None  # (what follows would say so too; activations first spares working out the constants' signs)
     signs = []
-    for n in node.input:
-        if not n:
-            continue
+    for n in names:
         sg = st.sign(n)
         if sg == "pos" and st.is_const(n) and st.value(n).size > 1:
             sg = "nonneg"  # new entries of a per-unit constant are filled with 0

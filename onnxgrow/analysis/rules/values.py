@@ -21,7 +21,7 @@ def meet(signs: list[str | None]) -> str | None:
 def broadcasts_onto_growable(st: State, node: Node, const: str) -> bool:
     """Whether a constant reaches the new units of some growable output axis (scalar or size-1 there)."""
     lay = st.layout(node.output[0]) or []
-    dims = list(st.inits[const].dims)
+    dims = st.shape(const) or []
     for j, l in enumerate(lay):
         k = j - (len(lay) - len(dims))
         if k < 0 or dims[k] == 1:
@@ -79,7 +79,7 @@ def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
         for n in node.input[1:] if kind == "select" else node.input:
             if reason is not None:
                 break  # the first reason found is the one recorded
-            if n and st.is_const(n) and st.has_nonzero(n) and broadcasts_onto_growable(st, node, n):
+            if n and st.is_const(n) and broadcasts_onto_growable(st, node, n) and st.has_nonzero(n):
                 reason = f"{op} of the constant {n}"
             elif n and not st.is_const(n) and activation_broadcasts(st, node, n):
                 reason = f"{op} of {n} broadcast over the axis"
