@@ -141,6 +141,7 @@ class State:
         #: the nodes of the main graph, as the rules read them
         self.nodes: list[Node] = [Node(n) for n in model.graph.node]
         self.node_of: dict[str, Node] = {o: n for n in self.nodes for o in n.output if o}
+        self._readers: dict[str, list[Node]] | None = None
         #: node → why its rule treated it as a boundary (to explain why a Gemm/Conv makes no group)
         self.boundaries: dict[str, str] = {}
         #: root → the product of finer atoms it was split into (a Reshape splitting hidden into heads × head size)
@@ -464,6 +465,18 @@ class State:
         self.weight_uses.append(WeightUse(node, init, axis, layout, role, fill))
 
     # -- tensors -------------------------------------------------------------------------
+    def readers(self) -> dict[str, list[Node]]:
+        """Tensor → the nodes of the main graph that read it, each once, in graph order (`graph.consumers` over
+        the Node views, made on the first call)."""
+        if self._readers is None:
+            readers: dict[str, list[Node]] = {}
+            for n in self.nodes:
+                for i in dict.fromkeys(n.input) if len(n.input) > 1 else n.input:
+                    if i:
+                        readers.setdefault(i, []).append(n)
+            self._readers = readers
+        return self._readers
+
     def is_const(self, name: str) -> bool:
         return name in self.inits
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-import onnx
-
-from ..graph import consumers as graph_consumers
 from .groups import Analysis, Group
 from .layout import atoms
 from .node import Node
@@ -54,9 +51,8 @@ def _brief(g: Group | None) -> dict | None:
 def layers(analysis: Analysis) -> list[Layer]:
     """The transformer layers of a model, in graph order (empty when it has no attention)."""
     st = analysis.state
-    g = analysis.model.graph
     order = {n.name: i for i, n in enumerate(st.nodes)}
-    consumers = graph_consumers(g)
+    consumers = st.readers()
 
     def groups_of(layout) -> list[Group]:
         found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)
@@ -138,7 +134,7 @@ def _walk_back(name: str, st: State, through: tuple[str, ...], depth: int = 0) -
     return _walk_back(inputs[0], st, through, depth + 1) if inputs else None
 
 
-def _walk_forward(name: str, consumers: dict, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+def _walk_forward(name: str, consumers: dict[str, list[Node]], through: tuple[str, ...], depth: int = 0) -> Node | None:
     """The first node after `name` that is not in `through`, following its only reader (guards aside)."""
     nxt = [n for n in consumers.get(name, []) if n.op_type not in _GUARDS]
     if len(nxt) != 1 or depth > 6:
