@@ -926,6 +926,35 @@ def test_resize_with_computed_sizes_is_blocked():
     assert group.constraint == "blocked" and "Resize" in group.reason
 
 
+def test_pad_with_computed_axes_is_a_boundary():
+    """Pad (opset 18) whose axes are computed: the padded layer cannot grow, and analysis says why (it raised a
+    TypeError before)."""
+    g = Graph(18)
+    x = g.input([1, 3, 6, 6])
+    h = g.conv(x, 3, 4, name="c1")
+    axes = g.input([2], name="axes", dtype=np.int64)
+    padded = g.op("Pad", [h, g.ints([1, 1, 1, 1]), g.const(np.array(0.0, np.float32)), axes])
+    model = g.model(g.conv(padded, 4, 3, name="c2"))
+    # the padded shape, as an exporter that knows it declares it (inference cannot work it out)
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info(padded, TensorProto.FLOAT, [1, 4, 8, 8]))
+    group = group_of(model, "c1")
+    assert group.constraint == "blocked" and "axes are computed" in group.reason
+
+
+def test_static_shape_slice_of_opset_9_in_a_reshape_target():
+    """A Reshape target computed as Concat(Slice(Shape(h)) ...) with the attribute Slice of opset 9: analysis
+    follows or blocks it, it does not fail (it raised a TypeError reading the Slice's missing inputs)."""
+    g = Graph(9)
+    x = g.input(["n", 4])
+    h = g.gemm(x, 4, 6, name="fc1")
+    lead = g.slice(g.op("Shape", [h]), [0], [1], [0])
+    target = g.op("Concat", [lead, g.ints([6])], axis=0)
+    reshaped = g.op("Reshape", [g.op("Relu", [h]), target])
+    model = g.model(g.gemm(reshaped, 6, 3, name="fc2"))
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info(reshaped, TensorProto.FLOAT, ["n", 6]))
+    inspect_model(model)  # the group of fc1 may or may not grow; analysing must not fail
+
+
 def test_resize_with_sizes_from_a_static_shape_grows():
     """Shape of a static tensor folds to a constant at load, so the channel entry of `sizes` is rewritten."""
     g = Graph(LATEST)

@@ -7,11 +7,12 @@ the layout's size; `expand` maps every new position to the old position it copie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union
+from typing import Callable, Iterator, Union, final
 
 import numpy as np
 
 
+@final
 @dataclass(frozen=True)
 class Atom:
     """All positions of one axis group (identified by its union-find id)."""
@@ -19,6 +20,7 @@ class Atom:
     id: int
 
 
+@final
 @dataclass(frozen=True)
 class Cat:
     """Positions of `parts` one after another (Concat)."""
@@ -26,6 +28,7 @@ class Cat:
     parts: tuple["Layout", ...]
 
 
+@final
 @dataclass(frozen=True)
 class Prod:
     """Row-major product of `factors` (Flatten, Reshape merging axes, grouped channels)."""
@@ -63,10 +66,14 @@ def size(layout: Layout, atom_size: Callable[[int], int | None]) -> int | None:
     """Total number of positions, or None when some atom's size is not known."""
     if isinstance(layout, Atom):
         return atom_size(layout.id)
-    parts = [size(p, atom_size) for p in (layout.parts if isinstance(layout, Cat) else layout.factors)]
-    if any(p is None for p in parts):
-        return None
-    return int(sum(parts)) if isinstance(layout, Cat) else int(np.prod(parts, dtype=np.int64))
+    cat = isinstance(layout, Cat)
+    total = 0 if cat else 1
+    for part in layout.parts if isinstance(layout, Cat) else layout.factors:
+        n = size(part, atom_size)
+        if n is None:
+            return None
+        total = total + n if cat else total * n
+    return int(total)
 
 
 @dataclass

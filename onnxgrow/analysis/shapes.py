@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import onnx
 
-#: initializers with more elements than this lose their data in the copy used for inference.
+#: initializers with more elements than this lose their data in the copy used for inference (values matter to
+#: inference only where they are shapes, axes, sizes, scales: small integer tensors, or a few floats)
 _KEEP_DATA = 4096
+#: floating-point initializers keep their data only up to this many elements (Resize scales, Range bounds);
+#: weights are never read by inference, and copying them in and out of it took longer than inferring
+_KEEP_FLOAT_DATA = 64
+_FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                     onnx.TensorProto.BFLOAT16})
 
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -25,11 +31,18 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         n = 1
         for d in t.dims:
             n *= d
-        if n <= _KEEP_DATA and t.data_location != onnx.TensorProto.EXTERNAL:
+        keep = _KEEP_FLOAT_DATA if t.data_type in _FLOATS else _KEEP_DATA
+        if n <= keep and t.data_location != onnx.TensorProto.EXTERNAL:
             g.initializer.append(t)
         elif t.name not in listed:
             # declared as a graph input with its type: inference sees the shape, no bytes
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            vi = g.input.add()
+            vi.name = t.name
+            tensor = vi.type.tensor_type
+            tensor.elem_type = t.data_type
+            tensor.shape.SetInParent()  # a scalar has a shape too: one without dimensions
+            for d in t.dims:
+                tensor.shape.dim.add().dim_value = d
     return light
 
 
@@ -37,8 +50,8 @@ def _dims(tp: onnx.TypeProto) -> list[int | str | None] | None:
     """Sizes, with the symbol of a dynamic dimension ('batch', 'unk__1') or None when it has none."""
     if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-            for d in tp.tensor_type.shape.dim]
+    # an unset dim_value reads 0 (then dim_param, or nothing); a set one excludes dim_param (a oneof)
+    return [v if (v := d.dim_value) > 0 else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
 
 
 def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str, int]:

@@ -1,6 +1,7 @@
 """The analysis state: union-find over axis atoms, and what each group's members impose."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -10,10 +11,9 @@ from onnx import numpy_helper
 
 from ..graph import opset
 from .layout import Atom, Cat, Layout, Prod, atoms, children, size
+from .node import Node
 
 Role = Literal["producer", "consumer", "param"]
-#: constraint strength order: a group takes the strongest its members impose.
-CONSTRAINTS = ("free", "zero", "replicate", "blocked")
 
 
 @dataclass
@@ -86,6 +86,23 @@ class GroupInfo:
     nonzero_ops: list[str] = field(default_factory=list)  # ops mapping 0 to non-zero
 
 
+#: numpy types of the tensors `_to_array` reads straight from their bytes
+_RAW_TYPES: dict[int, type[np.generic]] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+                                           onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
+
+
+def _to_array(t: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array, with a shortcut for the common case (little-endian raw bytes of a plain type)."""
+    dtype = _RAW_TYPES.get(t.data_type)
+    if dtype is not None and _LITTLE and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data") \
+            and not t.HasField("segment"):
+        return np.frombuffer(t.raw_data, dtype=dtype).reshape(list(t.dims))
+    return numpy_helper.to_array(t)
+
+
+_LITTLE = sys.byteorder == "little"
+
+
 def _prod(factors: list[Layout]) -> Layout:
     """Product of layouts; a single factor is itself (a nested product is flattened by `resolve`)."""
     return factors[0] if len(factors) == 1 else Prod(tuple(factors))
@@ -110,12 +127,21 @@ class State:
         #: parts of a concatenation that a mean (LayerNorm, ReduceMean) reads: each must grow by the same factor
         self.same_factor: list[tuple[list[Layout], str]] = []
         self._values: dict[str, np.ndarray] = {}
+        #: initializer → its sign (see `sign`), whether it has a non-zero element, its dims: worked out once
+        self._const_signs: dict[str, str | None] = {}
+        self._nonzero_consts: dict[str, bool] = {}
+        self._init_dims: dict[str, list[int | None]] = {}
+        #: tensor → (number of splits, stored layouts, them resolved): valid until the next split (see `layout`)
+        self._resolved: dict[str, tuple[int, list[Layout], list[Layout]]] = {}
         #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
         self.nonzero_at: dict[str, str] = {}
         #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
         self.signs: dict[str, str] = {}
         #: tensor → the node of the main graph that computes it
-        self.node_of: dict[str, onnx.NodeProto] = {o: n for n in model.graph.node for o in n.output if o}
+        #: the nodes of the main graph, as the rules read them
+        self.nodes: list[Node] = [Node(n) for n in model.graph.node]
+        self.node_of: dict[str, Node] = {o: n for n in self.nodes for o in n.output if o}
+        self._readers: dict[str, list[Node]] | None = None
         #: node → why its rule treated it as a boundary (to explain why a Gemm/Conv makes no group)
         self.boundaries: dict[str, str] = {}
         #: root → the product of finer atoms it was split into (a Reshape splitting hidden into heads × head size)
@@ -132,9 +158,10 @@ class State:
 
     # -- union-find -------------------------------------------------------------------
     def find(self, a: int) -> int:
-        while self.parent[a] != a:
-            self.parent[a] = self.parent[self.parent[a]]
-            a = self.parent[a]
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
         return a
 
     def fresh(self, size_: int | None, origin: str, fixed: bool = True) -> Atom:
@@ -155,16 +182,27 @@ class State:
     # -- splits ------------------------------------------------------------------------
     def resolve(self, layout: Layout) -> Layout:
         """The layout with every split atom replaced by the product of its parts (recursively)."""
-        if isinstance(layout, Atom):
-            parts = self.splits.get(self.find(layout.id))
+        if type(layout) is Atom:
+            splits = self.splits
+            if not splits:
+                return layout
+            parts = splits.get(self.find(layout.id))
             return layout if parts is None else self.resolve(parts)
-        if isinstance(layout, Cat):
-            return Cat(tuple(self.resolve(p) for p in layout.parts))
+        if type(layout) is Cat:
+            old = layout.parts
+            new = tuple([self.resolve(p) for p in old])
+            return layout if all(a is b for a, b in zip(old, new)) else Cat(new)
         flat: list[Layout] = []  # a product of products is one product (row-major nesting is associative)
+        same = True
         for f in layout.factors:
             r = self.resolve(f)
-            flat.extend(r.factors if isinstance(r, Prod) else [r])
-        return Prod(tuple(flat))
+            if type(r) is Prod:
+                flat.extend(r.factors)
+                same = False
+            else:
+                flat.append(r)
+                same = same and r is f
+        return layout if same else Prod(tuple(flat))
 
     def normalise(self) -> None:
         """Replace split atoms in every recorded use (run once, after all rules)."""
@@ -315,7 +353,8 @@ class State:
         for x, y in ((a, b), (b, a)):
             if isinstance(x, Atom) and isinstance(y, Prod) and self.size(x) == self.size(y):
                 sizes = [self.size(f) for f in y.factors]
-                if None not in sizes and self.split(x, sizes, f"split by {node}") is not None:  # type: ignore[arg-type]
+                known = [s for s in sizes if s is not None]
+                if len(known) == len(sizes) and self.split(x, known, f"split by {node}") is not None:
                     return self.unify(self.resolve(x), y, node)
         if isinstance(a, Atom) and isinstance(b, Atom):
             ra, rb = self.find(a.id), self.find(b.id)
@@ -365,10 +404,11 @@ class State:
     def sign(self, name: str) -> str | None:
         """'pos' / 'nonneg' when all values of a tensor are known to be > 0 / >= 0."""
         if name in self.inits:
-            v = self.value(name)
-            if v.dtype.kind not in "fiu" or v.size == 0:
-                return None
-            return "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+            if name not in self._const_signs:
+                v = self.value(name)
+                self._const_signs[name] = None if v.dtype.kind not in "fiu" or v.size == 0 else \
+                    "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+            return self._const_signs[name]
         return self.signs.get(name)
 
     def granularity(self, layout: Layout, g: int) -> None:
@@ -410,7 +450,7 @@ class State:
                 self.whole_groups(_prod(rest), c, reason)
 
     # -- uses --------------------------------------------------------------------------
-    def produce(self, node: str, init: str, axis: int, size_: int) -> Atom:
+    def produce(self, node: str, init: str, axis: int, size_: int | None) -> Atom:
         atom = self.fresh(size_, "producer", fixed=False)
         self.info[atom.id].producers.append(node)
         self.weight_uses.append(WeightUse(node, init, axis, atom, "producer", None))
@@ -425,24 +465,53 @@ class State:
         self.weight_uses.append(WeightUse(node, init, axis, layout, role, fill))
 
     # -- tensors -------------------------------------------------------------------------
+    def readers(self) -> dict[str, list[Node]]:
+        """Tensor → the nodes of the main graph that read it, each once, in graph order (`graph.consumers` over
+        the Node views, made on the first call)."""
+        if self._readers is None:
+            readers: dict[str, list[Node]] = {}
+            for n in self.nodes:
+                for i in dict.fromkeys(n.input) if len(n.input) > 1 else n.input:
+                    if i:
+                        readers.setdefault(i, []).append(n)
+            self._readers = readers
+        return self._readers
+
     def is_const(self, name: str) -> bool:
         return name in self.inits
 
     def value(self, name: str) -> np.ndarray:
         if name not in self._values:
-            self._values[name] = numpy_helper.to_array(self.inits[name])
+            self._values[name] = _to_array(self.inits[name])
         return self._values[name]
+
+    def has_nonzero(self, name: str) -> bool:
+        """Whether a constant has an element that is not 0 (worked out once)."""
+        if name not in self._nonzero_consts:
+            self._nonzero_consts[name] = bool(np.any(self.value(name) != 0))
+        return self._nonzero_consts[name]
 
     def shape(self, name: str) -> list[int | None] | None:
         if name in self.inits:
-            return list(self.inits[name].dims)
+            dims = self._init_dims.get(name)
+            if dims is None:
+                dims = self._init_dims[name] = list(self.inits[name].dims)
+            return list(dims)
         return self.shapes.get(name)
 
     def layout(self, name: str) -> list[Layout] | None:
         lay = self.layouts.get(name)
         if lay is None:
             return None
-        return [self.resolve(l) for l in lay] if self.splits else list(lay)
+        if not self.splits:
+            return list(lay)
+        # resolved layouts change only when an atom is split: union-find merges only atoms that are not split, and
+        # splits are never undone, so the count of splits tells whether a resolved layout is still current
+        done = self._resolved.get(name)
+        if done is None or done[0] != len(self.splits) or done[1] is not lay:
+            done = (len(self.splits), lay, [self.resolve(l) for l in lay])
+            self._resolved[name] = done
+        return list(done[2])
 
     def has_layout(self, name: str) -> bool:
         """Whether `layout(name)` is not None (without resolving it)."""
@@ -457,6 +526,6 @@ class State:
         shape = self.shape(name)
         if shape is None:
             return None
-        result = [self.fresh(d, origin) for d in shape]
+        result: list[Layout] = [self.fresh(d, origin) for d in shape]
         self.set_layout(name, result)
         return result

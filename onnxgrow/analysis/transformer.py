@@ -11,11 +11,10 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-import onnx
-
-from ..graph import consumers as graph_consumers
 from .groups import Analysis, Group
 from .layout import atoms
+from .node import Node
+from .state import State
 
 #: ops allowed between the scores MatMul and the Softmax (scale, mask, casts), and after it (dropout, casts)
 _BEFORE_SOFTMAX = ("Add", "Sub", "Mul", "Div", "Where", "Cast", "Identity", "Transpose")
@@ -52,9 +51,8 @@ def _brief(g: Group | None) -> dict | None:
 def layers(analysis: Analysis) -> list[Layer]:
     """The transformer layers of a model, in graph order (empty when it has no attention)."""
     st = analysis.state
-    g = analysis.model.graph
-    order = {n.name: i for i, n in enumerate(g.node)}
-    consumers = graph_consumers(g)
+    order = {n.name: i for i, n in enumerate(st.nodes)}
+    consumers = st.readers()
 
     def groups_of(layout) -> list[Group]:
         found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)
@@ -74,7 +72,7 @@ def layers(analysis: Analysis) -> list[Layer]:
 
     found: list[Layer] = []
     attention: set[int] = set()  # every group on an attention's batch, head-size or value axes: not a FFN
-    for sm in g.node:
+    for sm in st.nodes:
         if sm.op_type not in ("Softmax", "LogSoftmax"):
             continue
         qk = _walk_back(sm.input[0], st, _BEFORE_SOFTMAX)
@@ -90,16 +88,17 @@ def layers(analysis: Analysis) -> list[Layer]:
         head_size = st.size(lay[-1])
         av = _walk_forward(sm.output[0], consumers, _AFTER_SOFTMAX)
         value = None
-        if av is not None and st.layout(av.input[1]) is not None:
-            value = next((grp for grp in groups_of(st.layout(av.input[1])[-1]) if grp.producers), None)  # type: ignore[index]
-            attention.update(id(grp) for l in st.layout(av.input[1]) or [] for grp in groups_of(l))
+        values = st.layout(av.input[1]) if av is not None else None
+        if values is not None:
+            value = next((grp for grp in groups_of(values[-1]) if grp.producers), None)
+            attention.update(id(grp) for l in values for grp in groups_of(l))
         q_proj = _walk_back(qk.input[0], st, _Q_PATH)
         hidden = next(iter(read.get(q_proj.name, {}).values()), None) if q_proj is not None else None
         found.append(Layer(len(found), qk.name, heads, head_size, value, hidden))
     if not found:
         return found
     # every product of two activations (Q·Kᵀ, P·V, whatever attention form the walks above missed) is attention
-    for n in g.node:
+    for n in st.nodes:
         if n.op_type == "MatMul" and not any(st.is_const(i) for i in n.input):
             attention.update(id(grp) for i in n.input for l in st.layout(i) or [] for grp in groups_of(l))
     hidden_ids = {id(layer.hidden) for layer in found if layer.hidden is not None}
@@ -123,7 +122,7 @@ def layers(analysis: Analysis) -> list[Layer]:
     return found
 
 
-def _walk_back(name: str, st, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+def _walk_back(name: str, st: State, through: tuple[str, ...], depth: int = 0) -> Node | None:
     """The first node before `name` (following input 0, or the non-constant input) that is not in `through`."""
     node = st.node_of.get(name)
     if node is None or depth > 12:
@@ -135,7 +134,7 @@ def _walk_back(name: str, st, through: tuple[str, ...], depth: int = 0) -> onnx.
     return _walk_back(inputs[0], st, through, depth + 1) if inputs else None
 
 
-def _walk_forward(name: str, consumers: dict, through: tuple[str, ...], depth: int = 0) -> onnx.NodeProto | None:
+def _walk_forward(name: str, consumers: dict[str, list[Node]], through: tuple[str, ...], depth: int = 0) -> Node | None:
     """The first node after `name` that is not in `through`, following its only reader (guards aside)."""
     nxt = [n for n in consumers.get(name, []) if n.op_type not in _GUARDS]
     if len(nxt) != 1 or depth > 6:
