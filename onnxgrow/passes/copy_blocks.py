@@ -18,7 +18,7 @@ from ..analysis.blocks import Block, as_blocks, find_blocks, layer_units, resolv
 from ..errors import OnnxGrowError
 from ..graph import Index, torch_name_scopes
 from ..growth_map import append_step
-from ..stream import Deferred, has_data, pieces, raw_nbytes, stub, zeros
+from ..stream import Deferred, has_data, pieces, raw_nbytes, read_raw, stub, zeros
 from .base import PassBase, PassResult
 
 _THROUGH = ("Reshape", "Transpose", "Dropout", "Identity", "Cast", "Squeeze", "Unsqueeze", "Flatten")
@@ -198,7 +198,7 @@ class _Splicer:
             self.deferred[name] = source
         elif src.HasField("raw_data") and (nbytes := raw_nbytes(src.data_type, src.dims)) is not None:
             t.CopyFrom(stub(src))
-            self.deferred[name] = Deferred(nbytes, lambda src=src: src.raw_data)
+            self.deferred[name] = Deferred(nbytes, read_raw(src))
         else:
             t.CopyFrom(src)
         t.name = name
@@ -448,8 +448,8 @@ def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tup
     before = dict(weights)
     weights.clear()
     weights.update({k: v for k, v in before.items() if k not in init_names})
-    for old, new in init_names.items():
-        weights[new] = before.get(old, {"source": old})
+    for old_name, new_name in init_names.items():
+        weights[new_name] = before.get(old_name, {"source": old_name})
     return renamed_nodes
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -17,7 +17,7 @@ from ..graph import consumers, nodes_by_name, rename_tensor, replace_input
 from ..growth_map import append_step, encode_scale, encode_src
 from ..plan.widen import GroupPlan
 from ..progress import ProgressFn
-from ..stream import Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
+from ..stream import Buffer, Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
 from ..stream import pieces as stream_pieces
 from .base import PassBase, PassResult
 
@@ -350,8 +350,7 @@ class _Rewriter:
                 t.CopyFrom(numpy_helper.from_array(self.grow_weight(tg.source, tg.uses), tg.name))
                 deferred.pop(tg.name, None)
                 continue
-            deferred[tg.name] = Deferred(nbytes, lambda tg=tg, dt=t.data_type:
-                                         (array_bytes(b, dt) for b in self.grow_blocks(tg.source, tg.uses)))
+            deferred[tg.name] = Deferred(nbytes, self._grown_bytes(tg, t.data_type))
         self._values(g, index)
         self._positions(g, index)
         nodes = nodes_by_name(g)
@@ -367,6 +366,10 @@ class _Rewriter:
         self._keep_outputs(g, index)
         append_step(out, self.growth_step(targets))
         return out, deferred
+
+    def _grown_bytes(self, tg: Target, data_type: int) -> Callable[[], Iterator[Buffer]]:
+        """A producer of the grown weight's bytes, piece by piece, grown when they are asked for."""
+        return lambda: (array_bytes(b, data_type) for b in self.grow_blocks(tg.source, tg.uses))
 
     def growth_step(self, targets: list[Target]) -> dict:
         """This widening as a step of the growth map (see onnxgrow.growth_map): per changed weight its source

@@ -157,11 +157,15 @@ def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped:
     while changed:
         changed = False
         new_of = {g.root: g.units(p.new_size) for g, p in ((p.group, p) for p in plans.values())}
+
+        def grown(atom: int, new_of: dict[int, int] = new_of) -> int | None:
+            return new_of.get(st.find(atom), st.atom_size(atom))
+
         for parts, reason in st.same_factor:
             ratios = set()
             for part in parts:
                 old = st.size(part)
-                new = size(part, lambda a, new_of=new_of: new_of.get(st.find(a), st.atom_size(a)))
+                new = size(part, grown)
                 ratios.add(new / old if old and new is not None else 1.0)
             if len(ratios) < 2:
                 continue
