@@ -1,5 +1,5 @@
 """`deepen`: load, find where the new layers go (onnxgrow.plan.deepen, onnxgrow.analysis.blocks), insert them
-(onnxgrow.passes.deepen, onnxgrow.passes.copy_blocks), verify, write."""
+(onnxgrow.passes.insert_layers, onnxgrow.passes.copy_blocks), verify, write."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from .errors import OnnxGrowError
 from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
 from .passes.copy_blocks import ORDERS, CopyBlocks
-from .passes.deepen import ACTIVATIONS, InsertLayers
+from .passes.insert_layers import ACTIVATIONS, InsertLayers
 from .plan.deepen import find_site
 from .progress import ProgressFn
 from .stream import Deferred, drop_weights, skeleton

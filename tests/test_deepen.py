@@ -595,7 +595,7 @@ def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch,
     import importlib
 
     from onnxgrow.cli import main
-    from onnxgrow.passes.deepen import identity_layer
+    from onnxgrow.passes.insert_layers import identity_layer
 
     def broken(site, prefix, opset, **kwargs):
         splice = identity_layer(site, prefix, opset, **kwargs)
@@ -604,7 +604,7 @@ def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch,
         return splice
 
     # patched in the module of the pass that calls it
-    monkeypatch.setattr(importlib.import_module("onnxgrow.passes.deepen"), "identity_layer", broken)
+    monkeypatch.setattr(importlib.import_module("onnxgrow.passes.insert_layers"), "identity_layer", broken)
     path = exported("mlp_relu")
     out = tmp_path / "deep.onnx"
     with pytest.raises(onnxgrow.VerificationFailed, match="nothing was written"):

@@ -15,8 +15,8 @@ from onnxgrow.errors import InternalError, OnnxGrowError
 from onnxgrow.io import load
 from onnxgrow.passes.base import PassBase, PassResult, PostconditionError, PreconditionError, Sequential
 from onnxgrow.passes.copy_blocks import CopyBlocks
-from onnxgrow.passes.deepen import InsertLayers
 from onnxgrow.passes.fold import FoldConstants
+from onnxgrow.passes.insert_layers import InsertLayers
 from onnxgrow.passes.widen import WidenPass
 from onnxgrow.plan.deepen import find_site
 from onnxgrow.plan.widen import plan
