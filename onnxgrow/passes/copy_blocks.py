@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from ..analysis.blocks import Block, as_blocks, find_blocks, layer_units, resolve_chain
 from ..errors import OnnxGrowError
-from ..graph import Index, torch_name_scopes
+from ..graph import Index, nodes_by_name, producers, torch_name_scopes
 from ..growth_map import append_step
 from ..stream import Deferred, has_data, pieces, raw_nbytes, read_raw, stub, zeros
 from .base import PassBase, PassResult
@@ -329,7 +329,7 @@ def _layer_words(model: onnx.ModelProto, blocks: list[Block], layers: list[list[
     numbers every layer."""
     if not layers:
         return {}
-    nodes = {n.name: n for n in model.graph.node}
+    nodes = nodes_by_name(model.graph)
     by_id = {b.id: b for b in blocks}
     if len(layers) == 1:
         return _one_layer_words(model, [nodes[nm] for b in layers[0] for nm in by_id[b].nodes])
@@ -419,7 +419,7 @@ def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tup
                 init_names[t.name] = _sub(t.name, word, old, moved[old])
     final_nodes = [node_names.get(n.name, n.name) for n in g.node]
     final_inits = [init_names.get(t.name, t.name) for t in g.initializer]
-    tensors = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {o.name for o in g.output}
+    tensors = set(producers(g)) | {i.name for i in g.input} | {o.name for o in g.output}
     if len(set(final_nodes)) != len(final_nodes) or len(set(final_inits)) != len(final_inits) or \
             any(new in tensors for new in init_names.values()):
         return None

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..graph import drop_unused_initializers, live_nodes, subgraphs
+from ..graph import drop_unused_initializers, live_nodes, producers, subgraphs
 from ..graph import opset as opset_of
 from .base import PassBase, PassResult
 
@@ -123,7 +123,7 @@ class FoldConstants(PassBase[FoldResult]):
     def ensures(self, model: onnx.ModelProto) -> str | None:
         """Every graph output is still written: folding never removes what the model computes for its caller."""
         written = {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
-        written.update(o for n in model.graph.node for o in n.output)
+        written.update(producers(model.graph))
         lost = [o.name for o in model.graph.output if o.name not in written]
         return f"graph output {lost[0]} is no longer written" if lost else None
 

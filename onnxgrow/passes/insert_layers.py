@@ -10,7 +10,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import OnnxGrowError
-from ..graph import main_names, opset, replace_input
+from ..graph import main_names, opset, producers, replace_input
 from ..growth_map import append_step
 from ..plan.deepen import Site
 from .base import PassBase, PassResult
@@ -194,7 +194,7 @@ class InsertLayers(PassBase[InsertResult]):
         tensor = self.site.tensor
         if any(o.name == tensor for o in g.output):
             return f"{tensor} is a graph output; new layers go inside the network"
-        if not any(i.name == tensor for i in g.input) and not any(tensor in n.output for n in g.node):
+        if not any(i.name == tensor for i in g.input) and tensor not in producers(g):
             return f"no node writes {tensor} and no graph input is called so"
         return None
 

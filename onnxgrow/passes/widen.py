@@ -13,7 +13,7 @@ from ..analysis.groups import Analysis
 from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansion
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
-from ..graph import consumers, nodes_by_name, rename_tensor, replace_input
+from ..graph import Names, consumers, nodes_by_name, rename_tensor, replace_input
 from ..growth_map import append_step, encode_scale, encode_src
 from ..plan.widen import GroupPlan
 from ..progress import ProgressFn
@@ -128,7 +128,8 @@ class _Rewriter:
     def targets(self) -> list[Target]:
         """Every initializer the plans change, untying shared ones whose readers grow them differently."""
         readers, pinned = self._readers()
-        taken = set(self.st.inits)
+        names = Names(self.st.inits)  # a copy is named after the weight and its first reader
+        nodes = set(nodes_by_name(self.a.model.graph))
         result: list[Target] = []
         for init, uses in self.weight_uses().items():
             by_node: dict[str, list[WeightUse]] = {}
@@ -141,7 +142,6 @@ class _Rewriter:
                 result.append(Target(init, init, uses, []))
                 continue
             sigs = list(classes)
-            nodes = {n.name for n in self.a.model.graph.node}
             fixed = [sig for sig in sigs if any(n not in nodes for n in classes[sig])]
             if init in pinned:
                 fixed.append(())
@@ -159,12 +159,7 @@ class _Rewriter:
             for sig in sigs:
                 if sig == keeper:
                     continue
-                name = base = f"{init}/{classes[sig][0]}"
-                k = 1
-                while name in taken:
-                    name, k = f"{base}_{k}", k + 1
-                taken.add(name)
-                copies[name] = classes[sig]
+                copies[names.fresh(f"{init}/{classes[sig][0]}")] = classes[sig]
             for name, members in copies.items():
                 result.append(Target(name, init, [u for u in uses if u.node in members], members))
             self.untied.append(Untied(init, copies))
