@@ -160,3 +160,27 @@ def test_a_sequence_is_modified_when_one_of_its_passes_is():
     assert not Sequential(_Toy(), _Toy(in_place=False, returns_new=True)).in_place
     with pytest.raises(PreconditionError, match="_Toy: cannot run on this model: no"):
         Sequential(FoldConstants(), _Toy(needs="no"))(model)
+
+
+@pytest.mark.parametrize("command", ["widen", "deepen"])
+def test_result_to_dict_is_what_the_cli_prints(command, tmp_path, capsys):
+    """`GrowResult.to_dict()` of WidenResult and DeepenResult is the CLI's --json output after "written"."""
+    import json
+
+    from onnxgrow.cli import main
+    from onnxgrow.deepen import deepen_model
+    from onnxgrow.widen import widen_model
+
+    src, out = tmp_path / "m.onnx", tmp_path / "out.onnx"
+    onnx.save(_residual(), str(src))
+    if command == "widen":
+        result = widen_model(src, all="x2", check=False, output=out)
+        flags = ["--all", "x2"]
+    else:
+        result = deepen_model(src, "b0", block="copy", check=False, output=out)
+        flags = ["--after", "b0", "--block", "copy"]
+    out.unlink()
+    assert main([command, str(src), "-o", str(out), *flags, "--no-verify", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"written": str(out), **result.to_dict()}
+    assert list(printed) == ["written", *result.to_dict()]  # the same keys in the same order
