@@ -45,7 +45,7 @@ class Blocks(list[Block]):
 
     _by_name: dict[str, Block] | None = None
     _position: dict[int, int]
-    #: the index of the graph the blocks were found in (copy_units reuses it while the graph is unchanged)
+    #: the index of the graph the blocks were found in (CopyBlocks reuses it while the graph is unchanged)
     graph_index: BlockIndex | None = None
 
     def _index(self) -> dict[str, Block]:

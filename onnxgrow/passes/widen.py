@@ -319,7 +319,7 @@ class _Rewriter:
         out, deferred = skeleton(model)
         g = out.graph
         index = {t.name: i for i, t in enumerate(g.initializer)}
-        by_name: dict[str, list[onnx.NodeProto]] = {}  # a list: node names are unique only where onnxgrow named them
+        by_name: dict[str, list[onnx.NodeProto]] = {}  # a list: two nodes may share a name
         for n in g.node:
             by_name.setdefault(n.name, []).append(n)
         for tg in targets:  # untied copies first, made from the original (unchanged) stubs
