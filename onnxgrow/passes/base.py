@@ -37,14 +37,15 @@ R = TypeVar("R", bound=PassResult)
 
 
 class PassBase(ABC, Generic[R]):
-    """A rewrite of a model. Subclasses set `in_place` and implement `call`; `requires`/`ensures` are optional.
+    """A rewrite of a model. Subclasses declare `in_place` and implement `call`; `requires`/`ensures` are optional.
 
     `in_place = True`: the pass changes the model it is given and returns that same object; False: the given
     model is left alone and a new one is returned. `__call__` checks both conditions and the declaration.
     """
 
     #: True: changes and returns the model it is given; False: returns a new model, the given one untouched
-    in_place: bool = True
+    #: (every pass declares it)
+    in_place: bool
 
     @property
     def name(self) -> str:
