@@ -6,7 +6,7 @@ one place. It works on `onnx.GraphProto` directly, so weights are never copied (
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 import onnx
 
@@ -97,16 +97,18 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output if o}
 
 
-def consumers(graph: onnx.GraphProto, nested: bool = False) -> dict[str, list[onnx.NodeProto]]:
+def consumers(graph: onnx.GraphProto, nested: bool = False,
+              only: Container[str] | None = None) -> dict[str, list[onnx.NodeProto]]:
     """Tensor name -> the nodes of `graph` that read it, each once, in graph order; with `nested`, a node whose
-    subgraphs read an outer tensor counts as its reader too."""
+    subgraphs read an outer tensor counts as its reader too. With `only`, just the tensors in it (cheaper on a
+    large graph when a pass asks about a few)."""
     out: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         names = dict.fromkeys(n.input)
         if nested:
             names.update(dict.fromkeys(sorted(nested_reads(n))))
         for i in names:
-            if i:
+            if i and (only is None or i in only):
                 out.setdefault(i, []).append(n)
     return out
 
@@ -191,13 +193,19 @@ class Index:
         self.inits = {t.name for t in g.initializer}
         self.outputs = {o.name for o in g.output}
         self.order = {name: k for k, name in enumerate(self.names)}
+        #: per node, whether it holds a subgraph (If, Loop, Scan)
+        self.subgraph = [len(n.attribute) > 0 and any(a.type in (_GRAPH, _GRAPHS) for a in n.attribute)
+                         for n in self.nodes]
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
+        producer, consumers = self.producer, self.consumers
         for k, (ins, outs) in enumerate(zip(self.ins, self.outs)):
-            for i in dict.fromkeys(ins):
-                self.consumers.setdefault(i, []).append(k)
+            for i in ins:
+                readers = consumers.setdefault(i, [])
+                if not readers or readers[-1] != k:  # a node reading a tensor twice is one reader
+                    readers.append(k)
             for o in outs:
-                self.producer[o] = k
+                producer[o] = k
 
     def current(self, model: onnx.ModelProto) -> bool:
         """Whether this index still describes `model` (the same object, no node added or removed)."""

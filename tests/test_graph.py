@@ -89,6 +89,7 @@ def test_index_answers_like_the_graph_and_keeps_in_step_when_a_tensor_is_renamed
     m.graph.node.append(helper.make_node("Add", ["r", "r"], ["twice"], name="double"))
     index = G.Index(m)
     assert index.names == ["relu", "dead", "if", "double"] and index.order["if"] == 2
+    assert index.subgraph == [False, False, True, False]
     assert index.producer["r"] == 0 and index.consumers["r"] == [3]  # a node reading twice is one reader
     assert index.consumers["x"] == [0, 1] and index.inits == {"w_then", "w_else", "unused", "cond"}
     assert index.main_names() == G.main_names(m.graph)

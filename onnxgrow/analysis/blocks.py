@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import OnnxGrowError, closest
-from ..graph import Index, subgraphs
+from ..graph import Index
 
 _NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 _IDEMPOTENT = ("Relu",)
@@ -82,7 +82,6 @@ class BlockIndex(Index):
         # one pass in graph order (inputs are written before they are read):
         # height[t]: nodes on the longest path of size arithmetic computing t (capped past _SHAPE_DEPTH);
         # reaches[t]: walking back from t's node, past constants and sizes, meets a graph input or a subgraph
-        self.subgraph = [next(subgraphs(n), None) is not None for n in self.nodes]
         self.height: dict[str, int] = {}
         self.reaches: dict[str, bool] = {}
         cap = _SHAPE_DEPTH + 1

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..graph import drop_unused_initializers, live_nodes, producers, subgraphs
+from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
 from .base import PassBase, PassResult
 
@@ -122,10 +122,15 @@ class FoldConstants(PassBase[FoldResult]):
 
     def ensures(self, model: onnx.ModelProto) -> str | None:
         """Every graph output is still written: folding never removes what the model computes for its caller."""
-        written = {t.name for t in model.graph.initializer} | {i.name for i in model.graph.input}
-        written.update(producers(model.graph))
-        lost = [o.name for o in model.graph.output if o.name not in written]
-        return f"graph output {lost[0]} is no longer written" if lost else None
+        g = model.graph
+        missing = {o.name for o in g.output}
+        for n in reversed(g.node):  # outputs are mostly written last: the walk stops early
+            if not missing:
+                return None
+            missing.difference_update(n.output)
+        missing -= {i.name for i in g.input}
+        missing -= {t.name for t in g.initializer}
+        return f"graph output {sorted(missing)[0]} is no longer written" if missing else None
 
 
 def fold_constants(model: onnx.ModelProto) -> FoldResult:

@@ -121,7 +121,7 @@ class _Rewriter:
         """Main-graph nodes reading each initializer, and the initializers that must keep their name
         (read inside a subgraph, or a graph output: those readers cannot be rewired to a copy)."""
         graph = self.a.model.graph
-        readers = {i: [n.name for n in nodes] for i, nodes in consumers(graph).items() if i in self.st.inits}
+        readers = {i: [n.name for n in nodes] for i, nodes in consumers(graph, only=self.st.inits).items()}
         pinned = {o.name for o in graph.output} | set(self.st.subgraph_reads)
         return readers, pinned
 
@@ -129,7 +129,7 @@ class _Rewriter:
         """Every initializer the plans change, untying shared ones whose readers grow them differently."""
         readers, pinned = self._readers()
         names = Names(self.st.inits)  # a copy is named after the weight and its first reader
-        nodes = set(nodes_by_name(self.a.model.graph))
+        nodes: set[str] | None = None  # the main graph's node names, when a weight is untied
         result: list[Target] = []
         for init, uses in self.weight_uses().items():
             by_node: dict[str, list[WeightUse]] = {}
@@ -142,6 +142,8 @@ class _Rewriter:
                 result.append(Target(init, init, uses, []))
                 continue
             sigs = list(classes)
+            if nodes is None:
+                nodes = set(nodes_by_name(self.a.model.graph))
             fixed = [sig for sig in sigs if any(n not in nodes for n in classes[sig])]
             if init in pinned:
                 fixed.append(())
@@ -427,7 +429,7 @@ class _Rewriter:
                 by_init[vu.init][vu.node] = arr
             if self.grown(vu.layout) or (vu.per is not None and self.grown(vu.per)):
                 arr[vu.index] = self._value(vu)
-        readers = consumers(g)
+        readers = consumers(g, only=by_init)
         for init, per_node in by_init.items():
             orig = np.array(self.st.value(init))
             changed = {n: a for n, a in per_node.items() if not np.array_equal(a, orig.reshape(-1))}
@@ -443,7 +445,7 @@ class _Rewriter:
     def _positions(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Index tensors that list every position of a grown axis (see PositionsUse): the arange of the grown axis,
         in the grown shape; a node gets its own copy when others read the same tensor."""
-        readers = {i: len(nodes) for i, nodes in consumers(g).items()}
+        readers = {i: len(nodes) for i, nodes in consumers(g, only={pu.init for pu in self.st.positions_uses}).items()}
         nodes = nodes_by_name(g)
         pinned = self.st.subgraph_reads | {o.name for o in g.output}
         for pu in self.st.positions_uses:
@@ -561,6 +563,8 @@ class WidenPass(PassBase[WidenPassResult]):
 
     def requires(self, model: onnx.ModelProto) -> str | None:
         """The model must be the analysed one: its weights are read from the analysis."""
+        if model is self.analysis.model:
+            return None
         dims = {t.name: t.dims for t in model.graph.initializer}
         for name, t in self.analysis.state.inits.items():
             if name not in dims or list(dims[name]) != list(t.dims):
