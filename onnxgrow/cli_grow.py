@@ -100,8 +100,8 @@ def add_commands(sub: argparse._SubParsersAction, add_verify_flags: Callable) ->
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .analysis.blocks import find_blocks
     from .analysis.transformer import layers as transformer_layers
-    from .passes.blocks import find_blocks
     from .report import blocks_table, console, groups_table, transformer_table
     from .widen import inspect_model
 
@@ -121,7 +121,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             if blocks:
                 out.print(blocks_table(blocks))
         if layers:
-            from .passes.blocks import layer_units, resolve_chain
+            from .analysis.blocks import layer_units, resolve_chain
 
             units = {}
             for unit in layer_units(blocks):

@@ -6,7 +6,7 @@ one place. It works on `onnx.GraphProto` directly, so weights are never copied (
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 
 import onnx
 
@@ -97,18 +97,56 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output if o}
 
 
-def consumers(graph: onnx.GraphProto, nested: bool = False) -> dict[str, list[onnx.NodeProto]]:
+def consumers(graph: onnx.GraphProto, nested: bool = False,
+              only: Container[str] | None = None) -> dict[str, list[onnx.NodeProto]]:
     """Tensor name -> the nodes of `graph` that read it, each once, in graph order; with `nested`, a node whose
-    subgraphs read an outer tensor counts as its reader too."""
+    subgraphs read an outer tensor counts as its reader too. With `only`, just the tensors in it (cheaper on a
+    large graph when a pass asks about a few)."""
     out: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         names = dict.fromkeys(n.input)
         if nested:
             names.update(dict.fromkeys(sorted(nested_reads(n))))
         for i in names:
-            if i:
+            if i and (only is None or i in only):
                 out.setdefault(i, []).append(n)
     return out
+
+
+def main_names(graph: onnx.GraphProto) -> set[str]:
+    """Every node and tensor name of `graph` itself (not of its subgraphs): nodes, initializers, node inputs and
+    outputs, graph inputs and outputs, value_info."""
+    names = {n.name for n in graph.node} | tensor_names(graph)
+    names |= {v.name for v in graph.value_info}
+    return names
+
+
+def nodes_by_name(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Node name -> the node of `graph` (subgraph nodes excluded); of two nodes with one name, the last."""
+    return {n.name: n for n in graph.node}
+
+
+def replace_input(node: onnx.NodeProto, old: str, new: str) -> bool:
+    """Make every input of `node` that reads `old` read `new`; whether there was one."""
+    found = False
+    for k, i in enumerate(node.input):
+        if i == old:
+            node.input[k] = new
+            found = True
+    return found
+
+
+def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Tensor `old` is called `new` from now on in `graph`'s own nodes (its writer and readers, not inside
+    subgraphs) and its value_info."""
+    for n in graph.node:
+        for k, o in enumerate(n.output):
+            if o == old:
+                n.output[k] = new
+        replace_input(n, old, new)
+    for vi in graph.value_info:
+        if vi.name == old:
+            vi.name = new
 
 
 def tensor_names(graph: onnx.GraphProto) -> set[str]:
@@ -134,6 +172,72 @@ def torch_name_scopes(node: onnx.NodeProto) -> list | None:
                 return None
             return value if isinstance(value, list) else None
     return None
+
+
+class Index:
+    """A graph's nodes indexed by position, for passes that walk large graphs many times: each node's name, op,
+    inputs and outputs read from the protobuf once, the producer and readers of every tensor (positions; a
+    reader once however often it reads), each name's position, the initializer and graph output names.
+
+    It describes `graph` as it was when made; `rename` keeps it and the graph in step, `current` says whether
+    nodes were added or removed since."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.model = model
+        self.nodes = list(g.node)
+        self.names = [n.name for n in self.nodes]
+        self.ops = [n.op_type for n in self.nodes]
+        self.ins = [tuple(n.input) for n in self.nodes]
+        self.outs = [tuple(n.output) for n in self.nodes]
+        self.inits = {t.name for t in g.initializer}
+        self.outputs = {o.name for o in g.output}
+        self.order = {name: k for k, name in enumerate(self.names)}
+        #: per node, whether it holds a subgraph (If, Loop, Scan)
+        self.subgraph = [len(n.attribute) > 0 and any(a.type in (_GRAPH, _GRAPHS) for a in n.attribute)
+                         for n in self.nodes]
+        self.producer: dict[str, int] = {}
+        self.consumers: dict[str, list[int]] = {}
+        producer, consumers = self.producer, self.consumers
+        for k, (ins, outs) in enumerate(zip(self.ins, self.outs)):
+            for i in ins:
+                readers = consumers.setdefault(i, [])
+                if not readers or readers[-1] != k:  # a node reading a tensor twice is one reader
+                    readers.append(k)
+            for o in outs:
+                producer[o] = k
+
+    def current(self, model: onnx.ModelProto) -> bool:
+        """Whether this index still describes `model` (the same object, no node added or removed)."""
+        return model is self.model and len(model.graph.node) == len(self.nodes)
+
+    def main_names(self) -> set[str]:
+        """What `main_names` returns for the graph, read from the index where it can be."""
+        g = self.model.graph
+        names = set(self.names) | self.inits | set(self.consumers) | set(self.producer)
+        names |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
+        return names
+
+    def set_inputs(self, k: int, ins: list[str] | tuple[str, ...]) -> None:
+        """Node `k` reads `ins` from now on (the node and the index; the readers of its old inputs are not
+        updated: use it to rewire a node to tensors that stand for the ones it read)."""
+        self.ins[k] = tuple(ins)
+        self.nodes[k].input[:] = list(ins)
+
+    def rename(self, old: str, new: str) -> None:
+        """Tensor `old` is called `new` from now on: in its writer, its readers, the value_info and the index."""
+        writer = self.producer.pop(old, None)
+        readers = self.consumers.pop(old, [])
+        for k in dict.fromkeys(([writer] if writer is not None else []) + readers):
+            self.outs[k] = tuple(new if o == old else o for o in self.outs[k])
+            self.nodes[k].output[:] = list(self.outs[k])
+            self.set_inputs(k, [new if i == old else i for i in self.ins[k]])
+        if writer is not None:
+            self.producer[new] = writer
+        self.consumers[new] = readers
+        for vi in self.model.graph.value_info:
+            if vi.name == old:
+                vi.name = new
 
 
 class Names:

@@ -18,6 +18,7 @@ from typing import BinaryIO, Callable, Iterator, Mapping, Union
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import numpy_helper
 
 from .errors import OnnxGrowError
@@ -89,10 +90,10 @@ def array_bytes(arr: np.ndarray, data_type: int) -> Buffer:
 
 
 #: (message type, skipped names) -> [(field name, 0 scalar | 1 repeated | 2 message)] of the fields copied
-_FIELDS: dict[tuple[type, tuple[str, ...]], list[tuple[str, int]]] = {}
+_FIELDS: dict[tuple[type[Message], tuple[str, ...]], list[tuple[str, int]]] = {}
 
 
-def _fields(kind: type, skip: tuple[str, ...]) -> list[tuple[str, int]]:
+def _fields(kind: type[Message], skip: tuple[str, ...]) -> list[tuple[str, int]]:
     found = _FIELDS.get((kind, skip))
     if found is None:
         found = []
@@ -126,6 +127,11 @@ def copy_except(msg, skip: tuple[str, ...]):
     return out
 
 
+def read_raw(tensor: onnx.TensorProto) -> Callable[[], bytes]:
+    """A producer of the tensor's raw bytes, read from the tensor when they are asked for."""
+    return lambda: tensor.raw_data
+
+
 def stub(tensor: onnx.TensorProto) -> onnx.TensorProto:
     """The tensor without its data (name, type, shape, doc string ...)."""
     return copy_except(tensor, _DATA_FIELDS)
@@ -151,7 +157,7 @@ def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferre
             out.graph.initializer.add().CopyFrom(t)
             continue
         _copy_into(t, out.graph.initializer.add(), _DATA_FIELDS)
-        deferred[t.name] = Deferred(nbytes, lambda t=t: t.raw_data)
+        deferred[t.name] = Deferred(nbytes, read_raw(t))
     return out, deferred
 
 
@@ -288,7 +294,7 @@ class _Writer:
 
 def _view(data: Buffer) -> memoryview:
     if isinstance(data, np.ndarray):
-        return memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
     return memoryview(data).cast("B")
 
 
@@ -367,7 +373,7 @@ def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh:
         else:  # typed fields (float_data ...): onnx keeps only raw_data outside the model
             data = iter([array_bytes(numpy_helper.to_array(t), t.data_type)])
         if keep:
-            t.raw_data = b"".join(data)
+            t.raw_data = b"".join(_view(piece) for piece in data)
             continue
         offset = data_fh.tell()
         for piece in data:

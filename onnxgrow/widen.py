@@ -1,10 +1,9 @@
-"""`widen`: plan the growth of axis groups, check it against the analysis, rewrite, verify."""
+"""`widen`: load, analyse, plan (onnxgrow.plan.widen), rewrite (onnxgrow.passes.widen), verify, write."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import onnx
 
@@ -12,190 +11,36 @@ from . import io
 from .analysis import Analysis, Group, analyse
 from .analysis.groups import refuse_quantised
 from .errors import OnnxGrowError
+from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
-from .passes.widen import GroupPlan, Untied, widen_pass, widen_rewrite
+from .passes.widen import Untied, WidenPass
+from .plan.widen import STRATEGIES, TRANSFORMER_PARTS, GroupPlan, parse_size, plan
 from .progress import ProgressFn, step
 from .stream import skeleton
-from .verify import Report, check_growth
+from .verify import check_growth
 
-STRATEGIES = ("noise", "zero", "net2net")
+__all__ = ["STRATEGIES", "TRANSFORMER_PARTS", "GroupPlan", "WidenResult", "inspect_model", "parameter_count",
+           "parse_size", "plan", "widen", "widen_model"]
 
 
-@dataclass
-class WidenResult:
-    """The grown model with what was done to it and how well it matched."""
+@dataclass(kw_only=True)
+class WidenResult(GrowResult):
+    """The grown model with the plans that grew it, the groups `--all` skipped (with why) and the shared weights
+    given a copy per class of readers because those grow them differently (`untied`)."""
 
-    model: onnx.ModelProto
-    plans: list[GroupPlan]
-    params_before: int
-    params_after: int
-    report: Report | None
+    plans: list[GroupPlan] = field(default_factory=list)
     skipped: list[tuple[Group, str]] = field(default_factory=list)
-    exact: bool = True
-    #: shared weights given a copy per class of readers because those grow them differently
     untied: list[Untied] = field(default_factory=list)
 
-
-def parameter_count(model: onnx.ModelProto) -> int:
-    """Number of elements in all floating-point initializers."""
-    total = 0
-    for t in model.graph.initializer:
-        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                           onnx.TensorProto.BFLOAT16):
-            total += math.prod(t.dims)
-    return total
-
-
-def parse_size(spec: str | int | float, current: int | None, where: str) -> int:
-    """`128` (absolute), `x2` / `x1.5` (factor) or `+3` (added units) → the new size."""
-    if current is None:
-        raise OnnxGrowError(f"{where}: the group's size is not known")
-    text = str(spec).strip()
-    try:
-        if text.startswith(("x", "*")):
-            factor = float(text[1:])
-            if not math.isfinite(factor):
-                raise OnnxGrowError(f"{where}: factor {text} must be a finite number")
-            if not factor > 1:
-                raise OnnxGrowError(f"{where}: factor {text} must be greater than 1 (shrinking is not supported)")
-            new = int(round(current * factor))
-        elif text.startswith("+"):
-            new = current + int(text[1:])
-        else:
-            new = int(text)
-    except ValueError:
-        raise OnnxGrowError(f"{where}: expected a size such as 128, x2 or +3, got {text!r}") from None
-    if new < current:
-        raise OnnxGrowError(f"{where}: {new} is smaller than the current size {current}; shrinking is not supported")
-    if new == current:
-        raise OnnxGrowError(f"{where}: the group already has {current} units; ask for more (e.g. x2)")
-    return new
-
-
-def _fallback(group: Group, init: str, new_size: int) -> str | None:
-    """A strategy the group's constraint allows, preferring the requested one."""
-    for candidate in (init, "net2net", "zero", "noise"):
-        if group.allows(candidate, new_size) is None:
-            return candidate
-    return None
-
-
-#: transformer-wide requests: flag → what it grows in every layer
-TRANSFORMER_PARTS = {"heads": "attention heads", "ffn": "feed-forward width", "hidden": "hidden size"}
-
-
-def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init: str, plans: dict[str, GroupPlan],
-                       asked: dict[str, str]) -> None:
-    """--heads/--ffn/--hidden: the same request for that group of every transformer layer."""
-    from .analysis.transformer import layers as transformer_layers
-
-    found = transformer_layers(analysis)
-    for part, spec in parts.items():
-        if part not in TRANSFORMER_PARTS:
-            raise OnnxGrowError(f"--{part}: expected one of {', '.join('--' + k for k in TRANSFORMER_PARTS)}")
-        flag = f"--{part} {spec}"
-        if not found:
-            raise OnnxGrowError(f"{flag}: no attention layer found in this model (see `onnxgrow inspect`)")
-        groups: list[Group] = []
-        for layer in found:
-            for g in (layer.ffn if part == "ffn" else [getattr(layer, part)]):
-                if g is not None and all(g is not x for x in groups):
-                    groups.append(g)
-        if not groups:
-            raise OnnxGrowError(f"{flag}: no {TRANSFORMER_PARTS[part]} group found in this model's layers")
-        for g in groups:
-            if g.id in asked:
-                raise OnnxGrowError(f"{flag}: group {g.id} is also requested by {asked[g.id]}")
-            asked[g.id] = flag
-            if g.constraint == "blocked":
-                hint = " (pass --keep-outputs to keep the output's size)" if "graph output" in (g.reason or "") else ""
-                raise OnnxGrowError(f"{flag}: group {g.id} cannot grow: {g.reason}{hint}")
-            new = parse_size(spec, g.size, flag)
-            if g.granularity > 1:
-                new = g.size + math.ceil((new - g.size) / g.granularity) * g.granularity  # type: ignore[operator]
-            strategy = _fallback(g, init, new)
-            if strategy is None:
-                raise OnnxGrowError(f"{flag}: {g.allows('net2net' if g.constraint == 'replicate' else init, new)}")
-            note = None if strategy == init else f"--init {init} not allowed ({g.reason}); used {strategy}"
-            plans[g.id] = GroupPlan(g, new, strategy, note)
-
-
-def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
-         init: str = "noise", approximate: bool = False, transformer: Mapping[str, str | int] | None = None
-         ) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
-    """Turn user requests into per-group plans, refusing what a group's constraint forbids.
-
-    `transformer` maps heads / ffn / hidden to a size spec applied to that group of every layer.
-    """
-    if init not in STRATEGIES:
-        raise OnnxGrowError(f"--init {init!r}: expected one of {', '.join(STRATEGIES)}")
-    plans: dict[str, GroupPlan] = {}
-    asked: dict[str, str] = {}
-    skipped: list[tuple[Group, str]] = []
-    if transformer:
-        _transformer_plans(analysis, transformer, init, plans, asked)
-    for name, spec in (layers or {}).items():
-        group = analysis.resolve(name)
-        if group.id in asked:
-            by = asked[group.id] if asked[group.id].startswith("--") else f"--layer {asked[group.id]}"
-            raise OnnxGrowError(f"--layer {name}: names group {group.id}, already requested by {by}")
-        asked[group.id] = name
-        new = parse_size(spec, group.size, f"--layer {name}={spec}")
-        if group.constraint == "blocked":
-            raise OnnxGrowError(f"--layer {name}: group {group.id} cannot grow: {group.reason}")
-        why = group.allows(init, new)
-        if why and not approximate:
-            raise OnnxGrowError(f"--layer {name}: {why} (or pass --approximate to grow it anyway and see the error)")
-        plans[group.id] = GroupPlan(group, new, init, "approximate: " + why if why else None)
-    if all is not None:
-        for group in analysis.groups:
-            if group.id in plans:  # explicit --layer requests win over --all for their groups
-                continue
-            if group.constraint == "blocked":
-                skipped.append((group, group.reason or "blocked"))
-                continue
-            new = parse_size(all if str(all).startswith(("x", "*", "+")) else f"x{all}", group.size, f"--all {all}")
-            if group.granularity > 1:
-                new = group.size + math.ceil((new - group.size) / group.granularity) * group.granularity  # type: ignore[operator]
-            strategy = _fallback(group, init, new)
-            if strategy is None:
-                skipped.append((group, group.allows(init, new) or "no strategy keeps it exact"))
-                continue
-            note = None if strategy == init else f"--init {init} not allowed ({group.reason}); used {strategy}"
-            plans[group.id] = GroupPlan(group, new, strategy, note)
-        _skip_uneven_means(analysis, plans, skipped, set(asked))
-    if not plans:
-        if all is not None:
-            raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
-        raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE, --all xF, or --heads/--ffn/--hidden for a transformer")
-    return list(plans.values()), skipped
-
-
-def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped: list[tuple[Group, str]],
-                       explicit: set[str]) -> None:
-    """--all: skip the groups of a concatenation that a mean reads when its parts would grow by different factors."""
-    from .analysis.layout import atoms, size
-
-    st = analysis.state
-    changed = True
-    while changed:
-        changed = False
-        new_of = {g.root: g.units(p.new_size) for g, p in ((p.group, p) for p in plans.values())}
-        for parts, reason in st.same_factor:
-            ratios = set()
-            for part in parts:
-                old = st.size(part)
-                new = size(part, lambda a, new_of=new_of: new_of.get(st.find(a), st.atom_size(a)))
-                ratios.add(new / old if old and new is not None else 1.0)
-            if len(ratios) < 2:
-                continue
-            for part in parts:
-                for a in atoms(part):
-                    group = analysis.group_of_atom(a)
-                    if group is not None and group.id in plans and group.id not in explicit:
-                        del plans[group.id]
-                        skipped.append((group, f"{reason} a concatenation whose parts would grow by different factors"))
-                        changed = True
+    def to_dict(self) -> dict[str, Any]:
+        """What `onnxgrow widen --json` prints (after "written")."""
+        return {
+            "groups": [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
+                       for p in self.plans],
+            "skipped": [{"id": g.id, "reason": why} for g, why in self.skipped],
+            "untied": [u.to_dict() for u in self.untied],
+            **self._counts(), "exact": self.exact, **self._verification(),
+        }
 
 
 def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
@@ -231,22 +76,20 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     parts = {k: v for k, v in (("heads", heads), ("ffn", ffn), ("hidden", hidden)) if v is not None}
     plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate, transformer=parts)
     exact = not any(p.note and p.note.startswith("approximate") for p in plans)
+    rewrite = WidenPass(analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties, stream=out is not None,
+                        progress=progress)
+    done = rewrite(original)
+    grown = done.model
+    result = WidenResult(model=grown, plans=plans, params_before=parameter_count(original),
+                         params_after=parameter_count(grown), skipped=skipped, exact=exact, untied=done.untied)
     if out is None:
-        done = widen_pass(original, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties,
-                          progress=progress)
-        grown = done.model
-        result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
-                             exact=exact, untied=done.untied)
         if check:
             result.report = check_growth(original, grown, model, seed=seed, strict=not approximate,
                                          progress=progress, **verify_args)
             if not result.report.passed:
                 result.exact = False
         return result
-    done = widen_rewrite(original, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties)
-    grown, deferred = done.model, done.deferred
-    result = WidenResult(grown, plans, parameter_count(original), parameter_count(grown), None, skipped,
-                         exact=exact, untied=done.untied)
+    deferred = done.deferred
     with io.PendingWrite(out) as pending:
         pending.write(grown, deferred, external_data, progress)
         if check:
@@ -254,7 +97,7 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
             # the two models (from their files where there are files)
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             ref_iface = skeleton(original)[0]
-            del original, analysis, deferred, done
+            del original, analysis, deferred, done, rewrite
             result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=not approximate,
                                          interfaces=(ref_iface, grown), progress=progress, **verify_args)
             if not result.report.passed:

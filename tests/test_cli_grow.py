@@ -111,20 +111,19 @@ def test_widen_missing_output_folder(tmp_path):
 
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
     """A rewrite that breaks the model (simulated) is caught by verification: exit 1, no file."""
-    import importlib
+    from onnxgrow.passes.widen import WidenPass
 
-    widen_mod = importlib.import_module("onnxgrow.widen")  # the module, not the re-exported function
+    real = WidenPass.call  # what the command runs: with -o, the grown model is written as it is grown
 
-    real = widen_mod.widen_rewrite  # what the command uses: the grown model is written as it is grown
-
-    def broken(*a, **k):
-        done = real(*a, **k)
+    def broken(self, model):
+        done = real(self, model)
+        assert self.stream
         t = next(t for t in done.model.graph.initializer if t.name == "fc3.bias")
         arr = np.frombuffer(bytes(done.deferred.pop(t.name).produce()), np.float32) + 1e-2
         t.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32).reshape(t.dims), t.name))
         return done
 
-    monkeypatch.setattr(widen_mod, "widen_rewrite", broken)
+    monkeypatch.setattr(WidenPass, "call", broken)
     out = tmp_path / "o.onnx"
     assert main(["widen", str(MODELS / "mlp.onnx"), "-o", str(out), "--all", "x2"]) == 1
     err = capsys.readouterr().err

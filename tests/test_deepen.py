@@ -24,9 +24,9 @@ ort = pytest.importorskip("onnxruntime")
 from deepen_models import ACTIVATIONS, export_named  # noqa: E402
 
 import onnxgrow  # noqa: E402
+from onnxgrow.analysis.blocks import find_blocks  # noqa: E402
 from onnxgrow.deepen import deepen_model  # noqa: E402
 from onnxgrow.errors import OnnxGrowError  # noqa: E402
-from onnxgrow.passes.blocks import find_blocks  # noqa: E402
 from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
 
 HAS_ONNXSCRIPT = importlib.util.find_spec("onnxscript") is not None
@@ -595,7 +595,7 @@ def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch,
     import importlib
 
     from onnxgrow.cli import main
-    from onnxgrow.passes.deepen import identity_layer
+    from onnxgrow.passes.insert_layers import identity_layer
 
     def broken(site, prefix, opset, **kwargs):
         splice = identity_layer(site, prefix, opset, **kwargs)
@@ -603,8 +603,8 @@ def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch,
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 2, weight.name))
         return splice
 
-    # onnxgrow.deepen is also the name of a function in the package: take the module itself
-    monkeypatch.setattr(importlib.import_module("onnxgrow.deepen"), "identity_layer", broken)
+    # patched in the module of the pass that calls it
+    monkeypatch.setattr(importlib.import_module("onnxgrow.passes.insert_layers"), "identity_layer", broken)
     path = exported("mlp_relu")
     out = tmp_path / "deep.onnx"
     with pytest.raises(onnxgrow.VerificationFailed, match="nothing was written"):

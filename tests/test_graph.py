@@ -67,3 +67,37 @@ def test_opsets_and_fresh_names():
     assert names.fresh("inner_add") == "inner_add_1"  # a subgraph's node name is taken too
     assert names.fresh("t") == "t_1"  # and a subgraph's tensor name
     assert names.fresh("new") == "new"
+
+
+def test_rewiring_and_renaming_touch_the_graph_itself_not_its_subgraphs():
+    m = _model()
+    m.graph.value_info.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [2]))
+    relu, dead, if_node = m.graph.node
+    assert G.replace_input(dead, "x", "r") and list(dead.input) == ["r"]
+    assert not G.replace_input(dead, "x", "r")  # nothing read x any more
+    G.rename_tensor(m.graph, "r", "relu_out")
+    assert list(relu.output) == ["relu_out"] and list(dead.input) == ["relu_out"]
+    assert m.graph.value_info[0].name == "relu_out"
+    assert G.nested_reads(if_node) == {"r", "w_then", "w_else"}  # a subgraph's outer-scope read is its own
+    assert G.nodes_by_name(m.graph)["dead"] is dead
+    assert G.main_names(m.graph) == {"relu", "dead", "if", "x", "relu_out", "d", "cond", "y", "w_then", "w_else",
+                                     "unused"}
+
+
+def test_index_answers_like_the_graph_and_keeps_in_step_when_a_tensor_is_renamed():
+    m = _model()
+    m.graph.node.append(helper.make_node("Add", ["r", "r"], ["twice"], name="double"))
+    index = G.Index(m)
+    assert index.names == ["relu", "dead", "if", "double"] and index.order["if"] == 2
+    assert index.subgraph == [False, False, True, False]
+    assert index.producer["r"] == 0 and index.consumers["r"] == [3]  # a node reading twice is one reader
+    assert index.consumers["x"] == [0, 1] and index.inits == {"w_then", "w_else", "unused", "cond"}
+    assert index.main_names() == G.main_names(m.graph)
+    index.rename("r", "r2")
+    assert list(m.graph.node[0].output) == ["r2"] and list(m.graph.node[3].input) == ["r2", "r2"]
+    assert index.producer["r2"] == 0 and index.consumers["r2"] == [3] and "r" not in index.producer
+    index.set_inputs(3, ["x", "r2"])
+    assert list(m.graph.node[3].input) == ["x", "r2"] and index.ins[3] == ("x", "r2")
+    assert index.current(m)
+    m.graph.node.append(helper.make_node("Neg", ["x"], ["n"], name="neg"))
+    assert not index.current(m)

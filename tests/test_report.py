@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from onnxgrow.analysis.blocks import find_blocks
 from onnxgrow.analysis.transformer import layers as transformer_layers
-from onnxgrow.passes.blocks import find_blocks
 from onnxgrow.report import blocks_table, console, groups_table, plain_table, transformer_table
 from onnxgrow.widen import inspect_model
 

@@ -1,5 +1,5 @@
 """Streamed writing (onnxgrow.stream): the bytes are those protobuf and onnx.save write, and the grown
-model written weight by weight is the model widen_pass builds in memory."""
+model written weight by weight is the model the widen pass builds in memory."""
 from __future__ import annotations
 
 import io
@@ -14,7 +14,7 @@ import onnxgrow
 from onnxgrow import stream
 from onnxgrow.analysis import analyse
 from onnxgrow.io import load
-from onnxgrow.passes.widen import _Rewriter, widen_pass, widen_rewrite
+from onnxgrow.passes.widen import WidenPass, _Rewriter
 from onnxgrow.widen import plan, widen_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -124,8 +124,8 @@ def test_grown_model_streamed_is_the_one_built_in_memory(path, init, tmp_path):
     original = load(MODELS / path)
     analysis = analyse(original)
     plans, _ = plan(analysis, all="x2", init=init)
-    in_memory = widen_pass(original, analysis, plans, seed=3).model
-    rewritten = widen_rewrite(original, analysis, plans, seed=3)
+    in_memory = WidenPass(analysis, plans, seed=3)(original).model
+    rewritten = WidenPass(analysis, plans, seed=3, stream=True)(original)
     buf = io.BytesIO()
     stream.write_inline(rewritten.model, rewritten.deferred, buf)
     assert buf.getvalue() == in_memory.SerializeToString()

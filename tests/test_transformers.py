@@ -22,10 +22,10 @@ ort = pytest.importorskip("onnxruntime")
 import transformer_models as tm  # noqa: E402
 
 from onnxgrow import load  # noqa: E402
+from onnxgrow.analysis.blocks import find_blocks, layer_units  # noqa: E402
 from onnxgrow.analysis.transformer import layers  # noqa: E402
 from onnxgrow.deepen import deepen_model  # noqa: E402
 from onnxgrow.errors import OnnxGrowError  # noqa: E402
-from onnxgrow.passes.blocks import find_blocks, layer_units  # noqa: E402
 from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
 
 NAMES = ["encoder-pre-relu", "encoder-pre-gelu", "encoder-post-relu", "encoder-post-gelu", "gpt", "llama",

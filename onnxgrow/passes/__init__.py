@@ -1,1 +1,1 @@
-"""Rewrite passes: each file is one pass over a ModelProto."""
+"""Rewrite passes: each file is one pass (see base.py for their shape) over a ModelProto."""

@@ -1,10 +1,11 @@
-"""Fold weights computed by constant subgraphs into plain initializers.
+"""The fold pass: weights computed by constant subgraphs become plain initializers (run by `onnxgrow.load`).
 
 Later passes look for weights among initializers; torch's exporter and older tools hide them
 behind `Constant`, `Identity`, `Transpose`, `Cast` … nodes or list them as graph inputs.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +14,7 @@ from onnx import numpy_helper
 
 from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
+from .base import PassBase, PassResult
 
 #: ops that are never folded: random, or with side effects / subgraphs.
 _NEVER = {
@@ -26,8 +28,9 @@ MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
 
 
 @dataclass
-class FoldResult:
-    """What the pass changed: folded node names and initializers moved out of graph inputs."""
+class FoldResult(PassResult):
+    """The folded model (the one given), with the folded node names and the initializers moved out of graph
+    inputs; `modified` when either list is not empty."""
 
     folded: list[str] = field(default_factory=list)
     inputs_dropped: list[str] = field(default_factory=list)
@@ -87,30 +90,52 @@ def _constant_value(node: onnx.NodeProto) -> np.ndarray:
 MAX_PASSES = 64
 
 
-def fold_constants(model: onnx.ModelProto) -> FoldResult:
+class FoldConstants(PassBase[FoldResult]):
     """Replace every deterministic node whose inputs are all constant by initializers (in place).
 
     A size read from a shape that inference could not work out may become known once earlier sizes are
     folded (torch's TorchScript export of `chunk` with a dynamic batch: each Slice's bounds are computed from
     the shape of the previous one's output): then the pass runs again, until nothing more folds.
     """
-    result = FoldResult()
-    graph = model.graph
-    init_names = {t.name for t in graph.initializer}
-    keep_inputs = [i for i in graph.input if i.name not in init_names]
-    if len(keep_inputs) != len(graph.input):
-        result.inputs_dropped = [i.name for i in graph.input if i.name in init_names]
-        del graph.input[:]
-        graph.input.extend(keep_inputs)
-    for _ in range(MAX_PASSES):
-        before = len(result.folded)
-        stuck = _fold_pass(model, result)
-        if not stuck or len(result.folded) == before:
-            break
-    if (result.folded or result.inputs_dropped) and 0 < model.ir_version < 4:
-        result.ir_version_raised_from = model.ir_version
-        model.ir_version = 4
-    return result
+
+    in_place = True
+
+    def call(self, model: onnx.ModelProto) -> FoldResult:
+        result = FoldResult(model, modified=False)
+        graph = model.graph
+        init_names = {t.name for t in graph.initializer}
+        keep_inputs = [i for i in graph.input if i.name not in init_names]
+        if len(keep_inputs) != len(graph.input):
+            result.inputs_dropped = [i.name for i in graph.input if i.name in init_names]
+            del graph.input[:]
+            graph.input.extend(keep_inputs)
+        for _ in range(MAX_PASSES):
+            before = len(result.folded)
+            stuck = _fold_pass(model, result)
+            if not stuck or len(result.folded) == before:
+                break
+        result.modified = bool(result.folded or result.inputs_dropped)
+        if result.modified and 0 < model.ir_version < 4:
+            result.ir_version_raised_from = model.ir_version
+            model.ir_version = 4
+        return result
+
+    def ensures(self, model: onnx.ModelProto) -> str | None:
+        """Every graph output is still written: folding never removes what the model computes for its caller."""
+        g = model.graph
+        missing = {o.name for o in g.output}
+        for n in reversed(g.node):  # outputs are mostly written last: the walk stops early
+            if not missing:
+                return None
+            missing.difference_update(n.output)
+        missing -= {i.name for i in g.input}
+        missing -= {t.name for t in g.initializer}
+        return f"graph output {sorted(missing)[0]} is no longer written" if missing else None
+
+
+def fold_constants(model: onnx.ModelProto) -> FoldResult:
+    """Run `FoldConstants` on `model` (in place)."""
+    return FoldConstants()(model)
 
 
 def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
@@ -232,22 +257,24 @@ class _StaticShapes:
             if shape is None:
                 return None
             if node.op_type == "Size":
-                return None if None in shape else np.array(int(np.prod(shape, dtype=np.int64)), dtype=np.int64)
+                if any(d is None for d in shape):
+                    return None
+                return np.array(math.prod(d for d in shape if d is not None), dtype=np.int64)
             start = end = None
             for a in node.attribute:
                 if a.name == "start":
                     start = int(a.i)
                 elif a.name == "end":
                     end = int(a.i)
-            picked = shape[slice(start, end)]
-            if None in picked:
+            dims = shape[slice(start, end)]
+            if None in dims:
                 from ..analysis.shapes import is_unknown
 
-                self.partial[node.output[0]] = picked
+                self.partial[node.output[0]] = dims
                 symbols = self.symbols.get(node.input[0], [None] * len(shape))[slice(start, end)]
-                self.unknown[node.output[0]] = [v is None and is_unknown(d) for v, d in zip(picked, symbols)]
+                self.unknown[node.output[0]] = [v is None and is_unknown(d) for v, d in zip(dims, symbols)]
                 return None
-            return np.array(picked, dtype=np.int64)
+            return np.array(dims, dtype=np.int64)
         part = self.partial.get(node.input[0])
         if part is None or any(i and i not in known for i in node.input[1:]):
             return None

@@ -1,35 +1,28 @@
-"""The widen pass: pad every weight, shape constant and attribute that a grown group touches."""
+"""The widen pass: grow every weight, shape constant and attribute that a planned group touches."""
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..analysis.groups import Analysis, Group
+from ..analysis.groups import Analysis
 from ..analysis.layout import Expansion, Layout, atoms, expand, identity_expansion
 from ..analysis.state import WeightUse
 from ..errors import OnnxGrowError
+from ..graph import Names, consumers, nodes_by_name, rename_tensor, replace_input
 from ..growth_map import append_step, encode_scale, encode_src
+from ..plan.widen import GroupPlan
 from ..progress import ProgressFn
-from ..stream import Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
+from ..stream import Buffer, Deferred, array_bytes, has_data, raw_nbytes, skeleton, stub
 from ..stream import pieces as stream_pieces
+from .base import PassBase, PassResult
 
 #: a large grown weight is produced (and written) in pieces of about this many bytes
 BLOCK_BYTES = 64 * 2**20
-
-
-@dataclass
-class GroupPlan:
-    """Grow `group` to `new_size` units with strategy `init` (zero | noise | net2net)."""
-
-    group: Group
-    new_size: int
-    init: str
-    note: str | None = None
 
 
 def unit_map(plan: GroupPlan, rng: np.random.Generator) -> Expansion:
@@ -128,18 +121,15 @@ class _Rewriter:
         """Main-graph nodes reading each initializer, and the initializers that must keep their name
         (read inside a subgraph, or a graph output: those readers cannot be rewired to a copy)."""
         graph = self.a.model.graph
-        readers: dict[str, list[str]] = {}
-        for n in graph.node:
-            for i in dict.fromkeys(n.input):
-                if i in self.st.inits:
-                    readers.setdefault(i, []).append(n.name)
+        readers = {i: [n.name for n in nodes] for i, nodes in consumers(graph, only=self.st.inits).items()}
         pinned = {o.name for o in graph.output} | set(self.st.subgraph_reads)
         return readers, pinned
 
     def targets(self) -> list[Target]:
         """Every initializer the plans change, untying shared ones whose readers grow them differently."""
         readers, pinned = self._readers()
-        taken = set(self.st.inits)
+        names = Names(self.st.inits)  # a copy is named after the weight and its first reader
+        nodes: set[str] | None = None  # the main graph's node names, when a weight is untied
         result: list[Target] = []
         for init, uses in self.weight_uses().items():
             by_node: dict[str, list[WeightUse]] = {}
@@ -152,7 +142,8 @@ class _Rewriter:
                 result.append(Target(init, init, uses, []))
                 continue
             sigs = list(classes)
-            nodes = {n.name for n in self.a.model.graph.node}
+            if nodes is None:
+                nodes = set(nodes_by_name(self.a.model.graph))
             fixed = [sig for sig in sigs if any(n not in nodes for n in classes[sig])]
             if init in pinned:
                 fixed.append(())
@@ -170,12 +161,7 @@ class _Rewriter:
             for sig in sigs:
                 if sig == keeper:
                     continue
-                name = base = f"{init}/{classes[sig][0]}"
-                k = 1
-                while name in taken:
-                    name, k = f"{base}_{k}", k + 1
-                taken.add(name)
-                copies[name] = classes[sig]
+                copies[names.fresh(f"{init}/{classes[sig][0]}")] = classes[sig]
             for name, members in copies.items():
                 result.append(Target(name, init, [u for u in uses if u.node in members], members))
             self.untied.append(Untied(init, copies))
@@ -335,7 +321,7 @@ class _Rewriter:
         out, deferred = skeleton(model)
         g = out.graph
         index = {t.name: i for i, t in enumerate(g.initializer)}
-        by_name: dict[str, list[onnx.NodeProto]] = {}
+        by_name: dict[str, list[onnx.NodeProto]] = {}  # a list: two nodes may share a name
         for n in g.node:
             by_name.setdefault(n.name, []).append(n)
         for tg in targets:  # untied copies first, made from the original (unchanged) stubs
@@ -348,9 +334,7 @@ class _Rewriter:
             if tg.source in deferred:
                 deferred[tg.name] = deferred[tg.source]
             for node in (n for r in tg.readers for n in by_name.get(r, [])):
-                for k, i in enumerate(node.input):
-                    if i == tg.source:
-                        node.input[k] = tg.name
+                replace_input(node, tg.source, tg.name)
         for tg in targets:
             if not self._steps(tg.uses):
                 continue
@@ -363,11 +347,10 @@ class _Rewriter:
                 t.CopyFrom(numpy_helper.from_array(self.grow_weight(tg.source, tg.uses), tg.name))
                 deferred.pop(tg.name, None)
                 continue
-            deferred[tg.name] = Deferred(nbytes, lambda tg=tg, dt=t.data_type:
-                                         (array_bytes(b, dt) for b in self.grow_blocks(tg.source, tg.uses)))
+            deferred[tg.name] = Deferred(nbytes, self._grown_bytes(tg, t.data_type))
         self._values(g, index)
         self._positions(g, index)
-        nodes = {n.name: n for n in g.node}
+        nodes = nodes_by_name(g)
         for au in self.st.attr_uses:
             if self.grown(au.layout):
                 node = nodes[au.node]
@@ -380,6 +363,10 @@ class _Rewriter:
         self._keep_outputs(g, index)
         append_step(out, self.growth_step(targets))
         return out, deferred
+
+    def _grown_bytes(self, tg: Target, data_type: int) -> Callable[[], Iterator[Buffer]]:
+        """A producer of the grown weight's bytes, piece by piece, grown when they are asked for."""
+        return lambda: (array_bytes(b, data_type) for b in self.grow_blocks(tg.source, tg.uses))
 
     def growth_step(self, targets: list[Target]) -> dict:
         """This widening as a step of the growth map (see onnxgrow.growth_map): per changed weight its source
@@ -413,13 +400,7 @@ class _Rewriter:
             if not grown:
                 continue
             inner = f"{name}/grown"
-            for n in g.node:
-                for k, o in enumerate(n.output):
-                    if o == name:
-                        n.output[k] = inner
-                for k, i in enumerate(n.input):
-                    if i == name:
-                        n.input[k] = inner
+            rename_tensor(g, name, inner)
             cur = inner
             for step, (axis, e) in enumerate(grown):
                 last = step == len(grown) - 1
@@ -448,11 +429,7 @@ class _Rewriter:
                 by_init[vu.init][vu.node] = arr
             if self.grown(vu.layout) or (vu.per is not None and self.grown(vu.per)):
                 arr[vu.index] = self._value(vu)
-        readers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                if i in by_init:
-                    readers.setdefault(i, []).append(n)
+        readers = consumers(g, only=by_init)
         for init, per_node in by_init.items():
             orig = np.array(self.st.value(init))
             changed = {n: a for n, a in per_node.items() if not np.array_equal(a, orig.reshape(-1))}
@@ -468,11 +445,8 @@ class _Rewriter:
     def _positions(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Index tensors that list every position of a grown axis (see PositionsUse): the arange of the grown axis,
         in the grown shape; a node gets its own copy when others read the same tensor."""
-        readers: dict[str, int] = {}
-        for n in g.node:
-            for i in dict.fromkeys(n.input):
-                readers[i] = readers.get(i, 0) + 1
-        nodes = {n.name: n for n in g.node}
+        readers = {i: len(nodes) for i, nodes in consumers(g, only={pu.init for pu in self.st.positions_uses}).items()}
+        nodes = nodes_by_name(g)
         pinned = self.st.subgraph_reads | {o.name for o in g.output}
         for pu in self.st.positions_uses:
             if not any(self.grown(l) for l in pu.layouts):
@@ -561,24 +535,63 @@ def _scale_ref(arr: np.ndarray) -> float:
 
 
 @dataclass
-class Rewritten:
-    """The widened model as a stub model plus deferred weight bytes, and the shared weights it untied."""
+class WidenPassResult(PassResult):
+    """The widened model (a new one) and the shared weights it untied. With `stream`, the model's grown and
+    unchanged weights are stubs whose bytes are in `deferred` (see onnxgrow.stream); else `deferred` is empty."""
 
-    model: onnx.ModelProto
-    deferred: dict[str, Deferred]
-    untied: list[Untied]
+    deferred: dict[str, Deferred] = field(default_factory=dict)
+    untied: list[Untied] = field(default_factory=list)
 
 
-def widen_rewrite(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *, noise_std: float = 0.1,
-                  seed: int = 0, keep_ties: bool = False) -> Rewritten:
-    """The widened model as a stub model plus deferred weight bytes (see onnxgrow.stream): nothing is grown
-    until the bytes are asked for, in the order the model is written, one weight at a time.
+class WidenPass(PassBase[WidenPassResult]):
+    """Grow the analysed model's groups as `plans` say: every weight, shape constant and attribute they touch.
 
-    A weight shared by readers that would grow it differently is untied (a copy per reader class) unless
-    `keep_ties`, which refuses such a plan instead."""
-    rewriter = _Rewriter(analysis, plans, noise_std, seed, keep_ties)
-    out, deferred = rewriter.rewrite(model)
-    return Rewritten(out, deferred, rewriter.untied)
+    The given model (the one `analysis` was made of) is left alone; the result is a new model. With `stream`,
+    nothing is grown until the bytes are asked for, in the order the model is written, one weight at a time;
+    without it every weight is grown now (`progress` gets the step "grow" in bytes). A weight shared by readers
+    that would grow it differently is untied (a copy per reader class) unless `keep_ties`, which refuses such a
+    plan instead.
+    """
+
+    in_place = False
+
+    def __init__(self, analysis: Analysis, plans: list[GroupPlan], *, noise_std: float = 0.1, seed: int = 0,
+                 keep_ties: bool = False, stream: bool = False, progress: ProgressFn | None = None) -> None:
+        self.analysis, self.plans = analysis, plans
+        self.noise_std, self.seed, self.keep_ties = noise_std, seed, keep_ties
+        self.stream, self.progress = stream, progress
+
+    def requires(self, model: onnx.ModelProto) -> str | None:
+        """The model must be the analysed one: its weights are read from the analysis."""
+        if model is self.analysis.model:
+            return None
+        dims = {t.name: t.dims for t in model.graph.initializer}
+        for name, t in self.analysis.state.inits.items():
+            if name not in dims or list(dims[name]) != list(t.dims):
+                return (f"it is not the model that was analysed (weight {name} is "
+                        f"{'missing' if name not in dims else 'of another shape'})")
+        return None
+
+    def ensures(self, model: onnx.ModelProto) -> str | None:
+        """The grown model reads and writes the tensors the original does (names and element types)."""
+        before, after = self.analysis.model.graph, model.graph
+        for what, old, new in (("input", before.input, after.input), ("output", before.output, after.output)):
+            if [(v.name, v.type.tensor_type.elem_type) for v in old] != [(v.name, v.type.tensor_type.elem_type)
+                                                                         for v in new]:
+                return f"its graph {what}s differ from the original's"
+        return None
+
+    def call(self, model: onnx.ModelProto) -> WidenPassResult:
+        if not self.plans:
+            same = onnx.ModelProto()
+            same.CopyFrom(model)
+            return WidenPassResult(same, modified=False)
+        rewriter = _Rewriter(self.analysis, self.plans, self.noise_std, self.seed, self.keep_ties)
+        out, deferred = rewriter.rewrite(model)
+        if not self.stream:
+            materialise(out, deferred, self.progress)
+            deferred = {}
+        return WidenPassResult(out, modified=True, deferred=deferred, untied=rewriter.untied)
 
 
 def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress: ProgressFn | None = None) -> None:
@@ -594,16 +607,6 @@ def materialise(model: onnx.ModelProto, deferred: dict[str, Deferred], progress:
             progress("grow", done, total)
 
 
-def widen_pass(model: onnx.ModelProto, analysis: Analysis, plans: list[GroupPlan], *,
-               noise_std: float = 0.1, seed: int = 0, keep_ties: bool = False,
-               progress: ProgressFn | None = None) -> Rewritten:
-    """A widened copy of `model` (the analysed one) following `plans`, with every weight in memory."""
-    done = widen_rewrite(model, analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties)
-    materialise(done.model, done.deferred, progress)
-    done.deferred = {}
-    return done
-
-
 def _put(g: onnx.GraphProto, index: dict[str, int], node: onnx.NodeProto, old: str, tensor: onnx.TensorProto) -> None:
     """Store `tensor` as an initializer (replacing one of its name); a new name is also rewired into `node` in place
     of `old` (the node gets its own copy)."""
@@ -612,6 +615,4 @@ def _put(g: onnx.GraphProto, index: dict[str, int], node: onnx.NodeProto, old: s
         return
     index[tensor.name] = len(g.initializer)
     g.initializer.append(tensor)
-    for k, i in enumerate(node.input):
-        if i == old:
-            node.input[k] = tensor.name
+    replace_input(node, old, tensor.name)

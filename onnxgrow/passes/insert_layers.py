@@ -1,36 +1,23 @@
-"""The deepen pass: splice new layers (identity or zero-residual) after a tensor."""
+"""The layer-insertion pass: splice new layers (identity or zero-residual) after a tensor (`deepen --block identity`,
+`--block residual`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from ..errors import OnnxGrowError
+from ..graph import main_names, opset, producers, replace_input
+from ..growth_map import append_step
+from ..plan.deepen import Site
+from .base import PassBase, PassResult
 
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 #: activations f with f(f(x)) == f(x): an identity layer followed by the same one changes nothing.
 IDEMPOTENT = ("Relu", "Clip")
-
-
-@dataclass
-class Site:
-    """Where new layers go: the tensor, its shape and dtype, whether it is dense or convolutional."""
-
-    tensor: str
-    shape: list[int | None]
-    dtype: np.dtype
-    conv: bool
-    producer: onnx.NodeProto | None
-    weight_std: float | None  # std of the producing layer's weight, to initialise like the model
-
-    @property
-    def channels(self) -> int:
-        c = self.shape[1] if self.conv else self.shape[-1]
-        if c is None:
-            raise OnnxGrowError(f"{self.tensor}: its {'channel' if self.conv else 'feature'} size is not known statically")
-        return int(c)
 
 
 @dataclass
@@ -143,15 +130,6 @@ def residual_block(site: Site, prefix: str, opset: int, *, hidden: int | None, a
     return b.splice
 
 
-def taken_names(model: onnx.ModelProto) -> set[str]:
-    """Every node, initializer and tensor name in the main graph."""
-    g = model.graph
-    names = {n.name for n in g.node} | {t.name for t in g.initializer}
-    names |= {t for n in g.node for t in list(n.input) + list(n.output)}
-    names |= {v.name for v in list(g.input) + list(g.output) + list(g.value_info)}
-    return names
-
-
 def free_index(taken: set[str], base: str, start: int = 0) -> int:
     """The smallest i >= start such that no name in `taken` starts with `{base}{i}/`."""
     used = set()
@@ -169,13 +147,8 @@ def free_index(taken: set[str], base: str, start: int = 0) -> int:
 def apply_splice(model: onnx.ModelProto, site: Site, splice: Splice) -> None:
     """Insert the splice after the tensor's producer; every former reader of the tensor reads the new output."""
     g = model.graph
-    new_names = {n.name for n in splice.nodes}
     for node in g.node:
-        if node.name in new_names:
-            continue
-        for k, i in enumerate(node.input):
-            if i == site.tensor:
-                node.input[k] = splice.output
+        replace_input(node, site.tensor, splice.output)
     position = 0
     if site.producer is not None:
         position = next(i for i, n in enumerate(g.node) if n.name == site.producer.name) + 1
@@ -184,3 +157,84 @@ def apply_splice(model: onnx.ModelProto, site: Site, splice: Splice) -> None:
     del g.node[:]
     g.node.extend(nodes)
     g.initializer.extend(splice.inits)
+
+
+LAYER_KINDS = ("identity", "residual")
+
+
+@dataclass
+class InsertResult(PassResult):
+    """The model with the new layers (the one given): their node names, notes for the user, and whether the
+    model still computes what it did (noise on an identity makes it approximate)."""
+
+    inserted: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    exact: bool = True
+
+
+class InsertLayers(PassBase[InsertResult]):
+    """Insert `count` layers of kind `block` ("identity" or "residual") one after the other after `site`, named
+    `{label}/deepen{i}/...`, and record them as a step of the model's growth map (in place).
+
+    Inserting after the same site again (a model deepened before) continues the numbering: no name is reused.
+    """
+
+    in_place = True
+
+    def __init__(self, site: Site, block: str, count: int = 1, *, label: str | None = None,
+                 hidden: int | None = None, activation: str = "relu", kernel: int = 3, noise_std: float = 0.0,
+                 seed: int = 0) -> None:
+        if block not in LAYER_KINDS:
+            raise OnnxGrowError(f"--block {block!r}: expected one of {', '.join(LAYER_KINDS)}")
+        self.site, self.block, self.count, self.label = site, block, count, label or site.tensor
+        self.hidden, self.activation, self.kernel, self.noise_std, self.seed = hidden, activation, kernel, noise_std, seed
+
+    def requires(self, model: onnx.ModelProto) -> str | None:
+        g = model.graph
+        tensor = self.site.tensor
+        if any(o.name == tensor for o in g.output):
+            return f"{tensor} is a graph output; new layers go inside the network"
+        if not any(i.name == tensor for i in g.input) and tensor not in producers(g):
+            return f"no node writes {tensor} and no graph input is called so"
+        return None
+
+    def call(self, model: onnx.ModelProto) -> InsertResult:
+        result = InsertResult(model, modified=self.count > 0)
+        if self.count <= 0:
+            return result
+        rng = np.random.default_rng(self.seed)
+        taken = main_names(model.graph)
+        version = opset(model)
+        site, index = self.site, 0
+        new_inits: list[onnx.TensorProto] = []
+        for _ in range(self.count):
+            index = free_index(taken, f"{self.label}/deepen", index)
+            prefix = f"{self.label}/deepen{index}"
+            index += 1
+            if self.block == "identity":
+                splice = identity_layer(site, prefix, version, kernel=self.kernel, noise_std=self.noise_std, rng=rng)
+            else:
+                splice = residual_block(site, prefix, version, hidden=self.hidden, activation=self.activation,
+                                        kernel=self.kernel, rng=rng)
+            apply_splice(model, site, splice)
+            new_inits += splice.inits
+            result.inserted += [n.name for n in splice.nodes]
+            result.notes += [n for n in splice.notes if n not in result.notes]
+            result.exact &= splice.exact
+            site = Site(splice.output, site.shape, site.dtype, site.conv, splice.nodes[-1], site.weight_std)
+        step: dict[str, Any] = {"op": "deepen", "block": self.block, "after": self.label, "count": self.count,
+                                "layers": None, "weights": {t.name: {"new": _new_kind(t)} for t in new_inits}}
+        append_step(model, step)
+        return result
+
+
+def _new_kind(t: onnx.TensorProto) -> str:
+    """How a weight deepen made starts: zero, identity (a Dirac/eye matrix), constant (one number), random."""
+    value = numpy_helper.to_array(t)
+    if value.size == 1:
+        return "constant"
+    if not np.any(value):
+        return "zero"
+    if value.ndim >= 2 and np.count_nonzero(value) == min(value.shape[:2]) and np.all(value[value != 0] == 1):
+        return "identity"
+    return "random"
