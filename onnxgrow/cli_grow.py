@@ -266,13 +266,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = load(args.model)
     if args.to == "torch":
         try:
-            from .torch import save_module, to_module
+            from .export.torch import save_module, to_module
         except ImportError as exc:
             raise OnnxGrowError(f"--to torch needs the torch extra: pip install 'onnxgrow[torch]' ({exc})") from None
         save_module(to_module(model), args.output)
     else:
         from .io import save
-        from .mxnet import for_mxnet
+        from .export.mxnet import for_mxnet
 
         save(for_mxnet(model, atol=args.atol, rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
                        input_shapes=args.input_shapes, iterations=args.iterations), args.output)

@@ -48,7 +48,7 @@ class TorchRunner:
         except ImportError as exc:
             raise OnnxGrowError(f"candidate {path}: running a .pt file needs torch: pip install 'onnxgrow[torch]' "
                                 f"({exc})") from None
-        from .torch import load_module
+        from .export.torch import load_module
 
         self.label = f"candidate {path}"
         self.module = load_module(path).eval()
@@ -110,7 +110,7 @@ class MXNetRunner:
         return self.run_all([feeds])[0]
 
     def run_all(self, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        script = Path(__file__).resolve().parent / "gluon_run.py"
+        script = Path(__file__).resolve().parent / "export" / "mxnet" / "gluon_run.py"
         with tempfile.TemporaryDirectory(prefix="onnxgrow-mxnet-") as tmp:
             inputs, outputs = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
             np.savez(inputs, **{f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()})

@@ -67,3 +67,17 @@ def test_opsets_and_fresh_names():
     assert names.fresh("inner_add") == "inner_add_1"  # a subgraph's node name is taken too
     assert names.fresh("t") == "t_1"  # and a subgraph's tensor name
     assert names.fresh("new") == "new"
+
+
+def test_input_slots_say_which_input_a_tensor_is_to_each_reader():
+    """The exporters tell weights from statistics by the input index a tensor fills (BatchNormalization's 3 and 4
+    are running statistics): a node that reads a tensor twice has two slots, empty (omitted) inputs have none."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+             helper.make_node("BatchNormalization", ["sq", "s", "b", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Clip", ["bn", "", "hi"], ["y"], name="clip")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    slots = {name: [(n.name, k) for n, k in pairs] for name, pairs in G.input_slots(g).items()}
+    assert slots["x"] == [("square", 0), ("square", 1)]
+    assert slots["mean"] == [("bn", 3)] and slots["var"] == [("bn", 4)]
+    assert slots["hi"] == [("clip", 2)] and "" not in slots

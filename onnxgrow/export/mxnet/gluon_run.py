@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-# run as a script from onnxgrow's folder: its modules (mxnet.py, torch.py, io.py, ...) must not shadow the real ones
+# run as a script from onnxgrow's export/mxnet folder: its modules (rules.py, driver.py, ...) must not shadow others
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
@@ -23,9 +23,10 @@ def main(argv: list) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    import mxnet as mx
     import numpy as np
     import onnx
+
+    import mxnet as mx
     from mxnet.contrib import onnx as onnx_mxnet
 
     header = onnx.load(model, load_external_data=False)
