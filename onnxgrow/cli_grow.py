@@ -271,8 +271,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             raise OnnxGrowError(f"--to torch needs the torch extra: pip install 'onnxgrow[torch]' ({exc})") from None
         save_module(to_module(model), args.output)
     else:
-        from .io import save
         from .export.mxnet import for_mxnet
+        from .io import save
 
         save(for_mxnet(model, atol=args.atol, rtol=args.rtol, relative_to=args.relative_to, provider=args.provider,
                        input_shapes=args.input_shapes, iterations=args.iterations), args.output)

@@ -23,10 +23,9 @@ def main(argv: list) -> int:
     os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    import mxnet as mx
     import numpy as np
     import onnx
-
-    import mxnet as mx
     from mxnet.contrib import onnx as onnx_mxnet
 
     header = onnx.load(model, load_external_data=False)
