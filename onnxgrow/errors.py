@@ -25,6 +25,36 @@ class VerificationFailed(OnnxGrowError):
         self.report = report
 
 
+class _Nothing:
+    """The value of a ParameterError that is about a parameter as a whole, not a value of it."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING = _Nothing()
+
+
+class ParameterError(OnnxGrowError):
+    """A bad value of a Python API parameter (exit status 2). The message names the parameter (`iterations=0:
+    must be at least 1`, `input_shapes['x']: ...`); the CLI, which knows the flag behind each parameter, words
+    it with the flag instead (onnxgrow.cli_args). `mentions` lists the other parameters named in `detail`, as
+    written there (`load_inputs`, `check=False`), so that the CLI can name their flags too."""
+
+    def __init__(self, param: str, detail: str, *, value: object = NOTHING, key: str | None = None,
+                 mentions: tuple[str, ...] = ()) -> None:
+        self.param, self.detail, self.value, self.key, self.mentions = param, detail, value, key, mentions
+        super().__init__(f"{self.subject()}: {detail}" if param else detail)
+
+    def subject(self) -> str:
+        """`param`, `param=value` or `param['key']`: what the message is about, in the API's words."""
+        if self.key is not None:
+            return f"{self.param}[{self.key!r}]"
+        if self.value is not NOTHING:
+            return f"{self.param}={self.value!r}"
+        return self.param
+
+
 def closest(name: str, candidates: list[str], n: int = 3) -> str:
     """A ' (did you mean ...?)' suffix naming the candidates closest to `name`."""
     import difflib
