@@ -5,13 +5,24 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from .cli_args import ArgGroup, DeepenArgs, ExportArgs, OutputArgs, WidenArgs, add_check_groups, check_kwargs
 from .errors import OnnxGrowError
 from .progress import ProgressFn
 
-R = TypeVar("R")
+if TYPE_CHECKING:
+    from .verify import Report
+
+
+class _Grown(Protocol):
+    """What a growth command's result has: WidenResult, DeepenResult."""
+
+    @property
+    def report(self) -> Report | None: ...
+
+
+R = TypeVar("R", bound=_Grown)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -119,7 +130,7 @@ def check_output_path(model: str, output: str) -> None:
         raise OnnxGrowError(f"-o {output}: is a folder; give a file name")
 
 
-def _grow(args: argparse.Namespace, run: Callable[[ProgressFn], R], fields: Callable[[R], dict[str, Any]],
+def _grow(args: argparse.Namespace, run: Callable[[ProgressFn | None], R], fields: Callable[[R], dict[str, Any]],
           show: Callable[[R], None]) -> int:
     """Run a growth command (widen, deepen): refuse a bad output path first, run it with progress bars, then
     print its result: `fields` (between "written" and "verification") as JSON with --json, else `show`. A failed
@@ -136,7 +147,7 @@ def _grow(args: argparse.Namespace, run: Callable[[ProgressFn], R], fields: Call
             print(json.dumps({"written": None, "verification": exc.report.to_dict()}, indent=2))
         raise
     if args.json:
-        report = result.report  # type: ignore[attr-defined]  # WidenResult and DeepenResult both have one
+        report = result.report
         print(json.dumps({"written": args.output, **fields(result),
                           "verification": report.to_dict() if report else None}, indent=2))
     else:

@@ -5,6 +5,11 @@ or a bad model (`OnnxGrowError`), 3 an internal error (a bug in onnxgrow or a li
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .verify import Report
+
 #: exit status of an error that is not the user's: an unexpected exception (a bug), not a bad model or flag
 INTERNAL_ERROR_EXIT = 3
 
@@ -20,7 +25,7 @@ class VerificationFailed(OnnxGrowError):
 
     exit_code = 1
 
-    def __init__(self, message: str, report: object | None = None) -> None:
+    def __init__(self, message: str, report: Report | None = None) -> None:
         super().__init__(message)
         self.report = report
 

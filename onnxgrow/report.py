@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .verify import Report
 
@@ -125,7 +126,11 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
 # has no colours (not a terminal) and the table uses only what onnxgrow's tables use, the same characters
 # are produced here from rich's own pieces (its wrapping, box characters and width arithmetic).
 
-def _plain(console: Console, text: str) -> str:
+def _plain(console: Console, text: object) -> str:
+    """A cell, header, title or caption as the characters rich prints for it (markup rendered, no styles)."""
+    if isinstance(text, Text):
+        return text.plain
+    text = str(text)
     return text if "[" not in text else console.render_str(text, highlight=False).plain
 
 

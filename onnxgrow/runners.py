@@ -90,9 +90,9 @@ def mxnet_python(given: str | None = None) -> str:
                 raise ParameterError("mxnet_python", "no such Python", value=candidate)
             return str(path)
     for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        path = root / ".venv-mxnet" / "bin" / "python"
-        if path.is_file():
-            return str(path)
+        venv = root / ".venv-mxnet" / "bin" / "python"
+        if venv.is_file():
+            return str(venv)
     raise ParameterError("candidate_runtime", "needs the Python of an MXNet 1.9 environment (MXNet needs numpy < 1.24 "
                          f"and onnx < 1.17): give mxnet_python=PATH or set {MXNET_PYTHON_ENV} (`make "
                          ".venv-mxnet/.installed` makes .venv-mxnet)", value="mxnet", mentions=("mxnet_python=PATH",))
@@ -114,7 +114,8 @@ class MXNetRunner:
         script = Path(__file__).resolve().parent / "export" / "mxnet" / "gluon_run.py"
         with tempfile.TemporaryDirectory(prefix="onnxgrow-mxnet-") as tmp:
             inputs, outputs = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
-            np.savez(inputs, **{f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()})
+            arrays = {f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()}
+            np.savez(inputs, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keyword arrays as bool
             try:
                 res = subprocess.run([self.python, str(script), self.path, inputs, outputs], capture_output=True,
                                      text=True, timeout=3600)

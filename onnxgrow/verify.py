@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import NOTHING, OnnxGrowError, ParameterError, VerificationFailed, closest
+from .errors import NOTHING, InternalError, OnnxGrowError, ParameterError, VerificationFailed, closest
 from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, save_npz
 from .io import ModelLike, load, needs_external_data
 from .progress import ProgressFn
@@ -382,11 +382,11 @@ def verify(
     elif ref_iface is None:
         ref_iface = skeleton(load(reference, fold=False, external_data=False))[0]  # weights dropped at once
     onnx_candidate = candidate is not None and runtime in ("onnxruntime", "mxnet")
-    if cand_iface is None and onnx_candidate:
+    if cand_iface is None and onnx_candidate and candidate is not None:
         cand_iface = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False,
                                                                                    external_data=False)
     specs = input_specs(ref_iface, _shapes(input_shapes))
-    if onnx_candidate:
+    if onnx_candidate and cand_iface is not None:
         _check_same_interface(ref_iface, cand_iface, specs)
     outs = [o.name for o in ref_iface.graph.output]
     tol.check_outputs(outs)
@@ -432,20 +432,25 @@ def verify(
                       inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
                       defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
                       relative_to=relative_to, reference=_describe(reference, "onnxruntime"), candidate=None)
+    cand_run: Runner | TorchRunner | None = None
+    gots: list[dict[str, np.ndarray]] | None = None
     if runtime == "torch":
-        cand_run = TorchRunner(tested, [s.name for s in specs], outs, provider)
-        gots = None
+        cand_run = TorchRunner(str(tested), [s.name for s in specs], outs, provider)
     elif runtime == "mxnet":
-        gots = MXNetRunner(tested, outs, mxnet_python).run_all(feeds_list)
+        gots = MXNetRunner(str(tested), outs, mxnet_python).run_all(feeds_list)
     else:
         cand_run = Runner(tested if isinstance(tested, onnx.ModelProto) else str(tested), providers,
                           "candidate" if isinstance(tested, onnx.ModelProto) or interfaces else f"candidate {tested}")
-        gots = None
     advance()
     results: dict[str, OutputResult] = {}
     tested_outputs = []
     for i, (feeds, want) in enumerate(zip(feeds_list, wants)):
-        got = gots[i] if gots is not None else cand_run.run(feeds)
+        if gots is not None:
+            got = gots[i]
+        elif cand_run is not None:
+            got = cand_run.run(feeds)
+        else:  # every runtime sets one of the two
+            raise InternalError("verify: no runner for the candidate")
         if save_outputs and load_outputs is not None:
             tested_outputs.append(got)
         for name, ref in want.items():
@@ -464,8 +469,7 @@ def verify(
             if prev is None or _worse(res, prev):
                 results[name] = res
         advance()
-    if gots is None:
-        del cand_run
+    cand_run = None  # its session's memory goes now, not at return
     if save_inputs:  # on a failure too: they reproduce it
         save_npz(save_inputs, feeds_list)
     report = Report(

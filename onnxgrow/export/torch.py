@@ -202,6 +202,8 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
             continue
         leaf = key.split(".", 1)[1]
         buf = container._buffers.pop(leaf)
+        if buf is None:  # registered as None: nothing to train
+            continue
         param = shared.get(name)
         if param is None:
             param = shared[name] = nn.Parameter(buf.detach().clone(), requires_grad=True)

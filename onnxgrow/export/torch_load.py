@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import onnx
@@ -248,8 +248,8 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
                          f"splits an output head reading copied units): build the module with the tie undone "
                          f"(transformers: tie_word_embeddings=False)")
             continue
-        for k in group:
-            out.placed.setdefault(k, out.placed[have[0]])
+        for tied in group:
+            out.placed.setdefault(tied, out.placed[have[0]])
 
     # initializers without a place: an error when they are weights or grew, else constants left out
     unplaced: list[tuple[str, Origin]] = []
@@ -342,8 +342,9 @@ def _regrow(table: np.ndarray, want: tuple[int, ...], constants: list[tuple[str,
         idx = np.array([first[j] for j in range(old)])
         flat = value.reshape(-1, value.shape[-1])
         ungrown = (flat[:, idx] / amap.value[idx]).astype(table.dtype)
-        found = [where.get(r.tobytes()) for r in ungrown]
-        if any(f is None for f in found):
+        looked_up = [where.get(r.tobytes()) for r in ungrown]
+        found = [f for f in looked_up if f is not None]
+        if len(found) != len(looked_up):
             continue
         ok = amap.src >= 0
         grown = np.take(rows, np.where(ok, amap.src, 0), axis=1) * amap.value.astype(table.dtype)
@@ -466,7 +467,7 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
         k = group_of.get(id(old), 0) if old is not None else 0
         groups[k].append(param)
         state = optimizer.state.get(old) if old is not None else None
-        if state is None or axes is None:
+        if state is None or axes is None or old is None:
             continue
         states[id(param)] = _grow_state(state, old, param, axes, transposed)
     param_groups = []
@@ -474,7 +475,8 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
         if params:
             hyper = {n: v for n, v in optimizer.param_groups[k].items() if n != "params"}
             param_groups.append({"params": params, **hyper})
-    new = type(optimizer)(param_groups)  # each group carries every hyper-parameter of its source group
+    make: Callable[..., torch.optim.Optimizer] = type(optimizer)  # SGD, Adam, ...: hyper-parameters as keywords
+    new = make(param_groups)  # each group carries every hyper-parameter of its source group
     new.defaults = dict(optimizer.defaults)
     for g in new.param_groups:
         for p in g["params"]:

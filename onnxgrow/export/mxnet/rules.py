@@ -621,6 +621,8 @@ def _take_strided(ctx, x: str, dims: list[int | None], axis: int, begin: int, co
     (count, step), the first of each step taken, reshaped back (the last element alone when the range would run
     past the end of the axis)."""
     size = dims[axis]
+    if size is None:
+        raise Unsupported(f"axis {axis} has a size only known at run time; slicing it in MXNet needs it static")
     if any(d is None for d in dims[axis + 1:]):
         raise Unsupported("a strided slice needs static sizes after the sliced axis")
     if count == 1:
@@ -629,7 +631,7 @@ def _take_strided(ctx, x: str, dims: list[int | None], axis: int, begin: int, co
     n = count if whole else count - 1
     rng, grid, first, rows = (ctx.fresh(f"{out}_{tag}") for tag in ("range", "grid", "first", "rows"))
     nodes = _take_range(ctx, x, axis, size, begin, begin + n * step, rng, base)
-    tail = [int(d) for d in dims[axis + 1:]]
+    tail = [int(d) for d in dims[axis + 1:] if d is not None]  # all static (checked above)
     nodes.append(_node("Reshape", [rng, ctx.const(f"{base}.grid_shape", np.array([0] * axis + [n, step] + tail,
                                                                                    dtype=np.int64))],
                        [grid], ctx.fresh(f"{base}/grid")))
