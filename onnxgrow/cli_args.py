@@ -446,9 +446,14 @@ def flag_message(exc: ParameterError, groups: Iterable[ArgGroup]) -> str:
         for param, flag in group.flags.items():
             owner.setdefault(param, (group, flag))
     detail = exc.detail
+
+    def replace(mention: str, words: str) -> None:  # the mention as a whole word only (not `seed` in `seeds`)
+        nonlocal detail
+        detail = re.sub(rf"(?<![\w-]){re.escape(mention)}(?![\w])", lambda _: words, detail)
+
     for mention in exc.mentions:
         if mention in owner:
-            detail = detail.replace(mention, owner[mention][1])
+            replace(mention, owner[mention][1])
             continue
         m = _MENTION.match(mention)
         if m is None or m["param"] not in owner:
@@ -461,7 +466,7 @@ def flag_message(exc: ParameterError, groups: Iterable[ArgGroup]) -> str:
             words = f"{flag} {group.mention(m['param'], key)}"
         else:
             words = flag
-        detail = detail.replace(mention, words)
+        replace(mention, words)
     if not exc.param:
         return detail
     if exc.param not in owner:
