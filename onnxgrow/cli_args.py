@@ -344,10 +344,6 @@ class WidenArgs(ArgGroup):
         return dict(self.values)
 
 
-#: how `deepen --block copy` orders the copies (see onnxgrow.deepen.deepen_model's `order`)
-ORDERS = ("interleave", "stack")
-
-
 class DeepenArgs(ArgGroup):
     """Where `deepen` inserts what: --after, --block, --count, --order, the inserted block's shape, and the shared
     growth switches (--approximate, --no-verify)."""
@@ -361,6 +357,7 @@ class DeepenArgs(ArgGroup):
 
     def add(self, parser: Container) -> None:
         from .deepen import BLOCKS
+        from .passes.blocks import ORDERS
         from .passes.deepen import ACTIVATIONS
 
         parser.add_argument("--after", required=True, metavar="NAME",

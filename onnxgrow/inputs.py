@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from .errors import ParameterError, closest
+from .graph import consumers
 
 #: size given to a dynamic dimension when the user did not name one: batch 2, everything else 16.
 DEFAULT_BATCH = 2
@@ -41,10 +42,7 @@ def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
                 table_dims[node.output[0]] = list(attr.t.dims)
         elif node.op_type in ("Identity", "Cast") and node.input and node.input[0] in table_dims:
             table_dims[node.output[0]] = table_dims[node.input[0]]
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
+    readers = consumers(model.graph)
     bounds: dict[str, int] = {}
     for inp in model.graph.input:
         frontier, seen = [inp.name], set()
@@ -53,7 +51,7 @@ def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
             if t in seen:
                 continue
             seen.add(t)
-            for node in consumers.get(t, []):
+            for node in readers.get(t, []):
                 if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in table_dims:
                     dims = table_dims[node.input[0]]
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)

@@ -46,7 +46,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from ..errors import OnnxGrowError
-from ..graph import input_slots
+from ..graph import input_slots, reads
 from ..graph import opset as graph_opset
 from ..io import ModelLike, load
 
@@ -286,7 +286,7 @@ def _up_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
     in eval mode, as in the ONNX model, and dropout again once the module is trained, as in the network the
     model came from. Returns the model unchanged when nothing needs it or no target helps.
     """
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 1)
+    opset = graph_opset(m)
     bad = len(_unconvertible(m)) if opset < _ONNX2TORCH_OPSET else 0
     if not bad:
         return m
@@ -317,7 +317,7 @@ def _drop_dropout(m: onnx.ModelProto) -> None:
 
     opsets = {o.domain: o.version for o in m.opset_import}
     consts = {t.name: t for t in m.graph.initializer}
-    read = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    read = reads(m.graph)
     for k, n in enumerate(m.graph.node):
         if n.op_type != "Dropout" or n.domain not in ("", "ai.onnx"):
             continue
