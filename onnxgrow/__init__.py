@@ -4,11 +4,11 @@ from __future__ import annotations
 from .deepen import deepen
 from .errors import OnnxGrowError, VerificationFailed
 from .io import ModelRepaired, load, save
-from .verify import Report, verify
+from .verify import Report, Tolerances, verify
 from .widen import inspect_model as inspect
 from .widen import widen, widen_model
 
-__all__ = ["OnnxGrowError", "VerificationFailed", "ModelRepaired", "Report", "load", "save", "verify", "inspect",
+__all__ = ["OnnxGrowError", "VerificationFailed", "ModelRepaired", "Report", "Tolerances", "load", "save", "verify", "inspect",
            "widen", "widen_model", "deepen"]
 
 

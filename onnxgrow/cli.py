@@ -9,54 +9,8 @@ import sys
 from typing import Iterator, Sequence
 
 from . import __version__
-from .errors import INTERNAL_ERROR_EXIT, OnnxGrowError, VerificationFailed
-
-
-def _add_verify_flags(p: argparse.ArgumentParser, *, full: bool, json_flag: bool = True,
-                      title: str = "verification") -> None:
-    """The flags of the onnxruntime check; `full` (verify) adds seeds and input files, growth commands share the rest.
-
-    verify's --relative-to defaults to element (Polygraphy's meaning); the growth commands' to output."""
-    g = p.add_argument_group(title)
-    g.add_argument("--atol", action="append", metavar="[NAME:]F",
-                   help="absolute tolerance, default 1e-5; NAME:F sets it for one output (repeatable)")
-    g.add_argument("--rtol", action="append", metavar="[NAME:]F",
-                   help="relative tolerance, default 1e-5; a check fails only when the error exceeds both")
-    default = "element" if full else "output"
-    g.add_argument("--relative-to", choices=["element", "output"], default=None,
-                   help=f"what --rtol is relative to (default {default}): element = each element's |reference| "
-                        "(Polygraphy's meaning: an element fails when its error exceeds atol and rtol x |its "
-                        "reference|); output = the output's largest |reference| (an output fails when its largest "
-                        "error exceeds atol and rtol x max |reference|: float32 rounding of large sums passes)")
-    g.add_argument("--provider", choices=["cpu", "cuda"], default="cpu",
-                   help="onnxruntime execution provider (default cpu)")
-    g.add_argument("--input-shapes", nargs="+", metavar="NAME:DIMS", default=None,
-                   help="shapes for dynamic inputs, e.g. x:2x3x32x32 (default: batch 2, other dynamic dims 16)")
-    g.add_argument("--iterations", type=int, default=1, help="number of random input sets (default 1)")
-    if full:
-        g.add_argument("--seed", type=int, default=1, help="seed of the random inputs (default 1)")
-        g.add_argument("--load-inputs", metavar="FILE.npz", help="use inputs from an .npz file (keys: input names)")
-        g.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used to an .npz file")
-        g.add_argument("--load-outputs", metavar="FILE.npz",
-                       help="compare MODEL with outputs saved earlier instead of a second model: an .npz keyed by "
-                            "output name (e.g. written by the framework the model came from, or by --save-outputs), "
-                            "computed from the inputs given with --load-inputs (or the same --seed)")
-        g.add_argument("--save-outputs", metavar="FILE.npz",
-                       help="save the first model's outputs to an .npz file keyed by output name, only when the "
-                            "check passes (with one model and no --load-outputs: only run it and save them)")
-        g.add_argument("--candidate-runtime", choices=["onnxruntime", "torch", "mxnet"], default=None,
-                       help="how the candidate runs: onnxruntime, torch (a .pt module written by export --to torch; "
-                            "the default for .pt files) or mxnet (an .onnx written by export --to mxnet, imported "
-                            "by MXNet 1.9's Gluon importer in its own Python)")
-        g.add_argument("--mxnet-python", metavar="PATH",
-                       help="the Python of an MXNet 1.9 environment for --candidate-runtime mxnet (default: "
-                            "$ONNXGROW_MXNET_PYTHON, else .venv-mxnet/bin/python)")
-    if json_flag:
-        g.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
-    if full:
-        g.add_argument("--junit", metavar="FILE.xml",
-                       help="also write a JUnit XML report (one test case per output) for CI systems to display; "
-                            "written on failures and errors too")
+from .cli_args import ArgGroup, add_check_groups, check_kwargs, flag_message
+from .errors import INTERNAL_ERROR_EXIT, OnnxGrowError, ParameterError, VerificationFailed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,12 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reference", help="the reference model (.onnx); with --load-outputs, the model to check")
     p.add_argument("candidate", nargs="?", default=None,
                    help="the model to check (.onnx, or .pt from export --to torch)")
-    _add_verify_flags(p, full=True, title="verification (Polygraphy's meaning of the flags)")
-    p.set_defaults(func=_cmd_verify)
+    groups = add_check_groups(p, full=True, title="verification (Polygraphy's meaning of the flags)")
+    p.set_defaults(func=_cmd_verify, groups=groups)
 
     from . import cli_grow
 
-    cli_grow.add_commands(sub, _add_verify_flags)
+    cli_grow.add_commands(sub)
     return parser
 
 
@@ -100,25 +54,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from .inputs import check_save_path
+    from .junit import write_junit
     from .progress_bars import on_stderr
-    from .report import console, verify_table, write_junit
+    from .report import console, verify_table
     from .verify import verify
 
     if args.junit:
-        check_save_path(args.junit, "--junit")
+        check_save_path(args.junit, "junit")
         _never_overwrite(args.junit, "--junit", args.reference, args.candidate, args.load_inputs, args.load_outputs)
     try:
         with on_stderr() as progress:
-            report = verify(
-                args.reference, args.candidate, atol=args.atol, rtol=args.rtol, seed=args.seed,
-                iterations=args.iterations, input_shapes=args.input_shapes, load_inputs=args.load_inputs,
-                save_inputs=args.save_inputs, provider=args.provider, relative_to=args.relative_to, progress=progress,
-                load_outputs=args.load_outputs, save_outputs=args.save_outputs,
-                candidate_runtime=args.candidate_runtime, mxnet_python=args.mxnet_python,
-            )
+            report = verify(args.reference, args.candidate, progress=progress, **check_kwargs(args.groups))
     except Exception as exc:
-        if args.junit:  # CI shows the error where it shows the results
-            write_junit(args.junit, None, args.reference, args.candidate or args.load_outputs, error=exc)
+        if args.junit:  # CI shows the error where it shows the results, worded as on stderr
+            said = flag_message(exc, args.groups) if isinstance(exc, ParameterError) else None
+            write_junit(args.junit, None, args.reference, args.candidate or args.load_outputs, error=exc, message=said)
         raise
     if args.junit:
         write_junit(args.junit, report, args.reference, args.candidate or args.load_outputs)
@@ -163,10 +113,17 @@ def _run(args: argparse.Namespace) -> int:
         else:
             shown(message, category, filename, lineno, file, line)
 
+    for group in _groups(args):  # flag strings -> typed values, before any work
+        group.parse(args)
     with warnings.catch_warnings(), fewer_collections():
         warnings.simplefilter("once", ModelRepaired)  # a file loaded twice is reported once
         warnings.showwarning = show
         return int(args.func(args) or 0)
+
+
+def _groups(args: argparse.Namespace) -> list[ArgGroup]:
+    """The argument groups of the command that runs."""
+    return list(getattr(args, "groups", []))
 
 
 @contextlib.contextmanager
@@ -195,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OnnxGrowError as exc:
         if args.debug:
             raise
-        print(f"onnxgrow: error: {exc}", file=sys.stderr)
+        # the API names its parameters; the user gave flags: name those
+        message = flag_message(exc, _groups(args)) if isinstance(exc, ParameterError) else str(exc)
+        print(f"onnxgrow: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("onnxgrow: interrupted; nothing was written", file=sys.stderr)

@@ -5,6 +5,11 @@ or a bad model (`OnnxGrowError`), 3 an internal error (a bug in onnxgrow or a li
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .verify import Report
+
 #: exit status of an error that is not the user's: an unexpected exception (a bug), not a bad model or flag
 INTERNAL_ERROR_EXIT = 3
 
@@ -20,9 +25,39 @@ class VerificationFailed(OnnxGrowError):
 
     exit_code = 1
 
-    def __init__(self, message: str, report: object | None = None) -> None:
+    def __init__(self, message: str, report: Report | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class _Nothing:
+    """The value of a ParameterError that is about a parameter as a whole, not a value of it."""
+
+    def __repr__(self) -> str:
+        return "NOTHING"
+
+
+NOTHING = _Nothing()
+
+
+class ParameterError(OnnxGrowError):
+    """A bad value of a Python API parameter (exit status 2). The message names the parameter (`iterations=0:
+    must be at least 1`, `input_shapes['x']: ...`); the CLI, which knows the flag behind each parameter, words
+    it with the flag instead (onnxgrow.cli_args). `mentions` lists the other parameters named in `detail`, as
+    written there (`load_inputs`, `check=False`), so that the CLI can name their flags too."""
+
+    def __init__(self, param: str, detail: str, *, value: object = NOTHING, key: str | None = None,
+                 mentions: tuple[str, ...] = ()) -> None:
+        self.param, self.detail, self.value, self.key, self.mentions = param, detail, value, key, mentions
+        super().__init__(f"{self.subject()}: {detail}" if param else detail)
+
+    def subject(self) -> str:
+        """`param`, `param=value` or `param['key']`: what the message is about, in the API's words."""
+        if self.key is not None:
+            return f"{self.param}[{self.key!r}]"
+        if self.value is not NOTHING:
+            return f"{self.param}={self.value!r}"
+        return self.param
 
 
 def closest(name: str, candidates: list[str], n: int = 3) -> str:

@@ -149,6 +149,17 @@ def rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
             vi.name = new
 
 
+def input_slots(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """Tensor name -> every (node, input index) of `graph` that reads it, in graph order (a node reading a tensor
+    twice appears twice: the slot, not only the reader, says what the tensor is to it)."""
+    out: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for n in graph.node:
+        for k, name in enumerate(n.input):
+            if name:
+                out.setdefault(name, []).append((n, k))
+    return out
+
+
 def tensor_names(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name `graph` declares or uses: inputs, outputs, initializers, node inputs and outputs."""
     names = {v.name for v in graph.input} | {v.name for v in graph.output} | {t.name for t in graph.initializer}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .verify import Report
 
@@ -125,7 +126,11 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
 # has no colours (not a terminal) and the table uses only what onnxgrow's tables use, the same characters
 # are produced here from rich's own pieces (its wrapping, box characters and width arithmetic).
 
-def _plain(console: Console, text: str) -> str:
+def _plain(console: Console, text: object) -> str:
+    """A cell, header, title or caption as the characters rich prints for it (markup rendered, no styles)."""
+    if isinstance(text, Text):
+        return text.plain
+    text = str(text)
     return text if "[" not in text else console.render_str(text, highlight=False).plain
 
 
@@ -256,71 +261,3 @@ class _Console(Console):
                 self.file.flush()
                 return
         super().print(*objects, **kwargs)
-
-
-def junit_xml(report: Report | None, reference: str, candidate: str | None, error: BaseException | None = None) -> str:
-    """A JUnit XML report of a verification (what CI systems display): one test suite, one test case per output
-    (a failure with its error and tolerances when it differs), or a single test case with the error when the
-    check could not run (bad input: `error`; a bug in onnxgrow: any other exception)."""
-    import xml.etree.ElementTree as ET
-
-    from .errors import OnnxGrowError, VerificationFailed
-
-    name = f"onnxgrow verify {reference}" + (f" {candidate}" if candidate else "")
-    suites = ET.Element("testsuites")
-    suite = ET.SubElement(suites, "testsuite", name=name)
-    cases: list[ET.Element] = []
-    failures = errors = 0
-    if report is None or error is not None and not isinstance(error, VerificationFailed):
-        case = ET.SubElement(suite, "testcase", classname="onnxgrow.verify", name=str(reference))
-        kind = "error" if isinstance(error, OnnxGrowError) else "internal error"
-        text = str(error).strip().splitlines()[0] if error is not None and str(error).strip() else type(error).__name__
-        ET.SubElement(case, "error", message=f"{kind}: {text}", type=type(error).__name__).text = text
-        cases.append(case)
-        errors = 1
-    else:
-        for o in report.outputs:
-            case = ET.SubElement(suite, "testcase", classname=f"onnxgrow.verify.{reference}", name=f"output {o.name}")
-            detail = (f"shape {'x'.join(map(str, o.shape)) or 'scalar'}, max abs error {fmt(o.max_abs)}, max rel error "
-                      f"{fmt(o.max_rel)}, error / max|reference| {fmt(o.normalised)}, atol {o.atol:g}, rtol {o.rtol:g} "
-                      f"(relative to {o.relative_to})")
-            if not o.passed:
-                ET.SubElement(case, "failure", message=f"{o.name}: {o.reason or 'mismatch'}",
-                              type="VerificationFailed").text = detail
-                failures += 1
-            ET.SubElement(case, "system-out").text = detail
-            cases.append(case)
-        props = ET.SubElement(suite, "properties")
-        for key in ("reference", "candidate", "provider", "iterations", "seed", "relative_to"):
-            value = getattr(report, key)
-            if value is not None:
-                ET.SubElement(props, "property", name=key, value=str(value))
-        suite.remove(props)
-        suite.insert(0, props)
-    for element in (suite, suites):
-        element.set("tests", str(len(cases)))
-        element.set("failures", str(failures))
-        element.set("errors", str(errors))
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
-
-
-def write_junit(path: str, report: Report | None, reference: str, candidate: str | None,
-                error: BaseException | None = None) -> None:
-    """`junit_xml` written to `path` (atomically: a temporary file in the same folder, then renamed)."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    out = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(junit_xml(report, reference, candidate, error))
-        from .io import new_file_mode
-
-        os.chmod(tmp, new_file_mode())
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

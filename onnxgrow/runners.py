@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OnnxGrowError
+from .errors import OnnxGrowError, ParameterError
 
 #: how the candidate of `verify` runs
 RUNTIMES = ("onnxruntime", "torch", "mxnet")
-#: environment variable naming the Python of an MXNet 1.9 environment (else --mxnet-python, else .venv-mxnet)
+#: environment variable naming the Python of an MXNet 1.9 environment (else `mxnet_python`, else .venv-mxnet)
 MXNET_PYTHON_ENV = "ONNXGROW_MXNET_PYTHON"
 
 
@@ -30,7 +30,7 @@ def runtime_for(candidate: object, runtime: str | None) -> str:
     """The runtime of a candidate: `runtime` when given, else torch for a .pt/.pth file and onnxruntime otherwise."""
     if runtime is not None:
         if runtime not in RUNTIMES:
-            raise OnnxGrowError(f"--candidate-runtime {runtime!r}: expected {', '.join(RUNTIMES)}")
+            raise ParameterError("candidate_runtime", f"expected {', '.join(RUNTIMES)}", value=runtime)
         return runtime
     if isinstance(candidate, (str, os.PathLike)) and Path(candidate).suffix.lower() in (".pt", ".pth"):
         return "torch"
@@ -48,13 +48,14 @@ class TorchRunner:
         except ImportError as exc:
             raise OnnxGrowError(f"candidate {path}: running a .pt file needs torch: pip install 'onnxgrow[torch]' "
                                 f"({exc})") from None
-        from .torch import load_module
+        from .export.torch import load_module
 
         self.label = f"candidate {path}"
         self.module = load_module(path).eval()
         self.device = "cuda" if provider == "cuda" else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise OnnxGrowError("--provider cuda: torch sees no CUDA device; use --provider cpu")
+            raise ParameterError("provider", "torch sees no CUDA device; use provider='cpu'", value=provider,
+                                 mentions=("provider='cpu'",))
         self.module.to(self.device)
         self.input_names, self.output_names = input_names, output_names
 
@@ -80,21 +81,21 @@ class TorchRunner:
 
 
 def mxnet_python(given: str | None = None) -> str:
-    """The Python of an MXNet 1.9 environment: `given` (--mxnet-python), else $ONNXGROW_MXNET_PYTHON, else
+    """The Python of an MXNet 1.9 environment: `given` (`mxnet_python`), else $ONNXGROW_MXNET_PYTHON, else
     .venv-mxnet/bin/python in the current folder or next to onnxgrow's source."""
     for candidate in (given, os.environ.get(MXNET_PYTHON_ENV)):
         if candidate:
             path = shutil.which(candidate) or candidate
             if not Path(path).is_file():
-                raise OnnxGrowError(f"--mxnet-python {candidate}: no such Python")
+                raise ParameterError("mxnet_python", "no such Python", value=candidate)
             return str(path)
     for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        path = root / ".venv-mxnet" / "bin" / "python"
-        if path.is_file():
-            return str(path)
-    raise OnnxGrowError("--candidate-runtime mxnet needs the Python of an MXNet 1.9 environment (MXNet needs numpy "
-                        f"< 1.24 and onnx < 1.17): give --mxnet-python PATH or set {MXNET_PYTHON_ENV} "
-                        "(`make .venv-mxnet/.installed` makes .venv-mxnet)")
+        venv = root / ".venv-mxnet" / "bin" / "python"
+        if venv.is_file():
+            return str(venv)
+    raise ParameterError("candidate_runtime", "needs the Python of an MXNet 1.9 environment (MXNet needs numpy < 1.24 "
+                         f"and onnx < 1.17): give mxnet_python=PATH or set {MXNET_PYTHON_ENV} (`make "
+                         ".venv-mxnet/.installed` makes .venv-mxnet)", value="mxnet", mentions=("mxnet_python=PATH",))
 
 
 class MXNetRunner:
@@ -110,15 +111,16 @@ class MXNetRunner:
         return self.run_all([feeds])[0]
 
     def run_all(self, feeds_list: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        script = Path(__file__).resolve().parent / "gluon_run.py"
+        script = Path(__file__).resolve().parent / "export" / "mxnet" / "gluon_run.py"
         with tempfile.TemporaryDirectory(prefix="onnxgrow-mxnet-") as tmp:
             inputs, outputs = os.path.join(tmp, "inputs.npz"), os.path.join(tmp, "outputs.npz")
-            np.savez(inputs, **{f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()})
+            arrays = {f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()}
+            np.savez(inputs, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keyword arrays as bool
             try:
                 res = subprocess.run([self.python, str(script), self.path, inputs, outputs], capture_output=True,
                                      text=True, timeout=3600)
             except OSError as exc:
-                raise OnnxGrowError(f"--mxnet-python {self.python}: cannot run it ({exc})") from None
+                raise ParameterError("mxnet_python", f"cannot run it ({exc})", value=self.python) from None
             if res.returncode != 0:
                 lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
                 why = lines[-1][:300] if lines else f"exit status {res.returncode}"

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .errors import OnnxGrowError, VerificationFailed
-from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, parse_shapes, save_npz
+from .errors import NOTHING, InternalError, OnnxGrowError, ParameterError, VerificationFailed, closest
+from .inputs import InputSpec, check_save_path, generate, input_specs, load_npz, save_npz
 from .io import ModelLike, load, needs_external_data
 from .progress import ProgressFn
 from .stream import skeleton
@@ -27,6 +28,67 @@ DEFAULT_ATOL = 1e-5
 DEFAULT_RTOL = 1e-5
 #: what rtol is relative to: each element's |reference| (Polygraphy), or the output's largest |reference|
 RELATIVE_TO = ("element", "output")
+#: onnxruntime execution providers `provider` may name
+PROVIDERS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """atol and rtol of every output, with per-output values where given (output name -> tolerance).
+
+    A check fails only where the error exceeds both atol and rtol (see `compare`). Every value must be a
+    non-negative number; per-output names must be outputs of the model checked."""
+
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    atol_per_output: Mapping[str, float] = field(default_factory=dict)
+    rtol_per_output: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _tolerance("tolerances.atol", self.atol)
+        _tolerance("tolerances.rtol", self.rtol)
+        for kind in ("atol_per_output", "rtol_per_output"):
+            for name, value in getattr(self, kind).items():
+                _tolerance(f"tolerances.{kind}", value, key=name)
+
+    def of(self, output: str) -> tuple[float, float]:
+        """(atol, rtol) of one output."""
+        return self.atol_per_output.get(output, self.atol), self.rtol_per_output.get(output, self.rtol)
+
+    def check_outputs(self, outputs: Sequence[str]) -> None:
+        """Refuse a per-output tolerance for an output the model does not have."""
+        for kind in ("atol_per_output", "rtol_per_output"):
+            for name in getattr(self, kind):
+                if name not in outputs:
+                    raise ParameterError(f"tolerances.{kind}", f"the model has no output named {name!r}"
+                                         f"{closest(name, list(outputs))}", key=name)
+
+
+def _tolerance(param: str, value: object, key: str | None = None) -> float:
+    """`value` as a tolerance: a non-negative number, else a ParameterError naming `param`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ParameterError(param, "expected a number (per-output values: tolerances=Tolerances(...))",
+                             value=value if key is None else NOTHING, key=key)
+    number = float(value)
+    if number != number:
+        raise ParameterError(param, "tolerance must be a number, not NaN", value=value if key is None else NOTHING,
+                             key=key)
+    if number < 0:
+        raise ParameterError(param, "tolerance must not be negative", value=value if key is None else NOTHING,
+                             key=key)
+    return number
+
+
+def tolerances_of(atol: float | None, rtol: float | None, tolerances: Tolerances | None) -> Tolerances:
+    """The tolerances of a check: `tolerances`, or `atol`/`rtol` (each defaulting to 1e-5) for every output."""
+    if tolerances is not None:
+        if atol is not None or rtol is not None:
+            raise ParameterError("tolerances", "give tolerances or atol/rtol, not both", mentions=("atol", "rtol"))
+        if not isinstance(tolerances, Tolerances):
+            raise ParameterError("tolerances", "expected a Tolerances value", value=tolerances)
+        return tolerances
+    return Tolerances(DEFAULT_ATOL if atol is None else _tolerance("atol", atol),
+                      DEFAULT_RTOL if rtol is None else _tolerance("rtol", rtol))
 
 
 @dataclass
@@ -119,41 +181,12 @@ def check_relative_to(relative_to: str | None, default: str) -> str:
     """`relative_to`, or `default` when None; anything else than RELATIVE_TO is a usage error."""
     value = default if relative_to is None else relative_to
     if value not in RELATIVE_TO:
-        raise OnnxGrowError(f"--relative-to {value!r}: expected {' or '.join(RELATIVE_TO)}")
+        raise ParameterError("relative_to", f"expected {' or '.join(RELATIVE_TO)}", value=value)
     return value
 
 
 def _json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
-
-
-def parse_tolerance(values: list[str] | float | None, default: float, flag: str) -> tuple[float, dict[str, float]]:
-    """`--atol 1e-4` and/or `--atol out:1e-3` (per output) → (default, per-output)."""
-    if values is None:
-        return default, {}
-    if isinstance(values, (int, float)):
-        if values != values or values < 0:
-            raise OnnxGrowError(f"{flag} {values!r}: tolerance must be a non-negative number")
-        return float(values), {}
-    if isinstance(values, str):
-        values = [values]
-    per: dict[str, float] = {}
-    base = default
-    for v in values:
-        name, sep, num = str(v).rpartition(":")
-        try:
-            val = float(num)
-        except ValueError:
-            raise OnnxGrowError(f"{flag} {v!r}: expected a number or NAME:NUMBER") from None
-        if val != val:
-            raise OnnxGrowError(f"{flag} {v!r}: tolerance must be a number, not NaN")
-        if val < 0:
-            raise OnnxGrowError(f"{flag} {v!r}: tolerance must not be negative")
-        if sep:
-            per[name] = val
-        else:
-            base = val
-    return base, per
 
 
 def providers_for(provider: str) -> list[str]:
@@ -164,12 +197,11 @@ def providers_for(provider: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if provider == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise OnnxGrowError(
-                "--provider cuda: this onnxruntime has no CUDA execution provider "
-                f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use --provider cpu"
-            )
+            raise ParameterError("provider", "this onnxruntime has no CUDA execution provider (available: "
+                                 f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use "
+                                 "provider='cpu'", value=provider, mentions=("provider='cpu'",))
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise OnnxGrowError(f"--provider {provider!r}: expected cpu or cuda")
+    raise ParameterError("provider", f"expected {' or '.join(PROVIDERS)}", value=provider)
 
 
 class Runner:
@@ -256,11 +288,12 @@ def verify(
     reference: ModelLike,
     candidate: ModelLike | str | os.PathLike | None = None,
     *,
-    atol: float | list[str] | None = None,
-    rtol: float | list[str] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    tolerances: Tolerances | None = None,
     seed: int = 1,
     iterations: int = 1,
-    input_shapes: dict[str, tuple[int, ...]] | list[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     load_inputs: str | None = None,
     save_inputs: str | None = None,
     provider: str = "cpu",
@@ -274,8 +307,11 @@ def verify(
 ) -> Report:
     """Compare every output of `candidate` with `reference` on shared random (or loaded) inputs.
 
-    `relative_to` is what `rtol` multiplies: "element" (default; each element's |reference|, Polygraphy's
-    meaning) or "output" (the output's largest |reference|; see `compare`).
+    `atol` and `rtol` (default 1e-5 each) hold for every output; `tolerances` gives them per output instead
+    (`Tolerances(atol=..., atol_per_output={"logits": 1e-3})`). `relative_to` is what `rtol` multiplies:
+    "element" (default; each element's |reference|, Polygraphy's meaning) or "output" (the output's largest
+    |reference|; see `compare`). `input_shapes` gives the shapes of dynamic inputs (input name -> dims).
+    A bad value raises a ParameterError naming the parameter.
 
     Other references and candidates (Polygraphy's flags, where they exist):
     - `load_outputs`: the reference outputs come from an .npz file (keyed by output name, e.g. saved by the
@@ -297,41 +333,46 @@ def verify(
     from .inputs import load_outputs_npz
     from .runners import MXNetRunner, TorchRunner, runtime_for
 
-    if iterations < 1:
-        raise OnnxGrowError(f"--iterations {iterations}: must be at least 1")
-    if seed < 0:
-        raise OnnxGrowError(f"--seed {seed}: must not be negative")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ParameterError("iterations", "must be at least 1", value=iterations)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ParameterError("seed", "must not be negative", value=seed)
+    if provider not in PROVIDERS:
+        raise ParameterError("provider", f"expected {' or '.join(PROVIDERS)}", value=provider)
     if load_outputs is not None and candidate is not None:
-        raise OnnxGrowError(f"--load-outputs {load_outputs}: the loaded outputs are the reference; give the one model "
-                            "to check against them, not two")
+        raise ParameterError("load_outputs", "the loaded outputs are the reference; give the one model to check "
+                             "against them, not two", value=load_outputs)
     if candidate is None and load_outputs is None and save_outputs is None:
-        raise OnnxGrowError("give a candidate model to compare with, or --load-outputs (compare with saved outputs) "
-                            "or --save-outputs (only record the model's outputs)")
+        raise ParameterError("", "give a candidate model to compare with, or load_outputs (compare with saved "
+                             "outputs) or save_outputs (only record the model's outputs)",
+                             mentions=("load_outputs", "save_outputs"))
     # the model under test: the candidate, or with loaded outputs the one model given
     tested = reference if load_outputs is not None else candidate
     runtime = runtime_for(tested, candidate_runtime) if tested is not None else "onnxruntime"
     if runtime != "onnxruntime" and isinstance(tested, onnx.ModelProto):
-        raise OnnxGrowError(f"--candidate-runtime {runtime}: give the candidate as a file")
-    for flag, path in (("--save-inputs", save_inputs), ("--save-outputs", save_outputs)):
+        raise ParameterError("candidate_runtime", "give the candidate as a file", value=runtime)
+    for param, path in (("save_inputs", save_inputs), ("save_outputs", save_outputs)):
         if not path:
             continue
-        check_save_path(path, flag)
-        for side, model in (("reference model", reference), ("candidate model", candidate),
-                            ("--load-inputs file", load_inputs), ("--load-outputs file", load_outputs)):
+        check_save_path(path, param)
+        for side, model, mention in (("reference model", reference, ()), ("candidate model", candidate, ()),
+                                     ("load_inputs file", load_inputs, ("load_inputs",)),
+                                     ("load_outputs file", load_outputs, ("load_outputs",))):
             if model is not None and not isinstance(model, onnx.ModelProto) and Path(path).exists() \
                     and Path(model).exists() and os.path.samefile(path, model):
-                raise OnnxGrowError(f"{flag} {path}: is the {side}; onnxgrow never overwrites its input")
+                raise ParameterError(param, f"is the {side}; onnxgrow never overwrites its input", value=path,
+                                     mentions=mention)
     if save_inputs and save_outputs and os.path.abspath(save_inputs) == os.path.abspath(save_outputs):
-        raise OnnxGrowError(f"--save-outputs {save_outputs}: is also the --save-inputs file; give two files")
+        raise ParameterError("save_outputs", "is also the save_inputs file; give two files", value=save_outputs,
+                             mentions=("save_inputs",))
     if load_outputs is not None and runtime == "torch":
-        raise OnnxGrowError(f"--load-outputs {load_outputs}: checks an ONNX model ({reference} is a PyTorch module); "
-                            "check the module against the ONNX file it was exported from: verify MODEL.onnx "
-                            f"{reference}")
+        raise ParameterError("load_outputs", f"checks an ONNX model ({reference} is a PyTorch module); check the "
+                             f"module against the ONNX file it was exported from: verify MODEL.onnx {reference}",
+                             value=load_outputs)
     if tested is not None and runtime != "onnxruntime" and not Path(tested).is_file():
         raise OnnxGrowError(f"{tested}: no such file")
     relative_to = check_relative_to(relative_to, "element")
-    atol_default, atol_per = parse_tolerance(atol, DEFAULT_ATOL, "--atol")
-    rtol_default, rtol_per = parse_tolerance(rtol, DEFAULT_RTOL, "--rtol")
+    tol = tolerances_of(atol, rtol, tolerances)
     providers = providers_for(provider)
     ref_iface, cand_iface = interfaces or (None, None)
     # files are read without external data, and the reference's weights are dropped before the candidate
@@ -341,19 +382,14 @@ def verify(
     elif ref_iface is None:
         ref_iface = skeleton(load(reference, fold=False, external_data=False))[0]  # weights dropped at once
     onnx_candidate = candidate is not None and runtime in ("onnxruntime", "mxnet")
-    if cand_iface is None and onnx_candidate:
+    if cand_iface is None and onnx_candidate and candidate is not None:
         cand_iface = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False,
                                                                                    external_data=False)
-    shapes = parse_shapes(input_shapes) if isinstance(input_shapes, list) else dict(input_shapes or {})
-    specs = input_specs(ref_iface, shapes)
-    if onnx_candidate:
+    specs = input_specs(ref_iface, _shapes(input_shapes))
+    if onnx_candidate and cand_iface is not None:
         _check_same_interface(ref_iface, cand_iface, specs)
     outs = [o.name for o in ref_iface.graph.output]
-    for flag, name, value in [("--atol", n, v) for n, v in atol_per.items()] + [("--rtol", n, v) for n, v in rtol_per.items()]:
-        if name not in outs:
-            from .errors import closest
-
-            raise OnnxGrowError(f"{flag} {name}:{value:g}: the model has no output named {name!r}{closest(name, outs)}")
+    tol.check_outputs(outs)
     # the loaded copies are not needed any more: onnxruntime reads files itself
     del ref_iface, cand_iface
     if load_inputs:
@@ -389,32 +425,36 @@ def verify(
         del ref_run
     if tested is None:  # only recording the outputs
         if save_outputs:
-            save_npz(save_outputs, wants, "--save-outputs")
+            save_npz(save_outputs, wants, "save_outputs")
         if save_inputs:
             save_npz(save_inputs, feeds_list)
         return Report(outputs=[], provider=provider, iterations=len(feeds_list), seed=seed,
                       inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
                       defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
                       relative_to=relative_to, reference=_describe(reference, "onnxruntime"), candidate=None)
+    cand_run: Runner | TorchRunner | None = None
+    gots: list[dict[str, np.ndarray]] | None = None
     if runtime == "torch":
-        cand_run = TorchRunner(tested, [s.name for s in specs], outs, provider)
-        gots = None
+        cand_run = TorchRunner(str(tested), [s.name for s in specs], outs, provider)
     elif runtime == "mxnet":
-        gots = MXNetRunner(tested, outs, mxnet_python).run_all(feeds_list)
+        gots = MXNetRunner(str(tested), outs, mxnet_python).run_all(feeds_list)
     else:
         cand_run = Runner(tested if isinstance(tested, onnx.ModelProto) else str(tested), providers,
                           "candidate" if isinstance(tested, onnx.ModelProto) or interfaces else f"candidate {tested}")
-        gots = None
     advance()
     results: dict[str, OutputResult] = {}
     tested_outputs = []
     for i, (feeds, want) in enumerate(zip(feeds_list, wants)):
-        got = gots[i] if gots is not None else cand_run.run(feeds)
+        if gots is not None:
+            got = gots[i]
+        elif cand_run is not None:
+            got = cand_run.run(feeds)
+        else:  # every runtime sets one of the two
+            raise InternalError("verify: no runner for the candidate")
         if save_outputs and load_outputs is not None:
             tested_outputs.append(got)
         for name, ref in want.items():
-            a = atol_per.get(name, atol_default)
-            r = rtol_per.get(name, rtol_default)
+            a, r = tol.of(name)
             mode = "element" if ref.dtype.kind in "biu" else relative_to  # no rounding to forgive in integers
             if name not in got:
                 res = OutputResult(name, list(ref.shape), float("inf"), float("inf"), False, a, r, "missing in candidate")
@@ -429,8 +469,7 @@ def verify(
             if prev is None or _worse(res, prev):
                 results[name] = res
         advance()
-    if gots is None:
-        del cand_run
+    cand_run = None  # its session's memory goes now, not at return
     if save_inputs:  # on a failure too: they reproduce it
         save_npz(save_inputs, feeds_list)
     report = Report(
@@ -447,8 +486,27 @@ def verify(
     # outputs are a record to check later runs against: written only when the check passed. Against loaded
     # outputs they are the model's own (what Polygraphy saves: the outputs of the runner that ran)
     if save_outputs and report.passed:
-        save_npz(save_outputs, tested_outputs if load_outputs is not None else wants, "--save-outputs")
+        save_npz(save_outputs, tested_outputs if load_outputs is not None else wants, "save_outputs")
     return report
+
+
+def _shapes(input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple[int, ...]]:
+    """`input_shapes` as input name -> dims, each dim a non-negative int; anything else names the parameter."""
+    if input_shapes is None:
+        return {}
+    if not isinstance(input_shapes, Mapping):
+        raise ParameterError("input_shapes", "expected a mapping of input name to dimensions, such as "
+                             "{'x': (1, 3, 224, 224)}", value=input_shapes)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in input_shapes.items():
+        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or \
+                not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
+            raise ParameterError("input_shapes", "dimensions must be a sequence of integers such as (1, 3, 224, 224)",
+                                 key=str(name))
+        if any(d < 0 for d in dims):
+            raise ParameterError("input_shapes", "dimensions must not be negative", key=str(name))
+        shapes[str(name)] = tuple(int(d) for d in dims)
+    return shapes
 
 
 def _describe(model: object, runtime: str) -> str:
@@ -464,7 +522,8 @@ def cannot_verify(exc: OnnxGrowError, model: object) -> OnnxGrowError:
         return exc
     where = "model" if isinstance(model, onnx.ModelProto) else str(model)
     detail = msg.split(": ", 1)[1] if ": " in msg else msg
-    return OnnxGrowError(f"{where}: cannot verify the growth: {detail} (--no-verify writes it unverified)")
+    return ParameterError("", f"{where}: cannot verify the growth: {detail} (check=False writes it unverified)",
+                          mentions=("check=False",))
 
 
 def _worse(a: OutputResult, b: OutputResult) -> bool:

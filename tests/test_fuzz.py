@@ -423,7 +423,7 @@ def _tensors(model: onnx.ModelProto) -> list[str]:
 def _apply(action, model: onnx.ModelProto, dtype: str, **check):
     """Run one action through the API (verifying with onnxgrow's own check, `check` its arguments); returns the
     result's model."""
-    tol = {"atol": [str(TOL[dtype])], "rtol": [str(TOL[dtype])]} if dtype != "float32" else {}
+    tol = {"atol": TOL[dtype], "rtol": TOL[dtype]} if dtype != "float32" else {}
     tol.update(check)
     if action[0] == "deepen":
         _, pick, block, kernel = action

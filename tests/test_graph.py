@@ -101,3 +101,17 @@ def test_index_answers_like_the_graph_and_keeps_in_step_when_a_tensor_is_renamed
     assert index.current(m)
     m.graph.node.append(helper.make_node("Neg", ["x"], ["n"], name="neg"))
     assert not index.current(m)
+
+
+def test_input_slots_say_which_input_a_tensor_is_to_each_reader():
+    """The exporters tell weights from statistics by the input index a tensor fills (BatchNormalization's 3 and 4
+    are running statistics): a node that reads a tensor twice has two slots, empty (omitted) inputs have none."""
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+             helper.make_node("BatchNormalization", ["sq", "s", "b", "mean", "var"], ["bn"], name="bn"),
+             helper.make_node("Clip", ["bn", "", "hi"], ["y"], name="clip")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    slots = {name: [(n.name, k) for n, k in pairs] for name, pairs in G.input_slots(g).items()}
+    assert slots["x"] == [("square", 0), ("square", 1)]
+    assert slots["mean"] == [("bn", 3)] and slots["var"] == [("bn", 4)]
+    assert slots["hi"] == [("clip", 2)] and "" not in slots

@@ -357,7 +357,7 @@ def test_float16_deepen(block, tmp_path):
     h = g.op("Relu", [g.gemm(g.op("Flatten", [h]), 100, 6, "fc1")], name="r2")
     model = g.model(g.gemm(h, 6, 3, "head"))
     for after in ("r1", "r2"):
-        res = deepen_model(model, after, block=block, atol=["2e-3"], rtol=["2e-3"])
+        res = deepen_model(model, after, block=block, atol=2e-3, rtol=2e-3)
         assert {t.data_type for t in res.model.graph.initializer} == {TensorProto.FLOAT16}
         assert_same(model, saved(res.model, tmp_path), tol=2e-3)
 

@@ -163,7 +163,7 @@ def test_float16_weights_grow_in_their_own_type():
     x = g.input([2, 4])
     h = g.op("Relu", [g.gemm(x, 4, 6, "fc1")], name="r1")
     model = g.model(g.gemm(h, 6, 3, "fc2"))
-    result = widen_model(model, {"fc1": "x2"}, atol=["2e-3"], rtol=["2e-3"])
+    result = widen_model(model, {"fc1": "x2"}, atol=2e-3, rtol=2e-3)
     assert {t.data_type for t in result.model.graph.initializer} == {TensorProto.FLOAT16}
     w = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
     old = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-# run as a script from onnxgrow's folder: its modules (mxnet.py, torch.py, io.py, ...) must not shadow the real ones
+# run as a script from onnxgrow's export/mxnet folder: its modules (rules.py, driver.py, ...) must not shadow others
 _here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
