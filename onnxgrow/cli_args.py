@@ -356,9 +356,7 @@ class DeepenArgs(ArgGroup):
         self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
-        from .deepen import BLOCKS
-        from .passes.blocks import ORDERS
-        from .passes.deepen import ACTIVATIONS
+        from .deepen import ACTIVATIONS, BLOCKS, ORDERS
 
         parser.add_argument("--after", required=True, metavar="NAME",
                             help="node or tensor name (identity, residual); for copy: a block id from `inspect`, a "
