@@ -44,12 +44,14 @@ demo: install
 	$(BIN)/onnxgrow widen $(MODEL) -o out/wide.onnx --all x2
 	$(BIN)/onnxgrow inspect out/wide.onnx
 
-# lint first (ruff, configured in pyproject.toml), then the whole suite
+# lint first (ruff check, ruff format --check and mypy, configured in pyproject.toml), then the whole suite
 test: install-test $(MXVENV)/.installed lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m mypy
 
 # a long random search of tests/test_fuzz.py (make test runs 200 examples); FUZZ_EXAMPLES=N to choose
 FUZZ_EXAMPLES ?= 5000

@@ -10,6 +10,7 @@ and prints each as a ratio to the floor (each measured 3 times, the minimum kept
 
 Run:  python bench/graph_layer.py [--layers 12] [--hidden 768] [--markdown FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,10 @@ _SAVE = "onnx.save(m, sys.argv[2])"
 STEPS = {
     "floor": _LOAD + _SAVE,
     "onnxgrow": _LOAD + "from onnxgrow import graph as G; g = m.graph; "
-                "p, c, r = G.producers(g), G.consumers(g, nested=True), G.reads(g); "
-                "n = sum(1 for _ in G.walk(g)); " + _SAVE,
+    "p, c, r = G.producers(g), G.consumers(g, nested=True), G.reads(g); "
+    "n = sum(1 for _ in G.walk(g)); " + _SAVE,
     "graphsurgeon": _LOAD + "import onnx_graphsurgeon as gs; g = gs.import_onnx(m); g.cleanup().toposort(); "
-                    "m = gs.export_onnx(g); " + _SAVE,
+    "m = gs.export_onnx(g); " + _SAVE,
 }
 
 
@@ -59,16 +60,21 @@ def main() -> None:
         size = model.stat().st_size / 2**20
         best = measure(model, out, args.repeats)
     floor_t, floor_m = best["floor"]
-    lines = [f"BERT-style encoder, {args.layers} layers, hidden {args.hidden} ({size:.0f} MiB); "
-             f"minimum of {args.repeats} fresh processes each", "",
-             "| step | seconds | × floor | peak MiB | × floor's peak |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        f"BERT-style encoder, {args.layers} layers, hidden {args.hidden} ({size:.0f} MiB); "
+        f"minimum of {args.repeats} fresh processes each",
+        "",
+        "| step | seconds | × floor | peak MiB | × floor's peak |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, (t, m) in best.items():
         lines.append(f"| {name} | {t:.2f} | {t / floor_t:.2f} | {m:.0f} | {m / floor_m:.2f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
-        args.markdown.write_text("# Graph layer: onnxgrow/graph.py against onnx-graphsurgeon (bench/graph_layer.py)\n\n"
-                                 + text + "\n")
+        args.markdown.write_text(
+            "# Graph layer: onnxgrow/graph.py against onnx-graphsurgeon (bench/graph_layer.py)\n\n" + text + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ timed in the same way). Peak RSS is that of the fastest run.
 Run:  python bench/grow_depth.py                                   (a few minutes; BERT-base needs ~3 GB RAM)
       python bench/grow_depth.py --layers 2 4 --base-hidden 32 --base-layers 2 --repeat 1  (what the test runs)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,13 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grow_speed import build_bert, timed, weights_bytes  # noqa: E402
 
 #: budgets of issue 17
-DEPTH_BUDGET = 2.0   # time / floor at any depth <= 2 x its value at the shallowest
+DEPTH_BUDGET = 2.0  # time / floor at any depth <= 2 x its value at the shallowest
 DEEPEN_BUDGET = 1.2  # deepen --after layers --no-verify <= 1.2 x the floor on BERT-base -> 24 layers
 MEMORY_BUDGET = 1.3  # peak RSS of deepen <= 1.3 x the grown weights
 
-FLOOR = ("import onnx, sys; m = onnx.load(sys.argv[1]); "
-         "onnx.save(m, sys.argv[2], save_as_external_data=sys.argv[3] == '1', "
-         "all_tensors_to_one_file=True, location=sys.argv[2].rsplit('/', 1)[-1] + '.data')")
+FLOOR = (
+    "import onnx, sys; m = onnx.load(sys.argv[1]); "
+    "onnx.save(m, sys.argv[2], save_as_external_data=sys.argv[3] == '1', "
+    "all_tensors_to_one_file=True, location=sys.argv[2].rsplit('/', 1)[-1] + '.data')"
+)
 
 
 def best(cmd: list[str], repeat: int) -> tuple[float, float] | None:
@@ -70,15 +73,33 @@ def depth_rows(work: Path, layers: list[int], repeat: int) -> list[dict]:
         build_bert(src, layers=n, hidden=64, heads=4, ffn=256, vocab=1000)
         nodes = len(onnx.load(str(src), load_external_data=False).graph.node)
         print(f"== {n} layers ({nodes} nodes)", flush=True)
-        row = {"layers": n, "nodes": nodes,
-               "floor": best([py, "-c", FLOOR, str(src), str(work / "floor.onnx"), "0"], repeat)}
+        row = {
+            "layers": n,
+            "nodes": nodes,
+            "floor": best([py, "-c", FLOOR, str(src), str(work / "floor.onnx"), "0"], repeat),
+        }
         _clean(work, "floor.onnx")
         row["inspect"] = best(og + ["inspect", str(src)], repeat)
-        row["widen"] = best(og + ["widen", str(src), "-o", str(work / "wide.onnx"), "--ffn", "x2", "--no-verify"],
-                            repeat)
+        row["widen"] = best(
+            og + ["widen", str(src), "-o", str(work / "wide.onnx"), "--ffn", "x2", "--no-verify"], repeat
+        )
         _clean(work, "wide.onnx")
-        row["deepen"] = best(og + ["deepen", str(src), "-o", str(work / "deep.onnx"), "--block", "copy", "--after",
-                                   "layers", "--approximate", "--no-verify"], repeat)
+        row["deepen"] = best(
+            og
+            + [
+                "deepen",
+                str(src),
+                "-o",
+                str(work / "deep.onnx"),
+                "--block",
+                "copy",
+                "--after",
+                "layers",
+                "--approximate",
+                "--no-verify",
+            ],
+            repeat,
+        )
         row["deep_weights"] = weights_bytes(work / "deep.onnx") if (work / "deep.onnx").exists() else 0
         _clean(work, "deep.onnx")
         _clean(work, src.name)
@@ -91,12 +112,16 @@ COMMANDS = (("inspect", "inspect"), ("widen", "widen --ffn x2"), ("deepen", "dee
 
 
 def depth_report(rows: list[dict]) -> list[str]:
-    lines = ["### Depth scaling: BERT-style encoders, hidden 64 (time / floor; floor = onnx.load + onnx.save of "
-             "the input)", "",
-             "| layers | nodes | floor (s) | " + " | ".join(f"{label} (s)" for _, label in COMMANDS) + " | "
-             + " | ".join(f"{label} / floor" for _, label in COMMANDS)
-             + " | deepen peak MiB | grown weights MiB | peak / grown |",
-             "|---:|---:|---:|" + "---:|" * (2 * len(COMMANDS) + 3)]
+    lines = [
+        "### Depth scaling: BERT-style encoders, hidden 64 (time / floor; floor = onnx.load + onnx.save of the input)",
+        "",
+        "| layers | nodes | floor (s) | "
+        + " | ".join(f"{label} (s)" for _, label in COMMANDS)
+        + " | "
+        + " | ".join(f"{label} / floor" for _, label in COMMANDS)
+        + " | deepen peak MiB | grown weights MiB | peak / grown |",
+        "|---:|---:|---:|" + "---:|" * (2 * len(COMMANDS) + 3),
+    ]
     first: dict[str, float] = {}
     worst: dict[str, float] = {}
     for row in rows:
@@ -113,17 +138,25 @@ def depth_report(rows: list[dict]) -> list[str]:
             else:
                 ratios.append("-")
         grown = row["deep_weights"] / 2**20
-        peak = (f"{row['deepen'][1]:.0f} | {grown:.1f} | {row['deepen'][1] / grown:.2f}" if row["deepen"] and grown
-                else "- | - | -")
-        lines.append(f"| {row['layers']} | {row['nodes']:,} | {floor:.2f} | " if floor else
-                     f"| {row['layers']} | {row['nodes']:,} | failed | ")
+        peak = (
+            f"{row['deepen'][1]:.0f} | {grown:.1f} | {row['deepen'][1] / grown:.2f}"
+            if row["deepen"] and grown
+            else "- | - | -"
+        )
+        lines.append(
+            f"| {row['layers']} | {row['nodes']:,} | {floor:.2f} | "
+            if floor
+            else f"| {row['layers']} | {row['nodes']:,} | failed | "
+        )
         lines[-1] += " | ".join(secs) + " | " + " | ".join(ratios) + f" | {peak} |"
     lines.append("")
     for key, label in COMMANDS:
         if key in worst:
             w = worst[key]
-            lines.append(f"- {label}: time / floor grows {w:.2f} x from {rows[0]['layers']} to {rows[-1]['layers']} "
-                         f"layers: {'OK' if w <= DEPTH_BUDGET else 'MISSED'} (budget {DEPTH_BUDGET})")
+            lines.append(
+                f"- {label}: time / floor grows {w:.2f} x from {rows[0]['layers']} to {rows[-1]['layers']} "
+                f"layers: {'OK' if w <= DEPTH_BUDGET else 'MISSED'} (budget {DEPTH_BUDGET})"
+            )
         else:
             lines.append(f"- {label}: FAILED")
     # the cost of each further node: constant from one depth to the next when the time is linear in the graph
@@ -140,9 +173,11 @@ def depth_report(rows: list[dict]) -> list[str]:
     last = rows[-1]
     if last["deepen"] and last["deep_weights"]:
         r = last["deepen"][1] * 2**20 / last["deep_weights"]
-        lines.append(f"- peak memory of deepen at {last['layers']} layers {r:.2f} x grown weights: "
-                     f"{'OK' if r <= MEMORY_BUDGET else 'MISSED'} (budget {MEMORY_BUDGET}; at hidden 64 the weights "
-                     "are small next to Python, its imports and the graph)")
+        lines.append(
+            f"- peak memory of deepen at {last['layers']} layers {r:.2f} x grown weights: "
+            f"{'OK' if r <= MEMORY_BUDGET else 'MISSED'} (budget {MEMORY_BUDGET}; at hidden 64 the weights "
+            "are small next to Python, its imports and the graph)"
+        )
     return lines
 
 
@@ -160,8 +195,10 @@ def base_rows(work: Path, layers: int, hidden: int, heads: int, ffn: int, vocab:
     external = any(work.glob(deep.name + "*.data"))
     out["floor"] = best([py, "-c", FLOOR, str(deep), str(work / "floor.onnx"), "1" if external else "0"], repeat)
     _clean(work, "floor.onnx")
-    out["title"] = (f"{layers} layers x hidden {hidden} ({out['input'] / 2**20:.0f} MiB) -> {2 * layers} layers "
-                    f"({out['grown'] / 2**20:.0f} MiB)")
+    out["title"] = (
+        f"{layers} layers x hidden {hidden} ({out['input'] / 2**20:.0f} MiB) -> {2 * layers} layers "
+        f"({out['grown'] / 2**20:.0f} MiB)"
+    )
     _clean(work, deep.name)
     _clean(work, src.name)
     return out
@@ -169,11 +206,17 @@ def base_rows(work: Path, layers: int, hidden: int, heads: int, ffn: int, vocab:
 
 def base_report(base: dict) -> list[str]:
     floor, grown = base["floor"], base["grown"]
-    lines = [f"### deepen --block copy --after layers of a BERT-base-sized encoder: {base['title']}", "",
-             "| step | seconds | x floor | peak MiB | x grown weights |", "|---|---:|---:|---:|---:|"]
-    for label, m in (("floor: onnx.load + onnx.save of the result", floor),
-                     ("deepen --after layers --no-verify", base["no_verify"]),
-                     ("deepen --after layers (verified)", base["verified"])):
+    lines = [
+        f"### deepen --block copy --after layers of a BERT-base-sized encoder: {base['title']}",
+        "",
+        "| step | seconds | x floor | peak MiB | x grown weights |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, m in (
+        ("floor: onnx.load + onnx.save of the result", floor),
+        ("deepen --after layers --no-verify", base["no_verify"]),
+        ("deepen --after layers (verified)", base["verified"]),
+    ):
         if m is None:
             lines.append(f"| {label} | failed | | | |")
             continue
@@ -182,13 +225,16 @@ def base_report(base: dict) -> list[str]:
     lines.append("")
     if floor and base["no_verify"]:
         r = base["no_verify"][0] / floor[0]
-        lines.append(f"- deepen (no verify) {r:.2f} x floor: {'OK' if r <= DEEPEN_BUDGET else 'MISSED'} "
-                     f"(budget {DEEPEN_BUDGET})")
+        lines.append(
+            f"- deepen (no verify) {r:.2f} x floor: {'OK' if r <= DEEPEN_BUDGET else 'MISSED'} (budget {DEEPEN_BUDGET})"
+        )
     peaks = [m[1] for m in (base["no_verify"], base["verified"]) if m]
     if peaks and grown:
         r = max(peaks) * 2**20 / grown
-        lines.append(f"- peak memory of deepen {r:.2f} x grown weights: {'OK' if r <= MEMORY_BUDGET else 'MISSED'} "
-                     f"(budget {MEMORY_BUDGET})")
+        lines.append(
+            f"- peak memory of deepen {r:.2f} x grown weights: {'OK' if r <= MEMORY_BUDGET else 'MISSED'} "
+            f"(budget {MEMORY_BUDGET})"
+        )
     return lines
 
 
@@ -210,14 +256,25 @@ def main() -> int:
     try:
         out = depth_report(depth_rows(work, sorted(args.layers), args.repeat))
         if not args.no_base:
-            out += [""] + base_report(base_rows(work, args.base_layers, args.base_hidden, args.base_heads,
-                                                args.base_ffn, args.base_vocab, args.repeat))
+            out += [""] + base_report(
+                base_rows(
+                    work,
+                    args.base_layers,
+                    args.base_hidden,
+                    args.base_heads,
+                    args.base_ffn,
+                    args.base_vocab,
+                    args.repeat,
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    note = (f"(each step a fresh process, the fastest of {args.repeat} runs: times include Python start-up and "
-            "imports; peak MiB is the peak RSS of that process. "
-            f"Load average {load[0]:.1f} on {os.cpu_count()} CPUs at the start, {os.getloadavg()[0]:.1f} at the end: "
-            "the machine was shared with other jobs, so single times are noisy; ratios come from the same run.)")
+    note = (
+        f"(each step a fresh process, the fastest of {args.repeat} runs: times include Python start-up and "
+        "imports; peak MiB is the peak RSS of that process. "
+        f"Load average {load[0]:.1f} on {os.cpu_count()} CPUs at the start, {os.getloadavg()[0]:.1f} at the end: "
+        "the machine was shared with other jobs, so single times are noisy; ratios come from the same run.)"
+    )
     text = "\n".join(out + ["", note])
     print("\n" + text)
     if args.markdown:

@@ -11,6 +11,7 @@ both without and with onnxgrow's onnxruntime check, and prints each time as a ra
 Run:  python bench/grow_transformer.py                        (~110 M -> ~730 M parameters; needs ~12 GB RAM)
       python bench/grow_transformer.py --layers 2 --hidden 32 --heads 4 --ffn 64 --vocab 100   (what the test runs)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grow_speed import build_bert  # noqa: E402
 
-FLOOR = ("import onnx, sys; m = onnx.load(sys.argv[1]); "
-         "onnx.save(m, sys.argv[2], save_as_external_data=True, all_tensors_to_one_file=True, "
-         "location=sys.argv[2].rsplit('/', 1)[-1] + '.data', size_threshold=1024)")
+FLOOR = (
+    "import onnx, sys; m = onnx.load(sys.argv[1]); "
+    "onnx.save(m, sys.argv[2], save_as_external_data=True, all_tensors_to_one_file=True, "
+    "location=sys.argv[2].rsplit('/', 1)[-1] + '.data', size_threshold=1024)"
+)
 
 
 def _timed(cmd: list[str]) -> float:
@@ -63,21 +66,46 @@ def main() -> int:
         rows = []
         for verified in (False, True):
             flag = [] if verified else ["--no-verify"]
-            t_wide = _timed(og + ["widen", str(bert), "-o", str(wide), "--hidden", "x2", "--heads", "x2", "--ffn", "x2",
-                                  "--keep-outputs"] + flag)
-            t_deep = _timed(og + ["deepen", str(wide), "-o", str(deep), "--block", "copy", "--after", "layers",
-                                  "--approximate"] + flag)
+            t_wide = _timed(
+                og
+                + [
+                    "widen",
+                    str(bert),
+                    "-o",
+                    str(wide),
+                    "--hidden",
+                    "x2",
+                    "--heads",
+                    "x2",
+                    "--ffn",
+                    "x2",
+                    "--keep-outputs",
+                ]
+                + flag
+            )
+            t_deep = _timed(
+                og
+                + ["deepen", str(wide), "-o", str(deep), "--block", "copy", "--after", "layers", "--approximate"]
+                + flag
+            )
             label = "verified" if verified else "no verify"
-            rows += [(f"widen --hidden x2 --heads x2 --ffn x2 ({label})", t_wide), (f"deepen --after layers ({label})", t_deep),
-                     (f"both ({label})", t_wide + t_deep)]
+            rows += [
+                (f"widen --hidden x2 --heads x2 --ffn x2 ({label})", t_wide),
+                (f"deepen --after layers ({label})", t_deep),
+                (f"both ({label})", t_wide + t_deep),
+            ]
         t_floor = _timed([sys.executable, "-c", FLOOR, str(deep), str(floor)])
         before, after = _params(bert), _params(deep)
         size = sum(p.stat().st_size for p in work.glob("deep.onnx*"))
-        lines = [f"### BERT-style encoder: {args.layers} layers x hidden {args.hidden} -> "
-                 f"{2 * args.layers} layers x hidden {2 * args.hidden}",
-                 f"parameters {before / 1e6:.1f} M -> {after / 1e6:.1f} M, result {size / 2**20:.0f} MiB", "",
-                 "| step | seconds | x floor |", "|---|---:|---:|",
-                 f"| floor: onnx.load + onnx.save of the result | {t_floor:.2f} | 1.00 |"]
+        lines = [
+            f"### BERT-style encoder: {args.layers} layers x hidden {args.hidden} -> "
+            f"{2 * args.layers} layers x hidden {2 * args.hidden}",
+            f"parameters {before / 1e6:.1f} M -> {after / 1e6:.1f} M, result {size / 2**20:.0f} MiB",
+            "",
+            "| step | seconds | x floor |",
+            "|---|---:|---:|",
+            f"| floor: onnx.load + onnx.save of the result | {t_floor:.2f} | 1.00 |",
+        ]
         lines += [f"| {name} | {t:.2f} | {t / t_floor:.2f} |" for name, t in rows]
         lines += ["", "(each step is a fresh process: times include Python start-up and imports)"]
         text = "\n".join(lines)

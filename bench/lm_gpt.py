@@ -6,6 +6,7 @@ width is a constructor argument so onnxgrow's grown weights load into a bigger i
 `onnxgrow.torch.state_dict_for`. Training runs attention through `scaled_dot_product_attention`; exports
 write it out (q·kᵀ, mask, softmax, ·v) so onnxgrow sees the heads (`exporting()`); both compute the same.
 """
+
 from __future__ import annotations
 
 import contextlib

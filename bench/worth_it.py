@@ -18,6 +18,7 @@ seeds with min-max band), worth_it.md (table), worth_it.json (raw curves).
 
 Run: python bench/worth_it.py [--quick] [--seeds N] [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,17 @@ from onnxgrow.widen import widen_model
 
 STRATEGIES = ("zero", "noise", "net2net")
 METHODS = ("small (trained on)", "big from scratch", "grown: zero", "grown: noise", "grown: net2net")
-COLOURS = {"small (trained on)": "tab:gray", "big from scratch": "black", "grown: zero": "tab:red",
-           "grown: noise": "tab:blue", "grown: net2net": "tab:green"}
+COLOURS = {
+    "small (trained on)": "tab:gray",
+    "big from scratch": "black",
+    "grown: zero": "tab:red",
+    "grown: noise": "tab:blue",
+    "grown: net2net": "tab:green",
+}
 
 
 # -- data -------------------------------------------------------------------------------------------
+
 
 def digits(image: bool = False):
     from sklearn.datasets import load_digits
@@ -61,15 +68,16 @@ def synthetic(n_train: int = 8000, n_val: int = 2000, dim: int = 16, classes: in
     """Labels from a fixed random teacher MLP (16 -> 64 -> 64 -> 5, tanh): nonlinear, learnable."""
     g = torch.Generator().manual_seed(4321)
     x = torch.randn(n_train + n_val, dim, generator=g)
-    w1 = torch.randn(dim, 64, generator=g) / dim ** 0.5 * 2
-    w2 = torch.randn(64, 64, generator=g) / 64 ** 0.5 * 2
-    w3 = torch.randn(64, classes, generator=g) / 64 ** 0.5
+    w1 = torch.randn(dim, 64, generator=g) / dim**0.5 * 2
+    w2 = torch.randn(64, 64, generator=g) / 64**0.5 * 2
+    w3 = torch.randn(64, classes, generator=g) / 64**0.5
     y = (torch.tanh(torch.tanh(x @ w1) @ w2) @ w3).argmax(1)
     x, y = x.numpy(), y.numpy().astype(np.int64)
     return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 # -- models ---------------------------------------------------------------------------------------
+
 
 def mlp(d_in: int, h: int, classes: int, extra: bool = False) -> nn.Sequential:
     layers = [nn.Linear(d_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU()]
@@ -79,9 +87,16 @@ def mlp(d_in: int, h: int, classes: int, extra: bool = False) -> nn.Sequential:
 
 
 def cnn(c: int, h: int, classes: int, extra: bool = False) -> nn.Sequential:
-    layers = [nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
-              nn.Conv2d(c, 2 * c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-              nn.Linear(2 * c * 16, h), nn.ReLU()]
+    layers = [
+        nn.Conv2d(1, c, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c, 2 * c, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * c * 16, h),
+        nn.ReLU(),
+    ]
     if extra:
         layers += [nn.Linear(h, h), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(h, classes))
@@ -123,6 +138,7 @@ def train_flops_per_example(model: nn.Module, x: torch.Tensor) -> int:
 
 
 # -- training ------------------------------------------------------------------------------------
+
 
 class Run:
     """One method's curve: cumulative FLOPs, validation loss and accuracy at each evaluation."""
@@ -166,8 +182,15 @@ def to_onnx(model: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x[:2],), f, dynamo=False, input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "N"}, "y": {0: "N"}})
+        torch.onnx.export(
+            model,
+            (x[:2],),
+            f,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "N"}, "y": {0: "N"}},
+        )
     model.train()
     return onnx.load_from_string(f.getvalue())
 
@@ -232,15 +255,26 @@ def one_seed(task: str, seed: int, cfg) -> dict:
     rng = lambda k: np.random.default_rng(seed * 100 + k)  # noqa: E731
 
     out = {"f_small": f_small, "f_big": f_big, "grow_at": S * f_small * cfg.batch, "budget": budget}
-    pre = train(small, data, S, Run(), f_small, rng=rng(0), evals=max(2, cfg.evals * S // (S + T)),
-                **{k: v for k, v in kw.items() if k != "evals"})
+    pre = train(
+        small,
+        data,
+        S,
+        Run(),
+        f_small,
+        rng=rng(0),
+        evals=max(2, cfg.evals * S // (S + T)),
+        **{k: v for k, v in kw.items() if k != "evals"},
+    )
     snapshot = {k: v.clone() for k, v in small.state_dict().items()}
     curves, dead = {}, {}
     for init in STRATEGIES:
         torch.manual_seed(seed + 2000)
         g = grow(small, data[0], init, seed)
-        at_growth = {f"{n}.weight": m.weight.detach().clone() for n, m in g.named_modules()
-                     if isinstance(m, (nn.Linear, nn.Conv2d))}
+        at_growth = {
+            f"{n}.weight": m.weight.detach().clone()
+            for n, m in g.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d))
+        }
         fg = train_flops_per_example(g, data[0])
         assert fg == f_big, (fg, f_big)
         assert sum(p.numel() for p in g.parameters()) == sum(p.numel() for p in big.parameters())
@@ -259,6 +293,7 @@ def one_seed(task: str, seed: int, cfg) -> dict:
 
 # -- summary ----------------------------------------------------------------------------------------
 
+
 def flops_to_reach(hist, target):
     for f, _, acc in hist:
         if acc >= target:
@@ -271,8 +306,10 @@ def fmt_flops(v):
 
 
 def summarise(results: dict, cfg) -> tuple[str, dict]:
-    lines = ["| task | method | final val acc (%) | GFLOPs to reach scratch's final acc | reached | vs scratch |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| task | method | final val acc (%) | GFLOPs to reach scratch's final acc | reached | vs scratch |",
+        "|---|---|---|---|---|---|",
+    ]
     summary = {}
     for task, seeds in results.items():
         summary[task] = {}
@@ -283,17 +320,24 @@ def summarise(results: dict, cfg) -> tuple[str, dict]:
             reach = [flops_to_reach(s["curves"][m], t) for s, t in zip(seeds, targets)]
             got = [r for r in reach if r is not None]
             ratio = [r / b for r, b in zip(reach, scratch_reach) if r is not None and b]
-            summary[task][m] = {"final_acc_mean": float(np.mean(finals)), "final_acc_std": float(np.std(finals)),
-                                "reach_gflops": [None if r is None else r / 1e9 for r in reach]}
+            summary[task][m] = {
+                "final_acc_mean": float(np.mean(finals)),
+                "final_acc_std": float(np.std(finals)),
+                "reach_gflops": [None if r is None else r / 1e9 for r in reach],
+            }
             reach_s = f"{fmt_flops(np.mean(got))} ± {fmt_flops(np.std(got))}" if got else "—"
             ratio_s = f"{np.mean(ratio):.2f}×" if ratio else "—"
-            lines.append(f"| {task} | {m} | {np.mean(finals):.1f} ± {np.std(finals):.1f} | {reach_s} | "
-                         f"{len(got)}/{len(seeds)} | {ratio_s} |")
+            lines.append(
+                f"| {task} | {m} | {np.mean(finals):.1f} ± {np.std(finals):.1f} | {reach_s} | "
+                f"{len(got)}/{len(seeds)} | {ratio_s} |"
+            )
     budget_lines = []
     for task, seeds in results.items():
         s = seeds[0]
-        budget_lines.append(f"- {task}: small {s['f_small']:,} / big {s['f_big']:,} training FLOPs per example; "
-                            f"grown at {fmt_flops(s['grow_at'])} GFLOPs of a {fmt_flops(s['budget'])} GFLOP budget")
+        budget_lines.append(
+            f"- {task}: small {s['f_small']:,} / big {s['f_big']:,} training FLOPs per example; "
+            f"grown at {fmt_flops(s['grow_at'])} GFLOPs of a {fmt_flops(s['budget'])} GFLOP budget"
+        )
     dead_lines = []
     for init in STRATEGIES:
         parts = []
@@ -304,15 +348,25 @@ def summarise(results: dict, cfg) -> tuple[str, dict]:
             parts.append(f"{task} {d / t:.3f} ({d}/{t})")
         dead_lines.append(f"- `{init}`: " + ", ".join(parts))
     n = len(next(iter(results.values())))
-    md = "\n".join([
-        f"Mean ± std over {n} seed(s); batch {cfg.batch}, Adam lr {cfg.lr}; every method gets the same total "
-        "training-FLOP budget. Target per seed: the big-from-scratch model's final validation accuracy "
-        "(mean of its last 3 evaluations). GFLOPs are cumulative training FLOPs (3 × 2 × MACs per example "
-        "× examples), including the small model's training for the grown runs. \"vs scratch\": GFLOPs to "
-        "reach the target / the from-scratch model's GFLOPs to reach it (< 1 is better), over seeds that reached it.",
-        "", *lines, "", "Budgets:", *budget_lines, "",
-        "Fraction of new (widened) units that never learnt: incoming weights and bias still exactly 0 and outgoing "
-        "weights exactly as at growth, at the end of training (all seeds together):", *dead_lines, ""])
+    md = "\n".join(
+        [
+            f"Mean ± std over {n} seed(s); batch {cfg.batch}, Adam lr {cfg.lr}; every method gets the same total "
+            "training-FLOP budget. Target per seed: the big-from-scratch model's final validation accuracy "
+            "(mean of its last 3 evaluations). GFLOPs are cumulative training FLOPs (3 × 2 × MACs per example "
+            '× examples), including the small model\'s training for the grown runs. "vs scratch": GFLOPs to '
+            "reach the target / the from-scratch model's GFLOPs to reach it (< 1 is better), over seeds that reached it.",
+            "",
+            *lines,
+            "",
+            "Budgets:",
+            *budget_lines,
+            "",
+            "Fraction of new (widened) units that never learnt: incoming weights and bias still exactly 0 and outgoing "
+            "weights exactly as at growth, at the end of training (all seeds together):",
+            *dead_lines,
+            "",
+        ]
+    )
     return md, summary
 
 
@@ -346,8 +400,10 @@ def plot(results: dict, path: Path, cfg) -> None:
         final = np.mean([s["curves"]["big from scratch"][-1][2] for s in seeds]) * 100
         axes[1, c].set_ylim(max(0, final - 25), 100)
     axes[1, 0].legend(loc="lower right")
-    fig.suptitle(f"Is growing worth it? x2 width + 1 layer; mean over {len(results[tasks[0]])} seed(s), "
-                 "band = min–max", fontsize=13)
+    fig.suptitle(
+        f"Is growing worth it? x2 width + 1 layer; mean over {len(results[tasks[0]])} seed(s), band = min–max",
+        fontsize=13,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

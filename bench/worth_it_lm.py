@@ -42,6 +42,7 @@ for the committed run's time), "quick" (`--quick`: tiny sizes, seconds; the test
 (`--device cuda`: a larger model and budget on one GPU, one process; one clear line and exit status 2 when
 CUDA is not available).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,19 +112,58 @@ CONFIGS = {
     # cores: 3.2e12 FLOPs (pilot, 1 seed: big 1.988, small 2.100; a 2-seed run at 4e12 gave big 1.892 ± 0.005,
     # small 2.097 ± 0.002) and the carried AdamW state at the first growth point only (at 4e12 it made no
     # difference at either point). The big model sees 4.1 M tokens, the small one 21.7 M.
-    "cpu": Config("cpu", small=(32, 1, 2), big=(64, 2, 4), ctx=64, batch=64, budget=3.2e12, growth=(0.1, 0.25),
-                  seeds=3, carry=(0.1,), lr_small=3e-2, lr_big=9e-3, val_windows=384),
-    "quick": Config("quick", small=(16, 1, 2), big=(32, 2, 4), ctx=32, batch=8, budget=2.5e9, growth=(0.1, 0.25),
-                    seeds=2, lr_small=6e-3, lr_big=3e-3, warmup=0.1, rewarm=0.1, evals=6, val_windows=16),
+    "cpu": Config(
+        "cpu",
+        small=(32, 1, 2),
+        big=(64, 2, 4),
+        ctx=64,
+        batch=64,
+        budget=3.2e12,
+        growth=(0.1, 0.25),
+        seeds=3,
+        carry=(0.1,),
+        lr_small=3e-2,
+        lr_big=9e-3,
+        val_windows=384,
+    ),
+    "quick": Config(
+        "quick",
+        small=(16, 1, 2),
+        big=(32, 2, 4),
+        ctx=32,
+        batch=8,
+        budget=2.5e9,
+        growth=(0.1, 0.25),
+        seeds=2,
+        lr_small=6e-3,
+        lr_big=3e-3,
+        warmup=0.1,
+        rewarm=0.1,
+        evals=6,
+        val_windows=16,
+    ),
     # one GPU (not run here: no GPU in this project's machines; learning rates not tuned): width × 2 and
     # depth × 2 from 2 layers, so stacked and interleaved copies differ; the big model sees 27 M tokens
     # (2.3 epochs), the small one 180 M (15 epochs)
-    "cuda": Config("cuda", small=(128, 2, 4), big=(256, 4, 8), ctx=256, batch=64, budget=6e14,
-                   growth=(0.1, 0.25), seeds=5, lr_small=4e-3, lr_big=2e-3, evals=40, val_windows=512),
+    "cuda": Config(
+        "cuda",
+        small=(128, 2, 4),
+        big=(256, 4, 8),
+        ctx=256,
+        batch=64,
+        budget=6e14,
+        growth=(0.1, 0.25),
+        seeds=5,
+        lr_small=4e-3,
+        lr_big=2e-3,
+        evals=40,
+        val_windows=512,
+    ),
 }
 
 
 # -- data ----------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Corpus:
@@ -139,8 +179,11 @@ def corpus(val_percent: int) -> Corpus:
     a file is a validation file when sha256(its path in the library) is 0 modulo 100 / val_percent."""
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
-    paths = sorted((p.relative_to(root).as_posix(), p) for p in root.rglob("*.py")
-                   if not skip & set(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_"))
+    paths = sorted(
+        (p.relative_to(root).as_posix(), p)
+        for p in root.rglob("*.py")
+        if not skip & set(p.relative_to(root).parts[:-1]) and not p.name.startswith("test_")
+    )
     if not paths:
         raise SystemExit(f"worth_it_lm: no .py files under {root} (the standard library's source is needed)")
     train, val, digest = [], [], hashlib.sha256()
@@ -169,7 +212,7 @@ class Batches:
 
 def val_windows(val: torch.Tensor, ctx: int, n: int, device: str) -> torch.Tensor:
     starts = np.linspace(0, len(val) - ctx - 1, n).astype(np.int64)
-    return torch.stack([val[s:s + ctx + 1] for s in starts]).long().to(device)
+    return torch.stack([val[s : s + ctx + 1] for s in starts]).long().to(device)
 
 
 @torch.no_grad()
@@ -178,7 +221,7 @@ def bits_per_byte(model: torch.nn.Module, windows: torch.Tensor, chunk: int = 64
     model.eval()
     total = 0.0
     for i in range(0, len(windows), chunk):
-        w = windows[i:i + chunk]
+        w = windows[i : i + chunk]
         logits = model(w[:, :-1])
         total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum").item()
     model.train(was)
@@ -186,6 +229,7 @@ def bits_per_byte(model: torch.nn.Module, windows: torch.Tensor, chunk: int = 64
 
 
 # -- schedules and training ----------------------------------------------------------------------------
+
 
 def lr_at(step: int, steps: int, warmup: int, peak: float, floor: float) -> float:
     """Learning rate of step 1..steps: linear warmup to `peak` over `warmup` steps, then cosine down to
@@ -231,8 +275,17 @@ class Trainer:
         self.grid = cfg.budget / cfg.evals
         self.timing: dict[str, list[float]] = {}  # arch name -> [seconds, tokens]
 
-    def phase(self, name: str, model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int, fpt: int,
-              warmup: int, curve: Curve, first_batch: int) -> None:
+    def phase(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        steps: int,
+        fpt: int,
+        warmup: int,
+        curve: Curve,
+        first_batch: int,
+    ) -> None:
         """`steps` steps of `model` (training FLOPs per token `fpt`) with a schedule of its own."""
         cfg = self.cfg
         per_step = fpt * cfg.batch * cfg.ctx
@@ -266,9 +319,21 @@ class Trainer:
         slot = self.timing.setdefault(name, [0.0, 0.0])
         slot[0] += sec
         slot[1] += steps * cfg.batch * cfg.ctx
-        curve.phases.append({"model": name, "steps": steps, "flops_per_token": fpt, "flops_per_step": per_step,
-                             "warmup": warmup, "first_batch": first_batch, "flops_start": curve.flops,
-                             "flops_end": flops, "lr_last": lr, "lr_floor": cfg.floor * peak, "lr_peak": peak})
+        curve.phases.append(
+            {
+                "model": name,
+                "steps": steps,
+                "flops_per_token": fpt,
+                "flops_per_step": per_step,
+                "warmup": warmup,
+                "first_batch": first_batch,
+                "flops_start": curve.flops,
+                "flops_end": flops,
+                "lr_last": lr,
+                "lr_floor": cfg.floor * peak,
+                "lr_peak": peak,
+            }
+        )
 
 
 def steps_for(flops: float, per_step: int) -> int:
@@ -276,6 +341,7 @@ def steps_for(flops: float, per_step: int) -> int:
 
 
 # -- growth through onnxgrow ---------------------------------------------------------------------------
+
 
 def export(model: GPT, cfg: Config) -> onnx.ModelProto:
     """The small model as ONNX (TorchScript exporter, attention written out, batch and sequence dynamic:
@@ -285,9 +351,16 @@ def export(model: GPT, cfg: Config) -> onnx.ModelProto:
     f = io.BytesIO()
     with cpu.exporting(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(cpu, (ids,), f, dynamo=False, input_names=["ids"], output_names=["logits"],
-                          opset_version=17, dynamic_axes={"ids": {0: "batch", 1: "seq"},
-                                                          "logits": {0: "batch", 1: "seq"}})
+        torch.onnx.export(
+            cpu,
+            (ids,),
+            f,
+            dynamo=False,
+            input_names=["ids"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamic_axes={"ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}},
+        )
     return onnx.load_from_string(f.getvalue())
 
 
@@ -323,8 +396,9 @@ def check_same(small: torch.nn.Module, grown: torch.nn.Module, windows: torch.Te
         x, y = a(ids), b(ids)
     err = float((x - y).abs().max() / x.abs().max().clamp_min(1e-12))
     if not err < 1e-4:
-        raise SystemExit(f"worth_it_lm: the grown module does not compute what the small model did "
-                         f"(normalised error {err:.2e})")
+        raise SystemExit(
+            f"worth_it_lm: the grown module does not compute what the small model did (normalised error {err:.2e})"
+        )
     return err
 
 
@@ -340,8 +414,10 @@ def depth_orders(cfg: Config) -> list[str]:
 
 def same_weights(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
     """Whether two models hold the same weights, compared as sorted multisets of arrays."""
-    key = lambda m: sorted((tuple(t.dims), numpy_helper.to_array(t).tobytes())  # noqa: E731
-                           for t in m.graph.initializer)
+    key = lambda m: sorted(
+        (tuple(t.dims), numpy_helper.to_array(t).tobytes())  # noqa: E731
+        for t in m.graph.initializer
+    )
     return key(a) == key(b)
 
 
@@ -390,8 +466,10 @@ def run_job(cfg: Config, job: Job, data: Corpus, device: str, log) -> dict:
     def done(name: str, curve: Curve) -> None:
         nonlocal t0
         runs[name] = asdict(curve)
-        log(f"  seed {seed} {name}: {curve.points[-1][1]:.3f} bits/byte at {curve.flops:.3g} FLOPs "
-            f"({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"  seed {seed} {name}: {curve.points[-1][1]:.3f} bits/byte at {curve.flops:.3g} FLOPs "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
         t0 = time.perf_counter()
 
     if job.kind in ("big", "small"):
@@ -417,8 +495,10 @@ def run_job(cfg: Config, job: Job, data: Corpus, device: str, log) -> dict:
             other = grown_onnx(small, cfg, seed, "stack")
             if not same_weights(model, other):
                 raise SystemExit("worth_it_lm: with one small layer the stacked and interleaved copies differ")
-            same_orders.append(f"seed {seed}: stacked and interleaved copies of the one small layer are the "
-                               f"same model (every weight equal)")
+            same_orders.append(
+                f"seed {seed}: stacked and interleaved copies of the one small layer are the "
+                f"same model (every weight equal)"
+            )
         for carry in (False, True) if carried(cfg, g) else (False,):
             s = copy.deepcopy(small)
             o = adamw(s, cfg)
@@ -426,9 +506,14 @@ def run_job(cfg: Config, job: Job, data: Corpus, device: str, log) -> dict:
             grown = load_grown(model, s, cfg, device)
             err = check_same(s, grown, windows)
             o2 = ogt.grow_optimizer_state(o, s, grown, model) if carry else adamw(grown, cfg)
-            c = Curve(points=copy.deepcopy(base.points), phases=copy.deepcopy(base.phases),
-                      notes=[f"deepen order {order}; loaded with state_dict_for(base=small); logits match the "
-                             f"small model's to {err:.1e} (normalised)"])
+            c = Curve(
+                points=copy.deepcopy(base.points),
+                phases=copy.deepcopy(base.phases),
+                notes=[
+                    f"deepen order {order}; loaded with state_dict_for(base=small); logits match the "
+                    f"small model's to {err:.1e} (normalised)"
+                ],
+            )
             loaded.add("state_dict_for(base=small)")
             tr.phase("grown", grown, o2, ng, fb, max(1, round(cfg.rewarm * ng)), c, ns)
             done(grown_name(g, order if len(depth_orders(cfg)) > 1 else None, carry), c)
@@ -463,8 +548,17 @@ def _worker_run(cfg: Config, job: Job, device: str) -> dict:
     return run_job(cfg, job, _WORKER["data"], device, lambda s: print(s, flush=True))
 
 
-def run_jobs(cfg: Config, jobs: list[Job], cost: dict[str, float], data: Corpus, device: str, workers: int,
-             threads: int, log, on_seed) -> list[dict]:
+def run_jobs(
+    cfg: Config,
+    jobs: list[Job],
+    cost: dict[str, float],
+    data: Corpus,
+    device: str,
+    workers: int,
+    threads: int,
+    log,
+    on_seed,
+) -> list[dict]:
     """Every job, the most expensive first, over `workers` processes (one: in this process); a seed's merged
     results go to `on_seed` as soon as all its jobs are done. Returns the seeds' results in seed order."""
     order = sorted(jobs, key=lambda j: -cost[j.kind if j.kind != "grown" else f"grown {j.g}"])
@@ -484,8 +578,13 @@ def run_jobs(cfg: Config, jobs: list[Job], cost: dict[str, float], data: Corpus,
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads, cfg.val_percent)) as pool:
+
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(threads, cfg.val_percent),
+        ) as pool:
             futures = {pool.submit(_worker_run, cfg, job, device): job for job in order}
             for fut in as_completed(futures):
                 finished(futures[fut], fut.result())
@@ -493,6 +592,7 @@ def run_jobs(cfg: Config, jobs: list[Job], cost: dict[str, float], data: Corpus,
 
 
 # -- summary -------------------------------------------------------------------------------------------
+
 
 def reach(points: list[list[float]], target: float) -> float | None:
     """Training FLOPs at which a curve first gets to `target` bits/byte (linear between evaluations)."""
@@ -523,8 +623,12 @@ def summarise(cfg: Config, seeds: list[dict]) -> dict:
     for m in methods:
         got = [reach(s["runs"][m]["points"], t) for s, t in zip(seeds, targets)]
         frac = [r / cfg.budget for r in got if r is not None]
-        rows[m] = {"final": final[m], "reach_fraction": [None if r is None else r / cfg.budget for r in got],
-                   "reached": len(frac), "vs_big": None if m == BIG else compare(final[m], final[BIG])}
+        rows[m] = {
+            "final": final[m],
+            "reach_fraction": [None if r is None else r / cfg.budget for r in got],
+            "reached": len(frac),
+            "vs_big": None if m == BIG else compare(final[m], final[BIG]),
+        }
     gap = float(np.mean(final[SMALL]) - np.mean(final[BIG]))
     spread = float(np.hypot(np.std(final[SMALL]), np.std(final[BIG])))
     capacity = {"gap": gap, "spread": spread, "passed": bool(gap > 0 and gap > 3 * spread)}
@@ -537,73 +641,101 @@ def verdict(cfg: Config, summary: dict) -> list[str]:
     n = len(rows[BIG]["final"])
     out = []
     if cap["passed"]:
-        out.append(f"Capacity check passed: the small model trained for the whole budget ends at "
-                   f"{pm(rows[SMALL]['final'])} bits/byte, the big one at {pm(rows[BIG]['final'])}: "
-                   f"{cap['gap']:.3f} worse, {cap['gap'] / max(cap['spread'], 1e-9):.0f}× the combined std.")
+        out.append(
+            f"Capacity check passed: the small model trained for the whole budget ends at "
+            f"{pm(rows[SMALL]['final'])} bits/byte, the big one at {pm(rows[BIG]['final'])}: "
+            f"{cap['gap']:.3f} worse, {cap['gap'] / max(cap['spread'], 1e-9):.0f}× the combined std."
+        )
     else:
-        out.append(f"WARNING: capacity check failed: the small model ({pm(rows[SMALL]['final'])} bits/byte) is not "
-                   f"clearly worse than the big one ({pm(rows[BIG]['final'])}) at this budget (gap "
-                   f"{cap['gap']:.3f}, needed > 3 × {cap['spread']:.3f}); this run cannot judge growth.")
+        out.append(
+            f"WARNING: capacity check failed: the small model ({pm(rows[SMALL]['final'])} bits/byte) is not "
+            f"clearly worse than the big one ({pm(rows[BIG]['final'])}) at this budget (gap "
+            f"{cap['gap']:.3f}, needed > 3 × {cap['spread']:.3f}); this run cannot judge growth."
+        )
     wins, ties, losses = [], [], []
     for m, r in rows.items():
         if not m.startswith("grown"):
             continue
         fr = [f for f in r["reach_fraction"] if f is not None]
         word = r["vs_big"].split("(")[1].rstrip(")")
-        reach_s = (f"reached the big model's final loss at {pm(fr, 2)} of its compute in {r['reached']}/{n} seeds"
-                   if fr else f"did not reach the big model's final loss within the budget in any of {n} seeds")
+        reach_s = (
+            f"reached the big model's final loss at {pm(fr, 2)} of its compute in {r['reached']}/{n} seeds"
+            if fr
+            else f"did not reach the big model's final loss within the budget in any of {n} seeds"
+        )
         line = f"{m}: final {pm(r['final'])} bits/byte, {r['vs_big']} against big from scratch; {reach_s}."
         out.append(line)
         clear_saving = r["reached"] == n and np.mean(fr) + np.std(fr) < 1.0
-        (wins if word == "better" or (word == "no difference" and clear_saving) else
-         losses if word == "worse" else ties).append(m)
+        (
+            wins
+            if word == "better" or (word == "no difference" and clear_saving)
+            else losses
+            if word == "worse"
+            else ties
+        ).append(m)
     for g in cfg.growth:  # carried-over AdamW state against a fresh AdamW, per growth point and depth order
         for m in rows:
             twin = m.replace("(fresh AdamW)", "(AdamW state carried)")
             if m.startswith(f"grown at {g:.0%}") and m.endswith("(fresh AdamW)") and twin in rows:
-                out.append(f"{twin[:-len(' (AdamW state carried)')]}: AdamW state carried against a fresh AdamW: "
-                           f"{compare(rows[twin]['final'], rows[m]['final'])}.")
+                out.append(
+                    f"{twin[: -len(' (AdamW state carried)')]}: AdamW state carried against a fresh AdamW: "
+                    f"{compare(rows[twin]['final'], rows[m]['final'])}."
+                )
     if not cap["passed"]:
         out.append("Verdict: none (the capacity check failed).")
     elif wins:
         best = min(wins, key=lambda m: np.mean([f for f in rows[m]["reach_fraction"] if f is not None] or [9]))
         fr = [f for f in rows[best]["reach_fraction"] if f is not None]
         saving = f", saving {1 - np.mean(fr):.0%} of the big model's training compute" if fr else ""
-        out.append(f"Verdict: growing paid off here: {best} matched or beat the big model trained from scratch "
-                   f"at equal FLOPs{saving}.")
+        out.append(
+            f"Verdict: growing paid off here: {best} matched or beat the big model trained from scratch "
+            f"at equal FLOPs{saving}."
+        )
     elif ties and not losses:
-        out.append("Verdict: no gain: the grown runs end where the big model trained from scratch ends "
-                   "(no difference at equal FLOPs), so growing did not save compute in this experiment.")
+        out.append(
+            "Verdict: no gain: the grown runs end where the big model trained from scratch ends "
+            "(no difference at equal FLOPs), so growing did not save compute in this experiment."
+        )
     elif ties:
-        out.append("Verdict: no gain: no grown run beat the big model trained from scratch at equal FLOPs; "
-                   f"{', '.join(losses)} ended worse.")
+        out.append(
+            "Verdict: no gain: no grown run beat the big model trained from scratch at equal FLOPs; "
+            f"{', '.join(losses)} ended worse."
+        )
     else:
-        out.append("Verdict: not worth it here: every grown run ended worse than the big model trained from "
-                   "scratch at equal FLOPs.")
+        out.append(
+            "Verdict: not worth it here: every grown run ended worse than the big model trained from "
+            "scratch at equal FLOPs."
+        )
     if cap["passed"] and wins and losses:
         out.append(f"Not every growth paid off: {', '.join(losses)} ended worse than the big model from scratch.")
-    out.append(f"Caveat: the big-from-scratch baseline's schedule is fully decayed at the same budget, the strict "
-               f"comparison under which \"No Train No Gain\" (Kaddour et al., 2023) saw the gains of layer stacking "
-               f"vanish; this is one pair of small models (d {cfg.small[0]} × {cfg.small[1]} → d {cfg.big[0]} × "
-               f"{cfg.big[1]}), one budget ({cfg.budget:.3g} FLOPs) and {n} seeds of byte-level text, and says "
-               f"nothing by itself about large models or other budgets.")
+    out.append(
+        f"Caveat: the big-from-scratch baseline's schedule is fully decayed at the same budget, the strict "
+        f'comparison under which "No Train No Gain" (Kaddour et al., 2023) saw the gains of layer stacking '
+        f"vanish; this is one pair of small models (d {cfg.small[0]} × {cfg.small[1]} → d {cfg.big[0]} × "
+        f"{cfg.big[1]}), one budget ({cfg.budget:.3g} FLOPs) and {n} seeds of byte-level text, and says "
+        f"nothing by itself about large models or other budgets."
+    )
     return out
 
 
 def table(cfg: Config, summary: dict) -> list[str]:
     rows = summary["rows"]
     n = len(rows[BIG]["final"])
-    lines = ["| method | final val bits/byte | Δ vs big from scratch | FLOPs to reach big's final / big's | reached |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| method | final val bits/byte | Δ vs big from scratch | FLOPs to reach big's final / big's | reached |",
+        "|---|---|---|---|---|",
+    ]
     for m, r in rows.items():
         fr = [f for f in r["reach_fraction"] if f is not None]
-        lines.append(f"| {m} | {pm(r['final'])} | {r['vs_big'] or '—'} | {pm(fr, 2) if fr else '—'} | "
-                     f"{r['reached']}/{n} |")
+        lines.append(
+            f"| {m} | {pm(r['final'])} | {r['vs_big'] or '—'} | {pm(fr, 2) if fr else '—'} | {r['reached']}/{n} |"
+        )
     return lines
 
 
-def describe(cfg: Config, data: Corpus, loaded: list[str], orders: list[str], fs: int, fb: int,
-             seeds: int) -> list[str]:
+def describe(
+    cfg: Config, data: Corpus, loaded: list[str], orders: list[str], fs: int, fb: int, seeds: int
+) -> list[str]:
     (d0, l0, h0), (d1, l1, h1) = cfg.small, cfg.big
     ps, pb = (sum(p.numel() for p in GPT(**arch(a, cfg)).parameters()) for a in (cfg.small, cfg.big))
     return [
@@ -617,14 +749,22 @@ def describe(cfg: Config, data: Corpus, loaded: list[str], orders: list[str], fs
         f"Data: {data.root} (Python {sys.version.split()[0]}), {data.files[0]} training files "
         f"({len(data.train):,} bytes) and {data.files[1]} validation files ({len(data.val):,} bytes), "
         f"sha256 {data.sha256[:16]}…; validation bits/byte on {cfg.val_windows} fixed windows of {cfg.ctx} bytes.",
-        f"Growth: export (TorchScript) → `widen_model` → `deepen_model(\"layers\", block=\"copy\", "
+        f'Growth: export (TorchScript) → `widen_model` → `deepen_model("layers", block="copy", '
         f"order=…)` ({' and '.join(depth_orders(cfg))}) → {', '.join(loaded) or '—'} → logits checked against the "
         f"small model's; each grown model trains on with a fresh AdamW"
-        + (" and with the small run's AdamW state carried over (`grow_optimizer_state`)" if cfg.carry is None else
-           f"; grown at {', '.join(f'{g:.0%}' for g in cfg.growth if carried(cfg, g)) or 'no point'} also with the "
-           f"small run's AdamW state carried over (`grow_optimizer_state`)") + "."
-        + (f" With one small layer the two depth orders give the same model ({len(orders)} seed(s) checked: every "
-           f"weight equal), so one runs." if orders else ""),
+        + (
+            " and with the small run's AdamW state carried over (`grow_optimizer_state`)"
+            if cfg.carry is None
+            else f"; grown at {', '.join(f'{g:.0%}' for g in cfg.growth if carried(cfg, g)) or 'no point'} also with the "
+            f"small run's AdamW state carried over (`grow_optimizer_state`)"
+        )
+        + "."
+        + (
+            f" With one small layer the two depth orders give the same model ({len(orders)} seed(s) checked: every "
+            f"weight equal), so one runs."
+            if orders
+            else ""
+        ),
     ]
 
 
@@ -662,8 +802,11 @@ def plot(cfg: Config, seeds: list[dict], path: Path) -> None:
     axes[0, 0].set_ylabel("validation bits/byte")
     lo = min(float(np.min([p[1] for s in seeds for r in s["runs"].values() for p in r["points"]])), min(finals))
     axes[0, 0].set_ylim(lo - 0.05, float(np.mean(finals)) + 1.0)
-    fig.suptitle(f"Is growing worth it? d{cfg.small[0]}×{cfg.small[1]} → d{cfg.big[0]}×{cfg.big[1]}, byte-level "
-                 f"stdlib; mean ± std over {len(seeds)} seeds; dashed: big's final", fontsize=11)
+    fig.suptitle(
+        f"Is growing worth it? d{cfg.small[0]}×{cfg.small[1]} → d{cfg.big[0]}×{cfg.big[1]}, byte-level "
+        f"stdlib; mean ± std over {len(seeds)} seeds; dashed: big's final",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -679,6 +822,7 @@ def update_readme(path: Path, text: str) -> None:
 
 
 # -- main ----------------------------------------------------------------------------------------------
+
 
 def throughput(cfg: Config, data: Corpus, device: str, steps: int = 6) -> dict[str, float]:
     """Training tokens per second of the small and big models (a few steps after one warm-up step)."""
@@ -723,35 +867,65 @@ def estimate(costs: dict[str, float], seeds: int, workers: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and budget (a smoke run of seconds)")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda runs the larger 'cuda' configuration on a GPU")
+    ap.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda runs the larger 'cuda' configuration on a GPU"
+    )
     ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the configuration's)")
-    ap.add_argument("--jobs", type=int, default=None,
-                    help="runs trained at once, each in its own process (default: one per CPU core, at most 2; "
-                         "1 with --device cuda)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="runs trained at once, each in its own process (default: one per CPU core, at most 2; "
+        "1 with --device cuda)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads of each process (default 1)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the plot, table and JSON go")
     ap.add_argument("--readme", type=Path, default=None, help="also write the results into this README")
     ap.add_argument("--budget", type=float, default=None, help="training FLOPs per run (default: the configuration's)")
-    ap.add_argument("--lr", type=float, default=None, help="peak learning rate of every run (default: the configuration's)")
+    ap.add_argument(
+        "--lr", type=float, default=None, help="peak learning rate of every run (default: the configuration's)"
+    )
     ap.add_argument("--ctx", type=int, default=None, help="context length (default: the configuration's)")
     ap.add_argument("--batch", type=int, default=None, help="batch size (default: the configuration's)")
-    ap.add_argument("--growth", type=float, nargs="+", default=None,
-                    help="growth points as fractions of the budget (default: the configuration's)")
-    ap.add_argument("--resummarise", type=Path, default=None, metavar="JSON",
-                    help="no training: summarise the results in this JSON (worth_it_lm.json or .partial.json)")
-    ap.add_argument("--runs", nargs="+", choices=("big", "small", "grown"), default=["big", "small", "grown"],
-                    help="which runs to do (a pilot); the summary needs big and small")
+    ap.add_argument(
+        "--growth",
+        type=float,
+        nargs="+",
+        default=None,
+        help="growth points as fractions of the budget (default: the configuration's)",
+    )
+    ap.add_argument(
+        "--resummarise",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="no training: summarise the results in this JSON (worth_it_lm.json or .partial.json)",
+    )
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        choices=("big", "small", "grown"),
+        default=["big", "small", "grown"],
+        help="which runs to do (a pilot); the summary needs big and small",
+    )
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("worth_it_lm: --device cuda: CUDA is not available here (torch.cuda.is_available() is False)",
-              file=sys.stderr)
+        print(
+            "worth_it_lm: --device cuda: CUDA is not available here (torch.cuda.is_available() is False)",
+            file=sys.stderr,
+        )
         return 2
     cfg = CONFIGS["quick" if args.quick else args.device]
     if args.budget or args.growth or args.ctx or args.batch or args.lr:
-        cfg = replace(cfg, budget=args.budget or cfg.budget, growth=tuple(args.growth or cfg.growth),
-                      ctx=args.ctx or cfg.ctx, batch=args.batch or cfg.batch,
-                      lr_small=args.lr or cfg.lr_small, lr_big=args.lr or cfg.lr_big)
+        cfg = replace(
+            cfg,
+            budget=args.budget or cfg.budget,
+            growth=tuple(args.growth or cfg.growth),
+            ctx=args.ctx or cfg.ctx,
+            batch=args.batch or cfg.batch,
+            lr_small=args.lr or cfg.lr_small,
+            lr_big=args.lr or cfg.lr_big,
+        )
     warnings.filterwarnings("ignore", module="onnx2torch")
     seeds = args.seeds or cfg.seeds
     workers = args.jobs or (1 if args.device == "cuda" else max(1, min(2, len(os.sched_getaffinity(0)))))
@@ -762,8 +936,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     log = lambda s: print(s, flush=True)  # noqa: E731
     data = corpus(cfg.val_percent)
-    log(f"corpus: {data.root}: {data.files[0]} train files, {len(data.train):,} bytes; {data.files[1]} validation "
-        f"files, {len(data.val):,} bytes; sha256 {data.sha256}")
+    log(
+        f"corpus: {data.root}: {data.files[0]} train files, {len(data.train):,} bytes; {data.files[1]} validation "
+        f"files, {len(data.val):,} bytes; sha256 {data.sha256}"
+    )
     results, partial, before = [], args.out / "worth_it_lm.partial.json", 0.0
     if args.resummarise:  # the training of an earlier run, summarised again (its seeds and configuration)
         saved = json.loads(args.resummarise.read_text())
@@ -775,17 +951,28 @@ def main(argv: list[str] | None = None) -> int:
     tps = saved.get("throughput_probe", {}) if args.resummarise else throughput(cfg, data, args.device)
     if not args.resummarise:
         costs = job_costs(cfg, tps)
-        log(f"throughput ({args.threads} thread(s)): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
+        log(
+            f"throughput ({args.threads} thread(s)): small {tps['small']:,.0f} tokens/s ({tps['small'] * fs / 1e9:.1f} "
             f"GFLOP/s), big {tps['big']:,.0f} tokens/s ({tps['big'] * fb / 1e9:.1f} GFLOP/s); config {cfg.name}: "
-            f"training alone needs about {estimate(costs, seeds, workers) / 60:.1f} min with {workers} process(es)")
+            f"training alone needs about {estimate(costs, seeds, workers) / 60:.1f} min with {workers} process(es)"
+        )
 
         def on_seed(done: list[dict]) -> None:  # finished seeds, kept until the summary is written
             partial.parent.mkdir(parents=True, exist_ok=True)
-            partial.write_text(json.dumps({"config": asdict(cfg), "results": done, "throughput_probe": tps,
-                                           "elapsed_s": time.perf_counter() - t_start}))
+            partial.write_text(
+                json.dumps(
+                    {
+                        "config": asdict(cfg),
+                        "results": done,
+                        "throughput_probe": tps,
+                        "elapsed_s": time.perf_counter() - t_start,
+                    }
+                )
+            )
 
-        results = run_jobs(cfg, jobs_for(cfg, seeds, tuple(args.runs)), costs, data, args.device, workers,
-                           args.threads, log, on_seed)
+        results = run_jobs(
+            cfg, jobs_for(cfg, seeds, tuple(args.runs)), costs, data, args.device, workers, args.threads, log, on_seed
+        )
     if not {"big", "small"} <= set(args.runs):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "worth_it_lm_pilot.json").write_text(json.dumps({"config": asdict(cfg), "results": results}))
@@ -798,36 +985,86 @@ def main(argv: list[str] | None = None) -> int:
     tab = table(cfg, summary)
     words = verdict(cfg, summary)
     elapsed = before or time.perf_counter() - t_start
-    timing = {k: [sum(r["timing"].get(k, [0, 0])[i] for r in results) for i in (0, 1)]
-              for k in ("small", "big", "grown")}
+    timing = {
+        k: [sum(r["timing"].get(k, [0, 0])[i] for r in results) for i in (0, 1)] for k in ("small", "big", "grown")
+    }
     speed = ", ".join(f"{k} {v[1] / v[0]:,.0f} tokens/s" for k, v in timing.items() if v[0] > 0)
-    foot = (f"FLOPs to reach: the first point (linear between evaluations) where a run's validation bits/byte is at "
-            f"or below the big-from-scratch run's final value of the same seed, over the budget (big itself: 1.00 "
-            f"at its last step); mean ± std over the seeds that reached it. Δ: mean difference of final bits/byte; "
-            f"\"no difference\" when |Δ| ≤ std + std. Whole run: {elapsed / 60:.1f} min ({speed}).")
+    foot = (
+        f"FLOPs to reach: the first point (linear between evaluations) where a run's validation bits/byte is at "
+        f"or below the big-from-scratch run's final value of the same seed, over the budget (big itself: 1.00 "
+        f"at its last step); mean ± std over the seeds that reached it. Δ: mean difference of final bits/byte; "
+        f'"no difference" when |Δ| ≤ std + std. Whole run: {elapsed / 60:.1f} min ({speed}).'
+    )
     args.out.mkdir(parents=True, exist_ok=True)
-    md = "\n".join(["# Is growing worth it? (byte-level language model)", "",
-                    "![validation bits/byte against training FLOPs](worth_it_lm.png)", "",
-                    *[f"- {x}" for x in head], "", *tab, "", foot, "", *[f"- {x}" for x in words], ""])
+    md = "\n".join(
+        [
+            "# Is growing worth it? (byte-level language model)",
+            "",
+            "![validation bits/byte against training FLOPs](worth_it_lm.png)",
+            "",
+            *[f"- {x}" for x in head],
+            "",
+            *tab,
+            "",
+            foot,
+            "",
+            *[f"- {x}" for x in words],
+            "",
+        ]
+    )
     (args.out / "worth_it_lm.md").write_text(md)
-    (args.out / "worth_it_lm.json").write_text(json.dumps({
-        "config": asdict(cfg), "seeds": seeds, "device": args.device, "threads": args.threads, "jobs": workers,
-        "corpus": {"root": data.root, "python": sys.version.split()[0], "train_bytes": len(data.train),
-                   "val_bytes": len(data.val), "files": data.files, "sha256": data.sha256},
-        "depth_orders": depth_orders(cfg), "flops_per_token": {"small": fs, "big": fb}, "throughput_probe": tps,
-        "elapsed_s": elapsed, "summary": summary, "verdict": words, "results": results}))
+    (args.out / "worth_it_lm.json").write_text(
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "seeds": seeds,
+                "device": args.device,
+                "threads": args.threads,
+                "jobs": workers,
+                "corpus": {
+                    "root": data.root,
+                    "python": sys.version.split()[0],
+                    "train_bytes": len(data.train),
+                    "val_bytes": len(data.val),
+                    "files": data.files,
+                    "sha256": data.sha256,
+                },
+                "depth_orders": depth_orders(cfg),
+                "flops_per_token": {"small": fs, "big": fb},
+                "throughput_probe": tps,
+                "elapsed_s": elapsed,
+                "summary": summary,
+                "verdict": words,
+                "results": results,
+            }
+        )
+    )
     plot(cfg, results, args.out / "worth_it_lm.png")
     if partial.exists() and not args.resummarise:
         partial.unlink()
     if args.readme:
         rel = Path("bench/results") if args.out.resolve() == RESULTS.resolve() else args.out
-        update_readme(args.readme, "\n".join([f"![validation bits/byte against training FLOPs]({rel}/worth_it_lm.png)",
-                                              "", *[f"- {x}" for x in head], "", *tab, "", foot, "",
-                                              *[f"**{x}**" if x.startswith(("Verdict", "WARNING")) else x
-                                                for x in words for x in (x, "")]]).rstrip())
+        update_readme(
+            args.readme,
+            "\n".join(
+                [
+                    f"![validation bits/byte against training FLOPs]({rel}/worth_it_lm.png)",
+                    "",
+                    *[f"- {x}" for x in head],
+                    "",
+                    *tab,
+                    "",
+                    foot,
+                    "",
+                    *[f"**{x}**" if x.startswith(("Verdict", "WARNING")) else x for x in words for x in (x, "")],
+                ]
+            ).rstrip(),
+        )
     print("\n".join(["", *head, "", *tab, "", foot, "", *words]))
-    log(f"wrote {args.out / 'worth_it_lm.png'}, {args.out / 'worth_it_lm.md'}, {args.out / 'worth_it_lm.json'} "
-        f"in {elapsed / 60:.1f} min")
+    log(
+        f"wrote {args.out / 'worth_it_lm.png'}, {args.out / 'worth_it_lm.md'}, {args.out / 'worth_it_lm.json'} "
+        f"in {elapsed / 60:.1f} min"
+    )
     return 0
 
 

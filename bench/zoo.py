@@ -22,6 +22,7 @@ value; otherwise the table gives the reason (the one line onnxgrow prints).
 
 Nothing is downloaded: every model is built in code with random weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,29 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' model builders
 
 TORCHVISION = {  # name: input size (the smallest each architecture takes without changing its structure)
-    "alexnet": 224, "vgg11_bn": 224, "resnet18": 64, "resnet50": 64, "resnext50_32x4d": 64, "wide_resnet50_2": 64,
-    "densenet121": 64, "googlenet": 64, "inception_v3": 96, "mobilenet_v2": 64, "mobilenet_v3_small": 64,
-    "mobilenet_v3_large": 64, "efficientnet_b0": 64, "efficientnet_v2_s": 64, "shufflenet_v2_x0_5": 64,
-    "squeezenet1_0": 64, "mnasnet0_5": 64, "regnet_x_400mf": 64, "regnet_y_400mf": 64, "convnext_tiny": 64,
-    "swin_t": 224, "maxvit_t": 224, "vit_b_16": 224,
+    "alexnet": 224,
+    "vgg11_bn": 224,
+    "resnet18": 64,
+    "resnet50": 64,
+    "resnext50_32x4d": 64,
+    "wide_resnet50_2": 64,
+    "densenet121": 64,
+    "googlenet": 64,
+    "inception_v3": 96,
+    "mobilenet_v2": 64,
+    "mobilenet_v3_small": 64,
+    "mobilenet_v3_large": 64,
+    "efficientnet_b0": 64,
+    "efficientnet_v2_s": 64,
+    "shufflenet_v2_x0_5": 64,
+    "squeezenet1_0": 64,
+    "mnasnet0_5": 64,
+    "regnet_x_400mf": 64,
+    "regnet_y_400mf": 64,
+    "convnext_tiny": 64,
+    "swin_t": 224,
+    "maxvit_t": 224,
+    "vit_b_16": 224,
 }
 HF = ("bert", "distilbert", "vit", "gpt2", "llama")
 
@@ -81,8 +100,13 @@ def _torchvision(name: str, exporter: str, path: Path) -> None:
     size = TORCHVISION[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.randn(1, 3, size, size),), str(path), dynamo=exporter == "dynamo",
-                          opset_version=18 if exporter == "dynamo" else 17)
+        torch.onnx.export(
+            module,
+            (torch.randn(1, 3, size, size),),
+            str(path),
+            dynamo=exporter == "dynamo",
+            opset_version=18 if exporter == "dynamo" else 17,
+        )
 
 
 def _hf(name: str, exporter: str, trained: bool, path: Path) -> None:
@@ -94,8 +118,10 @@ def _hf(name: str, exporter: str, trained: bool, path: Path) -> None:
 def _caffe2(name: str, path: Path) -> None:
     import caffe2_models
 
-    model = {"densenet121-caffe2": lambda: caffe2_models.densenet((6, 12, 24, 16), 32, 224, 1000),
-             "inception-v2-caffe2": lambda: caffe2_models.inception_v2(3, 64, 64, 1000)}[name]()
+    model = {
+        "densenet121-caffe2": lambda: caffe2_models.densenet((6, 12, 24, 16), 32, 224, 1000),
+        "inception-v2-caffe2": lambda: caffe2_models.inception_v2(3, 64, 64, 1000),
+    }[name]()
     onnx.save(model, str(path))
 
 
@@ -137,7 +163,8 @@ def normalised_error(original: str, grown: str) -> float:
         for i in ref.get_inputs():
             shape = [d if isinstance(d, int) else 2 for d in i.shape]
             feeds[i.name] = (rng.integers(0, 50, shape) if "int" in i.type else rng.standard_normal(shape)).astype(
-                np.int64 if "int" in i.type else np.float32)
+                np.int64 if "int" in i.type else np.float32
+            )
         for a, b in zip(ref.run(None, feeds), new.run(None, feeds)):
             a, b = a.astype(np.float64), b.astype(np.float64)
             worst = max(worst, float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12)))
@@ -150,9 +177,15 @@ PARAMETRIC = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather"}
 def hidden_layers(model: onnx.ModelProto) -> set[str]:
     """Parametric nodes with another parametric node downstream (data flow through the main graph)."""
     inits = {t.name: t for t in model.graph.initializer}
-    param = {n.name for n in model.graph.node if n.op_type in PARAMETRIC and (
-        (n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2)
-        or (n.op_type != "Gather" and any(i in inits and len(inits[i].dims) >= 2 for i in n.input[:2])))}
+    param = {
+        n.name
+        for n in model.graph.node
+        if n.op_type in PARAMETRIC
+        and (
+            (n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2)
+            or (n.op_type != "Gather" and any(i in inits and len(inits[i].dims) >= 2 for i in n.input[:2]))
+        )
+    }
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -200,8 +233,9 @@ def export_checks(grown: Path, folder: Path) -> tuple[str, str]:
     from onnxgrow.torch import save_module, to_module
 
     def checked(candidate: Path, runtime: str) -> str:
-        rep = verify(grown, candidate, candidate_runtime=runtime, atol=0.0, rtol=EXPORT_TOL, relative_to="output",
-                     iterations=2)
+        rep = verify(
+            grown, candidate, candidate_runtime=runtime, atol=0.0, rtol=EXPORT_TOL, relative_to="output", iterations=2
+        )
         err = rep.worst_normalised
         return f"yes ({err:.1e})" if rep.passed else f"no: outputs differ by {err:.1e} of their largest value"
 
@@ -224,8 +258,9 @@ def export_checks(grown: Path, folder: Path) -> tuple[str, str]:
     return results[0], results[1]
 
 
-def measure(name: str, exporter: str, build: Callable[[Path], None], transformer: bool, folder: Path,
-            exports: bool = False) -> Row:
+def measure(
+    name: str, exporter: str, build: Callable[[Path], None], transformer: bool, folder: Path, exports: bool = False
+) -> Row:
     from onnxgrow import widen_model
     from onnxgrow.widen import inspect_model
 
@@ -267,8 +302,10 @@ def measure(name: str, exporter: str, build: Callable[[Path], None], transformer
 
 def markdown(rows: list[Row], exports: bool = False) -> str:
     extra = " to PyTorch | to MXNet |" if exports else ""
-    lines = ["| model | exporter | parameters (`--all x2`) | hidden layers grown | normalised error | notes |" + extra,
-             "|---|---|---|---:|---:|---|" + ("---|---|" if exports else "")]
+    lines = [
+        "| model | exporter | parameters (`--all x2`) | hidden layers grown | normalised error | notes |" + extra,
+        "|---|---|---|---:|---:|---|" + ("---|---|" if exports else ""),
+    ]
     for r in rows:
         err = "" if r.error is None else f"{r.error:.1e}"
         grown = f"{r.grown}/{r.hidden} ({100 * r.share:.0f} %)" if r.hidden else "-"
@@ -277,15 +314,19 @@ def markdown(rows: list[Row], exports: bool = False) -> str:
     ok = [r for r in rows if r.hidden]
     exact = [r for r in ok if r.error is not None and r.error <= 1e-5]
     lines.append("")
-    lines.append(f"{len(ok)} models grown, {len(exact)} exact (normalised error <= 1e-5); hidden layers grown: "
-                 f"{sum(r.grown for r in ok)}/{sum(r.hidden for r in ok)}; models under 90 %: "
-                 f"{', '.join(f'{r.model} ({r.exporter})' for r in ok if r.share < 0.9) or 'none'}.")
+    lines.append(
+        f"{len(ok)} models grown, {len(exact)} exact (normalised error <= 1e-5); hidden layers grown: "
+        f"{sum(r.grown for r in ok)}/{sum(r.hidden for r in ok)}; models under 90 %: "
+        f"{', '.join(f'{r.model} ({r.exporter})' for r in ok if r.share < 0.9) or 'none'}."
+    )
     if exports:
         for side in ("torch", "mxnet"):
             done = [r for r in ok if getattr(r, side)]
             yes = [r for r in done if getattr(r, side).startswith("yes")]
-            lines.append(f"Grown models that convert to {'PyTorch' if side == 'torch' else 'MXNet 1.9'} and compute "
-                         f"the same there: {len(yes)}/{len(done)}.")
+            lines.append(
+                f"Grown models that convert to {'PyTorch' if side == 'torch' else 'MXNet 1.9'} and compute "
+                f"the same there: {len(yes)}/{len(done)}."
+            )
     return "\n".join(lines)
 
 
@@ -293,8 +334,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="only these models (names as in the table, prefix match)")
     parser.add_argument("--markdown", type=Path, help="write the table to this file")
-    parser.add_argument("--exports", action="store_true",
-                        help="also export each grown model to PyTorch and MXNet and run it there")
+    parser.add_argument(
+        "--exports", action="store_true", help="also export each grown model to PyTorch and MXNet and run it there"
+    )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failures")
     args = parser.parse_args()
     rows = []

@@ -2,6 +2,7 @@
 
 Weights come from a fixed seed, so the files are reproducible. Needs the `torch` extra.
 """
+
 from __future__ import annotations
 
 import sys
@@ -124,8 +125,16 @@ def build(out: Path = HERE) -> list[Path]:
             _randomise_norms(model)
         model.eval()
         path = out / name
-        torch.onnx.export(model, (example,), str(path), input_names=inputs, output_names=["logits"],
-                          dynamic_axes={**dyn, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=inputs,
+            output_names=["logits"],
+            dynamic_axes={**dyn, "logits": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
         made.append(path)
     return made
 

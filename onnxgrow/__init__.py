@@ -1,4 +1,5 @@
 """onnxgrow: grow trained ONNX models (wider, deeper) without changing what they compute."""
+
 from __future__ import annotations
 
 from .deepen import deepen
@@ -8,8 +9,20 @@ from .verify import Report, Tolerances, verify
 from .widen import inspect_model as inspect
 from .widen import widen, widen_model
 
-__all__ = ["OnnxGrowError", "VerificationFailed", "ModelRepaired", "Report", "Tolerances", "load", "save", "verify", "inspect",
-           "widen", "widen_model", "deepen"]
+__all__ = [
+    "OnnxGrowError",
+    "VerificationFailed",
+    "ModelRepaired",
+    "Report",
+    "Tolerances",
+    "load",
+    "save",
+    "verify",
+    "inspect",
+    "widen",
+    "widen_model",
+    "deepen",
+]
 
 
 def _version() -> str:

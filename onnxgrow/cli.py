@@ -1,4 +1,5 @@
 """The `onnxgrow` command: a thin layer over the Python API (argument parsing and printing only)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,22 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
         prog="onnxgrow",
         description="Grow trained ONNX models (wider layers, more layers) without changing what they compute.",
         epilog="Exit status: 0 success, 1 a failed check, 2 bad usage or a bad model, 3 an internal error (a bug in "
-               "onnxgrow or a library it calls: please report it; --debug shows the traceback).",
+        "onnxgrow or a library it calls: please report it; --debug shows the traceback).",
     )
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     parser.add_argument("--version", action="version", version=f"onnxgrow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("verify", help="compare the outputs of two models in onnxruntime",
-                       description="Run REFERENCE and CANDIDATE on the same inputs and compare every output. "
-                                   "CANDIDATE may be the PyTorch module `export --to torch` wrote (.pt) or, with "
-                                   "--candidate-runtime mxnet, the file `export --to mxnet` wrote, run by MXNet. With "
-                                   "--load-outputs, the one model given is compared with outputs saved earlier (by "
-                                   "the framework it came from, or by --save-outputs).")
+    p = sub.add_parser(
+        "verify",
+        help="compare the outputs of two models in onnxruntime",
+        description="Run REFERENCE and CANDIDATE on the same inputs and compare every output. "
+        "CANDIDATE may be the PyTorch module `export --to torch` wrote (.pt) or, with "
+        "--candidate-runtime mxnet, the file `export --to mxnet` wrote, run by MXNet. With "
+        "--load-outputs, the one model given is compared with outputs saved earlier (by "
+        "the framework it came from, or by --save-outputs).",
+    )
     p.add_argument("reference", help="the reference model (.onnx); with --load-outputs, the model to check")
-    p.add_argument("candidate", nargs="?", default=None,
-                   help="the model to check (.onnx, or .pt from export --to torch)")
+    p.add_argument(
+        "candidate", nargs="?", default=None, help="the model to check (.onnx, or .pt from export --to torch)"
+    )
     groups = add_check_groups(p, full=True, title="verification (Polygraphy's meaning of the flags)")
     p.set_defaults(func=_cmd_verify, groups=groups)
 
@@ -77,13 +82,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     else:
         out = console()
         for name in report.defaulted_inputs:
-            out.print(escape(f"input {name}: dynamic dimensions set to {'x'.join(map(str, report.inputs[name]))} "
-                             f"(use --input-shapes {name}:DIMS to choose)"))
+            out.print(
+                escape(
+                    f"input {name}: dynamic dimensions set to {'x'.join(map(str, report.inputs[name]))} "
+                    f"(use --input-shapes {name}:DIMS to choose)"
+                )
+            )
         if report.compared:
             out.print(verify_table(report))
         else:
-            out.print(f"saved the outputs of {args.reference} to {args.save_outputs} ({report.iterations} run(s)); "
-                      "nothing was compared", markup=False)
+            out.print(
+                f"saved the outputs of {args.reference} to {args.save_outputs} ({report.iterations} run(s)); "
+                "nothing was compared",
+                markup=False,
+            )
     if not report.passed:
         sys.stdout.flush()
         raise VerificationFailed(f"verification failed: {report.summary()}", report)
@@ -170,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug in onnxgrow: one line, its own exit status (not the user's fault)
         if args.debug:
             raise
-        print(f"onnxgrow: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(a bug, not a problem with your model: rerun with --debug for a traceback and report it)",
-              file=sys.stderr)
+        print(
+            f"onnxgrow: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            "(a bug, not a problem with your model: rerun with --debug for a traceback and report it)",
+            file=sys.stderr,
+        )
         return INTERNAL_ERROR_EXIT
 
 

@@ -5,6 +5,7 @@ A bad flag value is refused here with a one-line `OnnxGrowError` naming the flag
 about a parameter (`ParameterError`) is worded back with the flag that set the parameter (`flag_message`), so the
 user reads `--iterations 0: must be at least 1` where the API says `iterations=0: must be at least 1`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,6 +51,7 @@ class ArgGroup:
 
 # ------------------------------------------------------------------------------------------- verification
 
+
 def parse_tolerance(values: Sequence[str] | None, default: float, flag: str) -> tuple[float, dict[str, float]]:
     """`--atol 1e-4` and/or `--atol out:1e-3` (per output, repeatable) -> (value for every output, per output)."""
     per: dict[str, float] = {}
@@ -74,9 +76,17 @@ def parse_tolerance(values: Sequence[str] | None, default: float, flag: str) -> 
 class VerificationArgs(ArgGroup):
     """--atol/--rtol (`[NAME:]F`, repeatable) -> `Tolerances`; --relative-to; --provider."""
 
-    flags = {"atol": "--atol", "rtol": "--rtol", "tolerances": "--atol", "tolerances.atol": "--atol",
-             "tolerances.rtol": "--rtol", "tolerances.atol_per_output": "--atol",
-             "tolerances.rtol_per_output": "--rtol", "relative_to": "--relative-to", "provider": "--provider"}
+    flags = {
+        "atol": "--atol",
+        "rtol": "--rtol",
+        "tolerances": "--atol",
+        "tolerances.atol": "--atol",
+        "tolerances.rtol": "--rtol",
+        "tolerances.atol_per_output": "--atol",
+        "tolerances.rtol_per_output": "--rtol",
+        "relative_to": "--relative-to",
+        "provider": "--provider",
+    }
 
     def __init__(self, relative_to_default: str) -> None:
         self.relative_to_default = relative_to_default
@@ -85,18 +95,34 @@ class VerificationArgs(ArgGroup):
         self.provider = PROVIDERS[0]
 
     def add(self, parser: Container) -> None:
-        parser.add_argument("--atol", action="append", metavar="[NAME:]F",
-                            help="absolute tolerance, default 1e-5; NAME:F sets it for one output (repeatable)")
-        parser.add_argument("--rtol", action="append", metavar="[NAME:]F",
-                            help="relative tolerance, default 1e-5; a check fails only when the error exceeds both")
-        parser.add_argument("--relative-to", choices=list(RELATIVE_TO), default=None,
-                            help=f"what --rtol is relative to (default {self.relative_to_default}): element = each "
-                                 "element's |reference| (Polygraphy's meaning: an element fails when its error exceeds "
-                                 "atol and rtol x |its reference|); output = the output's largest |reference| (an "
-                                 "output fails when its largest error exceeds atol and rtol x max |reference|: "
-                                 "float32 rounding of large sums passes)")
-        parser.add_argument("--provider", choices=list(PROVIDERS), default=PROVIDERS[0],
-                            help=f"onnxruntime execution provider (default {PROVIDERS[0]})")
+        parser.add_argument(
+            "--atol",
+            action="append",
+            metavar="[NAME:]F",
+            help="absolute tolerance, default 1e-5; NAME:F sets it for one output (repeatable)",
+        )
+        parser.add_argument(
+            "--rtol",
+            action="append",
+            metavar="[NAME:]F",
+            help="relative tolerance, default 1e-5; a check fails only when the error exceeds both",
+        )
+        parser.add_argument(
+            "--relative-to",
+            choices=list(RELATIVE_TO),
+            default=None,
+            help=f"what --rtol is relative to (default {self.relative_to_default}): element = each "
+            "element's |reference| (Polygraphy's meaning: an element fails when its error exceeds "
+            "atol and rtol x |its reference|); output = the output's largest |reference| (an "
+            "output fails when its largest error exceeds atol and rtol x max |reference|: "
+            "float32 rounding of large sums passes)",
+        )
+        parser.add_argument(
+            "--provider",
+            choices=list(PROVIDERS),
+            default=PROVIDERS[0],
+            help=f"onnxruntime execution provider (default {PROVIDERS[0]})",
+        )
 
     def parse(self, args: argparse.Namespace) -> None:
         from .verify import DEFAULT_ATOL, DEFAULT_RTOL
@@ -120,6 +146,7 @@ class VerificationArgs(ArgGroup):
 
 
 # ------------------------------------------------------------------------------------------------- inputs
+
 
 def parse_shapes(specs: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
     """`name:2x16` (Polygraphy's form, also `name:[2,16]`) -> {name: (2, 16)}."""
@@ -151,13 +178,19 @@ class InputArgs(ArgGroup):
         self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
-        parser.add_argument("--input-shapes", nargs="+", metavar="NAME:DIMS", default=None,
-                            help="shapes for dynamic inputs, e.g. x:2x3x32x32 (default: batch 2, other dynamic dims 16)")
+        parser.add_argument(
+            "--input-shapes",
+            nargs="+",
+            metavar="NAME:DIMS",
+            default=None,
+            help="shapes for dynamic inputs, e.g. x:2x3x32x32 (default: batch 2, other dynamic dims 16)",
+        )
         parser.add_argument("--iterations", type=int, default=1, help="number of random input sets (default 1)")
         if self.full:
             parser.add_argument("--seed", type=int, default=1, help="seed of the random inputs (default 1)")
-            parser.add_argument("--load-inputs", metavar="FILE.npz",
-                                help="use inputs from an .npz file (keys: input names)")
+            parser.add_argument(
+                "--load-inputs", metavar="FILE.npz", help="use inputs from an .npz file (keys: input names)"
+            )
             parser.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used to an .npz file")
 
     def parse(self, args: argparse.Namespace) -> None:
@@ -181,32 +214,53 @@ class InputArgs(ArgGroup):
 class ComparisonArgs(ArgGroup):
     """What the model is compared with and how the candidate runs (verify): saved outputs, runtimes."""
 
-    flags = {"load_outputs": "--load-outputs", "save_outputs": "--save-outputs",
-             "candidate_runtime": "--candidate-runtime", "mxnet_python": "--mxnet-python"}
+    flags = {
+        "load_outputs": "--load-outputs",
+        "save_outputs": "--save-outputs",
+        "candidate_runtime": "--candidate-runtime",
+        "mxnet_python": "--mxnet-python",
+    }
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
-        parser.add_argument("--load-outputs", metavar="FILE.npz",
-                            help="compare MODEL with outputs saved earlier instead of a second model: an .npz keyed "
-                                 "by output name (e.g. written by the framework the model came from, or by "
-                                 "--save-outputs), computed from the inputs given with --load-inputs (or the same "
-                                 "--seed)")
-        parser.add_argument("--save-outputs", metavar="FILE.npz",
-                            help="save the first model's outputs to an .npz file keyed by output name, only when the "
-                                 "check passes (with one model and no --load-outputs: only run it and save them)")
-        parser.add_argument("--candidate-runtime", choices=list(RUNTIMES), default=None,
-                            help="how the candidate runs: onnxruntime, torch (a .pt module written by export --to "
-                                 "torch; the default for .pt files) or mxnet (an .onnx written by export --to mxnet, "
-                                 "imported by MXNet 1.9's Gluon importer in its own Python)")
-        parser.add_argument("--mxnet-python", metavar="PATH",
-                            help="the Python of an MXNet 1.9 environment for --candidate-runtime mxnet (default: "
-                                 "$ONNXGROW_MXNET_PYTHON, else .venv-mxnet/bin/python)")
+        parser.add_argument(
+            "--load-outputs",
+            metavar="FILE.npz",
+            help="compare MODEL with outputs saved earlier instead of a second model: an .npz keyed "
+            "by output name (e.g. written by the framework the model came from, or by "
+            "--save-outputs), computed from the inputs given with --load-inputs (or the same "
+            "--seed)",
+        )
+        parser.add_argument(
+            "--save-outputs",
+            metavar="FILE.npz",
+            help="save the first model's outputs to an .npz file keyed by output name, only when the "
+            "check passes (with one model and no --load-outputs: only run it and save them)",
+        )
+        parser.add_argument(
+            "--candidate-runtime",
+            choices=list(RUNTIMES),
+            default=None,
+            help="how the candidate runs: onnxruntime, torch (a .pt module written by export --to "
+            "torch; the default for .pt files) or mxnet (an .onnx written by export --to mxnet, "
+            "imported by MXNet 1.9's Gluon importer in its own Python)",
+        )
+        parser.add_argument(
+            "--mxnet-python",
+            metavar="PATH",
+            help="the Python of an MXNet 1.9 environment for --candidate-runtime mxnet (default: "
+            "$ONNXGROW_MXNET_PYTHON, else .venv-mxnet/bin/python)",
+        )
 
     def parse(self, args: argparse.Namespace) -> None:
-        self.values = {"load_outputs": args.load_outputs, "save_outputs": args.save_outputs,
-                       "candidate_runtime": args.candidate_runtime, "mxnet_python": args.mxnet_python}
+        self.values = {
+            "load_outputs": args.load_outputs,
+            "save_outputs": args.save_outputs,
+            "candidate_runtime": args.candidate_runtime,
+            "mxnet_python": args.mxnet_python,
+        }
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.values)
@@ -223,13 +277,17 @@ class ReportArgs(ArgGroup):
         if self.json_flag:
             parser.add_argument("--json", action="store_true", help="print a machine-readable report on stdout")
         if self.junit:
-            parser.add_argument("--junit", metavar="FILE.xml",
-                                help="also write a JUnit XML report (one test case per output) for CI systems to "
-                                     "display; written on failures and errors too")
+            parser.add_argument(
+                "--junit",
+                metavar="FILE.xml",
+                help="also write a JUnit XML report (one test case per output) for CI systems to "
+                "display; written on failures and errors too",
+            )
 
 
-def add_check_groups(parser: argparse.ArgumentParser, *, full: bool, json_flag: bool = True,
-                     title: str = "verification") -> list[ArgGroup]:
+def add_check_groups(
+    parser: argparse.ArgumentParser, *, full: bool, json_flag: bool = True, title: str = "verification"
+) -> list[ArgGroup]:
     """The flags of the onnxruntime check in one help section: `full` (verify) adds seeds, input and output files,
     runtimes and --junit; the growth commands and export share the rest. verify's --relative-to defaults to
     element (Polygraphy's meaning); the growth commands' to output. Returns the groups, in order."""
@@ -252,6 +310,7 @@ def check_kwargs(groups: Iterable[ArgGroup]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- growth
+
 
 def _layers(specs: Sequence[str]) -> dict[str, str]:
     """`--layer NAME=SIZE` (repeatable) -> {name: size}."""
@@ -277,8 +336,11 @@ class OutputArgs(ArgGroup):
     def add(self, parser: Container) -> None:
         parser.add_argument("-o", "--output", required=True, help=self.help)
         if self.external_data:
-            parser.add_argument("--save-external-data", action="store_true",
-                                help="write weights to OUTPUT.data (automatic past protobuf's 2 GB limit)")
+            parser.add_argument(
+                "--save-external-data",
+                action="store_true",
+                help="write weights to OUTPUT.data (automatic past protobuf's 2 GB limit)",
+            )
 
     def parse(self, args: argparse.Namespace) -> None:
         self.values = {"output": args.output}
@@ -293,10 +355,21 @@ class WidenArgs(ArgGroup):
     """What `widen` grows and how: --layer NAME=SIZE -> {name: size}, --all xF, the transformer sizes, the
     strategy of new units, and the shared growth switches (--approximate, --no-verify)."""
 
-    flags = {"layers": "--layer", "all": "--all", "heads": "--heads", "ffn": "--ffn", "hidden": "--hidden",
-             "init": "--init", "noise_std": "--noise-std", "seed": "--seed", "keep_outputs": "--keep-outputs",
-             "keep_ties": "--keep-ties", "approximate": "--approximate", "check=False": "--no-verify",
-             "check": "--no-verify"}
+    flags = {
+        "layers": "--layer",
+        "all": "--all",
+        "heads": "--heads",
+        "ffn": "--ffn",
+        "hidden": "--hidden",
+        "init": "--init",
+        "noise_std": "--noise-std",
+        "seed": "--seed",
+        "keep_outputs": "--keep-outputs",
+        "keep_ties": "--keep-ties",
+        "approximate": "--approximate",
+        "check=False": "--no-verify",
+        "check": "--no-verify",
+    }
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -304,41 +377,74 @@ class WidenArgs(ArgGroup):
     def add(self, parser: Container) -> None:
         from .widen import STRATEGIES
 
-        parser.add_argument("--layer", action="append", default=[], metavar="NAME=SIZE",
-                            help="grow the group of NAME (node, weight or group id) to SIZE, xF (factor) or +N "
-                                 "(repeatable)")
+        parser.add_argument(
+            "--layer",
+            action="append",
+            default=[],
+            metavar="NAME=SIZE",
+            help="grow the group of NAME (node, weight or group id) to SIZE, xF (factor) or +N (repeatable)",
+        )
         parser.add_argument("--all", metavar="xF", help="grow every group that is not blocked by a factor F (e.g. x2)")
-        parser.add_argument("--heads", metavar="SIZE", help="transformers: attention heads of every layer (e.g. +2, x2)")
+        parser.add_argument(
+            "--heads", metavar="SIZE", help="transformers: attention heads of every layer (e.g. +2, x2)"
+        )
         parser.add_argument("--ffn", metavar="SIZE", help="transformers: feed-forward width of every layer (e.g. x2)")
-        parser.add_argument("--hidden", metavar="xF",
-                            help="transformers: hidden size (whole copies under LayerNorm/RMSNorm: x2, x3, ...; "
-                                 "net2net)")
-        parser.add_argument("--keep-outputs", action="store_true",
-                            help="let groups that reach a graph output grow; the output is sliced back to its "
-                                 "original units, so the model's interface does not change")
-        parser.add_argument("--keep-ties", action="store_true",
-                            help="refuse to grow a weight shared by nodes that would grow it differently (default: "
-                                 "give each such reader its own copy; exporters merge equal initializers of "
-                                 "unrelated layers)")
-        parser.add_argument("--init", choices=list(STRATEGIES), default=STRATEGIES[0],
-                            help=f"how new units start (default {STRATEGIES[0]}: small random incoming weights, zero "
-                                 "outgoing)")
-        parser.add_argument("--noise-std", type=float, default=0.1,
-                            help="std of new incoming weights relative to the std of the layer's weights "
-                                 "(default 0.1)")
+        parser.add_argument(
+            "--hidden",
+            metavar="xF",
+            help="transformers: hidden size (whole copies under LayerNorm/RMSNorm: x2, x3, ...; net2net)",
+        )
+        parser.add_argument(
+            "--keep-outputs",
+            action="store_true",
+            help="let groups that reach a graph output grow; the output is sliced back to its "
+            "original units, so the model's interface does not change",
+        )
+        parser.add_argument(
+            "--keep-ties",
+            action="store_true",
+            help="refuse to grow a weight shared by nodes that would grow it differently (default: "
+            "give each such reader its own copy; exporters merge equal initializers of "
+            "unrelated layers)",
+        )
+        parser.add_argument(
+            "--init",
+            choices=list(STRATEGIES),
+            default=STRATEGIES[0],
+            help=f"how new units start (default {STRATEGIES[0]}: small random incoming weights, zero outgoing)",
+        )
+        parser.add_argument(
+            "--noise-std",
+            type=float,
+            default=0.1,
+            help="std of new incoming weights relative to the std of the layer's weights (default 0.1)",
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed for new weights and Net2Net choices (default 0)")
-        parser.add_argument("--approximate", action="store_true",
-                            help="grow groups even where no strategy is exact; report the error instead of failing")
+        parser.add_argument(
+            "--approximate",
+            action="store_true",
+            help="grow groups even where no strategy is exact; report the error instead of failing",
+        )
         parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
 
     def parse(self, args: argparse.Namespace) -> None:
         layers = _layers(args.layer)
         if args.all is not None and not args.all.startswith(("x", "*")):
             raise OnnxGrowError(f"--all {args.all!r}: expected a factor such as x2")
-        self.values = {"layers": layers, "all": args.all, "heads": args.heads, "ffn": args.ffn, "hidden": args.hidden,
-                       "init": args.init, "noise_std": args.noise_std, "seed": args.seed,
-                       "keep_outputs": args.keep_outputs, "keep_ties": args.keep_ties,
-                       "approximate": args.approximate, "check": not args.no_verify}
+        self.values = {
+            "layers": layers,
+            "all": args.all,
+            "heads": args.heads,
+            "ffn": args.ffn,
+            "hidden": args.hidden,
+            "init": args.init,
+            "noise_std": args.noise_std,
+            "seed": args.seed,
+            "keep_outputs": args.keep_outputs,
+            "keep_ties": args.keep_ties,
+            "approximate": args.approximate,
+            "check": not args.no_verify,
+        }
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.values)
@@ -348,9 +454,20 @@ class DeepenArgs(ArgGroup):
     """Where `deepen` inserts what: --after, --block, --count, --order, the inserted block's shape, and the shared
     growth switches (--approximate, --no-verify)."""
 
-    flags = {"after": "--after", "block": "--block", "count": "--count", "order": "--order", "hidden": "--hidden",
-             "activation": "--activation", "kernel": "--kernel", "noise_std": "--noise-std", "seed": "--seed",
-             "approximate": "--approximate", "check=False": "--no-verify", "check": "--no-verify"}
+    flags = {
+        "after": "--after",
+        "block": "--block",
+        "count": "--count",
+        "order": "--order",
+        "hidden": "--hidden",
+        "activation": "--activation",
+        "kernel": "--kernel",
+        "noise_std": "--noise-std",
+        "seed": "--seed",
+        "approximate": "--approximate",
+        "check=False": "--no-verify",
+        "check": "--no-verify",
+    }
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
@@ -358,39 +475,75 @@ class DeepenArgs(ArgGroup):
     def add(self, parser: Container) -> None:
         from .deepen import ACTIVATIONS, BLOCKS, ORDERS
 
-        parser.add_argument("--after", required=True, metavar="NAME",
-                            help="node or tensor name (identity, residual); for copy: a block id from `inspect`, a "
-                                 "chain bA-bB (a transformer layer), a comma-separated list of them, or `layers` "
-                                 "(every transformer layer: doubles the depth)")
-        parser.add_argument("--block", choices=list(BLOCKS), default=BLOCKS[0],
-                            help="identity: linear identity layer (+ the same idempotent activation); residual: x + "
-                                 "0·f(x) block; copy: duplicate a residual block with its output projection zeroed "
-                                 f"(default {BLOCKS[0]})")
+        parser.add_argument(
+            "--after",
+            required=True,
+            metavar="NAME",
+            help="node or tensor name (identity, residual); for copy: a block id from `inspect`, a "
+            "chain bA-bB (a transformer layer), a comma-separated list of them, or `layers` "
+            "(every transformer layer: doubles the depth)",
+        )
+        parser.add_argument(
+            "--block",
+            choices=list(BLOCKS),
+            default=BLOCKS[0],
+            help="identity: linear identity layer (+ the same idempotent activation); residual: x + "
+            "0·f(x) block; copy: duplicate a residual block with its output projection zeroed "
+            f"(default {BLOCKS[0]})",
+        )
         parser.add_argument("--count", type=int, default=1, help="how many layers or blocks to insert (default 1)")
-        parser.add_argument("--order", choices=list(ORDERS), default=ORDERS[0],
-                            help="copy: interleave puts each copy right after its block or layer (L0 L0' L1 L1', "
-                                 "default); stack repeats the whole sequence after the last one (L0 L1 L0' L1')")
+        parser.add_argument(
+            "--order",
+            choices=list(ORDERS),
+            default=ORDERS[0],
+            help="copy: interleave puts each copy right after its block or layer (L0 L0' L1 L1', "
+            "default); stack repeats the whole sequence after the last one (L0 L1 L0' L1')",
+        )
         parser.add_argument("--hidden", type=int, help="hidden size of a residual block (default: the tensor's size)")
-        parser.add_argument("--activation", choices=list(ACTIVATIONS), default=ACTIVATIONS[0],
-                            help=f"activation inside a residual block (default {ACTIVATIONS[0]})")
-        parser.add_argument("--kernel", type=int, choices=[1, 3], default=3,
-                            help="kernel size of inserted convolutions (default 3, same padding, stride 1)")
-        parser.add_argument("--noise-std", type=float, default=0.0,
-                            help="noise on identity weights to break symmetry (makes the result approximate)")
+        parser.add_argument(
+            "--activation",
+            choices=list(ACTIVATIONS),
+            default=ACTIVATIONS[0],
+            help=f"activation inside a residual block (default {ACTIVATIONS[0]})",
+        )
+        parser.add_argument(
+            "--kernel",
+            type=int,
+            choices=[1, 3],
+            default=3,
+            help="kernel size of inserted convolutions (default 3, same padding, stride 1)",
+        )
+        parser.add_argument(
+            "--noise-std",
+            type=float,
+            default=0.0,
+            help="noise on identity weights to break symmetry (makes the result approximate)",
+        )
         parser.add_argument("--seed", type=int, default=0, help="seed for new weights (default 0)")
-        parser.add_argument("--approximate", action="store_true",
-                            help="copy post-norm blocks even though the copy changes the outputs; report the error")
+        parser.add_argument(
+            "--approximate",
+            action="store_true",
+            help="copy post-norm blocks even though the copy changes the outputs; report the error",
+        )
         parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
 
     def parse(self, args: argparse.Namespace) -> None:
-        self.values = {"after": args.after, "block": args.block, "count": args.count, "order": args.order,
-                       "hidden": args.hidden, "activation": args.activation, "kernel": args.kernel,
-                       "noise_std": args.noise_std, "seed": args.seed, "approximate": args.approximate,
-                       "check": not args.no_verify}
+        self.values = {
+            "after": args.after,
+            "block": args.block,
+            "count": args.count,
+            "order": args.order,
+            "hidden": args.hidden,
+            "activation": args.activation,
+            "kernel": args.kernel,
+            "noise_std": args.noise_std,
+            "seed": args.seed,
+            "approximate": args.approximate,
+            "check": not args.no_verify,
+        }
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.values)
-
 
 
 #: what `export --to` writes for
@@ -410,15 +563,26 @@ class ExportArgs(ArgGroup):
         self.to = args.to
         if args.to != "torch":
             return
-        given = [flag for flag, value in (("--atol", args.atol), ("--rtol", args.rtol),
-                                          ("--relative-to", args.relative_to), ("--input-shapes", args.input_shapes))
-                 if value is not None] + (["--iterations"] if args.iterations != 1 else []) + \
-            (["--provider"] if args.provider != PROVIDERS[0] else [])
+        given = (
+            [
+                flag
+                for flag, value in (
+                    ("--atol", args.atol),
+                    ("--rtol", args.rtol),
+                    ("--relative-to", args.relative_to),
+                    ("--input-shapes", args.input_shapes),
+                )
+                if value is not None
+            ]
+            + (["--iterations"] if args.iterations != 1 else [])
+            + (["--provider"] if args.provider != PROVIDERS[0] else [])
+        )
         if given:
             raise OnnxGrowError(f"{given[0]}: export --to torch runs no onnxruntime check (the flag is for --to mxnet)")
 
     def kwargs(self) -> dict[str, Any]:
         return {"to": self.to}
+
 
 # ------------------------------------------------------------------------------------------ error wording
 

@@ -1,5 +1,6 @@
 """`deepen`: load, find where the new layers go (onnxgrow.plan.deepen, onnxgrow.analysis.blocks), insert them
 (onnxgrow.passes.insert_layers, onnxgrow.passes.copy_blocks), verify, write."""
+
 from __future__ import annotations
 
 import os
@@ -37,15 +38,34 @@ class DeepenResult(GrowResult):
 
     def to_dict(self) -> dict[str, Any]:
         """What `onnxgrow deepen --json` prints (after "written")."""
-        return {"inserted": self.inserted, "notes": self.notes, "exact": self.exact, **self._counts(),
-                **self._verification()}
+        return {
+            "inserted": self.inserted,
+            "notes": self.notes,
+            "exact": self.exact,
+            **self._counts(),
+            **self._verification(),
+        }
 
 
-def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count: int = 1, hidden: int | None = None,
-                 activation: str = "relu", kernel: int = 3, noise_std: float = 0.0, seed: int = 0,
-                 check: bool = True, approximate: bool = False, order: str = "interleave",
-                 output: str | os.PathLike | None = None, external_data: bool | None = None,
-                 progress: ProgressFn | None = None, **verify_args) -> DeepenResult:
+def deepen_model(
+    model: ModelLike,
+    after: str,
+    *,
+    block: str = "identity",
+    count: int = 1,
+    hidden: int | None = None,
+    activation: str = "relu",
+    kernel: int = 3,
+    noise_std: float = 0.0,
+    seed: int = 0,
+    check: bool = True,
+    approximate: bool = False,
+    order: str = "interleave",
+    output: str | os.PathLike | None = None,
+    external_data: bool | None = None,
+    progress: ProgressFn | None = None,
+    **verify_args,
+) -> DeepenResult:
     """Insert `count` new layers after `after`; verify (raises VerificationFailed on an unexpected mismatch).
 
     `order` (block copy): "interleave" puts each unit's copies right after it (L0 L0' L1 L1'), "stack" after
@@ -101,8 +121,11 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         blocks = find_blocks(grown)
         units = [u.strip() for u in after.split(",")] if after != "layers" else layer_units(blocks)
         if not units or not all(units):
-            raise OnnxGrowError(f"--after {after}: no transformer layer found (see `onnxgrow inspect`)"
-                                if after == "layers" else f"--after {after!r}: expected block ids such as b0,b2-b3")
+            raise OnnxGrowError(
+                f"--after {after}: no transformer layer found (see `onnxgrow inspect`)"
+                if after == "layers"
+                else f"--after {after!r}: expected block ids such as b0,b2-b3"
+            )
         copied = CopyBlocks(units, count, order, blocks=blocks, deferred=deferred)(grown)
         result.inserted, result.notes, result.exact = copied.inserted, copied.notes, copied.exact
         if deferred is not None:
@@ -110,22 +133,36 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
         del copied  # it holds the deferred bytes' sources, dropped before the check
     else:
         if order != "interleave":
-            raise OnnxGrowError(f"--order {order}: only --block copy places copies; identity and residual layers "
-                                "go after --after")
+            raise OnnxGrowError(
+                f"--order {order}: only --block copy places copies; identity and residual layers go after --after"
+            )
         site = find_site(grown, after, infer(grown))
-        inserted = InsertLayers(site, block, count, label=after, hidden=hidden, activation=activation, kernel=kernel,
-                                noise_std=noise_std, seed=seed)(grown)
+        inserted = InsertLayers(
+            site,
+            block,
+            count,
+            label=after,
+            hidden=hidden,
+            activation=activation,
+            kernel=kernel,
+            noise_std=noise_std,
+            seed=seed,
+        )(grown)
         result.inserted, result.notes, result.exact = inserted.inserted, inserted.notes, inserted.exact
         del inserted, site  # they hold the original model, dropped before the check
     result.params_after = parameter_count(grown)
     if not result.exact and not approximate and not noise_std > 0:
-        why = ("a normalisation follows the residual Add (post-norm), so a copy changes the outputs"
-               if any("normalisation follows" in n for n in result.notes) else "the new layers change the outputs")
+        why = (
+            "a normalisation follows the residual Add (post-norm), so a copy changes the outputs"
+            if any("normalisation follows" in n for n in result.notes)
+            else "the new layers change the outputs"
+        )
         raise OnnxGrowError(f"--after {after}: {why}; pass --approximate to write it anyway and see the error")
     if out is None:
         if check:
-            result.report = check_growth(model, grown, model, seed=seed, strict=result.exact, progress=progress,
-                                         **verify_args)
+            result.report = check_growth(
+                model, grown, model, seed=seed, strict=result.exact, progress=progress, **verify_args
+            )
         return result
     if deferred is None:  # deepened in place: written from a skeleton, so no tensor is serialised whole
         grown, deferred = skeleton(grown)
@@ -138,8 +175,16 @@ def deepen_model(model: ModelLike, after: str, *, block: str = "identity", count
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             del original, deferred
             drop_weights(grown)
-            result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=result.exact,
-                                         interfaces=(ref_iface, grown), progress=progress, **verify_args)
+            result.report = check_growth(
+                reference,
+                pending.model_path,
+                model,
+                seed=seed,
+                strict=result.exact,
+                interfaces=(ref_iface, grown),
+                progress=progress,
+                **verify_args,
+            )
         pending.commit()
     return result
 

@@ -1,4 +1,5 @@
 """Helpers for `make demo`: make a perturbed copy of a model to show a failing verification."""
+
 from __future__ import annotations
 
 import sys

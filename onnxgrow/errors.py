@@ -3,6 +3,7 @@
 Exit statuses (the contract CI jobs rely on): 0 success, 1 a failed check (`VerificationFailed`), 2 bad usage
 or a bad model (`OnnxGrowError`), 3 an internal error (a bug in onnxgrow or a library it calls: anything else).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -46,8 +47,15 @@ class ParameterError(OnnxGrowError):
     it with the flag instead (onnxgrow.cli_args). `mentions` lists the other parameters named in `detail`, as
     written there (`load_inputs`, `check=False`), so that the CLI can name their flags too."""
 
-    def __init__(self, param: str, detail: str, *, value: object = NOTHING, key: str | None = None,
-                 mentions: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        param: str,
+        detail: str,
+        *,
+        value: object = NOTHING,
+        key: str | None = None,
+        mentions: tuple[str, ...] = (),
+    ) -> None:
         self.param, self.detail, self.value, self.key, self.mentions = param, detail, value, key, mentions
         super().__init__(f"{self.subject()}: {detail}" if param else detail)
 

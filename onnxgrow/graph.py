@@ -4,6 +4,7 @@ Every pass and analysis asks these questions of a graph; answering them here kee
 bodies read outer-scope tensors, a tensor name may be empty, names must stay unique across nodes and tensors) in
 one place. It works on `onnx.GraphProto` directly, so weights are never copied (see README, "one graph layer").
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -97,8 +98,9 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output if o}
 
 
-def consumers(graph: onnx.GraphProto, nested: bool = False,
-              only: Container[str] | None = None) -> dict[str, list[onnx.NodeProto]]:
+def consumers(
+    graph: onnx.GraphProto, nested: bool = False, only: Container[str] | None = None
+) -> dict[str, list[onnx.NodeProto]]:
     """Tensor name -> the nodes of `graph` that read it, each once, in graph order; with `nested`, a node whose
     subgraphs read an outer tensor counts as its reader too. With `only`, just the tensors in it (cheaper on a
     large graph when a pass asks about a few)."""
@@ -205,8 +207,9 @@ class Index:
         self.outputs = {o.name for o in g.output}
         self.order = {name: k for k, name in enumerate(self.names)}
         #: per node, whether it holds a subgraph (If, Loop, Scan)
-        self.subgraph = [len(n.attribute) > 0 and any(a.type in (_GRAPH, _GRAPHS) for a in n.attribute)
-                         for n in self.nodes]
+        self.subgraph = [
+            len(n.attribute) > 0 and any(a.type in (_GRAPH, _GRAPHS) for a in n.attribute) for n in self.nodes
+        ]
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
         producer, consumers = self.producer, self.consumers

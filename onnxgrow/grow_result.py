@@ -1,4 +1,5 @@
 """What a growth returns: `GrowResult`, the base of `WidenResult` and `DeepenResult`, and parameter counts."""
+
 from __future__ import annotations
 
 import math

@@ -37,6 +37,7 @@ found): weight names, node names and the exporter's module scopes then carry the
 Steps compose in order: a weight of the final model is traced back step by step (`trace`) to the weight of
 the first model it comes from, with the per-axis maps composed.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,6 +51,7 @@ VERSION = 1
 
 
 # -- compact encodings ------------------------------------------------------------------------------
+
 
 def encode_src(src: np.ndarray) -> list[list[int]]:
     """[first, count] runs of consecutive source units (`[-1, n]`: n fresh units)."""
@@ -65,8 +67,10 @@ def encode_src(src: np.ndarray) -> list[list[int]]:
 
 
 def decode_src(runs: list[list[int]]) -> np.ndarray:
-    parts = [np.full(n, -1, dtype=np.int64) if first < 0 else np.arange(first, first + n, dtype=np.int64)
-             for first, n in runs]
+    parts = [
+        np.full(n, -1, dtype=np.int64) if first < 0 else np.arange(first, first + n, dtype=np.int64)
+        for first, n in runs
+    ]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
@@ -91,6 +95,7 @@ def decode_scale(runs: list[list[float]] | None, n: int) -> np.ndarray:
 
 
 # -- reading and writing ------------------------------------------------------------------------------
+
 
 def steps(model: onnx.ModelProto) -> list[dict]:
     """The recorded steps of `model` ([] when it has no growth map)."""
@@ -127,6 +132,7 @@ def as_dict(model: onnx.ModelProto) -> dict | None:
 
 # -- tracing a weight back through the steps ------------------------------------------------------------
 
+
 @dataclass
 class AxisMap:
     """How one axis of a weight came from the same axis of its origin: for each new unit its old unit (-1:
@@ -144,8 +150,9 @@ class AxisMap:
         idx = np.where(ok, later.src, 0)
         src = np.where(ok, self.src[idx], -1)
         src = np.where(src >= 0, src, -1)
-        return AxisMap(src, np.where(ok, self.value[idx], 1.0) * later.value,
-                       np.where(ok, self.grad[idx], 1.0) * later.grad)
+        return AxisMap(
+            src, np.where(ok, self.value[idx], 1.0) * later.value, np.where(ok, self.grad[idx], 1.0) * later.grad
+        )
 
 
 @dataclass

@@ -1,4 +1,5 @@
 """Inputs for verification: shapes for dynamic dimensions, dtypes, ids inside embedding tables."""
+
 from __future__ import annotations
 
 import os
@@ -52,7 +53,12 @@ def _embedding_bounds(model: onnx.ModelProto) -> dict[str, int]:
                 continue
             seen.add(t)
             for node in readers.get(t, []):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in table_dims:
+                if (
+                    node.op_type == "Gather"
+                    and len(node.input) > 1
+                    and node.input[1] == t
+                    and node.input[0] in table_dims
+                ):
                     dims = table_dims[node.input[0]]
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
                     if not -len(dims) <= axis < len(dims):
@@ -73,31 +79,41 @@ def input_specs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | Non
     names = [i.name for i in real]
     for name in shapes:
         if name not in names:
-            raise ParameterError("input_shapes", f"the model has no input named {name!r}{closest(name, names)}; "
-                                 f"inputs: {', '.join(names)}")
+            raise ParameterError(
+                "input_shapes",
+                f"the model has no input named {name!r}{closest(name, names)}; inputs: {', '.join(names)}",
+            )
     bounds = _embedding_bounds(model)
     specs = []
     for inp in real:
         tt = inp.type.tensor_type
         if not inp.type.HasField("tensor_type"):
-            raise ParameterError("", f"input {inp.name!r}: only tensor inputs can be generated; pass load_inputs",
-                                 mentions=("load_inputs",))
+            raise ParameterError(
+                "",
+                f"input {inp.name!r}: only tensor inputs can be generated; pass load_inputs",
+                mentions=("load_inputs",),
+            )
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
         dims = list(tt.shape.dim) if tt.HasField("shape") else []
         if inp.name in shapes:
             shape = shapes[inp.name]
             if tt.HasField("shape") and len(shape) != len(dims):
-                raise ParameterError("input_shapes", f"the input has {len(dims)} dimensions, got {len(shape)}",
-                                     key=inp.name)
+                raise ParameterError(
+                    "input_shapes", f"the input has {len(dims)} dimensions, got {len(shape)}", key=inp.name
+                )
             for axis, (want, d) in enumerate(zip(shape, dims)):
                 if d.HasField("dim_value") and d.dim_value != want:
-                    raise ParameterError("input_shapes", f"dimension {axis} is fixed at {d.dim_value}, got {want}",
-                                         key=inp.name)
+                    raise ParameterError(
+                        "input_shapes", f"dimension {axis} is fixed at {d.dim_value}, got {want}", key=inp.name
+                    )
             specs.append(InputSpec(inp.name, dtype, tuple(shape), False, bounds.get(inp.name)))
             continue
         if not tt.HasField("shape"):
-            raise ParameterError("", f"input {inp.name!r} has no known rank; give it with input_shapes[{inp.name!r}]",
-                                 mentions=(f"input_shapes[{inp.name!r}]",))
+            raise ParameterError(
+                "",
+                f"input {inp.name!r} has no known rank; give it with input_shapes[{inp.name!r}]",
+                mentions=(f"input_shapes[{inp.name!r}]",),
+            )
         sizes: list[int] = []
         defaulted = False
         for axis, d in enumerate(dims):
@@ -138,8 +154,12 @@ def _open_npz(path: str, param: str, keyed_by: str) -> np.lib.npyio.NpzFile:
             magic = fh.read(6)
         if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
             writer = param.replace("load", "save")
-            raise ParameterError(param, f"not an .npz file (not a zip archive of arrays; {writer} writes one)",
-                                 value=path, mentions=(writer,))
+            raise ParameterError(
+                param,
+                f"not an .npz file (not a zip archive of arrays; {writer} writes one)",
+                value=path,
+                mentions=(writer,),
+            )
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -186,13 +206,17 @@ def load_npz(path: str, specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
                 parts.append("missing " + ", ".join(missing))
             if extra:
                 parts.append("unknown " + ", ".join(extra))
-            raise ParameterError("load_inputs", f"arrays do not match the model's inputs ({'; '.join(parts)})",
-                                 value=path)
+            raise ParameterError(
+                "load_inputs", f"arrays do not match the model's inputs ({'; '.join(parts)})", value=path
+            )
         for spec in specs:
             arr = feeds[spec.name]
             if arr.ndim != len(spec.shape):
-                raise ParameterError("load_inputs", f"array {spec.name!r} has {arr.ndim} dimensions, the input has "
-                                     f"{len(spec.shape)}", value=path)
+                raise ParameterError(
+                    "load_inputs",
+                    f"array {spec.name!r} has {arr.ndim} dimensions, the input has {len(spec.shape)}",
+                    value=path,
+                )
             if arr.dtype != spec.dtype:
                 feeds[spec.name] = arr.astype(spec.dtype)
         result.append(feeds)
@@ -234,8 +258,11 @@ def check_save_path(path: str, param: str = "save_inputs") -> None:
     if not folder.is_dir():
         raise ParameterError(param, f"folder '{folder}' does not exist", value=path)
     if out.is_dir():
-        raise ParameterError(param, "is a folder; give a file name such as "
-                             f"{'outputs' if 'output' in param else 'inputs'}.npz", value=path)
+        raise ParameterError(
+            param,
+            f"is a folder; give a file name such as {'outputs' if 'output' in param else 'inputs'}.npz",
+            value=path,
+        )
 
 
 def load_outputs_npz(path: str, names: list[str], runs: int) -> list[dict[str, np.ndarray]]:
@@ -257,17 +284,25 @@ def load_outputs_npz(path: str, names: list[str], runs: int) -> list[dict[str, n
         else:
             result.setdefault(0, {})[key] = arr
     if sorted(result) != list(range(runs)):
-        raise ParameterError(param, f"holds outputs of {len(result)} run(s), but there are {runs} set(s) of inputs "
-                             "(give the inputs they were computed from with load_inputs)", value=path,
-                             mentions=("load_inputs",))
+        raise ParameterError(
+            param,
+            f"holds outputs of {len(result)} run(s), but there are {runs} set(s) of inputs "
+            "(give the inputs they were computed from with load_inputs)",
+            value=path,
+            mentions=("load_inputs",),
+        )
     for run in result.values():
         missing = [n for n in names if n not in run]
         extra = [n for n in run if n not in names]
         if missing or extra:
-            parts = ([f"missing {', '.join(missing)}"] if missing else []) + \
-                ([f"unknown {', '.join(extra)}"] if extra else [])
-            raise ParameterError(param, f"arrays do not match the model's outputs ({'; '.join(parts)}); keys are "
-                                 "output names", value=path)
+            parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(extra)}"] if extra else []
+            )
+            raise ParameterError(
+                param,
+                f"arrays do not match the model's outputs ({'; '.join(parts)}); keys are output names",
+                value=path,
+            )
     return [result[i] for i in range(runs)]
 
 

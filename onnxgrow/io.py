@@ -1,4 +1,5 @@
 """Loading and saving models: external data, constant folding on load, atomic writes."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ class ModelRepaired(UserWarning):
     where); the model then loads. The file itself is never changed; a model onnxgrow writes is valid."""
 
 
-def _read(path: Path, *, external_data: bool = True, check: bool = True,
-          progress: ProgressFn | None = None) -> onnx.ModelProto:
+def _read(
+    path: Path, *, external_data: bool = True, check: bool = True, progress: ProgressFn | None = None
+) -> onnx.ModelProto:
     """The model at `path`, with its external data unless `external_data` is False, checked by onnx.checker.
 
     The checker reads the file's bytes before Python parses them (parsed in C++, and not both parsed
@@ -67,8 +69,7 @@ def _read(path: Path, *, external_data: bool = True, check: bool = True,
         loc = info.get("location", "")
         if not (base / loc).is_file():
             raise OnnxGrowError(
-                f"{path}: external data file '{loc}' for tensor '{tensor.name}' is missing "
-                f"(looked in {base or '.'})"
+                f"{path}: external data file '{loc}' for tensor '{tensor.name}' is missing (looked in {base or '.'})"
             )
     if check and (external or unchecked):
         try:
@@ -137,8 +138,14 @@ def _all_tensors(model: onnx.ModelProto):
     return _get_all_tensors(model)
 
 
-def load(model: ModelLike, *, fold: bool = True, check: bool = True, external_data: bool = True,
-         progress: ProgressFn | None = None) -> onnx.ModelProto:
+def load(
+    model: ModelLike,
+    *,
+    fold: bool = True,
+    check: bool = True,
+    external_data: bool = True,
+    progress: ProgressFn | None = None,
+) -> onnx.ModelProto:
     """Read a model from a path or copy an in-memory one; optionally fold constant weights.
 
     The caller's ModelProto is never modified: a copy is returned. `external_data=False` leaves the
@@ -182,8 +189,10 @@ def repair_form(model: onnx.ModelProto) -> list[str]:
     listed = {i.name for i in g.input}
     unlisted = [t.name for t in g.initializer if t.name not in listed]
     if 0 < model.ir_version < 4 and unlisted:
-        notes.append(f"IR version {model.ir_version} -> 4 ({len(unlisted)} initializer(s) not listed as graph inputs, "
-                     f"e.g. {unlisted[0]})")
+        notes.append(
+            f"IR version {model.ir_version} -> 4 ({len(unlisted)} initializer(s) not listed as graph inputs, "
+            f"e.g. {unlisted[0]})"
+        )
         model.ir_version = 4
     untyped = [o for o in g.output if not _typed(o)]
     if untyped:
@@ -235,13 +244,19 @@ def _repair_or_raise(model: onnx.ModelProto, invalid: OnnxGrowError, where: str)
             if not _typed(out):
                 out.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, []))
         check_model(probe, where)
-        raise OnnxGrowError(f"{where}: not a valid ONNX model: graph output(s) {', '.join(untyped)} have no type or "
-                            "shape, and onnx shape inference cannot tell them") from invalid
+        raise OnnxGrowError(
+            f"{where}: not a valid ONNX model: graph output(s) {', '.join(untyped)} have no type or "
+            "shape, and onnx shape inference cannot tell them"
+        ) from invalid
     if not notes:
         raise invalid
     check_model(_without_external(model) if external else model, where)  # data files are checked when read
-    warnings.warn(ModelRepaired(f"{where}: repaired what onnx.checker refuses on form only: {'; '.join(notes)} "
-                                "(the file is not changed)"), stacklevel=3)
+    warnings.warn(
+        ModelRepaired(
+            f"{where}: repaired what onnx.checker refuses on form only: {'; '.join(notes)} (the file is not changed)"
+        ),
+        stacklevel=3,
+    )
 
 
 def _without_external(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -295,11 +310,18 @@ def needs_external_data(model: onnx.ModelProto) -> bool:
 
 def _tensor_size_bound(t: onnx.TensorProto) -> int:
     """An upper bound on the encoded size of a TensorProto (varints counted at their 10-byte maximum)."""
-    return (len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.double_data)
-            + 10 * (len(t.int32_data) + len(t.int64_data) + len(t.uint64_data) + len(t.dims))
-            + sum(len(x) + 11 for x in t.string_data)
-            + sum(len(e.key) + len(e.value) + 32 for e in t.external_data)
-            + len(t.name.encode()) + len(t.doc_string.encode()) + t.segment.ByteSize() + 128)
+    return (
+        len(t.raw_data)
+        + 4 * len(t.float_data)
+        + 8 * len(t.double_data)
+        + 10 * (len(t.int32_data) + len(t.int64_data) + len(t.uint64_data) + len(t.dims))
+        + sum(len(x) + 11 for x in t.string_data)
+        + sum(len(e.key) + len(e.value) + 32 for e in t.external_data)
+        + len(t.name.encode())
+        + len(t.doc_string.encode())
+        + t.segment.ByteSize()
+        + 128
+    )
 
 
 def _size_upper_bound(model: onnx.ModelProto) -> int:
@@ -311,13 +333,18 @@ def _size_upper_bound(model: onnx.ModelProto) -> int:
             if field.name == skip:
                 continue
             repeated = not isinstance(value, (str, bytes, int, float)) and not hasattr(value, "ByteSize")
-            for item in (value if repeated else [value]):
+            for item in value if repeated else [value]:
                 size += (item.ByteSize() if hasattr(item, "ByteSize") else len(str(item).encode())) + 16
     return size + 4096
 
 
-def save(model: onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None,
-         progress: ProgressFn | None = None) -> Path:
+def save(
+    model: onnx.ModelProto,
+    path: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+    progress: ProgressFn | None = None,
+) -> Path:
     """Write `model` to `path` atomically: a temporary file in the same folder, renamed at the end.
 
     `external_data=None` switches to an external data file (`<name>.data`) only when the
@@ -375,8 +402,13 @@ class PendingWrite:
         if self.tmpdir.exists():
             self.tmpdir.rmdir()
 
-    def write(self, model: onnx.ModelProto, deferred: dict[str, stream.Deferred], external_data: bool | None,
-              progress: ProgressFn | None = None) -> bool:
+    def write(
+        self,
+        model: onnx.ModelProto,
+        deferred: dict[str, stream.Deferred],
+        external_data: bool | None,
+        progress: ProgressFn | None = None,
+    ) -> bool:
         """Write `model` (whose stubs' bytes are `deferred`) to the temporary folder; returns whether it used
         external data (see `save` for `external_data`). Stubs in `model` may be filled in."""
         explicit = external_data is True
@@ -389,8 +421,9 @@ class PendingWrite:
                 # asked for explicitly: every initializer goes to the data file, so `<name>.data`
                 # always exists; switched on for size: only tensors of EXTERNAL_THRESHOLD bytes or more.
                 with open(self.tmpdir / self.data_name, "wb") as data_fh:
-                    stream.write_external(model, deferred, fh, data_fh, self.data_name,
-                                          0 if explicit else EXTERNAL_THRESHOLD, progress)
+                    stream.write_external(
+                        model, deferred, fh, data_fh, self.data_name, 0 if explicit else EXTERNAL_THRESHOLD, progress
+                    )
                     stream.fsync(data_fh)
             else:
                 stream.write_inline(model, deferred, fh, progress, plan)

@@ -1,4 +1,5 @@
 """JUnit XML reports of a verification (`verify --junit`), for CI systems to display: one test case per output."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,13 @@ from .report import fmt
 from .verify import Report
 
 
-def junit_xml(report: Report | None, reference: str, candidate: str | None, error: BaseException | None = None,
-              message: str | None = None) -> str:
+def junit_xml(
+    report: Report | None,
+    reference: str,
+    candidate: str | None,
+    error: BaseException | None = None,
+    message: str | None = None,
+) -> str:
     """A JUnit XML report of a verification (what CI systems display): one test suite, one test case per output
     (a failure with its error and tolerances when it differs), or a single test case with the error when the
     check could not run (bad input: `error`; a bug in onnxgrow: any other exception). `message` words the error
@@ -35,12 +41,15 @@ def junit_xml(report: Report | None, reference: str, candidate: str | None, erro
     else:
         for o in report.outputs:
             case = ET.SubElement(suite, "testcase", classname=f"onnxgrow.verify.{reference}", name=f"output {o.name}")
-            detail = (f"shape {'x'.join(map(str, o.shape)) or 'scalar'}, max abs error {fmt(o.max_abs)}, max rel error "
-                      f"{fmt(o.max_rel)}, error / max|reference| {fmt(o.normalised)}, atol {o.atol:g}, rtol {o.rtol:g} "
-                      f"(relative to {o.relative_to})")
+            detail = (
+                f"shape {'x'.join(map(str, o.shape)) or 'scalar'}, max abs error {fmt(o.max_abs)}, max rel error "
+                f"{fmt(o.max_rel)}, error / max|reference| {fmt(o.normalised)}, atol {o.atol:g}, rtol {o.rtol:g} "
+                f"(relative to {o.relative_to})"
+            )
             if not o.passed:
-                ET.SubElement(case, "failure", message=f"{o.name}: {o.reason or 'mismatch'}",
-                              type="VerificationFailed").text = detail
+                ET.SubElement(
+                    case, "failure", message=f"{o.name}: {o.reason or 'mismatch'}", type="VerificationFailed"
+                ).text = detail
                 failures += 1
             ET.SubElement(case, "system-out").text = detail
             cases.append(case)
@@ -59,8 +68,14 @@ def junit_xml(report: Report | None, reference: str, candidate: str | None, erro
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
-def write_junit(path: str, report: Report | None, reference: str, candidate: str | None,
-                error: BaseException | None = None, message: str | None = None) -> None:
+def write_junit(
+    path: str,
+    report: Report | None,
+    reference: str,
+    candidate: str | None,
+    error: BaseException | None = None,
+    message: str | None = None,
+) -> None:
     """`junit_xml` written to `path` (atomically: a temporary file in the same folder, then renamed)."""
     out = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if str(out.parent) else ".")

@@ -1,4 +1,5 @@
 """Stable generated names for nodes that have none, so every node can be named on the CLI."""
+
 from __future__ import annotations
 
 import onnx

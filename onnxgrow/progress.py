@@ -4,6 +4,7 @@ A callback is called as `progress(step, done, total)`: `step` names the step (se
 `total` count its work in the step's own unit (bytes, weights, stages). A step is reported once with
 `done == 0` when it starts and once with `done == total` when it ends, and in between as it goes.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager

@@ -4,6 +4,7 @@ A step's bar appears once the step has run for `delay` seconds, so quick steps a
 nothing; `on_stderr()` gives None (no callback at all) when stderr is not a terminal, which keeps
 pipes, logs and tests free of bar output.
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,8 +38,14 @@ class ProgressBars:
 
     def __init__(self, console: Console | None = None, delay: float = 1.0) -> None:
         self._progress = _DelayedProgress(
-            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-            console=console or Console(stderr=True), transient=False, refresh_per_second=8)
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=False,
+            refresh_per_second=8,
+        )
         self._progress.delay = delay
         self._tasks: dict[str, TaskID] = {}
 

@@ -1,4 +1,5 @@
 """Human-readable rendering of results with rich (tables), kept apart from the API."""
+
 from __future__ import annotations
 
 from rich.console import Console
@@ -22,19 +23,31 @@ def verify_table(report: Report, title: str = "verify") -> Table:
     output's largest |reference| (what rtol is compared with), and the title says so."""
     output = report.relative_to == "output"
     # against saved outputs or another runtime, the title says what was compared with what
-    plain = report.reference is None or report.candidate is None or (
-        report.reference.endswith("(onnxruntime)") and report.candidate.endswith("(onnxruntime)"))
+    plain = (
+        report.reference is None
+        or report.candidate is None
+        or (report.reference.endswith("(onnxruntime)") and report.candidate.endswith("(onnxruntime)"))
+    )
     against = "" if plain else f"{report.candidate} against {report.reference}, "
-    table = Table(title=escape(f"{title}: {'PASS' if report.passed else 'FAIL'} "
-                               f"({against}provider {report.provider}, {report.iterations} iteration(s), "
-                               f"seed {report.seed}" + (", rtol relative to each output's largest |value|)"
-                                                         if output else ")")))
+    table = Table(
+        title=escape(
+            f"{title}: {'PASS' if report.passed else 'FAIL'} "
+            f"({against}provider {report.provider}, {report.iterations} iteration(s), "
+            f"seed {report.seed}" + (", rtol relative to each output's largest |value|)" if output else ")")
+        )
+    )
     for col in ("output", "shape", "max abs err", "err / max|ref|" if output else "max rel err", "atol/rtol", "result"):
         table.add_column(col)
     for o in report.outputs:
         result = "pass" if o.passed else f"FAIL ({o.reason})"
-        table.add_row(escape(o.name), "x".join(map(str, o.shape)) or "scalar", fmt(o.max_abs),
-                      fmt(o.normalised if output else o.max_rel), f"{o.atol:g}/{o.rtol:g}", result)
+        table.add_row(
+            escape(o.name),
+            "x".join(map(str, o.shape)) or "scalar",
+            fmt(o.max_abs),
+            fmt(o.normalised if output else o.max_rel),
+            f"{o.atol:g}/{o.rtol:g}",
+            result,
+        )
     return table
 
 
@@ -59,15 +72,24 @@ def groups_table(analysis, model_name: str) -> Table:
     for col in ("id", "size", "constraint", "why", "producers", "consumers", "weights"):
         table.add_column(col, overflow="fold")
     for g in analysis.groups:
-        table.add_row(g.id, str(g.size), g.constraint + (f" (x{g.granularity})" if g.granularity > 1 else ""),
-                      escape(g.reason or ""), _names(g.producers), _names(g.consumers), _names(g.weights))
+        table.add_row(
+            g.id,
+            str(g.size),
+            g.constraint + (f" (x{g.granularity})" if g.granularity > 1 else ""),
+            escape(g.reason or ""),
+            _names(g.producers),
+            _names(g.consumers),
+            _names(g.weights),
+        )
     return table
 
 
 def widen_table(result) -> Table:
     """What `widen` did: per group old → new and strategy, then parameters and the worst error."""
     rep = result.report
-    err = "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
+    err = (
+        "not verified" if rep is None else f"max abs error {fmt(rep.worst_abs)}, normalised {fmt(rep.worst_normalised)}"
+    )
     status = "exact" if result.exact else "APPROXIMATE"
     caption = f"parameters {result.params_before:,} -> {result.params_after:,}; {err} ({status})"
     if result.untied:
@@ -76,7 +98,9 @@ def widen_table(result) -> Table:
     for col in ("group", "producers", "size", "init", "note"):
         table.add_column(col, overflow="fold")
     for p in result.plans:
-        table.add_row(p.group.id, _names(p.group.producers, 2), f"{p.group.size} -> {p.new_size}", p.init, escape(p.note or ""))
+        table.add_row(
+            p.group.id, _names(p.group.producers, 2), f"{p.group.size} -> {p.new_size}", p.init, escape(p.note or "")
+        )
     for g, why in result.skipped:
         table.add_row(g.id, _names(g.producers, 2), f"{g.size} (kept)", "-", escape(f"skipped: {why}"))
     return table
@@ -86,8 +110,10 @@ def untied_line(untied) -> str:
     """`untied N shared weight(s): name (k copies), ...`: weights given a copy per class of readers."""
     names = ", ".join(f"{u.weight} ({len(u.copies)} copies)" for u in untied[:4])
     more = f", ... (+{len(untied) - 4})" if len(untied) > 4 else ""
-    return (f"untied {len(untied)} shared weight{'s' if len(untied) != 1 else ''} that readers grow differently: "
-            f"{names}{more}")
+    return (
+        f"untied {len(untied)} shared weight{'s' if len(untied) != 1 else ''} that readers grow differently: "
+        f"{names}{more}"
+    )
 
 
 def blocks_table(blocks) -> Table:
@@ -109,14 +135,23 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
 
     `units` maps a layer's scores node to its blocks for `deepen --block copy --after` (e.g. b2-b3).
     """
-    table = Table(title="transformer layers (widen --heads / --ffn / --hidden grow every layer; "
-                        "deepen --block copy --after BLOCKS copies one, --after layers all)")
+    table = Table(
+        title="transformer layers (widen --heads / --ffn / --hidden grow every layer; "
+        "deepen --block copy --after BLOCKS copies one, --after layers all)"
+    )
     for col in ("layer", "attention scores", "heads", "head size", "value size", "hidden", "feed-forward", "blocks"):
         table.add_column(col, overflow="fold")
     for layer in layers:
-        table.add_row(str(layer.index), escape(layer.scores), _group_cell(layer.heads), str(layer.head_size),
-                      _group_cell(layer.value_size), _group_cell(layer.hidden),
-                      ", ".join(_group_cell(g) for g in layer.ffn) or "-", (units or {}).get(layer.scores, "-"))
+        table.add_row(
+            str(layer.index),
+            escape(layer.scores),
+            _group_cell(layer.heads),
+            str(layer.head_size),
+            _group_cell(layer.value_size),
+            _group_cell(layer.hidden),
+            ", ".join(_group_cell(g) for g in layer.ffn) or "-",
+            (units or {}).get(layer.scores, "-"),
+        )
     return table
 
 
@@ -125,6 +160,7 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
 # `inspect` of a 768-layer encoder prints 3,840 groups and spent most of its time there. When the console
 # has no colours (not a terminal) and the table uses only what onnxgrow's tables use, the same characters
 # are produced here from rich's own pieces (its wrapping, box characters and width arithmetic).
+
 
 def _plain(console: Console, text: object) -> str:
     """A cell, header, title or caption as the characters rich prints for it (markup rendered, no styles)."""
@@ -170,7 +206,7 @@ def _wrap(console: Console, plain: str, width: int) -> list[str]:
         for a, b in zip(offsets, offsets[1:]):
             line = plain[a:b]
             if len(line) > inner:
-                line = line[:len(line) - min(len(line) - inner, len(line) - len(line.rstrip()))][:inner]
+                line = line[: len(line) - min(len(line) - inner, len(line) - len(line.rstrip()))][:inner]
             lines.append(line)
     return [" " + line + " " * (inner - _cells(line)) + " " for line in lines]
 
@@ -180,19 +216,44 @@ def plain_table(console: Console, table: Table) -> str | None:
     from rich import box
     from rich._ratio import ratio_reduce
 
-    if (console.color_system is not None or console.legacy_windows or not console.encoding.lower().startswith("utf")
-            or not console.soft_wrap or table.box is not box.HEAVY_HEAD or not table.show_header
-            or table.show_footer or not table.show_edge or not table.pad_edge or table.padding != (0, 1, 0, 1)
-            or table.expand or table.width is not None or table.min_width is not None or table.collapse_padding
-            or table.show_lines or table.leading or table.row_styles or table.safe_box is False
-            or any(row.end_section or row.style for row in table.rows)
-            or not isinstance(table.title or "", str) or not isinstance(table.caption or "", str)):
+    if (
+        console.color_system is not None
+        or console.legacy_windows
+        or not console.encoding.lower().startswith("utf")
+        or not console.soft_wrap
+        or table.box is not box.HEAVY_HEAD
+        or not table.show_header
+        or table.show_footer
+        or not table.show_edge
+        or not table.pad_edge
+        or table.padding != (0, 1, 0, 1)
+        or table.expand
+        or table.width is not None
+        or table.min_width is not None
+        or table.collapse_padding
+        or table.show_lines
+        or table.leading
+        or table.row_styles
+        or table.safe_box is False
+        or any(row.end_section or row.style for row in table.rows)
+        or not isinstance(table.title or "", str)
+        or not isinstance(table.caption or "", str)
+    ):
         return None
     columns = table.columns
     for col in columns:
-        if (col.overflow != "fold" or col.no_wrap or col.width is not None or col.min_width is not None
-                or col.max_width is not None or col.justify != "left" or col.vertical != "top" or col.ratio
-                or not isinstance(col.header, str) or any(not isinstance(c, str) for c in col._cells)):
+        if (
+            col.overflow != "fold"
+            or col.no_wrap
+            or col.width is not None
+            or col.min_width is not None
+            or col.max_width is not None
+            or col.justify != "left"
+            or col.vertical != "top"
+            or col.ratio
+            or not isinstance(col.header, str)
+            or any(not isinstance(c, str) for c in col._cells)
+        ):
             return None
     cells = [[_plain(console, col.header)] + [_plain(console, c) for c in col._cells] for col in columns]
     longest = [[_longest(c) for c in col] for col in cells]
@@ -221,9 +282,13 @@ def plain_table(console: Console, table: Table) -> str | None:
                 c[:0] = blank
             else:
                 c.extend(blank)
-        left, right, div = ((hb.head_left, hb.head_right, hb.head_vertical) if r == 0 else
-                            (hb.foot_left, hb.foot_right, hb.foot_vertical) if r == n - 1 else
-                            (hb.mid_left, hb.mid_right, hb.mid_vertical))
+        left, right, div = (
+            (hb.head_left, hb.head_right, hb.head_vertical)
+            if r == 0
+            else (hb.foot_left, hb.foot_right, hb.foot_vertical)
+            if r == n - 1
+            else (hb.mid_left, hb.mid_right, hb.mid_vertical)
+        )
         for i in range(height):
             out.append(left + div.join(c[i] for c in wrapped) + right + "\n")
         if r == 0:

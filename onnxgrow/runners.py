@@ -7,6 +7,7 @@ reference's output names. MXNet cannot share onnxgrow's environment (it needs nu
 runner starts that environment's Python on `gluon_run.py`, a script that imports only mxnet, numpy and onnx,
 and exchanges the arrays through .npz files.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,21 +42,27 @@ class TorchRunner:
     """A torch module saved with `torch.save` (what `export --to torch` writes, or the user's own module saved
     whole), run in eval mode without gradients; its positional inputs are the ONNX model's inputs in order."""
 
-    def __init__(self, path: str | os.PathLike, input_names: list[str], output_names: list[str],
-                 provider: str = "cpu") -> None:
+    def __init__(
+        self, path: str | os.PathLike, input_names: list[str], output_names: list[str], provider: str = "cpu"
+    ) -> None:
         try:
             import torch
         except ImportError as exc:
-            raise OnnxGrowError(f"candidate {path}: running a .pt file needs torch: pip install 'onnxgrow[torch]' "
-                                f"({exc})") from None
+            raise OnnxGrowError(
+                f"candidate {path}: running a .pt file needs torch: pip install 'onnxgrow[torch]' ({exc})"
+            ) from None
         from .export.torch import load_module
 
         self.label = f"candidate {path}"
         self.module = load_module(path).eval()
         self.device = "cuda" if provider == "cuda" else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise ParameterError("provider", "torch sees no CUDA device; use provider='cpu'", value=provider,
-                                 mentions=("provider='cpu'",))
+            raise ParameterError(
+                "provider",
+                "torch sees no CUDA device; use provider='cpu'",
+                value=provider,
+                mentions=("provider='cpu'",),
+            )
         self.module.to(self.device)
         self.input_names, self.output_names = input_names, output_names
 
@@ -75,8 +82,10 @@ class TorchRunner:
             outs = [outs]
         outs = [o for o in outs]
         if len(outs) != len(self.output_names) or not all(isinstance(o, torch.Tensor) for o in outs):
-            raise OnnxGrowError(f"{self.label}: the module returns {len(outs)} value(s), the reference has "
-                                f"{len(self.output_names)} output(s) ({', '.join(self.output_names)})")
+            raise OnnxGrowError(
+                f"{self.label}: the module returns {len(outs)} value(s), the reference has "
+                f"{len(self.output_names)} output(s) ({', '.join(self.output_names)})"
+            )
         return {name: o.detach().cpu().numpy() for name, o in zip(self.output_names, outs)}
 
 
@@ -93,9 +102,14 @@ def mxnet_python(given: str | None = None) -> str:
         venv = root / ".venv-mxnet" / "bin" / "python"
         if venv.is_file():
             return str(venv)
-    raise ParameterError("candidate_runtime", "needs the Python of an MXNet 1.9 environment (MXNet needs numpy < 1.24 "
-                         f"and onnx < 1.17): give mxnet_python=PATH or set {MXNET_PYTHON_ENV} (`make "
-                         ".venv-mxnet/.installed` makes .venv-mxnet)", value="mxnet", mentions=("mxnet_python=PATH",))
+    raise ParameterError(
+        "candidate_runtime",
+        "needs the Python of an MXNet 1.9 environment (MXNet needs numpy < 1.24 "
+        f"and onnx < 1.17): give mxnet_python=PATH or set {MXNET_PYTHON_ENV} (`make "
+        ".venv-mxnet/.installed` makes .venv-mxnet)",
+        value="mxnet",
+        mentions=("mxnet_python=PATH",),
+    )
 
 
 class MXNetRunner:
@@ -117,8 +131,9 @@ class MXNetRunner:
             arrays = {f"{i}/{k}": v for i, feeds in enumerate(feeds_list) for k, v in feeds.items()}
             np.savez(inputs, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keyword arrays as bool
             try:
-                res = subprocess.run([self.python, str(script), self.path, inputs, outputs], capture_output=True,
-                                     text=True, timeout=3600)
+                res = subprocess.run(
+                    [self.python, str(script), self.path, inputs, outputs], capture_output=True, text=True, timeout=3600
+                )
             except OSError as exc:
                 raise ParameterError("mxnet_python", f"cannot run it ({exc})", value=self.python) from None
             if res.returncode != 0:

@@ -8,6 +8,7 @@ dropped in turn. Fields are written in field-number order, as protobuf does: the
 `SerializeToString()`. With external data the tensors go to the data file instead and the (small) model
 is serialised at the end.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,10 +55,11 @@ _ZERO_CHUNK = 4 * 2**20
 
 def zeros(nbytes: int) -> Deferred:
     """`nbytes` zero bytes, produced in pieces from one small buffer (a zero tensor is never held whole)."""
+
     def produce() -> Iterator[memoryview]:
         block = memoryview(bytes(min(nbytes, _ZERO_CHUNK)))
         for start in range(0, nbytes, _ZERO_CHUNK):
-            yield block[:min(_ZERO_CHUNK, nbytes - start)]
+            yield block[: min(_ZERO_CHUNK, nbytes - start)]
 
     return Deferred(nbytes, produce)
 
@@ -139,9 +141,16 @@ def stub(tensor: onnx.TensorProto) -> onnx.TensorProto:
 
 def has_data(tensor: onnx.TensorProto) -> bool:
     """Whether the tensor carries its data (any data field) or refers to external data."""
-    return (tensor.HasField("raw_data") or tensor.data_location == onnx.TensorProto.EXTERNAL
-            or len(tensor.float_data) > 0 or len(tensor.int32_data) > 0 or len(tensor.string_data) > 0
-            or len(tensor.int64_data) > 0 or len(tensor.double_data) > 0 or len(tensor.uint64_data) > 0)
+    return (
+        tensor.HasField("raw_data")
+        or tensor.data_location == onnx.TensorProto.EXTERNAL
+        or len(tensor.float_data) > 0
+        or len(tensor.int32_data) > 0
+        or len(tensor.string_data) > 0
+        or len(tensor.int64_data) > 0
+        or len(tensor.double_data) > 0
+        or len(tensor.uint64_data) > 0
+    )
 
 
 def skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Deferred]]:
@@ -190,8 +199,10 @@ def _split(msg, number: int) -> tuple[bytes, bytes]:
     skips = _SPLITS.get((type(msg), number))
     if skips is None:
         fields = msg.DESCRIPTOR.fields
-        skips = _SPLITS[(type(msg), number)] = (tuple(f.name for f in fields if f.number >= number),
-                                                tuple(f.name for f in fields if f.number <= number))
+        skips = _SPLITS[(type(msg), number)] = (
+            tuple(f.name for f in fields if f.number >= number),
+            tuple(f.name for f in fields if f.number <= number),
+        )
     head, tail = type(msg)(), type(msg)()
     _copy_into(msg, head, skips[0])
     _copy_into(msg, tail, skips[1])
@@ -203,9 +214,14 @@ _SPLITS: dict[tuple[type, int], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 #: fields of a TensorProto after raw_data that are not data (a stub without them encodes as its head alone)
-_AFTER_RAW = tuple((f.name, f.message_type is not None or
-                    (f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED))
-                   for f in onnx.TensorProto.DESCRIPTOR.fields if f.number > _RAW_DATA and f.name not in _DATA_FIELDS)
+_AFTER_RAW = tuple(
+    (
+        f.name,
+        f.message_type is not None or (f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED),
+    )
+    for f in onnx.TensorProto.DESCRIPTOR.fields
+    if f.number > _RAW_DATA and f.name not in _DATA_FIELDS
+)
 
 
 def _split_stub(t: onnx.TensorProto) -> tuple[bytes, bytes]:
@@ -284,7 +300,7 @@ class _Writer:
     def write(self, data: Buffer) -> None:
         view = _view(data)
         for start in range(0, len(view), CHUNK):
-            self.fh.write(view[start:start + CHUNK])
+            self.fh.write(view[start : start + CHUNK])
             self.done += min(CHUNK, len(view) - start)
             if self.progress and len(view) > CHUNK:
                 self.progress(self.step, self.done, self.total)
@@ -312,8 +328,13 @@ def pieces(name: str, d: Deferred) -> Iterator[memoryview]:
         raise OnnxGrowError(f"tensor {name}: {seen} bytes of data where its type and shape need {d.nbytes}")
 
 
-def write_inline(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO,
-                 progress: ProgressFn | None = None, plan: _Layout | None = None) -> int:
+def write_inline(
+    model: onnx.ModelProto,
+    deferred: Mapping[str, Deferred],
+    fh: BinaryIO,
+    progress: ProgressFn | None = None,
+    plan: _Layout | None = None,
+) -> int:
     """Write `model` as one protobuf file, producing each deferred tensor in turn; returns the bytes written.
     `plan` is the model's `layout` when already computed (the model unchanged since)."""
     plan = plan or layout(model, deferred)
@@ -346,8 +367,15 @@ _SHAPE_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
 SMALL_INTEGERS = 1024
 
 
-def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh: BinaryIO, data_fh: BinaryIO,
-                   location: str, threshold: int, progress: ProgressFn | None = None) -> None:
+def write_external(
+    model: onnx.ModelProto,
+    deferred: Mapping[str, Deferred],
+    fh: BinaryIO,
+    data_fh: BinaryIO,
+    location: str,
+    threshold: int,
+    progress: ProgressFn | None = None,
+) -> None:
     """Write initializers of `threshold` bytes or more (main graph and subgraphs; strings and small integer
     shape constants stay inline) to
     `data_fh`, recorded as external data at `location`, and the rest of `model` to `fh`.
@@ -359,8 +387,10 @@ def write_external(model: onnx.ModelProto, deferred: Mapping[str, Deferred], fh:
     for i, t in enumerate(tensors):
         d = deferred.get(t.name) if i < main else None
         sizes.append(d.nbytes if d is not None and not has_data(t) else raw_nbytes(t.data_type, list(t.dims)) or 0)
-    inline = [nbytes < threshold or (t.data_type in _SHAPE_TYPES and nbytes < SMALL_INTEGERS)
-              for t, nbytes in zip(tensors, sizes)]
+    inline = [
+        nbytes < threshold or (t.data_type in _SHAPE_TYPES and nbytes < SMALL_INTEGERS)
+        for t, nbytes in zip(tensors, sizes)
+    ]
     w = _Writer(data_fh, sum(s for s, keep in zip(sizes, inline) if not keep), progress, "write")
     for i, (t, nbytes, keep) in enumerate(zip(tensors, sizes, inline)):
         d = deferred.get(t.name) if i < main else None

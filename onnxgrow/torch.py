@@ -2,6 +2,7 @@
 
 The name is this very module object, so `import onnxgrow.torch as ogt` and `from onnxgrow.torch import ...` see
 (and patch) what the exporter itself uses."""
+
 import sys
 
 from .export import torch as _exporter

@@ -7,6 +7,7 @@ fails only when its largest error exceeds both atol and rtol · max |ref|. The s
 rounding allows: an element that is a small difference of large partial sums carries the rounding of those
 sums, which element-wise tolerances read as a mismatch.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,22 +61,29 @@ class Tolerances:
         for kind in ("atol_per_output", "rtol_per_output"):
             for name in getattr(self, kind):
                 if name not in outputs:
-                    raise ParameterError(f"tolerances.{kind}", f"the model has no output named {name!r}"
-                                         f"{closest(name, list(outputs))}", key=name)
+                    raise ParameterError(
+                        f"tolerances.{kind}",
+                        f"the model has no output named {name!r}{closest(name, list(outputs))}",
+                        key=name,
+                    )
 
 
 def _tolerance(param: str, value: object, key: str | None = None) -> float:
     """`value` as a tolerance: a non-negative number, else a ParameterError naming `param`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ParameterError(param, "expected a number (per-output values: tolerances=Tolerances(...))",
-                             value=value if key is None else NOTHING, key=key)
+        raise ParameterError(
+            param,
+            "expected a number (per-output values: tolerances=Tolerances(...))",
+            value=value if key is None else NOTHING,
+            key=key,
+        )
     number = float(value)
     if number != number:
-        raise ParameterError(param, "tolerance must be a number, not NaN", value=value if key is None else NOTHING,
-                             key=key)
+        raise ParameterError(
+            param, "tolerance must be a number, not NaN", value=value if key is None else NOTHING, key=key
+        )
     if number < 0:
-        raise ParameterError(param, "tolerance must not be negative", value=value if key is None else NOTHING,
-                             key=key)
+        raise ParameterError(param, "tolerance must not be negative", value=value if key is None else NOTHING, key=key)
     return number
 
 
@@ -87,8 +95,10 @@ def tolerances_of(atol: float | None, rtol: float | None, tolerances: Tolerances
         if not isinstance(tolerances, Tolerances):
             raise ParameterError("tolerances", "expected a Tolerances value", value=tolerances)
         return tolerances
-    return Tolerances(DEFAULT_ATOL if atol is None else _tolerance("atol", atol),
-                      DEFAULT_RTOL if rtol is None else _tolerance("rtol", rtol))
+    return Tolerances(
+        DEFAULT_ATOL if atol is None else _tolerance("atol", atol),
+        DEFAULT_RTOL if rtol is None else _tolerance("rtol", rtol),
+    )
 
 
 @dataclass
@@ -172,8 +182,10 @@ class Report:
 def _error_text(o: OutputResult) -> str:
     """`max abs error E, atol A, rtol R`, with the error and rtol relative to the output when it was so compared."""
     if o.relative_to == "output" and o.scale > 0 and o.max_abs == o.max_abs:
-        return (f"max abs error {o.max_abs:.3g} = {o.normalised:.3g} of the output's largest value {o.scale:.3g}; "
-                f"atol {o.atol:g}, rtol {o.rtol:g} of that value")
+        return (
+            f"max abs error {o.max_abs:.3g} = {o.normalised:.3g} of the output's largest value {o.scale:.3g}; "
+            f"atol {o.atol:g}, rtol {o.rtol:g} of that value"
+        )
     return f"max abs error {o.max_abs:.3g}, atol {o.atol:g}, rtol {o.rtol:g}"
 
 
@@ -197,9 +209,14 @@ def providers_for(provider: str) -> list[str]:
         return ["CPUExecutionProvider"]
     if provider == "cuda":
         if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ParameterError("provider", "this onnxruntime has no CUDA execution provider (available: "
-                                 f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use "
-                                 "provider='cpu'", value=provider, mentions=("provider='cpu'",))
+            raise ParameterError(
+                "provider",
+                "this onnxruntime has no CUDA execution provider (available: "
+                f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu or use "
+                "provider='cpu'",
+                value=provider,
+                mentions=("provider='cpu'",),
+            )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     raise ParameterError("provider", f"expected {' or '.join(PROVIDERS)}", value=provider)
 
@@ -247,8 +264,9 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def compare(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float,
-            relative_to: str = "element") -> tuple[float, float, bool, str | None]:
+def compare(
+    ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float, relative_to: str = "element"
+) -> tuple[float, float, bool, str | None]:
     """Max abs / rel error, and whether they are within the tolerances.
 
     "element" (Polygraphy): an element fails only when it exceeds both atol and rtol · |its reference|.
@@ -340,12 +358,18 @@ def verify(
     if provider not in PROVIDERS:
         raise ParameterError("provider", f"expected {' or '.join(PROVIDERS)}", value=provider)
     if load_outputs is not None and candidate is not None:
-        raise ParameterError("load_outputs", "the loaded outputs are the reference; give the one model to check "
-                             "against them, not two", value=load_outputs)
+        raise ParameterError(
+            "load_outputs",
+            "the loaded outputs are the reference; give the one model to check against them, not two",
+            value=load_outputs,
+        )
     if candidate is None and load_outputs is None and save_outputs is None:
-        raise ParameterError("", "give a candidate model to compare with, or load_outputs (compare with saved "
-                             "outputs) or save_outputs (only record the model's outputs)",
-                             mentions=("load_outputs", "save_outputs"))
+        raise ParameterError(
+            "",
+            "give a candidate model to compare with, or load_outputs (compare with saved "
+            "outputs) or save_outputs (only record the model's outputs)",
+            mentions=("load_outputs", "save_outputs"),
+        )
     # the model under test: the candidate, or with loaded outputs the one model given
     tested = reference if load_outputs is not None else candidate
     runtime = runtime_for(tested, candidate_runtime) if tested is not None else "onnxruntime"
@@ -355,20 +379,36 @@ def verify(
         if not path:
             continue
         check_save_path(path, param)
-        for side, model, mention in (("reference model", reference, ()), ("candidate model", candidate, ()),
-                                     ("load_inputs file", load_inputs, ("load_inputs",)),
-                                     ("load_outputs file", load_outputs, ("load_outputs",))):
-            if model is not None and not isinstance(model, onnx.ModelProto) and Path(path).exists() \
-                    and Path(model).exists() and os.path.samefile(path, model):
-                raise ParameterError(param, f"is the {side}; onnxgrow never overwrites its input", value=path,
-                                     mentions=mention)
+        for side, model, mention in (
+            ("reference model", reference, ()),
+            ("candidate model", candidate, ()),
+            ("load_inputs file", load_inputs, ("load_inputs",)),
+            ("load_outputs file", load_outputs, ("load_outputs",)),
+        ):
+            if (
+                model is not None
+                and not isinstance(model, onnx.ModelProto)
+                and Path(path).exists()
+                and Path(model).exists()
+                and os.path.samefile(path, model)
+            ):
+                raise ParameterError(
+                    param, f"is the {side}; onnxgrow never overwrites its input", value=path, mentions=mention
+                )
     if save_inputs and save_outputs and os.path.abspath(save_inputs) == os.path.abspath(save_outputs):
-        raise ParameterError("save_outputs", "is also the save_inputs file; give two files", value=save_outputs,
-                             mentions=("save_inputs",))
+        raise ParameterError(
+            "save_outputs",
+            "is also the save_inputs file; give two files",
+            value=save_outputs,
+            mentions=("save_inputs",),
+        )
     if load_outputs is not None and runtime == "torch":
-        raise ParameterError("load_outputs", f"checks an ONNX model ({reference} is a PyTorch module); check the "
-                             f"module against the ONNX file it was exported from: verify MODEL.onnx {reference}",
-                             value=load_outputs)
+        raise ParameterError(
+            "load_outputs",
+            f"checks an ONNX model ({reference} is a PyTorch module); check the "
+            f"module against the ONNX file it was exported from: verify MODEL.onnx {reference}",
+            value=load_outputs,
+        )
     if tested is not None and runtime != "onnxruntime" and not Path(tested).is_file():
         raise OnnxGrowError(f"{tested}: no such file")
     relative_to = check_relative_to(relative_to, "element")
@@ -383,8 +423,9 @@ def verify(
         ref_iface = skeleton(load(reference, fold=False, external_data=False))[0]  # weights dropped at once
     onnx_candidate = candidate is not None and runtime in ("onnxruntime", "mxnet")
     if cand_iface is None and onnx_candidate and candidate is not None:
-        cand_iface = candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False,
-                                                                                   external_data=False)
+        cand_iface = (
+            candidate if isinstance(candidate, onnx.ModelProto) else load(candidate, fold=False, external_data=False)
+        )
     specs = input_specs(ref_iface, _shapes(input_shapes))
     if onnx_candidate and cand_iface is not None:
         _check_same_interface(ref_iface, cand_iface, specs)
@@ -415,8 +456,11 @@ def verify(
             advance()
     else:
         # The two sessions live one after the other, so peak memory holds one model's weights in onnxruntime.
-        ref_run = Runner(reference if isinstance(reference, onnx.ModelProto) else str(reference), providers,
-                         label(reference, "reference"))
+        ref_run = Runner(
+            reference if isinstance(reference, onnx.ModelProto) else str(reference),
+            providers,
+            label(reference, "reference"),
+        )
         advance()
         wants = []
         for feeds in feeds_list:
@@ -428,10 +472,17 @@ def verify(
             save_npz(save_outputs, wants, "save_outputs")
         if save_inputs:
             save_npz(save_inputs, feeds_list)
-        return Report(outputs=[], provider=provider, iterations=len(feeds_list), seed=seed,
-                      inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
-                      defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
-                      relative_to=relative_to, reference=_describe(reference, "onnxruntime"), candidate=None)
+        return Report(
+            outputs=[],
+            provider=provider,
+            iterations=len(feeds_list),
+            seed=seed,
+            inputs={s.name: list(feeds_list[0][s.name].shape) for s in specs},
+            defaulted_inputs=[s.name for s in specs if s.defaulted and not load_inputs],
+            relative_to=relative_to,
+            reference=_describe(reference, "onnxruntime"),
+            candidate=None,
+        )
     cand_run: Runner | TorchRunner | None = None
     gots: list[dict[str, np.ndarray]] | None = None
     if runtime == "torch":
@@ -439,8 +490,11 @@ def verify(
     elif runtime == "mxnet":
         gots = MXNetRunner(str(tested), outs, mxnet_python).run_all(feeds_list)
     else:
-        cand_run = Runner(tested if isinstance(tested, onnx.ModelProto) else str(tested), providers,
-                          "candidate" if isinstance(tested, onnx.ModelProto) or interfaces else f"candidate {tested}")
+        cand_run = Runner(
+            tested if isinstance(tested, onnx.ModelProto) else str(tested),
+            providers,
+            "candidate" if isinstance(tested, onnx.ModelProto) or interfaces else f"candidate {tested}",
+        )
     advance()
     results: dict[str, OutputResult] = {}
     tested_outputs = []
@@ -457,7 +511,9 @@ def verify(
             a, r = tol.of(name)
             mode = "element" if ref.dtype.kind in "biu" else relative_to  # no rounding to forgive in integers
             if name not in got:
-                res = OutputResult(name, list(ref.shape), float("inf"), float("inf"), False, a, r, "missing in candidate")
+                res = OutputResult(
+                    name, list(ref.shape), float("inf"), float("inf"), False, a, r, "missing in candidate"
+                )
             else:
                 mabs, mrel, ok, why = compare(ref, got[name], a, r, mode)
                 res = OutputResult(name, list(ref.shape), mabs, mrel, ok, a, r, why)
@@ -495,14 +551,21 @@ def _shapes(input_shapes: Mapping[str, Sequence[int]] | None) -> dict[str, tuple
     if input_shapes is None:
         return {}
     if not isinstance(input_shapes, Mapping):
-        raise ParameterError("input_shapes", "expected a mapping of input name to dimensions, such as "
-                             "{'x': (1, 3, 224, 224)}", value=input_shapes)
+        raise ParameterError(
+            "input_shapes",
+            "expected a mapping of input name to dimensions, such as {'x': (1, 3, 224, 224)}",
+            value=input_shapes,
+        )
     shapes: dict[str, tuple[int, ...]] = {}
     for name, dims in input_shapes.items():
-        if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or \
-                not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims):
-            raise ParameterError("input_shapes", "dimensions must be a sequence of integers such as (1, 3, 224, 224)",
-                                 key=str(name))
+        if (
+            isinstance(dims, (str, bytes))
+            or not isinstance(dims, Sequence)
+            or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims)
+        ):
+            raise ParameterError(
+                "input_shapes", "dimensions must be a sequence of integers such as (1, 3, 224, 224)", key=str(name)
+            )
         if any(d < 0 for d in dims):
             raise ParameterError("input_shapes", "dimensions must not be negative", key=str(name))
         shapes[str(name)] = tuple(int(d) for d in dims)
@@ -522,8 +585,9 @@ def cannot_verify(exc: OnnxGrowError, model: object) -> OnnxGrowError:
         return exc
     where = "model" if isinstance(model, onnx.ModelProto) else str(model)
     detail = msg.split(": ", 1)[1] if ": " in msg else msg
-    return ParameterError("", f"{where}: cannot verify the growth: {detail} (check=False writes it unverified)",
-                          mentions=("check=False",))
+    return ParameterError(
+        "", f"{where}: cannot verify the growth: {detail} (check=False writes it unverified)", mentions=("check=False",)
+    )
 
 
 def _worse(a: OutputResult, b: OutputResult) -> bool:
@@ -546,8 +610,16 @@ def _check_same_interface(ref: onnx.ModelProto, cand: onnx.ModelProto, specs: li
         raise OnnxGrowError(f"candidate: needs inputs the reference does not have: {', '.join(extra)}")
 
 
-def check_growth(original: ModelLike, grown: ModelLike, source: object, *, seed: int, strict: bool,
-                 relative_to: str | None = None, **verify_args) -> Report:
+def check_growth(
+    original: ModelLike,
+    grown: ModelLike,
+    source: object,
+    *,
+    seed: int,
+    strict: bool,
+    relative_to: str | None = None,
+    **verify_args,
+) -> Report:
     """Verify a grown model against its original (seed + 1); with `strict`, a mismatch raises VerificationFailed.
 
     Shared by widen and deepen so both refuse, and word the refusal, the same way. `relative_to` defaults to
@@ -569,11 +641,14 @@ def check_growth(original: ModelLike, grown: ModelLike, source: object, *, seed:
 def failure_text(report: Report) -> str:
     """`output NAME differs by up to ...` for the worst failed output of a report."""
     failed = [o for o in report.outputs if not o.passed] or report.outputs
-    worst = max(failed, key=lambda o: (o.max_abs != o.max_abs, o.normalised if o.relative_to == "output" else
-                                       o.max_abs))
+    worst = max(
+        failed, key=lambda o: (o.max_abs != o.max_abs, o.normalised if o.relative_to == "output" else o.max_abs)
+    )
     if worst.reason and not worst.reason.startswith("exceeds"):
         return f"output {worst.name}: {worst.reason}"
     if worst.relative_to == "output" and worst.scale > 0:
-        return (f"output {worst.name} differs by up to {worst.max_abs:.3g}, {worst.normalised:.3g} of its largest "
-                f"value {worst.scale:.3g} (atol {worst.atol:g}, rtol {worst.rtol:g} of the largest value)")
+        return (
+            f"output {worst.name} differs by up to {worst.max_abs:.3g}, {worst.normalised:.3g} of its largest "
+            f"value {worst.scale:.3g} (atol {worst.atol:g}, rtol {worst.rtol:g} of the largest value)"
+        )
     return f"output {worst.name} differs by up to {worst.max_abs:.3g} (atol {worst.atol:g}, rtol {worst.rtol:g})"

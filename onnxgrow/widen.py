@@ -1,4 +1,5 @@
 """`widen`: load, analyse, plan (onnxgrow.plan.widen), rewrite (onnxgrow.passes.widen), verify, write."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,18 @@ from .progress import ProgressFn, step
 from .stream import skeleton
 from .verify import check_growth
 
-__all__ = ["STRATEGIES", "TRANSFORMER_PARTS", "GroupPlan", "WidenResult", "inspect_model", "parameter_count",
-           "parse_size", "plan", "widen", "widen_model"]
+__all__ = [
+    "STRATEGIES",
+    "TRANSFORMER_PARTS",
+    "GroupPlan",
+    "WidenResult",
+    "inspect_model",
+    "parameter_count",
+    "parse_size",
+    "plan",
+    "widen",
+    "widen_model",
+]
 
 
 @dataclass(kw_only=True)
@@ -35,20 +46,38 @@ class WidenResult(GrowResult):
     def to_dict(self) -> dict[str, Any]:
         """What `onnxgrow widen --json` prints (after "written")."""
         return {
-            "groups": [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
-                       for p in self.plans],
+            "groups": [
+                {"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init, "note": p.note}
+                for p in self.plans
+            ],
             "skipped": [{"id": g.id, "reason": why} for g, why in self.skipped],
             "untied": [u.to_dict() for u in self.untied],
-            **self._counts(), "exact": self.exact, **self._verification(),
+            **self._counts(),
+            "exact": self.exact,
+            **self._verification(),
         }
 
 
-def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
-                init: str = "noise", noise_std: float = 0.1, seed: int = 0, check: bool = True,
-                approximate: bool = False, heads: str | int | None = None, ffn: str | int | None = None,
-                hidden: str | int | None = None, keep_outputs: bool = False, keep_ties: bool = False,
-                output: str | os.PathLike | None = None,
-                external_data: bool | None = None, progress: ProgressFn | None = None, **verify_args) -> WidenResult:
+def widen_model(
+    model: ModelLike,
+    layers: Mapping[str, str | int] | None = None,
+    *,
+    all: str | float | None = None,
+    init: str = "noise",
+    noise_std: float = 0.1,
+    seed: int = 0,
+    check: bool = True,
+    approximate: bool = False,
+    heads: str | int | None = None,
+    ffn: str | int | None = None,
+    hidden: str | int | None = None,
+    keep_outputs: bool = False,
+    keep_ties: bool = False,
+    output: str | os.PathLike | None = None,
+    external_data: bool | None = None,
+    progress: ProgressFn | None = None,
+    **verify_args,
+) -> WidenResult:
     """Widen and (by default) verify; raises VerificationFailed when outputs differ (unless approximate).
 
     heads / ffn / hidden grow that group of every transformer layer (e.g. heads="+2", hidden="x2");
@@ -76,16 +105,25 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
     parts = {k: v for k, v in (("heads", heads), ("ffn", ffn), ("hidden", hidden)) if v is not None}
     plans, skipped = plan(analysis, layers, all=all, init=init, approximate=approximate, transformer=parts)
     exact = not any(p.note and p.note.startswith("approximate") for p in plans)
-    rewrite = WidenPass(analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties, stream=out is not None,
-                        progress=progress)
+    rewrite = WidenPass(
+        analysis, plans, noise_std=noise_std, seed=seed, keep_ties=keep_ties, stream=out is not None, progress=progress
+    )
     done = rewrite(original)
     grown = done.model
-    result = WidenResult(model=grown, plans=plans, params_before=parameter_count(original),
-                         params_after=parameter_count(grown), skipped=skipped, exact=exact, untied=done.untied)
+    result = WidenResult(
+        model=grown,
+        plans=plans,
+        params_before=parameter_count(original),
+        params_after=parameter_count(grown),
+        skipped=skipped,
+        exact=exact,
+        untied=done.untied,
+    )
     if out is None:
         if check:
-            result.report = check_growth(original, grown, model, seed=seed, strict=not approximate,
-                                         progress=progress, **verify_args)
+            result.report = check_growth(
+                original, grown, model, seed=seed, strict=not approximate, progress=progress, **verify_args
+            )
             if not result.report.passed:
                 result.exact = False
         return result
@@ -98,16 +136,25 @@ def widen_model(model: ModelLike, layers: Mapping[str, str | int] | None = None,
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             ref_iface = skeleton(original)[0]
             del original, analysis, deferred, done, rewrite
-            result.report = check_growth(reference, pending.model_path, model, seed=seed, strict=not approximate,
-                                         interfaces=(ref_iface, grown), progress=progress, **verify_args)
+            result.report = check_growth(
+                reference,
+                pending.model_path,
+                model,
+                seed=seed,
+                strict=not approximate,
+                interfaces=(ref_iface, grown),
+                progress=progress,
+                **verify_args,
+            )
             if not result.report.passed:
                 result.exact = False
         pending.commit()
     return result
 
 
-def widen(model: ModelLike, layers: Mapping[str, str | int] | None = None, *, init: str = "noise",
-          **kwargs) -> onnx.ModelProto:
+def widen(
+    model: ModelLike, layers: Mapping[str, str | int] | None = None, *, init: str = "noise", **kwargs
+) -> onnx.ModelProto:
     """Widen `model` and return the grown, verified ModelProto (see `widen_model` for the details)."""
     return widen_model(model, layers, init=init, **kwargs).model
 

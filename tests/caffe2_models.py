@@ -6,6 +6,7 @@ used `Reshape` with a shape initializer before the `Gemm`, and (IR version 3) li
 graph input. Weights are random; `scale` multiplies every weight so that the logits reach large magnitudes
 (1e4 and more, as in the zoo's random-weight checks), where float32 rounding of long sums is visible.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,8 +47,12 @@ class Caffe2Graph:
 
     def bn(self, x: str, c: int, affine_after: bool = True) -> str:
         """BatchNormalization with the scale/shift written as Mul and Add after it (Caffe2's SpatialBN form)."""
-        stats = [self.rng.uniform(0.8, 1.2, c) if affine_after else self.rng.uniform(0.5, 1.5, c),
-                 self.rng.standard_normal(c) * 0.1, self.rng.standard_normal(c) * 0.1, self.rng.uniform(0.5, 1.5, c)]
+        stats = [
+            self.rng.uniform(0.8, 1.2, c) if affine_after else self.rng.uniform(0.5, 1.5, c),
+            self.rng.standard_normal(c) * 0.1,
+            self.rng.standard_normal(c) * 0.1,
+            self.rng.uniform(0.5, 1.5, c),
+        ]
         if affine_after:
             stats[0], stats[1] = np.ones(c), np.zeros(c)
         y = self.op("BatchNormalization", [x] + [self.const(s, "bn") for s in stats], epsilon=1e-5)
@@ -60,10 +65,12 @@ class Caffe2Graph:
         inputs = [x]
         if initializers_as_inputs:  # IR version 3: every weight is also a graph input
             inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in self.inits]
-        graph = helper.make_graph(self.nodes, "caffe2", inputs,
-                                  [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
-                                  producer_name="onnx-caffe2")
+        graph = helper.make_graph(
+            self.nodes, "caffe2", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits
+        )
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="onnx-caffe2"
+        )
         model.ir_version = 3 if initializers_as_inputs else 4
         inferred = onnx.shape_inference.infer_shapes(model)
         model.graph.output[0].CopyFrom(inferred.graph.output[0])
@@ -86,9 +93,17 @@ class Caffe2Graph:
         return name
 
 
-def densenet(blocks: tuple[int, ...] = (2, 2), growth: int = 8, size: int = 32, classes: int = 10,
-             opset: int = 9, scale: float = 1.0, softmax: bool = True, seed: int = 0,
-             initializers_as_inputs: bool = False) -> onnx.ModelProto:
+def densenet(
+    blocks: tuple[int, ...] = (2, 2),
+    growth: int = 8,
+    size: int = 32,
+    classes: int = 10,
+    opset: int = 9,
+    scale: float = 1.0,
+    softmax: bool = True,
+    seed: int = 0,
+    initializers_as_inputs: bool = False,
+) -> onnx.ModelProto:
     """A pre-activation DenseNet (DenseNet-121 is blocks=(6, 12, 24, 16), growth 32, size 224): each layer is
     BN-Mul-Add-Relu-Conv1x1-BN-Mul-Add-Relu-Conv3x3 concatenated to its input; transitions halve the channels
     and the size with a Conv1x1 and an AveragePool."""
@@ -114,8 +129,16 @@ def densenet(blocks: tuple[int, ...] = (2, 2), growth: int = 8, size: int = 32, 
     return g.model(x, g.classifier(y, c, classes, hw), initializers_as_inputs)
 
 
-def inception_v2(modules: int = 2, width: int = 16, size: int = 32, classes: int = 10, opset: int = 9,
-                 scale: float = 1.0, softmax: bool = True, seed: int = 0) -> onnx.ModelProto:
+def inception_v2(
+    modules: int = 2,
+    width: int = 16,
+    size: int = 32,
+    classes: int = 10,
+    opset: int = 9,
+    scale: float = 1.0,
+    softmax: bool = True,
+    seed: int = 0,
+) -> onnx.ModelProto:
     """BN-Inception: modules of four branches (1x1; 1x1-3x3; 1x1-3x3-3x3; AveragePool-1x1), each conv followed
     by BatchNormalization and Relu, concatenated along the channels."""
     g = Caffe2Graph(opset, seed, scale)
@@ -138,9 +161,17 @@ def inception_v2(modules: int = 2, width: int = 16, size: int = 32, classes: int
     return g.model(x, g.classifier(y, c, classes, hw), False)
 
 
-def vgg(stages: tuple[int, ...] = (2, 2, 4, 4, 4), widths: tuple[int, ...] = (4, 8, 16, 16, 16), fc: int = 32,
-        size: int = 32, classes: int = 10, opset: int = 9, scale: float = 1.0, seed: int = 0,
-        initializers_as_inputs: bool = True) -> onnx.ModelProto:
+def vgg(
+    stages: tuple[int, ...] = (2, 2, 4, 4, 4),
+    widths: tuple[int, ...] = (4, 8, 16, 16, 16),
+    fc: int = 32,
+    size: int = 32,
+    classes: int = 10,
+    opset: int = 9,
+    scale: float = 1.0,
+    seed: int = 0,
+    initializers_as_inputs: bool = True,
+) -> onnx.ModelProto:
     """VGG as the zoo's Caffe2 conversion wrote it (VGG-19 is stages=(2, 2, 4, 4, 4), widths (64, 128, 256, 512,
     512), fc 4096, size 224, 1000 classes): Conv3x3+bias-Relu stages each ending in a 2x2 MaxPool, Flatten,
     two Gemm-Relu-Dropout layers, a Gemm and Softmax; every initializer also a graph input (IR version 3)."""
@@ -165,8 +196,16 @@ def vgg(stages: tuple[int, ...] = (2, 2, 4, 4, 4), widths: tuple[int, ...] = (4,
     return g.model(x, g.op("Softmax", [y]), initializers_as_inputs)
 
 
-def inception_v1(modules: int = 2, width: int = 8, size: int = 32, classes: int = 10, opset: int = 9,
-                 scale: float = 1.0, seed: int = 0, initializers_as_inputs: bool = True) -> onnx.ModelProto:
+def inception_v1(
+    modules: int = 2,
+    width: int = 8,
+    size: int = 32,
+    classes: int = 10,
+    opset: int = 9,
+    scale: float = 1.0,
+    seed: int = 0,
+    initializers_as_inputs: bool = True,
+) -> onnx.ModelProto:
     """GoogLeNet (Inception-v1) as the zoo's Caffe2 conversion wrote it: a 7x7/2 stem, MaxPool with the extra end
     padding Caffe's ceil rounding needs, LRN, a 1x1 and a 3x3 convolution, LRN, MaxPool; inception modules of four
     branches (1x1; 1x1-3x3; 1x1-5x5; MaxPool3x3/1-1x1, every conv with a bias and a Relu) concatenated; global

@@ -3,6 +3,7 @@
 Every module is tiny so that both torch exporters finish quickly. `export` writes an ONNX file with the
 TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -52,8 +53,13 @@ class CNN(nn.Module):
         conv, norm, pool = _CONV[dims], _BN[dims], _POOL[dims]
         self.dims = dims
         self.features = nn.Sequential(
-            conv(c[0], c[1], 3, padding=1, bias=not bn), *( [norm(c[1])] if bn else []), nn.ReLU(), pool(2),
-            conv(c[1], c[2], 3, padding=1, bias=not bn), *( [norm(c[2])] if bn else []), nn.ReLU(),
+            conv(c[0], c[1], 3, padding=1, bias=not bn),
+            *([norm(c[1])] if bn else []),
+            nn.ReLU(),
+            pool(2),
+            conv(c[1], c[2], 3, padding=1, bias=not bn),
+            *([norm(c[2])] if bn else []),
+            nn.ReLU(),
         )
         self.fc = nn.Linear(c[2], 3)
 
@@ -122,13 +128,23 @@ RESNET_INPUT = (2, 3, 8, 8)
 class Encoder(nn.Module):
     """Two nn.TransformerEncoderLayer (batch_first, no dropout) and a linear head."""
 
-    def __init__(self, norm_first: bool, activation: str, d: int = 8, heads: int = 2, ff: int = 16,
-                 layers: int = 2, final_norm: bool = False) -> None:
+    def __init__(
+        self,
+        norm_first: bool,
+        activation: str,
+        d: int = 8,
+        heads: int = 2,
+        ff: int = 16,
+        layers: int = 2,
+        final_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, activation=activation, batch_first=True,
-                                       norm_first=norm_first)
-            for _ in range(layers))
+            nn.TransformerEncoderLayer(
+                d, heads, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+            )
+            for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d) if final_norm else nn.Identity()  # pre-norm stacks end with one (GPT, ViT)
         self.head = nn.Linear(d, 3)
 
@@ -164,8 +180,9 @@ def build(factory: Callable[[], nn.Module], shape: tuple[int, ...], seed: int = 
     return module, torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def export(module: nn.Module, example: torch.Tensor, path: str | Path, *, dynamo: bool = False,
-           fold: bool = True) -> Path:
+def export(
+    module: nn.Module, example: torch.Tensor, path: str | Path, *, dynamo: bool = False, fold: bool = True
+) -> Path:
     """Export with the TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True).
 
     `fold=False` turns off constant folding (TorchScript exporter) so BatchNormalization nodes stay.
@@ -185,12 +202,21 @@ def export(module: nn.Module, example: torch.Tensor, path: str | Path, *, dynamo
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, dynamo: bool, fold: bool) -> None:
     if dynamo:
-        program = torch.onnx.export(module, (example,), dynamo=True, verbose=False,
-                                    input_names=["x"], output_names=["y"])
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, verbose=False, input_names=["x"], output_names=["y"]
+        )
         program.save(str(path))
     else:
-        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                          opset_version=17, do_constant_folding=fold)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            do_constant_folding=fold,
+        )
 
 
 #: name → (factory, example input shape, constant folding at export)
@@ -202,8 +228,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], bool]] = {
     **{f"cnn{d}d_bn_nofold": ((lambda d=d: CNN(d, True)), cnn_input(d), False) for d in (1, 2, 3)},
     "resnet": (ResNet, RESNET_INPUT, True),
     "resnet_nofold": (ResNet, RESNET_INPUT, False),
-    **{f"encoder_{norm}_{act}": ((lambda n=norm, a=act: Encoder(n == "pre", a)), ENCODER_INPUT, True)
-       for norm in ("pre", "post") for act in ("relu", "gelu")},
+    **{
+        f"encoder_{norm}_{act}": ((lambda n=norm, a=act: Encoder(n == "pre", a)), ENCODER_INPUT, True)
+        for norm in ("pre", "post")
+        for act in ("relu", "gelu")
+    },
     "encoder_pre_gelu_final_norm": (lambda: Encoder(True, "gelu", final_norm=True), ENCODER_INPUT, True),
 }
 

@@ -9,6 +9,7 @@ LayerNorm weight of ones), which the exporters merge into one initializer read b
 Encoders output their last hidden state, causal LMs their logits (with `use_cache=False`), ViT its last
 hidden state. LLaMA has grouped-query attention (4 query heads on 2 key/value heads). Inputs are token ids (batch × seq, int64) or images (batch × 3 × 16 × 16, float32).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,32 +50,52 @@ class Wrap(nn.Module):
 def _bert(layers: int, **kw) -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    cfg = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=HEADS,
-               intermediate_size=FFN, max_position_embeddings=32)
+    cfg = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=32,
+    )
     return BertModel(BertConfig(**{**cfg, **kw}), add_pooling_layer=False)
 
 
 def _distilbert(layers: int, **kw) -> nn.Module:
     from transformers import DistilBertConfig, DistilBertModel
 
-    cfg = dict(vocab_size=VOCAB, dim=HIDDEN, n_layers=layers, n_heads=HEADS, hidden_dim=FFN,
-               max_position_embeddings=32)
+    cfg = dict(vocab_size=VOCAB, dim=HIDDEN, n_layers=layers, n_heads=HEADS, hidden_dim=FFN, max_position_embeddings=32)
     return DistilBertModel(DistilBertConfig(**{**cfg, **kw}))
 
 
 def _vit(layers: int, **kw) -> nn.Module:
     from transformers import ViTConfig, ViTModel
 
-    cfg = dict(image_size=IMAGE, patch_size=4, num_channels=3, hidden_size=HIDDEN, num_hidden_layers=layers,
-               num_attention_heads=HEADS, intermediate_size=FFN)
+    cfg = dict(
+        image_size=IMAGE,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+    )
     return ViTModel(ViTConfig(**{**cfg, **kw}), add_pooling_layer=False)
 
 
 def _gpt2(layers: int, **kw) -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = dict(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=layers, n_head=HEADS, n_inner=FFN, n_positions=32,
-               bos_token_id=VOCAB - 1, eos_token_id=VOCAB - 1)
+    cfg = dict(
+        vocab_size=VOCAB,
+        n_embd=HIDDEN,
+        n_layer=layers,
+        n_head=HEADS,
+        n_inner=FFN,
+        n_positions=32,
+        bos_token_id=VOCAB - 1,
+        eos_token_id=VOCAB - 1,
+    )
     return GPT2LMHeadModel(GPT2Config(**{**cfg, **kw}))
 
 
@@ -82,8 +103,15 @@ def _llama(layers: int, **kw) -> nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     # grouped-query attention, as LLaMA 2/3 have: 4 query heads on 2 key/value heads
-    cfg = dict(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=layers, num_attention_heads=2 * HEADS,
-               num_key_value_heads=HEADS, intermediate_size=FFN, max_position_embeddings=32)
+    cfg = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=2 * HEADS,
+        num_key_value_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=32,
+    )
     return LlamaForCausalLM(LlamaConfig(**{**cfg, **kw}))
 
 
@@ -106,8 +134,9 @@ class HFExport:
     path: Path
 
 
-def build_hf(name: str, *, trained: bool = False, layers: int = 2, seed: int = 0, batch: int = 2,
-             seq: int = SEQ, **config) -> tuple[Wrap, torch.Tensor]:
+def build_hf(
+    name: str, *, trained: bool = False, layers: int = 2, seed: int = 0, batch: int = 2, seq: int = SEQ, **config
+) -> tuple[Wrap, torch.Tensor]:
     """The wrapped model (eval mode) from its tiny config and an example input.
 
     `trained` adds noise (std 0.02) to every parameter so that no two tensors are equal; `config` overrides
@@ -133,8 +162,19 @@ def build_hf(name: str, *, trained: bool = False, layers: int = 2, seed: int = 0
     return module, example
 
 
-def export_hf(name: str, path: str | Path, exporter: str = "dynamo", *, trained: bool = False, layers: int = 2,
-              seed: int = 0, batch: int = 2, seq: int = SEQ, opset: int | None = None, **config) -> HFExport:
+def export_hf(
+    name: str,
+    path: str | Path,
+    exporter: str = "dynamo",
+    *,
+    trained: bool = False,
+    layers: int = 2,
+    seed: int = 0,
+    batch: int = 2,
+    seq: int = SEQ,
+    opset: int | None = None,
+    **config,
+) -> HFExport:
     """Build `name` (see `build_hf`) and export it to `path` with `exporter` ("dynamo" or "torchscript").
 
     The input is named "x" and the output "y"; shapes are static (batch × seq as given). `opset` defaults to
@@ -144,14 +184,32 @@ def export_hf(name: str, path: str | Path, exporter: str = "dynamo", *, trained:
         raise ValueError(f"exporter {exporter!r}: expected dynamo or torchscript")
     module, example = build_hf(name, trained=trained, layers=layers, seed=seed, batch=batch, seq=seq, **config)
     path = Path(path)
-    with warnings.catch_warnings(), torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        torch.no_grad(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
-            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, input_names=["x"],
-                                        output_names=["y"], opset_version=opset or 18)
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                verbose=False,
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=opset or 18,
+            )
             program.save(str(path))
         else:
-            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                              opset_version=opset or 17)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=opset or 17,
+            )
     return HFExport(module, example, path)

@@ -15,6 +15,7 @@ batch; gluon: the trained net's own output on x) and OUTDIR/make.json (losses wh
 before and after (inference mode, so BatchNorm uses its running statistics) and each step's
 loss in training mode; `--grads` saves every parameter's gradient from the first step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ CTX = mx.cpu()
 
 # --------------------------------------------------------------------------------------- networks
 
+
 def mlp() -> tuple[nn.HybridSequential, tuple[int, ...], int]:
     """Dense + Activation layers: 10 features -> 16 -> 12 -> 3."""
     net = nn.HybridSequential()
@@ -50,9 +52,19 @@ def mlp() -> tuple[nn.HybridSequential, tuple[int, ...], int]:
 def cnn() -> tuple[nn.HybridSequential, tuple[int, ...], int]:
     """Conv2D + BatchNorm + Activation twice (with a max pool), Flatten, Dense + Activation, Dense."""
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(4, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.MaxPool2D(2),
-            nn.Conv2D(6, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"),
-            nn.Flatten(), nn.Dense(8), nn.Activation("relu"), nn.Dense(3))
+    net.add(
+        nn.Conv2D(4, 3, padding=1),
+        nn.BatchNorm(),
+        nn.Activation("relu"),
+        nn.MaxPool2D(2),
+        nn.Conv2D(6, 3, padding=1),
+        nn.BatchNorm(),
+        nn.Activation("relu"),
+        nn.Flatten(),
+        nn.Dense(8),
+        nn.Activation("relu"),
+        nn.Dense(3),
+    )
     return net, (3, 8, 8), 3
 
 
@@ -76,9 +88,15 @@ def make(outdir: str, steps: int = 5, batch: int = 16, seed: int = 0) -> dict:
         prefix = os.path.join(outdir, name)
         net.export(prefix, epoch=0)
         onnx_path = prefix + ".onnx"
-        mx.onnx.export_model(prefix + "-symbol.json", prefix + "-0000.params", [(batch,) + in_shape],
-                             [np.float32], onnx_path, dynamic=True,
-                             dynamic_input_shapes=[(None,) + in_shape])
+        mx.onnx.export_model(
+            prefix + "-symbol.json",
+            prefix + "-0000.params",
+            [(batch,) + in_shape],
+            [np.float32],
+            onnx_path,
+            dynamic=True,
+            dynamic_input_shapes=[(None,) + in_shape],
+        )
         np.savez(prefix + "_data.npz", x=x, y=y, gluon=gluon_out)
         summary[name] = {"onnx": onnx_path, "data": prefix + "_data.npz", "train_losses": losses}
     with open(os.path.join(outdir, "make.json"), "w") as fh:
@@ -87,6 +105,7 @@ def make(outdir: str, steps: int = 5, batch: int = 16, seed: int = 0) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- import
+
 
 def load(model: str) -> gluon.SymbolBlock:
     from mxnet.contrib import onnx as onnx_mxnet
@@ -130,6 +149,7 @@ def run(model: str, inputs: str, out: str) -> dict:
 
 # -------------------------------------------------------------------------------------- training
 
+
 def _mse(pred, y):
     return ((pred - y) ** 2).mean()
 
@@ -152,8 +172,9 @@ def _fit(net, x: np.ndarray, y: np.ndarray, steps: int, lr: float, grads: dict |
     return losses
 
 
-def train(model: str, data: str, out: str | None = None, steps: int = 10, lr: float = 0.05,
-          grads: str | None = None) -> dict:
+def train(
+    model: str, data: str, out: str | None = None, steps: int = 10, lr: float = 0.05, grads: str | None = None
+) -> dict:
     """Import `model` and train it on (x, y) from `data`; the loss before and after, in inference mode."""
     net = load(model)
     arrays = np.load(data)
@@ -165,8 +186,12 @@ def train(model: str, data: str, out: str | None = None, steps: int = 10, lr: fl
     after = float(_mse(net(xs), ys).asscalar())
     if grads:
         np.savez(grads, **first)
-    result = {"loss_before": before, "loss_after": after, "train_losses": losses,
-              "params": {k: list(v.shape) for k, v in net.collect_params().items()}}
+    result = {
+        "loss_before": before,
+        "loss_after": after,
+        "train_losses": losses,
+        "params": {k: list(v.shape) for k, v in net.collect_params().items()},
+    }
     if out:
         with open(out, "w") as fh:
             json.dump(result, fh, indent=2)
@@ -188,8 +213,13 @@ def batch(jobs: str, out: str) -> list:
             results.append({"ok": True, "result": COMMANDS[job["cmd"]](**job["args"])})
         except Exception as exc:  # reported to the test, which decides
             lines = str(exc).strip().splitlines()
-            results.append({"ok": False, "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500],
-                            "traceback": traceback.format_exc()[-3000:]})
+            results.append(
+                {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:500],
+                    "traceback": traceback.format_exc()[-3000:],
+                }
+            )
     with open(out, "w") as fh:
         json.dump(results, fh, indent=2)
     return results

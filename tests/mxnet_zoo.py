@@ -4,6 +4,7 @@
 conversion to MXNet's opset-12 dialect has something to do (axes as inputs, single-axis
 Softmax, auto_pad, Gemm without C, ...); a few use old opsets (attribute forms).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -71,6 +72,7 @@ def case(name: str):
     def register(fn: Case) -> Case:
         CASES[name] = fn
         return fn
+
     return register
 
 
@@ -84,11 +86,27 @@ def _unary(op: str, positive: bool = False, unit: bool = False, **attrs) -> Case
         if unit:
             x = g.op("Mul", [g.op("Tanh", [x]), g.const(0.9)])
         return g.model(g.op(op, [x], **attrs)), g.feeds()
+
     return build
 
 
-for _op in ("Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Ceil", "Floor", "Softsign", "Softplus", "Sin",
-            "Cos", "Atan", "Identity", "Selu"):
+for _op in (
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Ceil",
+    "Floor",
+    "Softsign",
+    "Softplus",
+    "Sin",
+    "Cos",
+    "Atan",
+    "Identity",
+    "Selu",
+):
     CASES[_op] = _unary(_op)
 CASES["Log"] = _unary("Log", positive=True)
 CASES["Sqrt"] = _unary("Sqrt", positive=True)
@@ -106,6 +124,7 @@ def _binary(op: str, cshape, positive: bool = False) -> Case:
         g = G([2, 3, 4, 5])
         c = g.const(np.abs(g.rng.standard_normal(cshape)) + 0.5 if positive else g.rng.standard_normal(cshape))
         return g.model(g.op(op, ["x", c])), g.feeds()
+
     return build
 
 
@@ -126,6 +145,7 @@ def _pow_const(exponent: float, positive: bool = False) -> Case:
         g = G([2, 3, 4])
         x = g.op("Exp", ["x"]) if positive else "x"  # for_mxnet's own check feeds random normal numbers
         return g.model(g.op("Pow", [x, g.const(exponent)])), g.feeds()
+
     return build
 
 
@@ -151,7 +171,9 @@ def _sum_same():
 def _maxmin():
     g = G([2, 3])
     a, b = g.w(2, 3), g.op("Tanh", ["x"])
-    return g.model(g.op("Add", [g.op("Max", ["x", a]), g.op("Add", [g.op("Min", ["x", b]), g.op("Mean", ["x", a, b])])])), g.feeds()
+    return g.model(
+        g.op("Add", [g.op("Max", ["x", a]), g.op("Add", [g.op("Min", ["x", b]), g.op("Mean", ["x", a, b])])])
+    ), g.feeds()
 
 
 @case("Gemm without C")
@@ -197,6 +219,7 @@ def _conv(shape, wshape, with_bias=True, **attrs) -> Case:
         g = G(shape)
         ins = ["x", g.w(*wshape)] + ([g.w(wshape[0])] if with_bias else [])
         return g.model(g.op("Conv", ins, **attrs)), g.feeds()
+
     return build
 
 
@@ -222,6 +245,7 @@ def _bn(shape, opset=15) -> Case:
         c = shape[1]
         ins = ["x", g.w(c), g.w(c), g.w(c), g.const(np.abs(g.rng.standard_normal(c)) + 0.5)]
         return g.model(g.op("BatchNormalization", ins, epsilon=1e-3, momentum=0.8)), g.feeds()
+
     return build
 
 
@@ -233,6 +257,7 @@ def _pool(op, shape, **attrs) -> Case:
     def build():
         g = G(shape)
         return g.model(g.op(op, ["x"], **attrs)), g.feeds()
+
     return build
 
 
@@ -242,26 +267,32 @@ CASES["MaxPool 1-D"] = _pool("MaxPool", [2, 3, 8], kernel_shape=[2], strides=[2]
 CASES["MaxPool ceil_mode, same size"] = _pool("MaxPool", [2, 3, 8, 8], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
 CASES["MaxPool SAME_UPPER"] = _pool("MaxPool", [2, 3, 7, 7], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
 CASES["AveragePool"] = _pool("AveragePool", [2, 3, 6, 6], kernel_shape=[2, 2], strides=[2, 2])
-CASES["AveragePool pads counted"] = _pool("AveragePool", [2, 3, 6, 6], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                                          count_include_pad=1)
+CASES["AveragePool pads counted"] = _pool(
+    "AveragePool", [2, 3, 6, 6], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1
+)
 CASES["GlobalAveragePool 4-D"] = _pool("GlobalAveragePool", [2, 3, 4, 5])
 CASES["GlobalAveragePool 3-D -> ReduceMean"] = _pool("GlobalAveragePool", [2, 3, 7])
 CASES["GlobalMaxPool 5-D -> ReduceMax"] = _pool("GlobalMaxPool", [1, 2, 3, 4, 5])
 CASES["GlobalMaxPool 4-D"] = _pool("GlobalMaxPool", [2, 3, 4, 5])
 CASES["LRN"] = _pool("LRN", [2, 5, 3, 3], size=3, alpha=1e-2, beta=0.75, bias=1.5)
 # ceil_mode that changes the size becomes end padding (torchvision's GoogLeNet and SqueezeNet)
-CASES["MaxPool ceil_mode, one more window"] = _pool("MaxPool", [2, 3, 7, 7], kernel_shape=[2, 2], strides=[2, 2],
-                                                     ceil_mode=1)
-CASES["MaxPool ceil_mode 3x3/2 (GoogLeNet)"] = _pool("MaxPool", [2, 3, 9, 8], kernel_shape=[3, 3], strides=[2, 2],
-                                                      ceil_mode=1)
-CASES["MaxPool ceil_mode with pads, last window dropped"] = _pool("MaxPool", [1, 2, 5, 5], kernel_shape=[2, 2],
-                                                                  strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1)
+CASES["MaxPool ceil_mode, one more window"] = _pool(
+    "MaxPool", [2, 3, 7, 7], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1
+)
+CASES["MaxPool ceil_mode 3x3/2 (GoogLeNet)"] = _pool(
+    "MaxPool", [2, 3, 9, 8], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1
+)
+CASES["MaxPool ceil_mode with pads, last window dropped"] = _pool(
+    "MaxPool", [1, 2, 5, 5], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1
+)
 # count_include_pad=0 with pads (the Caffe2 BN-Inception's pooling branch): rescaled by a constant map
 CASES["AveragePool pads not counted"] = _pool("AveragePool", [2, 3, 6, 6], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
 CASES["AveragePool pads not counted, stride 2, asymmetric"] = _pool(
-    "AveragePool", [2, 3, 7, 6], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1])
-CASES["AveragePool 3-D pads not counted"] = _pool("AveragePool", [1, 2, 4, 4, 4], kernel_shape=[3, 3, 3],
-                                                  pads=[1, 1, 1, 1, 1, 1])
+    "AveragePool", [2, 3, 7, 6], kernel_shape=[3, 2], strides=[2, 2], pads=[1, 0, 1, 1]
+)
+CASES["AveragePool 3-D pads not counted"] = _pool(
+    "AveragePool", [1, 2, 4, 4, 4], kernel_shape=[3, 3, 3], pads=[1, 1, 1, 1, 1, 1]
+)
 
 
 @case("HardSwish (MobileNetV3)")
@@ -283,11 +314,12 @@ def _slice(shape, starts, ends, axes=None, steps=None, opset: int = OPSET) -> Ca
         if steps is not None:
             ins.append(g.const(steps, np.int64))
         return g.model(g.op("Slice", ins)), g.feeds()
+
     return build
 
 
 # Slice as Split + Concat (MXNet 1.9's own Slice translation reads the bounds as floats and fails)
-CASES["Slice halves (LLaMA rotate_half)"] = _slice([2, 3, 4, 8], [4], [2 ** 63 - 1], [3], [1])
+CASES["Slice halves (LLaMA rotate_half)"] = _slice([2, 3, 4, 8], [4], [2**63 - 1], [3], [1])
 CASES["Slice first half, axis 1"] = _slice([2, 6, 3], [0], [3], [1])
 CASES["Slice 1..4 of 6, negative axis"] = _slice([2, 6], [1], [4], [-1])
 CASES["Slice negative starts and ends, two axes"] = _slice([3, 8, 6], [-6, 1], [-2, -1], [1, 2])
@@ -327,6 +359,7 @@ def _flatten(axis, shape=(2, 3, 4, 5), x_shape=None) -> Case:
     def build():
         g = G(shape)
         return g.model(g.op("Flatten", ["x"], axis=axis), x_shape=x_shape), g.feeds()
+
     return build
 
 
@@ -386,6 +419,7 @@ def _softmax(op, shape, opset, **attrs) -> Case:
     def build():
         g = G(shape, opset=opset)
         return g.model(g.op(op, ["x"], **attrs)), g.feeds()
+
     return build
 
 
@@ -431,6 +465,7 @@ def _pad(mode, pads, shape=(1, 2, 4, 5), value=None) -> Case:
         g = G(list(shape))
         ins = ["x", g.const(pads, np.int64)] + ([g.const(value)] if value is not None else [])
         return g.model(g.op("Pad", ins, mode=mode)), g.feeds()
+
     return build
 
 
@@ -449,6 +484,7 @@ def _reduce(op, shape=(2, 3, 4), axes=(1,), keepdims=None, opset=OPSET) -> Case:
         else:
             out = g.op(op, ["x"], axes=list(axes), **kw)
         return g.model(out), g.feeds(positive=op in ("ReduceProd", "ReduceLogSum"))
+
     return build
 
 
@@ -510,7 +546,9 @@ def _prelu1():
 @case("Constant node")
 def _constant():
     g = G([2, 3])
-    g.nodes.append(helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.full((3,), 2.0, np.float32))))
+    g.nodes.append(
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.full((3,), 2.0, np.float32)))
+    )
     return g.model(g.op("Mul", ["x", "k"])), g.feeds()
 
 
@@ -522,6 +560,7 @@ def refused(name: str, *words: str):
     def register(fn: Case) -> Case:
         REFUSED[name] = (fn, list(words))
         return fn
+
     return register
 
 
@@ -534,8 +573,9 @@ def _erf():
 @refused("Slice of a dynamic axis", "slice", "Slice", "run time")
 def _slice_dynamic():
     g = G([2, 6])
-    model = g.model(g.op("Slice", ["x", g.const([1], np.int64), g.const([4], np.int64), g.const([1], np.int64)]),
-                    x_shape=[2, "n"])
+    model = g.model(
+        g.op("Slice", ["x", g.const([1], np.int64), g.const([4], np.int64), g.const([1], np.int64)]), x_shape=[2, "n"]
+    )
     return model, g.feeds()
 
 
@@ -559,8 +599,9 @@ def _nan_guard_needed():
 @refused("AveragePool pads not counted, dynamic size", "averagepool", "count_include_pad", "spatial size")
 def _avg_pads():
     g = G([2, 3, 6, 6])
-    return g.model(g.op("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-                   x_shape=[2, 3, "h", "w"]), g.feeds()
+    return g.model(
+        g.op("AveragePool", ["x"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), x_shape=[2, 3, "h", "w"]
+    ), g.feeds()
 
 
 @refused("MatMul broadcast batch", "matmul", "linalg_gemm2")
@@ -573,7 +614,9 @@ def _mm_bcast():
 def _split_uneven():
     g = G([2, 5])
     a, b = g.op("Split", ["x", g.const([2, 3], np.int64)], n_out=2, axis=1)
-    return g.model(g.op("ReduceSum", [a, g.const([1], np.int64)]), g.op("ReduceSum", [b, g.const([1], np.int64)])), g.feeds()
+    return g.model(
+        g.op("ReduceSum", [a, g.const([1], np.int64)]), g.op("ReduceSum", [b, g.const([1], np.int64)])
+    ), g.feeds()
 
 
 @refused("ConvTranspose pads", "convtranspose", "pads")
@@ -591,5 +634,6 @@ def _pad_channel():
 @refused("MaxPool ceil_mode, dynamic size", "maxpool", "ceil_mode")
 def _ceil():
     g = G([2, 3, 7, 7])
-    return g.model(g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
-                   x_shape=[2, 3, "h", "w"]), g.feeds()
+    return g.model(
+        g.op("MaxPool", ["x"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), x_shape=[2, 3, "h", "w"]
+    ), g.feeds()

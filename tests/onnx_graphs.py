@@ -2,6 +2,7 @@
 
 Used by tests/test_rules.py (op coverage) and tests/test_widen_property.py (random graphs).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,8 +79,16 @@ class Graph:
     def op(self, op_type: str, inputs, n_out: int = 1, name: str | None = None, domain: str = "", **attrs):
         outs = [self._fresh(op_type.lower() + "_") for _ in range(n_out)]
         node_name = (name or self._fresh(op_type)) if self.names else ""
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=node_name, domain=domain or None,
-                                           **{k: v for k, v in attrs.items() if v is not None}))
+        self.nodes.append(
+            helper.make_node(
+                op_type,
+                list(inputs),
+                outs,
+                name=node_name,
+                domain=domain or None,
+                **{k: v for k, v in attrs.items() if v is not None},
+            )
+        )
         if domain:
             self.domains.add(domain)
         return outs[0] if n_out == 1 else outs
@@ -91,19 +100,33 @@ class Graph:
             ins.append(self.const(self.rng.standard_normal(n) * 0.1, (name + ".bias") if name else None))
         return self.op("Gemm", ins, name=name, transB=trans_b or None, **attrs)
 
-    def conv(self, x: str, c_in: int, c_out: int, k: int = 3, dims: int = 2, name: str | None = None, bias=True,
-             group: int = 1, pad: int | None = None) -> str:
+    def conv(
+        self,
+        x: str,
+        c_in: int,
+        c_out: int,
+        k: int = 3,
+        dims: int = 2,
+        name: str | None = None,
+        bias=True,
+        group: int = 1,
+        pad: int | None = None,
+    ) -> str:
         w = self.weight(c_out, c_in // group, *([k] * dims), name=(name + ".weight") if name else None)
         ins = [x, w] + ([self.const(self.rng.standard_normal(c_out) * 0.1)] if bias else [])
         p = k // 2 if pad is None else pad
-        return self.op("Conv", ins, name=name, kernel_shape=[k] * dims, pads=[p] * 2 * dims,
-                       group=group if group != 1 else None)
+        return self.op(
+            "Conv", ins, name=name, kernel_shape=[k] * dims, pads=[p] * 2 * dims, group=group if group != 1 else None
+        )
 
     def clip(self, x: str, lo: float | None, hi: float | None) -> str:
         if self.opset < 11:
             return self.op("Clip", [x], min=lo, max=hi)
-        ins = [x, self.const(np.array(lo, self.dtype)) if lo is not None else "",
-               self.const(np.array(hi, self.dtype)) if hi is not None else ""]
+        ins = [
+            x,
+            self.const(np.array(lo, self.dtype)) if lo is not None else "",
+            self.const(np.array(hi, self.dtype)) if hi is not None else "",
+        ]
         while ins and ins[-1] == "":
             ins.pop()
         return self.op("Clip", ins)
@@ -155,8 +178,13 @@ class Graph:
     # -- model ----------------------------------------------------------------------------------
     def model(self, *outputs: str, out_dtype=None) -> onnx.ModelProto:
         elem = onnx_type(out_dtype or self.dtype)
-        graph = helper.make_graph(self.nodes, "g", self.inputs, [helper.make_tensor_value_info(o, elem, None) for o in outputs],
-                                  initializer=self.inits)
+        graph = helper.make_graph(
+            self.nodes,
+            "g",
+            self.inputs,
+            [helper.make_tensor_value_info(o, elem, None) for o in outputs],
+            initializer=self.inits,
+        )
         imports = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(d, 1) for d in sorted(self.domains)]
         model = helper.make_model(graph, opset_imports=imports, producer_name="onnxgrow-tests")
         model.ir_version = min(model.ir_version, 10)  # every supported onnxruntime reads IR 10
@@ -185,8 +213,13 @@ def session(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
 
 
 def feeds_for(sess, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
@@ -256,14 +289,32 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def conv_transpose(g: Graph, x: str, c_in: int, c_out: int, k: int = 3, dims: int = 2, name: str | None = None,
-                   bias=True, group: int = 1, stride: int = 1) -> str:
+def conv_transpose(
+    g: Graph,
+    x: str,
+    c_in: int,
+    c_out: int,
+    k: int = 3,
+    dims: int = 2,
+    name: str | None = None,
+    bias=True,
+    group: int = 1,
+    stride: int = 1,
+) -> str:
     """ConvTranspose with weight [c_in, c_out/group, k...] (padding keeps the size when stride is 1)."""
-    w = g.weight(c_in, c_out // group, *([k] * dims), fan_in=c_in * k ** dims // group,
-                 name=(name + ".weight") if name else None)
+    w = g.weight(
+        c_in, c_out // group, *([k] * dims), fan_in=c_in * k**dims // group, name=(name + ".weight") if name else None
+    )
     ins = [x, w] + ([g.const(g.rng.standard_normal(c_out) * 0.1)] if bias else [])
-    return g.op("ConvTranspose", ins, name=name, kernel_shape=[k] * dims, pads=[k // 2] * 2 * dims,
-                strides=[stride] * dims if stride != 1 else None, group=group if group != 1 else None)
+    return g.op(
+        "ConvTranspose",
+        ins,
+        name=name,
+        kernel_shape=[k] * dims,
+        pads=[k // 2] * 2 * dims,
+        strides=[stride] * dims if stride != 1 else None,
+        group=group if group != 1 else None,
+    )
 
 
 def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -298,8 +349,15 @@ def reference_error(original: onnx.ModelProto, grown: onnx.ModelProto, seed: int
     return max(normalised_error(x, y) for x, y in zip(a.run(None, feeds), b.run(None, feeds)))
 
 
-def caffe2_densenet(seed: int = 0, blocks=(4, 4, 4), growth: int = 8, stem: int = 16, classes: int = 1000,
-                    gain: float = 5.0, hw: int = 16) -> onnx.ModelProto:
+def caffe2_densenet(
+    seed: int = 0,
+    blocks=(4, 4, 4),
+    growth: int = 8,
+    stem: int = 16,
+    classes: int = 1000,
+    gain: float = 5.0,
+    hw: int = 16,
+) -> onnx.ModelProto:
     """A pre-activation DenseNet in the form Caffe2-era zoo files have: opset 9, IR version 4, batch 2 fixed,
     BatchNormalization followed by a per-channel Mul and Add, convolutions without bias, dense blocks that
     Concat every layer's output onto its input, transitions (1x1 conv halving the channels, AveragePool), then
@@ -316,9 +374,17 @@ def caffe2_densenet(seed: int = 0, blocks=(4, 4, 4), growth: int = 8, stem: int 
         return g.op("Conv", [x, g.const(w)], kernel_shape=[k, k], pads=[k // 2] * 4)
 
     def bn_relu(x: str, c: int) -> str:
-        y = g.op("BatchNormalization", [x, g.const(rng.uniform(0.5, 1.5, c)), g.const(rng.standard_normal(c) * 0.1),
-                                        g.const(rng.standard_normal(c) * 0.1), g.const(rng.uniform(0.5, 1.5, c))],
-                 epsilon=1e-5)
+        y = g.op(
+            "BatchNormalization",
+            [
+                x,
+                g.const(rng.uniform(0.5, 1.5, c)),
+                g.const(rng.standard_normal(c) * 0.1),
+                g.const(rng.standard_normal(c) * 0.1),
+                g.const(rng.uniform(0.5, 1.5, c)),
+            ],
+            epsilon=1e-5,
+        )
         y = g.op("Mul", [y, g.const(rng.uniform(0.5, 1.5, (c, 1, 1)))])
         return g.op("Relu", [g.op("Add", [y, g.const(rng.standard_normal((c, 1, 1)) * 0.1)])])
 
@@ -332,10 +398,18 @@ def caffe2_densenet(seed: int = 0, blocks=(4, 4, 4), growth: int = 8, stem: int 
             c //= 2
     h = g.op("Flatten", [g.op("GlobalAveragePool", [bn_relu(h, c)])], axis=1)
     w = rng.standard_normal((classes, c)) * gain / np.sqrt(c)
-    g.nodes.append(helper.make_node("Gemm", [h, g.const(w), g.const(rng.standard_normal(classes))], ["logits"],
-                                    name="fc", transB=1))
-    graph = helper.make_graph(g.nodes, "densenet", g.inputs,
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, classes])], g.inits)
+    g.nodes.append(
+        helper.make_node(
+            "Gemm", [h, g.const(w), g.const(rng.standard_normal(classes))], ["logits"], name="fc", transB=1
+        )
+    )
+    graph = helper.make_graph(
+        g.nodes,
+        "densenet",
+        g.inputs,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, classes])],
+        g.inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], producer_name="caffe2-like")
     model.ir_version = 4
     onnx.checker.check_model(model)

@@ -1,4 +1,5 @@
 """Run the README's ```console examples: every `$ command` with its printed lines and exit status."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ def section(marker: str) -> str:
     at = text.index(marker)
     start = text.rfind("\n## ", 0, at)
     end = text.find("\n## ", at)
-    return text[start if start >= 0 else 0:end if end >= 0 else len(text)]
+    return text[start if start >= 0 else 0 : end if end >= 0 else len(text)]
 
 
 def console_examples(text: str) -> list[tuple[str, list[str], int]]:

@@ -1,4 +1,5 @@
 """The inspect and widen commands as a user runs them: exit codes, one-line errors, nothing written on failure."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,19 @@ def test_widen_writes_exact_model(tmp_path, init, capsys):
 
 def test_widen_json_and_layer_names(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    rc = main(["widen", str(MODELS / "mlp.onnx"), "-o", str(out), "--layer", "/fc1/Gemm=100",
-               "--layer", "fc2.weight=+3", "--json"])
+    rc = main(
+        [
+            "widen",
+            str(MODELS / "mlp.onnx"),
+            "-o",
+            str(out),
+            "--layer",
+            "/fc1/Gemm=100",
+            "--layer",
+            "fc2.weight=+3",
+            "--json",
+        ]
+    )
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert {(g["id"], g["old"], g["new"]) for g in data["groups"]} == {("g0", 64, 100), ("g1", 32, 35)}
@@ -74,17 +86,20 @@ def test_widen_json_and_layer_names(tmp_path, capsys):
     assert dims["fc1.weight"] == [100, 784] and dims["fc2.weight"] == [35, 100] and dims["fc3.weight"] == [10, 35]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--layer", "g2=x2"], ["g2", "graph output logits"]),
-    (["--layer", "fc1=x2"], ["fc1", "did you mean", "/fc1/Gemm"]),
-    (["--layer", "g0=32"], ["smaller", "shrinking is not supported"]),
-    (["--layer", "g0=x1"], ["factor", "greater than 1"]),
-    (["--layer", "g0=x0.5"], ["greater than 1"]),
-    (["--layer", "g0=x2", "--layer", "fc1.weight=x3"], ["g0", "already requested"]),
-    (["--layer", "g0"], ["NAME=SIZE"]),
-    (["--all", "2"], ["--all", "x2"]),
-    ([], ["--layer", "--all"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--layer", "g2=x2"], ["g2", "graph output logits"]),
+        (["--layer", "fc1=x2"], ["fc1", "did you mean", "/fc1/Gemm"]),
+        (["--layer", "g0=32"], ["smaller", "shrinking is not supported"]),
+        (["--layer", "g0=x1"], ["factor", "greater than 1"]),
+        (["--layer", "g0=x0.5"], ["greater than 1"]),
+        (["--layer", "g0=x2", "--layer", "fc1.weight=x3"], ["g0", "already requested"]),
+        (["--layer", "g0"], ["NAME=SIZE"]),
+        (["--all", "2"], ["--all", "x2"]),
+        ([], ["--layer", "--all"]),
+    ],
+)
 def test_widen_bad_requests(tmp_path, args, words):
     out = tmp_path / "o.onnx"
     res = run_cli("widen", str(MODELS / "mlp.onnx"), "-o", str(out), *args)
@@ -160,8 +175,13 @@ def _layernorm_mlp() -> onnx.ModelProto:
         helper.make_node("LayerNormalization", ["h", "ln.g", "ln.b"], ["n"], name="ln", axis=-1),
         helper.make_node("MatMul", ["n", "w2"], ["y"], name="fc2"),
     ]
-    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])], [w1, g, b, w2])
+    graph = helper.make_graph(
+        nodes,
+        "ln",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
+        [w1, g, b, w2],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -175,12 +195,20 @@ def test_value_info_of_grown_weights_is_refreshed():
     w1 = numpy_helper.from_array(rng.standard_normal((8, 6)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w2")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc1"), helper.make_node("Relu", ["a"], ["r"], name="act"),
-         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")], "g",
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["a"], name="fc1"),
+            helper.make_node("Relu", ["a"], ["r"], name="act"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])], [w1, w2],
-        value_info=[helper.make_tensor_value_info("w1", onnx.TensorProto.FLOAT, [8, 6]),
-                    helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 6])])
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])],
+        [w1, w2],
+        value_info=[
+            helper.make_tensor_value_info("w1", onnx.TensorProto.FLOAT, [8, 6]),
+            helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [2, 6]),
+        ],
+    )
     grown = widen_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), {"fc1": "x2"}).model
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in grown.graph.value_info}
     assert shapes == {"w1": [8, 12], "a": [2, 12]}

@@ -5,6 +5,7 @@ transformer encoders and some CNNs, the dynamo exporter too. Every deepened mode
 onnxruntime (graph optimisations off) next to the original on the same random inputs — not only
 checked through deepen's own report.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,14 +38,15 @@ TOL = 1e-5
 BLOCK_ACTIVATIONS = ("relu", "gelu", "silu", "tanh")
 
 
-
 def case(name: str, dynamo: bool = False):
     """A (model name, exporter) parameter."""
-    return pytest.param(name, dynamo, id=f"{name}-{'dynamo' if dynamo else 'ts'}",
-                        marks=[NEEDS_ONNXSCRIPT] if dynamo else [])
+    return pytest.param(
+        name, dynamo, id=f"{name}-{'dynamo' if dynamo else 'ts'}", marks=[NEEDS_ONNXSCRIPT] if dynamo else []
+    )
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -115,8 +117,10 @@ def nodes_by_op(model: onnx.ModelProto, *ops: str) -> list[onnx.NodeProto]:
 def new_names(original: onnx.ModelProto, grown: onnx.ModelProto) -> tuple[list[str], list[str]]:
     nodes = {n.name for n in original.graph.node}
     inits = {t.name for t in original.graph.initializer}
-    return ([n.name for n in grown.graph.node if n.name not in nodes],
-            [t.name for t in grown.graph.initializer if t.name not in inits])
+    return (
+        [n.name for n in grown.graph.node if n.name not in nodes],
+        [t.name for t in grown.graph.initializer if t.name not in inits],
+    )
 
 
 def hidden_sites(model: onnx.ModelProto) -> list[str]:
@@ -126,6 +130,7 @@ def hidden_sites(model: onnx.ModelProto) -> list[str]:
 
 
 # -- MLPs -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
 def test_mlp_residual_after_every_activation(exported, act):
@@ -163,8 +168,9 @@ def test_mlp_identity_after_relu_is_exact(exported, dynamo):
             assert_exact(path, result.model)
 
 
-@pytest.mark.parametrize("act, op", [("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("leakyrelu", "LeakyRelu"),
-                                     ("relu", "Gemm"), ("elu", "Elu")])
+@pytest.mark.parametrize(
+    "act, op", [("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("leakyrelu", "LeakyRelu"), ("relu", "Gemm"), ("elu", "Elu")]
+)
 def test_identity_after_non_idempotent_inserts_linear_layer_alone(exported, act, op):
     path = exported(f"mlp_{act}")
     model = onnxgrow.load(path)
@@ -197,8 +203,7 @@ def test_cnn_identity_and_residual_after_relu(exported, name, dynamo):
             result = deepen_model(path, relu.name, block="identity", kernel=kernel)
             convs = [n for n in result.model.graph.node if n.name in result.inserted and n.op_type == "Conv"]
             assert len(convs) == 1
-            w = numpy_helper.to_array(
-                next(t for t in result.model.graph.initializer if t.name == convs[0].input[1]))
+            w = numpy_helper.to_array(next(t for t in result.model.graph.initializer if t.name == convs[0].input[1]))
             assert list(w.shape[2:]) == [kernel] * (w.ndim - 2) and w.shape[0] == w.shape[1]
             dirac = np.zeros_like(w)
             for c in range(w.shape[0]):
@@ -226,6 +231,7 @@ def test_cnn_after_batchnorm(exported, name):
 
 # -- ResNet blocks -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name, dynamo", [case("resnet"), case("resnet_nofold"), case("resnet", True)])
 def test_resnet_blocks_found_and_copied(exported, name, dynamo):
     path = exported(name, dynamo)
@@ -233,8 +239,9 @@ def test_resnet_blocks_found_and_copied(exported, name, dynamo):
     blocks = find_blocks(model)
     assert [b.kind for b in blocks] == ["basic", "basic", "bottleneck"]
     assert all(b.exact for b in blocks)
-    convs = [len([n for n in b.nodes if next(m for m in model.graph.node if m.name == n).op_type == "Conv"])
-             for b in blocks]
+    convs = [
+        len([n for n in b.nodes if next(m for m in model.graph.node if m.name == n).op_type == "Conv"]) for b in blocks
+    ]
     assert convs == [2, 2, 3]
     for b in blocks:
         result = deepen_model(path, b.id, block="copy")
@@ -312,6 +319,7 @@ def test_encoder_residual_after_layernorm_output(exported):
 
 # -- count, names, noise, widen after deepen ----------------------------------------------------------
 
+
 def test_count_three(exported):
     path = exported("mlp_relu")
     relu = next(n for n in onnxgrow.load(path).graph.node if n.op_type == "Relu")
@@ -370,14 +378,24 @@ def test_noise_makes_identity_approximate(exported, name):
     assert abs_err > 0
 
 
-@pytest.mark.parametrize("name, block", [("mlp_relu", "identity"), ("mlp_tanh", "residual"),
-                                         ("cnn2d_bn", "identity"), ("cnn2d_bn_nofold", "residual"),
-                                         ("cnn1d", "residual")])
+@pytest.mark.parametrize(
+    "name, block",
+    [
+        ("mlp_relu", "identity"),
+        ("mlp_tanh", "residual"),
+        ("cnn2d_bn", "identity"),
+        ("cnn2d_bn_nofold", "residual"),
+        ("cnn1d", "residual"),
+    ],
+)
 def test_deepen_then_widen_all_matches_original(exported, name, block):
     path = exported(name)
     model = onnxgrow.load(path)
-    after = hidden_sites(model)[0] if name.startswith("mlp") else next(
-        n for n in model.graph.node if n.op_type == "Relu").name
+    after = (
+        hidden_sites(model)[0]
+        if name.startswith("mlp")
+        else next(n for n in model.graph.node if n.op_type == "Relu").name
+    )
     deep = deepen_model(path, after, block=block)
     for init in ("noise", "zero"):
         wide = widen_model(deep.model, all="x2", init=init)
@@ -409,13 +427,18 @@ def test_identity_and_residual_after_every_relu_of_residual_networks(exported, n
         assert_matches(path, result.model)
 
 
-@pytest.mark.parametrize("name, block", [("mlp_relu", "identity"), ("mlp_silu", "residual"),
-                                         ("cnn2d", "identity"), ("cnn3d_bn_nofold", "residual")])
+@pytest.mark.parametrize(
+    "name, block",
+    [("mlp_relu", "identity"), ("mlp_silu", "residual"), ("cnn2d", "identity"), ("cnn3d_bn_nofold", "residual")],
+)
 def test_widen_group_of_inserted_layer(exported, name, block):
     path = exported(name)
     model = onnxgrow.load(path)
-    after = hidden_sites(model)[0] if name.startswith("mlp") else next(
-        n for n in model.graph.node if n.op_type == "Relu").name
+    after = (
+        hidden_sites(model)[0]
+        if name.startswith("mlp")
+        else next(n for n in model.graph.node if n.op_type == "Relu").name
+    )
     deep = deepen_model(path, after, block=block)
     layer = next(n for n in deep.model.graph.node if n.name in deep.inserted and n.op_type in ("Gemm", "Conv"))
     analysis = inspect_model(deep.model)
@@ -500,6 +523,7 @@ def test_cnn_deepen_after_graph_input_is_convolutional(exported, name):
 
 # -- errors --------------------------------------------------------------------------------------
 
+
 def test_api_errors(exported):
     path = exported("mlp_relu")
     with pytest.raises(OnnxGrowError, match="did you mean"):
@@ -525,6 +549,7 @@ def test_after_a_weight_name_means_after_its_layer(exported):
 
 
 # -- command line --------------------------------------------------------------------------------
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "onnxgrow", *args], capture_output=True, text=True)
@@ -557,8 +582,9 @@ def test_cli_deepen_writes_and_reports(exported, tmp_path):
     path = exported("cnn2d_bn_nofold")
     relu = next(n for n in onnxgrow.load(path).graph.node if n.op_type == "Relu").name
     out = tmp_path / "deep.onnx"
-    proc = run_cli("deepen", str(path), "-o", str(out), "--after", relu, "--block", "residual", "--count", "2",
-                   "--json")
+    proc = run_cli(
+        "deepen", str(path), "-o", str(out), "--after", relu, "--block", "residual", "--count", "2", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["written"] == str(out) and data["exact"] and data["verification"]["passed"]
@@ -615,4 +641,3 @@ def test_cli_failed_verification_writes_nothing(exported, tmp_path, monkeypatch,
     data = json.loads(captured.out)
     assert data["written"] is None and data["verification"]["passed"] is False
     assert len(captured.err.strip().splitlines()) == 1 and "nothing was written" in captured.err
-

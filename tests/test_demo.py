@@ -1,4 +1,5 @@
 """`make demo`'s building blocks on the shipped models: a perturbed copy fails, every model passes itself."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,9 @@ MODELS = ["mlp.onnx", "cnn.onnx", "encoder.onnx"]
 
 
 def onnxgrow(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxgrow", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "onnxgrow", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 def digest(path: Path) -> str:
@@ -34,8 +36,13 @@ def test_perturbed_copy_fails_verification(tmp_path, name, flags):
     src = ROOT / "models" / name
     before = digest(src)
     dst = tmp_path / "perturbed.onnx"
-    made = subprocess.run([sys.executable, "-m", "onnxgrow.demo", "perturb", str(src), str(dst)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    made = subprocess.run(
+        [sys.executable, "-m", "onnxgrow.demo", "perturb", str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert made.returncode == 0, made.stderr
     assert dst.exists() and "by 0.001" in made.stdout
     res = onnxgrow("verify", src, dst, *flags)

@@ -6,6 +6,7 @@ models and arrays). Tests that need MXNet are skipped when .venv-mxnet/bin/pytho
 file happens in two driver processes: `make` (module fixture `made`) and one `batch`
 (module fixture `roundtrip`), to keep the file well under a minute and a half.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,8 @@ TOL = 1e-5
 
 needs_mxnet = pytest.mark.skipif(
     not MXPY.exists(),
-    reason=".venv-mxnet/bin/python is missing: `make .venv-mxnet/.installed` creates the MXNet 1.9.1 environment")
+    reason=".venv-mxnet/bin/python is missing: `make .venv-mxnet/.installed` creates the MXNet 1.9.1 environment",
+)
 
 
 def driver(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
@@ -87,6 +89,7 @@ def static_encoder() -> onnx.ModelProto:
 
 
 # ------------------------------------------------------------------------------ models made by MXNet
+
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory) -> dict:
@@ -173,6 +176,7 @@ def test_cli_widen_and_deepen_mxnet_model(made, tmp_path):
 
 # -------------------------------------------------------------- the round trip, in one MXNet process
 
+
 @pytest.fixture(scope="module")
 def roundtrip(made, tmp_path_factory) -> dict:
     """Grow each MXNet-made net with each strategy (widen all x2, deepen identity + residual),
@@ -199,12 +203,38 @@ def roundtrip(made, tmp_path_factory) -> dict:
             save(deep, grown)
             save(for_mxnet(deep), converted)
             key = (net, init)
-            cases.setdefault("paths", {})[key] = {"grown": grown, "feeds": feeds, "src": info["onnx"],
-                                                  "grads": work / f"{net}_{init}_grads.npz"}
-            add("run", key, {"cmd": "run", "args": {"model": str(converted), "inputs": str(work / f"{net}_inputs.npz"),
-                                                    "out": str(work / f"{net}_{init}_out.npz")}})
-            add("train", key, {"cmd": "train", "args": {"model": str(converted), "data": info["data"], "steps": 10,
-                                                        "lr": 0.05, "grads": str(work / f"{net}_{init}_grads.npz")}})
+            cases.setdefault("paths", {})[key] = {
+                "grown": grown,
+                "feeds": feeds,
+                "src": info["onnx"],
+                "grads": work / f"{net}_{init}_grads.npz",
+            }
+            add(
+                "run",
+                key,
+                {
+                    "cmd": "run",
+                    "args": {
+                        "model": str(converted),
+                        "inputs": str(work / f"{net}_inputs.npz"),
+                        "out": str(work / f"{net}_{init}_out.npz"),
+                    },
+                },
+            )
+            add(
+                "train",
+                key,
+                {
+                    "cmd": "train",
+                    "args": {
+                        "model": str(converted),
+                        "data": info["data"],
+                        "steps": 10,
+                        "lr": 0.05,
+                        "grads": str(work / f"{net}_{init}_grads.npz"),
+                    },
+                },
+            )
 
     # a transformer encoder (torch export): with static input sizes its shape arithmetic folds away
     # and its LayerNorms become plain arithmetic; widen the feed-forward layer, add a residual block
@@ -218,10 +248,26 @@ def roundtrip(made, tmp_path_factory) -> dict:
     np.savez(work / "enc_inputs.npz", ids=ids)
     np.savez(work / "enc_data.npz", x=ids, y=rng.standard_normal((2, 2)).astype(np.float32))
     cases["encoder"] = {"grown": work / "enc.onnx", "feeds": {"ids": ids}}
-    add("run", "encoder", {"cmd": "run", "args": {"model": str(work / "enc_mx.onnx"), "inputs": str(work / "enc_inputs.npz"),
-                                                  "out": str(work / "enc_out.npz")}})
-    add("train", "encoder", {"cmd": "train", "args": {"model": str(work / "enc_mx.onnx"), "data": str(work / "enc_data.npz"),
-                                                      "steps": 10, "lr": 0.05}})
+    add(
+        "run",
+        "encoder",
+        {
+            "cmd": "run",
+            "args": {
+                "model": str(work / "enc_mx.onnx"),
+                "inputs": str(work / "enc_inputs.npz"),
+                "out": str(work / "enc_out.npz"),
+            },
+        },
+    )
+    add(
+        "train",
+        "encoder",
+        {
+            "cmd": "train",
+            "args": {"model": str(work / "enc_mx.onnx"), "data": str(work / "enc_data.npz"), "steps": 10, "lr": 0.05},
+        },
+    )
 
     # the command line: export --to mxnet of a grown model
     grown = cases["paths"][("mx_cnn", "net2net")]["grown"]
@@ -229,8 +275,18 @@ def roundtrip(made, tmp_path_factory) -> dict:
     cli = run_cli("export", str(grown), "--to", "mxnet", "-o", str(cli_out))
     cases["cli"] = cli
     if cli.returncode == 0:
-        add("run", "cli", {"cmd": "run", "args": {"model": str(cli_out), "inputs": str(work / "mx_cnn_inputs.npz"),
-                                                  "out": str(work / "cli_out.npz")}})
+        add(
+            "run",
+            "cli",
+            {
+                "cmd": "run",
+                "args": {
+                    "model": str(cli_out),
+                    "inputs": str(work / "mx_cnn_inputs.npz"),
+                    "out": str(work / "cli_out.npz"),
+                },
+            },
+        )
 
     # one small model per op family
     cases["zoo_cases"] = {}
@@ -244,8 +300,17 @@ def roundtrip(made, tmp_path_factory) -> dict:
         path, inputs = work / f"zoo{i}.onnx", work / f"zoo{i}_in.npz"
         save(converted, path)
         np.savez(inputs, **feeds)
-        cases["zoo_cases"][name] = {"model": model, "converted": converted, "feeds": feeds, "out": work / f"zoo{i}_out.npz"}
-        add("zoo", name, {"cmd": "run", "args": {"model": str(path), "inputs": str(inputs), "out": str(work / f"zoo{i}_out.npz")}})
+        cases["zoo_cases"][name] = {
+            "model": model,
+            "converted": converted,
+            "feeds": feeds,
+            "out": work / f"zoo{i}_out.npz",
+        }
+        add(
+            "zoo",
+            name,
+            {"cmd": "run", "args": {"model": str(path), "inputs": str(inputs), "out": str(work / f"zoo{i}_out.npz")}},
+        )
 
     (work / "jobs.json").write_text(json.dumps(jobs))
     driver("batch", str(work / "jobs.json"), str(work / "results.json"), timeout=240)
@@ -354,6 +419,7 @@ def test_zoo_op_imports_into_mxnet(roundtrip, case):
 
 # ----------------------------------------------------------------- for_mxnet without MXNet itself
 
+
 def test_for_mxnet_structure():
     model, _ = CASES["Conv SAME_UPPER stride 2"]()
     before = model.SerializeToString()
@@ -413,6 +479,7 @@ def test_for_mxnet_refuses_dynamic_shapes_of_the_encoder():
 
 def test_for_mxnet_verifies_what_it_converts(monkeypatch):
     """A wrong rule is caught by the onnxruntime check: VerificationFailed (exit status 1)."""
+
     def wrong(node, ctx):
         return [onnx.helper.make_node("Sigmoid", list(node.input), list(node.output), name=node.name)]
 
@@ -426,8 +493,18 @@ def test_for_mxnet_verifies_what_it_converts(monkeypatch):
 def test_cli_export_refuses_an_op_mxnet_cannot_take(tmp_path):
     """A residual block with GELU (Erf below opset 20) cannot go to MXNet: exit 2, one line, no file."""
     deep = tmp_path / "deep.onnx"
-    res = run_cli("deepen", str(ROOT / "models" / "mlp.onnx"), "-o", str(deep), "--after", "/Relu",
-                  "--block", "residual", "--activation", "gelu")
+    res = run_cli(
+        "deepen",
+        str(ROOT / "models" / "mlp.onnx"),
+        "-o",
+        str(deep),
+        "--after",
+        "/Relu",
+        "--block",
+        "residual",
+        "--activation",
+        "gelu",
+    )
     assert res.returncode == 0, res.stderr
     erf = next(n for n in onnx.load(str(deep)).graph.node if n.op_type == "Erf")
     out = tmp_path / "deep_mx.onnx"
@@ -439,6 +516,7 @@ def test_cli_export_refuses_an_op_mxnet_cannot_take(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- the README
+
 
 def _mxnet_section() -> str:
     """The README's mxnet section."""
@@ -455,8 +533,14 @@ def test_readme_mxnet_section_runs(tmp_path):
         res = subprocess.run([str(MXPY), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "out" / "gluon_mlp.onnx").exists()
-    res = run_cli("widen", str(tmp_path / "out" / "gluon_mlp.onnx"), "-o", str(tmp_path / "out" / "gluon_wide.onnx"),
-                  "--all", "x2")
+    res = run_cli(
+        "widen",
+        str(tmp_path / "out" / "gluon_mlp.onnx"),
+        "-o",
+        str(tmp_path / "out" / "gluon_wide.onnx"),
+        "--all",
+        "x2",
+    )
     assert res.returncode == 0 and "16 -> 32" in res.stdout and "(exact)" in res.stdout, res.stdout + res.stderr
 
 
@@ -464,12 +548,14 @@ def test_readme_mxnet_section_runs(tmp_path):
 def test_for_mxnet_writes_small_powers_without_an_exponent_to_train(exponent, ops):
     """MXNet trains every constant input: Pow's exponent would get the gradient x**p * ln(x), NaN for x < 0."""
     model, _ = CASES["Pow 2 -> Mul"]()
-    model.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.array(exponent, np.float32),
-                                                                     model.graph.initializer[0].name))
+    model.graph.initializer[0].CopyFrom(
+        onnx.numpy_helper.from_array(np.array(exponent, np.float32), model.graph.initializer[0].name)
+    )
     assert [n.op_type for n in for_mxnet(model, check=False).graph.node] == ops  # zoo cases check the values
 
 
 # ---------------------------------------------------------------------- models past protobuf's 2 GB limit
+
 
 def test_export_past_the_protobuf_limit_writes_external_data_that_mxnet_reads(tmp_path, monkeypatch, capsys):
     """A converted model past the 2 GB limit is written with external data (OUT.data), as `save` does for every

@@ -8,6 +8,7 @@ halves and grouped-query attention), AveragePool that does not count its padding
 MXNet imports every converted model in one driver process (tests/mxnet_driver.py, in .venv-mxnet), and its
 outputs must equal onnxruntime's on the grown model; two of them are also trained there.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,8 +43,9 @@ class MobileNetV3Block(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.Hardswish())
-        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1),
-                                nn.Hardsigmoid())
+        self.se = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.Hardsigmoid()
+        )
         self.proj = nn.Sequential(nn.Conv2d(8, 12, 1), nn.Hardswish())
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 5))
 
@@ -57,8 +59,14 @@ class CeilPoolNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
-                                  nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, 2, ceil_mode=True))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, 2, ceil_mode=True),
+        )
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,18 +100,33 @@ def _hf(name: str, path: Path) -> None:
 
 #: name -> (build into path, transformer (grown with --keep-outputs), the ops of the fix that must be in the model)
 MODELS = {
-    "MobileNetV3 block (TorchScript)": (lambda p: _torch_export(MobileNetV3Block(), (2, 3, 16, 16), p, "torchscript"),
-                                        False, {"HardSwish", "HardSigmoid"}),
-    "MobileNetV3 block (dynamo)": (lambda p: _torch_export(MobileNetV3Block(), (2, 3, 16, 16), p, "dynamo"), False,
-                                   {"HardSwish", "HardSigmoid"}),
-    "ceil-mode pooling (TorchScript)": (lambda p: _torch_export(CeilPoolNet(), (2, 3, 15, 15), p, "torchscript"),
-                                        False, {"MaxPool"}),
-    "ceil-mode pooling (dynamo)": (lambda p: _torch_export(CeilPoolNet(), (2, 3, 15, 15), p, "dynamo"), False,
-                                   {"MaxPool"}),
+    "MobileNetV3 block (TorchScript)": (
+        lambda p: _torch_export(MobileNetV3Block(), (2, 3, 16, 16), p, "torchscript"),
+        False,
+        {"HardSwish", "HardSigmoid"},
+    ),
+    "MobileNetV3 block (dynamo)": (
+        lambda p: _torch_export(MobileNetV3Block(), (2, 3, 16, 16), p, "dynamo"),
+        False,
+        {"HardSwish", "HardSigmoid"},
+    ),
+    "ceil-mode pooling (TorchScript)": (
+        lambda p: _torch_export(CeilPoolNet(), (2, 3, 15, 15), p, "torchscript"),
+        False,
+        {"MaxPool"},
+    ),
+    "ceil-mode pooling (dynamo)": (
+        lambda p: _torch_export(CeilPoolNet(), (2, 3, 15, 15), p, "dynamo"),
+        False,
+        {"MaxPool"},
+    ),
     "GPT-2 (dynamo)": (lambda p: _hf("gpt2", p), True, {"IsNaN", "Where", "Slice"}),
     "LLaMA (dynamo)": (lambda p: _hf("llama", p), True, {"IsNaN", "Where", "Slice", "Expand"}),
-    "BN-Inception (Caffe2, opset 9)": (lambda p: onnx.save(caffe2_models.inception_v2(), str(p)), False,
-                                       {"AveragePool"}),
+    "BN-Inception (Caffe2, opset 9)": (
+        lambda p: onnx.save(caffe2_models.inception_v2(), str(p)),
+        False,
+        {"AveragePool"},
+    ),
 }
 TRAIN = ("MobileNetV3 block (dynamo)", "LLaMA (dynamo)")
 
@@ -153,21 +176,45 @@ def converted(tmp_path_factory) -> dict:
         feeds = _feeds(grown)
         np.savez(work / f"m{k}_in.npz", **feeds)
         want = _ort(grown_path, feeds)
-        out[name] = {"grown": grown, "mx": mx, "feeds": feeds, "want": want, "ops": ops, "run": len(jobs),
-                     "out": work / f"m{k}_mx_out.npz", "src": src}
-        jobs.append({"cmd": "run", "args": {"model": str(mx_path), "inputs": str(work / f"m{k}_in.npz"),
-                                            "out": str(work / f"m{k}_mx_out.npz")}})
+        out[name] = {
+            "grown": grown,
+            "mx": mx,
+            "feeds": feeds,
+            "want": want,
+            "ops": ops,
+            "run": len(jobs),
+            "out": work / f"m{k}_mx_out.npz",
+            "src": src,
+        }
+        jobs.append(
+            {
+                "cmd": "run",
+                "args": {
+                    "model": str(mx_path),
+                    "inputs": str(work / f"m{k}_in.npz"),
+                    "out": str(work / f"m{k}_mx_out.npz"),
+                },
+            }
+        )
         if name in TRAIN:
             x = next(iter(feeds.values()))
             y = np.random.default_rng(1).standard_normal(next(iter(want.values())).shape).astype(np.float32)
             np.savez(work / f"m{k}_data.npz", x=x, y=y)
             out[name]["train"] = len(jobs)
-            jobs.append({"cmd": "train", "args": {"model": str(mx_path), "data": str(work / f"m{k}_data.npz"),
-                                                  "steps": 5, "lr": 0.01}})
+            jobs.append(
+                {
+                    "cmd": "train",
+                    "args": {"model": str(mx_path), "data": str(work / f"m{k}_data.npz"), "steps": 5, "lr": 0.01},
+                }
+            )
     if MXPY.exists():
         (work / "jobs.json").write_text(json.dumps(jobs))
-        res = subprocess.run([str(MXPY), str(DRIVER), "batch", str(work / "jobs.json"), str(work / "results.json")],
-                             capture_output=True, text=True, timeout=400)
+        res = subprocess.run(
+            [str(MXPY), str(DRIVER), "batch", str(work / "jobs.json"), str(work / "results.json")],
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         out["results"] = json.loads((work / "results.json").read_text())
     return out

@@ -7,6 +7,7 @@ the module computes what onnxruntime computes, that every weight trains, and whi
 gradients: `zero` with ReLU gives new units no gradient at all, ever (the failure the original
 request warned about).
 """
+
 from __future__ import annotations
 
 import functools
@@ -77,9 +78,17 @@ def _export(module: nn.Module, x: torch.Tensor) -> onnx.ModelProto:
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (x,), f, dynamo=False, input_names=["x"], output_names=["y"],
-                          opset_version=17, training=torch.onnx.TrainingMode.PRESERVE,
-                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            module.eval(),
+            (x,),
+            f,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
     return onnx.load_from_string(f.getvalue())
 
 
@@ -166,6 +175,7 @@ def _target(kind: str, x: torch.Tensor) -> torch.Tensor:
 
 # -- (a) outputs, (b) parameters -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind, how", CASES)
 def test_module_computes_what_onnxruntime_computes(kind, how):
     model = grown(kind, how)
@@ -221,8 +231,10 @@ def test_scalar_constants_stay_buffers_in_a_transformer():
 def test_an_op_onnx2torch_cannot_convert_is_one_error():
     graph = helper.make_graph(
         [helper.make_node("Shrink", ["x"], ["h"], name="odd"), helper.make_node("Relu", ["h"], ["y"], name="r")],
-        "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])])
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+    )
     with pytest.raises(OnnxGrowError, match=r"onnx2torch cannot convert node 'odd' \(Shrink\)"):
         to_module(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
 
@@ -231,23 +243,33 @@ def test_a_tied_initializer_is_one_parameter():
     """An initializer read by two MatMuls trains as one Parameter (ONNX says it is one tensor)."""
     w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["h"], name="m1"), helper.make_node("Relu", ["h"], ["r"], name="r"),
-         helper.make_node("MatMul", ["r", "W"], ["y"], name="m2")], "tied",
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="m1"),
+            helper.make_node("Relu", ["h"], ["r"], name="r"),
+            helper.make_node("MatMul", ["r", "W"], ["y"], name="m2"),
+        ],
+        "tied",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])], [w])
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 4])],
+        [w],
+    )
     gm = to_module(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert len(list(gm.parameters())) == 1 and len(gm.onnx_names) == 2
 
 
 # -- (c) training, (d) gradients of the new units ------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind, how", CASES)
 def test_optimiser_steps_lower_the_loss(kind, how):
     gm = to_module(grown(kind, how)).train()
     x = _example(kind, batch=16, seed=5)
     y = _target(kind, x)
-    opt = (torch.optim.SGD(gm.parameters(), lr=0.05) if how in ("noise", "net2net")
-           else torch.optim.Adam(gm.parameters(), lr=1e-2))
+    opt = (
+        torch.optim.SGD(gm.parameters(), lr=0.05)
+        if how in ("noise", "net2net")
+        else torch.optim.Adam(gm.parameters(), lr=1e-2)
+    )
     losses = []
     for _ in range(6):
         loss = _loss(gm, x, y)
@@ -342,6 +364,7 @@ def test_residual_block_learns():
 
 # -- (e) back to ONNX and grown again ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_trained_module_exports_back_and_grows_again(kind, tmp_path):
     gm = to_module(grown(kind, "net2net")).train()
@@ -355,8 +378,16 @@ def test_trained_module_exports_back_and_grows_again(kind, tmp_path):
     path = tmp_path / "trained.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(gm, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+        torch.onnx.export(
+            gm,
+            (x,),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            opset_version=17,
+            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        )
     back = onnxgrow.load(path)
     assert _normalised(gm(x), _ort(back, x)) < 1e-5
     again = widen_model(path, all="x2", init="net2net")
@@ -365,6 +396,7 @@ def test_trained_module_exports_back_and_grows_again(kind, tmp_path):
 
 
 # -- (f) state_dict_for ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", STRATEGIES)
 def test_state_dict_for_the_users_bigger_mlp(how):
@@ -468,6 +500,7 @@ def test_state_dict_for_a_deepened_model_names_the_new_layers():
 
 # -- (g) saving and the CLI ----------------------------------------------------------------------------
 
+
 def test_save_and_load_module(tmp_path):
     gm = to_module(grown("mlp", "noise"))
     path = save_module(gm, tmp_path / "m.pt")
@@ -486,8 +519,11 @@ def test_cli_export_to_torch(tmp_path):
     src = tmp_path / "grown.onnx"
     onnxgrow.save(model, src)
     out = tmp_path / "out.pt"
-    res = subprocess.run([sys.executable, "-m", "onnxgrow", "export", str(src), "--to", "torch", "-o", str(out)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "onnxgrow", "export", str(src), "--to", "torch", "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert f"wrote {out}" in res.stdout
     module = torch.load(out, weights_only=False)
@@ -510,13 +546,17 @@ def test_readme_torch_section_runs(tmp_path):
     blocks = re.findall(r"```python torch\n(.*?)```", section, flags=re.S)
     assert len(blocks) >= 2
     # the blocks run one after the other in one interpreter (one torch import), as in a notebook
-    res = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True,
-                         env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     outputs = [res.stdout]
     # what the prose after each block says it prints
-    said = [q for para in re.findall(r"(?m)^(?:which )?prints (.*?)(?:\n\n|\Z)", section, flags=re.S)
-            for q in re.findall(r"`([^`]+)`", para)]
+    said = [
+        q
+        for para in re.findall(r"(?m)^(?:which )?prints (.*?)(?:\n\n|\Z)", section, flags=re.S)
+        for q in re.findall(r"`([^`]+)`", para)
+    ]
     assert len(said) >= 3
     for quoted in said:
         quoted = " ".join(quoted.split()).split("...")[0].strip()

@@ -9,6 +9,7 @@ as a graph input (IR version 3), the Caffe2-style DenseNet and BN-Inception of t
 opset-9 AlexNet of tests/test_grouped.py, and a VGG-style torch module exported at opset 9 by the TorchScript
 exporter (the dynamo exporter writes opset 18 and up only). Each is checked against onnxruntime.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -37,10 +38,18 @@ class TorchVGG(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.LocalResponseNorm(3),
-                                      nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Dropout(0.5),
-                                        nn.Linear(16, 5), nn.Softmax(dim=1))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.LocalResponseNorm(3),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 5), nn.Softmax(dim=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -53,8 +62,15 @@ def _torch_vgg_opset9() -> onnx.ModelProto:
     f = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(TorchVGG().eval(), (torch.randn(1, 3, 16, 16),), f, dynamo=False, opset_version=9,
-                          input_names=["data"], output_names=["prob"])
+        torch.onnx.export(
+            TorchVGG().eval(),
+            (torch.randn(1, 3, 16, 16),),
+            f,
+            dynamo=False,
+            opset_version=9,
+            input_names=["data"],
+            output_names=["prob"],
+        )
     model = onnx.load_from_string(f.getvalue())
     assert model.opset_import[0].version == 9
     return model
@@ -112,7 +128,9 @@ def test_grown_old_opset_model_converts_and_matches_onnxruntime(grown):
         want = _ort(model, x)
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-5 * max(np.abs(want).max(), 1.0), name
-    assert sum(p.numel() for p in to_module(wide).parameters()) > sum(p.numel() for p in to_module(original).parameters())
+    assert sum(p.numel() for p in to_module(wide).parameters()) > sum(
+        p.numel() for p in to_module(original).parameters()
+    )
 
 
 def test_grown_old_opset_model_trains(grown):
@@ -156,10 +174,17 @@ def test_dropout_that_cannot_convert_is_dropped():
     from onnx import helper
 
     w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-             helper.make_node("Dropout", ["h"], ["y"], name="drop", seed=3)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 3])],
-                              [helper.make_tensor_value_info("y", 1, [2, 4])], [w])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+        helper.make_node("Dropout", ["h"], ["y"], name="drop", seed=3),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", 1, [2, 3])],
+        [helper.make_tensor_value_info("y", 1, [2, 4])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     gm = to_module(model)
     x = _input(model)

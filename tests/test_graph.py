@@ -1,5 +1,6 @@
 """The graph layer (onnxgrow/graph.py): walks reach If/Loop bodies, outer-scope reads count as reads, and fresh
 names never clash with a node or tensor name anywhere in the model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,17 +13,32 @@ from onnxgrow import graph as G
 def _model() -> onnx.ModelProto:
     """x -> Relu -> If(cond) whose branches read the outer weights `w_then` / `w_else`; `unused` is read by
     nothing and `dead` is a node whose output nothing reads."""
-    then_b = helper.make_graph([helper.make_node("Add", ["r", "w_then"], ["t"], name="inner_add")], "then", [],
-                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
-    else_b = helper.make_graph([helper.make_node("Mul", ["r", "w_else"], ["e"], name="inner_mul")], "else", [],
-                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])])
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
-             helper.make_node("Neg", ["x"], ["d"], name="dead"),
-             helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_b, else_branch=else_b)]
+    then_b = helper.make_graph(
+        [helper.make_node("Add", ["r", "w_then"], ["t"], name="inner_add")],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    else_b = helper.make_graph(
+        [helper.make_node("Mul", ["r", "w_else"], ["e"], name="inner_mul")],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Neg", ["x"], ["d"], name="dead"),
+        helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_b, else_branch=else_b),
+    ]
     inits = [numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("w_then", "w_else", "unused")]
     inits.append(numpy_helper.from_array(np.array(True), "cond"))
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], inits)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.x", 2)])
 
 
@@ -80,8 +96,19 @@ def test_rewiring_and_renaming_touch_the_graph_itself_not_its_subgraphs():
     assert m.graph.value_info[0].name == "relu_out"
     assert G.nested_reads(if_node) == {"r", "w_then", "w_else"}  # a subgraph's outer-scope read is its own
     assert G.nodes_by_name(m.graph)["dead"] is dead
-    assert G.main_names(m.graph) == {"relu", "dead", "if", "x", "relu_out", "d", "cond", "y", "w_then", "w_else",
-                                     "unused"}
+    assert G.main_names(m.graph) == {
+        "relu",
+        "dead",
+        "if",
+        "x",
+        "relu_out",
+        "d",
+        "cond",
+        "y",
+        "w_then",
+        "w_else",
+        "unused",
+    }
 
 
 def test_index_answers_like_the_graph_and_keeps_in_step_when_a_tensor_is_renamed():
@@ -106,11 +133,17 @@ def test_index_answers_like_the_graph_and_keeps_in_step_when_a_tensor_is_renamed
 def test_input_slots_say_which_input_a_tensor_is_to_each_reader():
     """The exporters tell weights from statistics by the input index a tensor fills (BatchNormalization's 3 and 4
     are running statistics): a node that reads a tensor twice has two slots, empty (omitted) inputs have none."""
-    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
-             helper.make_node("BatchNormalization", ["sq", "s", "b", "mean", "var"], ["bn"], name="bn"),
-             helper.make_node("Clip", ["bn", "", "hi"], ["y"], name="clip")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["sq"], name="square"),
+        helper.make_node("BatchNormalization", ["sq", "s", "b", "mean", "var"], ["bn"], name="bn"),
+        helper.make_node("Clip", ["bn", "", "hi"], ["y"], name="clip"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+    )
     slots = {name: [(n.name, k) for n, k in pairs] for name, pairs in G.input_slots(g).items()}
     assert slots["x"] == [("square", 0), ("square", 1)]
     assert slots["mean"] == [("bn", 3)] and slots["var"] == [("bn", 4)]

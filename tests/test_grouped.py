@@ -7,6 +7,7 @@ their units interleave. The models are built here (torch modules exported with b
 torchvision's shufflenet_v2_x0_5 with random weights, an AlexNet-style graph with onnx.helper at opset 9);
 every growth is checked by widen's own verification and again here with onnxruntime on our own inputs.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,8 +29,9 @@ from onnxgrow.cli import main  # noqa: E402
 from onnxgrow.errors import OnnxGrowError  # noqa: E402
 from onnxgrow.widen import STRATEGIES, inspect_model, widen_model  # noqa: E402
 
-_NEEDS_ONNXSCRIPT = pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None,
-                                       reason="dynamo export needs onnxscript")
+_NEEDS_ONNXSCRIPT = pytest.mark.skipif(
+    importlib.util.find_spec("onnxscript") is None, reason="dynamo export needs onnxscript"
+)
 EXPORTERS = [pytest.param(False, id="torchscript"), pytest.param(True, id="dynamo", marks=_NEEDS_ONNXSCRIPT)]
 TOL = 1e-5
 
@@ -138,8 +140,10 @@ def assert_same_function(original, grown, what: str, seeds=(7, 8)) -> None:
     ref, cand = _session(original), _session(grown)
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 2 for d in i.shape]).astype(np.float32)
-                 for i in ref.get_inputs()}
+        feeds = {
+            i.name: rng.standard_normal([d if isinstance(d, int) else 2 for d in i.shape]).astype(np.float32)
+            for i in ref.get_inputs()
+        }
         for a, b in zip(ref.run(None, feeds), cand.run(None, feeds)):
             assert a.shape == b.shape, what
             err = float(np.max(np.abs(a.astype(np.float64) - b)))
@@ -297,8 +301,23 @@ def test_alexnet_cli_inspect_and_widen(exported, tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     assert "free (x2)" in capsys.readouterr().out
     out = tmp_path / "wide.onnx"
-    assert main(["widen", str(path), "-o", str(out), "--layer", "/conv2/Conv=x2", "--layer", "/conv4/Conv=+2",
-                 "--init", "net2net"]) == 0
+    assert (
+        main(
+            [
+                "widen",
+                str(path),
+                "-o",
+                str(out),
+                "--layer",
+                "/conv2/Conv=x2",
+                "--layer",
+                "/conv4/Conv=+2",
+                "--init",
+                "net2net",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "12 -> 24" in text and "6 -> 8" in text and "exact" in text
     assert_same_function(onnx.load(str(path)), onnx.load(str(out)), "cli widen")
@@ -308,8 +327,11 @@ def test_alexnet_cli_inspect_and_widen(exported, tmp_path, capsys):
 
 def _gconv(model: onnx.ModelProto, shape: tuple[int, int]) -> onnx.NodeProto:
     weights = _weights(model)
-    return next(n for n in model.graph.node if n.op_type == "Conv" and _group_attr(model, n.name) == 3
-                and weights[n.input[1]].shape[:2] == shape)
+    return next(
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv" and _group_attr(model, n.name) == 3 and weights[n.input[1]].shape[:2] == shape
+    )
 
 
 @pytest.mark.parametrize("dynamo", EXPORTERS)
@@ -373,13 +395,16 @@ def _alexnet_opset9(lrn: bool) -> onnx.ModelProto:
     inits, nodes = [], []
 
     def weight(name, *shape):
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name))
+        inits.append(
+            numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+        )
         return name
 
     def conv(x, name, c_in, c_out, group=1, k=3):
         ins = [x, weight(f"{name}_w", c_out, c_in // group, k, k), weight(f"{name}_b", c_out)]
-        nodes.append(helper.make_node("Conv", ins, [name], name=name, kernel_shape=[k, k], pads=[k // 2] * 4,
-                                      group=group))
+        nodes.append(
+            helper.make_node("Conv", ins, [name], name=name, kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
+        )
         nodes.append(helper.make_node("Relu", [name], [f"{name}_relu"], name=f"{name}_relu"))
         return f"{name}_relu"
 
@@ -392,14 +417,22 @@ def _alexnet_opset9(lrn: bool) -> onnx.ModelProto:
     h = conv(conv("pool2", "conv3", 12, 10), "conv4", 10, 6, group=2)
     h = conv(h, "conv5", 6, 8, group=2)
     nodes.append(helper.make_node("Flatten", [h], ["flat"], name="flat"))
-    nodes.append(helper.make_node("Gemm", ["flat", weight("fc6_w", 7, 8 * 16), weight("fc6_b", 7)], ["fc6"],
-                                  name="fc6", transB=1))
+    nodes.append(
+        helper.make_node(
+            "Gemm", ["flat", weight("fc6_w", 7, 8 * 16), weight("fc6_b", 7)], ["fc6"], name="fc6", transB=1
+        )
+    )
     nodes.append(helper.make_node("Dropout", ["fc6"], ["drop6"], name="drop6", ratio=0.5))
-    nodes.append(helper.make_node("Gemm", ["drop6", weight("fc7_w", 3, 7), weight("fc7_b", 3)], ["prob"],
-                                  name="fc7", transB=1))
-    graph = helper.make_graph(nodes, "alexnet", [helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT,
-                                                                               [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, [1, 3])], inits)
+    nodes.append(
+        helper.make_node("Gemm", ["drop6", weight("fc7_w", 3, 7), weight("fc7_b", 3)], ["prob"], name="fc7", transB=1)
+    )
+    graph = helper.make_graph(
+        nodes,
+        "alexnet",
+        [helper.make_tensor_value_info("data", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("prob", onnx.TensorProto.FLOAT, [1, 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)])
     model.ir_version = 4
     onnx.checker.check_model(model, full_check=True)
@@ -437,14 +470,20 @@ def test_groups_that_cut_across_a_concatenation_are_refused():
     def w(name, *shape):
         return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
 
-    nodes = [helper.make_node("Conv", ["x", "a_w"], ["a"], name="a", kernel_shape=[1, 1]),
-             helper.make_node("Conv", ["x", "b_w"], ["b"], name="b", kernel_shape=[1, 1]),
-             helper.make_node("Concat", ["a", "b"], ["ab"], name="cat", axis=1),
-             helper.make_node("Conv", ["ab", "g_w"], ["g"], name="gconv", kernel_shape=[1, 1], group=2),
-             helper.make_node("Conv", ["g", "o_w"], ["y"], name="out", kernel_shape=[1, 1])]
-    graph = helper.make_graph(nodes, "straddle", [helper.make_tensor_value_info("x", 1, [1, 2, 3, 3])],
-                              [helper.make_tensor_value_info("y", 1, [1, 2, 3, 3])],
-                              [w("a_w", 3, 2, 1, 1), w("b_w", 5, 2, 1, 1), w("g_w", 6, 4, 1, 1), w("o_w", 2, 6, 1, 1)])
+    nodes = [
+        helper.make_node("Conv", ["x", "a_w"], ["a"], name="a", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["x", "b_w"], ["b"], name="b", kernel_shape=[1, 1]),
+        helper.make_node("Concat", ["a", "b"], ["ab"], name="cat", axis=1),
+        helper.make_node("Conv", ["ab", "g_w"], ["g"], name="gconv", kernel_shape=[1, 1], group=2),
+        helper.make_node("Conv", ["g", "o_w"], ["y"], name="out", kernel_shape=[1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "straddle",
+        [helper.make_tensor_value_info("x", 1, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", 1, [1, 2, 3, 3])],
+        [w("a_w", 3, 2, 1, 1), w("b_w", 5, 2, 1, 1), w("g_w", 6, 4, 1, 1), w("o_w", 2, 6, 1, 1)],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     groups = {p: g for g in inspect_model(model).groups for p in g.producers}
     for layer in ("a", "b"):

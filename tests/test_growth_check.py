@@ -8,6 +8,7 @@ element) refuses it. `widen`, `deepen` and `export --to mxnet` therefore check w
 output's largest |value| by default, and still catch a wrong growth; `--relative-to element` brings back the
 element-wise check.
 """
+
 from __future__ import annotations
 
 import json
@@ -97,11 +98,28 @@ def test_deepen_and_export_take_the_check_flags(tmp_path, capsys):
     cnn, mlp = ROOT / "models" / "cnn.onnx", ROOT / "models" / "mlp.onnx"
     for flags, mode in (([], "output"), (["--relative-to", "element"], "element")):
         out = tmp_path / f"deep-{mode}.onnx"
-        assert main(["deepen", str(cnn), "-o", str(out), "--after", "/stem/stem.2/Relu", "--block", "residual",
-                     "--json", *flags]) == 0
+        assert (
+            main(
+                [
+                    "deepen",
+                    str(cnn),
+                    "-o",
+                    str(out),
+                    "--after",
+                    "/stem/stem.2/Relu",
+                    "--block",
+                    "residual",
+                    "--json",
+                    *flags,
+                ]
+            )
+            == 0
+        )
         assert json.loads(capsys.readouterr().out)["verification"]["relative_to"] == mode
     out = tmp_path / "mx.onnx"
-    assert main(["export", str(mlp), "--to", "mxnet", "-o", str(out), "--relative-to", "element", "--atol", "1e-4"]) == 0
+    assert (
+        main(["export", str(mlp), "--to", "mxnet", "-o", str(out), "--relative-to", "element", "--atol", "1e-4"]) == 0
+    )
     assert out.exists()
     assert main(["export", str(mlp), "--to", "torch", "-o", str(tmp_path / "m.pt"), "--atol", "1e-3"]) == 2
     err = capsys.readouterr().err.strip()

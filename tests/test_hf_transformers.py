@@ -4,6 +4,7 @@ Dynamo exports compute attention with `Where(IsNaN(p), 0, p)` after the Softmax,
 initializers; every layer must still show its value size, and its feed-forward column only its own
 feed-forward group (an attention group there made `--ffn` grow the value heads too).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ from onnxgrow.analysis.transformer import layers  # noqa: E402
 from onnxgrow.cli import main  # noqa: E402
 from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
 
-CASES = [pytest.param(n, "dynamo", id=f"{n}-dynamo") for n in hf.NAMES] + \
-        [pytest.param(n, "torchscript", id=f"{n}-torchscript") for n in hf.TORCHSCRIPT]
+CASES = [pytest.param(n, "dynamo", id=f"{n}-dynamo") for n in hf.NAMES] + [
+    pytest.param(n, "torchscript", id=f"{n}-torchscript") for n in hf.TORCHSCRIPT
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,9 @@ def exported(tmp_path_factory):
     def get(name: str, exporter: str, trained: bool = False) -> hf.HFExport:
         key = (name, exporter, trained)
         if key not in cache:
-            cache[key] = hf.export_hf(name, folder / f"{name}-{exporter}-{int(trained)}.onnx", exporter,
-                                      trained=trained)
+            cache[key] = hf.export_hf(
+                name, folder / f"{name}-{exporter}-{int(trained)}.onnx", exporter, trained=trained
+            )
         return cache[key]
 
     return get

@@ -13,6 +13,7 @@ leave a new data file next to the previous model file.
 
 The model has ~200 MB of weights, built once with numpy; the whole file takes well under 30 s.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,11 +53,16 @@ def big(tmp_path_factory) -> Path:
     w1 = np.tile(block, (IN // 64, 1))
     w2 = np.ascontiguousarray(np.tile(block, (OUT // 64, 1)).T)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["a"], name="act"),
-         helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2")], "big",
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["a"], name="act"),
+            helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2"),
+        ],
+        "big",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, IN])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, OUT])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path_factory.mktemp("big") / "big.onnx"

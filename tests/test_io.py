@@ -2,6 +2,7 @@
 
 Every numerical check runs the models in onnxruntime; models are built here with onnx.helper.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,7 +36,9 @@ def init(name: str, value: np.ndarray) -> TensorProto:
 
 
 def model(nodes, inputs, outputs, inits=(), *, opset: int = 17, ir_version: int = 8, **graph_kw) -> onnx.ModelProto:
-    graph = helper.make_graph(list(nodes), graph_kw.pop("name", "g"), list(inputs), list(outputs), list(inits), **graph_kw)
+    graph = helper.make_graph(
+        list(nodes), graph_kw.pop("name", "g"), list(inputs), list(outputs), list(inits), **graph_kw
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=ir_version)
     onnx.checker.check_model(m)
     return m
@@ -117,7 +120,9 @@ def test_load_reads_every_model_in_models_folder():
     for name in ("mlp.onnx", "cnn.onnx", "encoder.onnx"):
         m = onnxgrow.load(root / name)
         assert all(n.name for n in m.graph.node)
-        assert "Constant" not in [n.op_type for n in m.graph.node if not any(o in {x.name for x in m.graph.output} for o in n.output)]
+        assert "Constant" not in [
+            n.op_type for n in m.graph.node if not any(o in {x.name for x in m.graph.output} for o in n.output)
+        ]
 
 
 # ---------------------------------------------------------------------------- folding
@@ -146,7 +151,9 @@ def _folding_cases():
         helper.make_node("Add", ["h0", "b1"], ["h1"]),
         helper.make_node("MatMul", ["h1", "W2"], ["y"]),
     ]
-    cases.append(("ConstantOfShape", model(nodes, x, out, [init("W1", w1), init("W2", w2)]), {"Constant", "ConstantOfShape"}))
+    cases.append(
+        ("ConstantOfShape", model(nodes, x, out, [init("W1", w1), init("W2", w2)]), {"Constant", "ConstantOfShape"})
+    )
 
     # torch's exporter: one shared initializer fed to two users through Identity
     nodes = [
@@ -164,7 +171,9 @@ def _folding_cases():
         helper.make_node("Add", ["h0", "b1"], ["h1"]),
         helper.make_node("MatMul", ["h1", "W2"], ["y"]),
     ]
-    cases.append(("Transpose", model(nodes, x, out, [init("W1t", w1.T.copy()), init("b1", b1), init("W2", w2)]), {"Transpose"}))
+    cases.append(
+        ("Transpose", model(nodes, x, out, [init("W1t", w1.T.copy()), init("b1", b1), init("W2", w2)]), {"Transpose"})
+    )
 
     # old exporters list every initializer as a graph input as well
     m = mlp()
@@ -268,12 +277,16 @@ def _refused_by_checker(m: onnx.ModelProto) -> str:
     return str(info.value)
 
 
-@pytest.mark.parametrize("ir3, output, words", [
-    (True, "typed", ["IR version 3 -> 4", "not listed as graph inputs", "W1"]),
-    (False, "none", ["inferred the type and shape of output(s) y"]),
-    (False, "no-shape", ["inferred the type and shape of output(s) y"]),
-    (True, "none", ["IR version 3 -> 4", "inferred the type and shape of output(s) y"]),
-], ids=["ir3", "untyped-output", "shapeless-output", "both"])
+@pytest.mark.parametrize(
+    "ir3, output, words",
+    [
+        (True, "typed", ["IR version 3 -> 4", "not listed as graph inputs", "W1"]),
+        (False, "none", ["inferred the type and shape of output(s) y"]),
+        (False, "no-shape", ["inferred the type and shape of output(s) y"]),
+        (True, "none", ["IR version 3 -> 4", "inferred the type and shape of output(s) y"]),
+    ],
+    ids=["ir3", "untyped-output", "shapeless-output", "both"],
+)
 def test_form_only_faults_are_repaired_with_one_line(tmp_path, capsys, ir3, output, words):
     m = _old_form(ir3=ir3, output=output)
     _refused_by_checker(m)  # the premise: onnx.checker refuses the file ...
@@ -534,9 +547,7 @@ def test_truncated_external_data_file_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------- unreadable models
 
 
-@pytest.mark.parametrize(
-    "kind", ["missing", "folder", "empty", "random", "truncated", "text"]
-)
+@pytest.mark.parametrize("kind", ["missing", "folder", "empty", "random", "truncated", "text"])
 def test_unreadable_model_is_a_one_line_error_naming_the_file(tmp_path, kind):
     good = mlp().SerializeToString()
     path = tmp_path / f"{kind}.onnx"
@@ -595,7 +606,9 @@ def test_python_module_entry_point_runs(tmp_path):
 
     p = tmp_path / "m.onnx"
     onnx.save(mlp(), str(p))
-    proc = subprocess.run([sys.executable, "-m", "onnxgrow", "verify", str(p), str(p)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxgrow", "verify", str(p), str(p)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
 
@@ -605,13 +618,22 @@ def test_external_data_keeps_shape_constants_inline(tmp_path):
     data file stops onnxruntime's shape inference at load ("Cannot parse data from external tensors")."""
     w = np.random.default_rng(0).standard_normal((4, 600)).astype(np.float32)  # big enough to go outside
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Slice", ["h", "start", "end", "axis"], ["s"]),
-         helper.make_node("Reshape", ["s", "shape"], ["y"])], "g",
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"]),
+            helper.make_node("Slice", ["h", "start", "end", "axis"], ["s"]),
+            helper.make_node("Reshape", ["s", "shape"], ["y"]),
+        ],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([0], np.int64), "start"),
-         numpy_helper.from_array(np.array([300], np.int64), "end"), numpy_helper.from_array(np.array([1], np.int64), "axis"),
-         numpy_helper.from_array(np.array([-1, 30, 10], np.int64), "shape")])
+        [
+            numpy_helper.from_array(w, "w"),
+            numpy_helper.from_array(np.array([0], np.int64), "start"),
+            numpy_helper.from_array(np.array([300], np.int64), "end"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis"),
+            numpy_helper.from_array(np.array([-1, 30, 10], np.int64), "shape"),
+        ],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path = onnxgrow.save(model, tmp_path / "m.onnx", external_data=True)
     back = onnx.load(str(path), load_external_data=False)

@@ -7,6 +7,7 @@ grouped-query attention and ViTForImageClassification from tiny configs (2 layer
 trained-like weights, exported by both torch exporters where they work (TorchScript cannot export GPT-2 and
 LLaMA: aten::diff). Each export is made once per module.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -64,6 +65,7 @@ def _normalised(a, b) -> float:
 # BERT, GPT-2 and ViT tie the head size to hidden / heads: the class expresses --hidden only with --heads
 # (hidden 64, 8 heads of 8); BERT's pooler (hidden -> hidden) grows with them. LLaMA has its own head_dim.
 
+
 def _widen(**kwargs):
     return lambda kind, path: widen_model(path, **kwargs).model
 
@@ -76,18 +78,23 @@ def _hidden(kind: str, path):
 
 
 def _depth(order: str):
-    return lambda kind, path: deepen_model(path, "layers", block="copy", order=order,
-                                           approximate=kind == "bert").model
+    return lambda kind, path: deepen_model(path, "layers", block="copy", order=order, approximate=kind == "bert").model
 
 
-GROWTH = {"ffn": (_widen(ffn="x2"), dict(ffn=128)),
-          "heads": (_widen(heads="x2"), dict(heads=8, kv_heads=4)),
-          "hidden": (_hidden, dict(hidden=64, heads=8)),
-          "depth-interleave": (_depth("interleave"), dict(layers=4)),
-          "depth-stack": (_depth("stack"), dict(layers=4))}
-CASES = [pytest.param(kind, exporter, growth, id=f"{kind}-{exporter}-{growth}")
-         for kind in hb.KINDS for exporter in hb.EXPORTERS[kind] for growth in GROWTH
-         if growth != "heads" or kind == "llama"]
+GROWTH = {
+    "ffn": (_widen(ffn="x2"), dict(ffn=128)),
+    "heads": (_widen(heads="x2"), dict(heads=8, kv_heads=4)),
+    "hidden": (_hidden, dict(hidden=64, heads=8)),
+    "depth-interleave": (_depth("interleave"), dict(layers=4)),
+    "depth-stack": (_depth("stack"), dict(layers=4)),
+}
+CASES = [
+    pytest.param(kind, exporter, growth, id=f"{kind}-{exporter}-{growth}")
+    for kind in hb.KINDS
+    for exporter in hb.EXPORTERS[kind]
+    for growth in GROWTH
+    if growth != "heads" or kind == "llama"
+]
 
 
 def _bigger(kind: str, growth: str) -> torch.nn.Module:
@@ -132,8 +139,9 @@ def test_bigger_class_computes_what_onnxruntime_computes_and_trains(exported, ki
     assert frozen == []
 
 
-@pytest.mark.parametrize("kind,exporter", [("llama", "dynamo"), ("bert", "dynamo"), ("gpt2", "dynamo"),
-                                           ("vit", "torchscript")])
+@pytest.mark.parametrize(
+    "kind,exporter", [("llama", "dynamo"), ("bert", "dynamo"), ("gpt2", "dynamo"), ("vit", "torchscript")]
+)
 def test_constants_the_module_computes_are_skipped_and_listed(exported, kind, exporter):
     """Rotary tables, causal masks and folded lookups have no place in the module: not an error, but listed;
     what the model lacks (a position table whose lookup was folded, a class token) comes from base."""
@@ -143,9 +151,12 @@ def test_constants_the_module_computes_are_skipped_and_listed(exported, kind, ex
     assert sd.skipped and all("the module computes itself" in s for s in sd.skipped)
     ref = small.state_dict()
     assert [k for k in ref if not torch.equal(sd[k], ref[k])] == []  # an ungrown export gives the module back
-    expected_base = {"llama": [], "bert": ["bert.embeddings.position_embeddings.weight",
-                                           "bert.embeddings.token_type_embeddings.weight"],
-                     "gpt2": ["transformer.wpe.weight"], "vit": ["vit.embeddings.cls_token"]}[kind]
+    expected_base = {
+        "llama": [],
+        "bert": ["bert.embeddings.position_embeddings.weight", "bert.embeddings.token_type_embeddings.weight"],
+        "gpt2": ["transformer.wpe.weight"],
+        "vit": ["vit.embeddings.cls_token"],
+    }[kind]
     assert sd.from_base == expected_base
     if kind == "llama":
         names = " ".join(sd.skipped)
@@ -190,6 +201,7 @@ def test_a_module_too_shallow_for_the_copies_is_an_error(exported):
 
 
 # -- deepen: order and layer numbers ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("order,expected", [("interleave", [0, 0, 1, 1]), ("stack", [0, 1, 0, 1])])
 def test_copied_layers_take_their_new_numbers(exported, order, expected):
@@ -237,19 +249,54 @@ def test_a_one_layer_models_copy_takes_number_one(kind, exporter, tmp_path):
 def test_cli_deepen_order_stack(exported, tmp_path):
     small, path = exported("gpt2", "dynamo")
     out = tmp_path / "deep.onnx"
-    res = subprocess.run([sys.executable, "-m", "onnxgrow", "deepen", str(path), "-o", str(out), "--block", "copy",
-                          "--after", "layers", "--order", "stack"], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxgrow",
+            "deepen",
+            str(path),
+            "-o",
+            str(out),
+            "--block",
+            "copy",
+            "--after",
+            "layers",
+            "--order",
+            "stack",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert "stacked: the copies follow b3" in res.stdout
     big = hb.build("gpt2", layers=4, noise=0)
     big.load_state_dict(state_dict_for(big, out, base=small))
     assert torch.equal(big.transformer.h[2].ln_1.weight, small.transformer.h[0].ln_1.weight)
-    bad = subprocess.run([sys.executable, "-m", "onnxgrow", "deepen", str(path), "-o", str(tmp_path / "x.onnx"),
-                          "--after", "layers", "--order", "stack", "--block", "residual"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxgrow",
+            "deepen",
+            str(path),
+            "-o",
+            str(tmp_path / "x.onnx"),
+            "--after",
+            "layers",
+            "--order",
+            "stack",
+            "--block",
+            "residual",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--order" in bad.stderr and not (tmp_path / "x.onnx").exists()
 
 
 # -- the growth map ------------------------------------------------------------------------------------------
+
 
 def _weights(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
@@ -288,16 +335,18 @@ def test_growth_map_says_where_every_old_value_went():
 
 
 def test_growth_map_survives_save_and_both_exports(tmp_path):
-    grown = onnxgrow.deepen(onnxgrow.widen(MLP, {"/fc1/Gemm": "x2"}, init="net2net"), "/Relu",
-                            block="residual")
+    grown = onnxgrow.deepen(onnxgrow.widen(MLP, {"/fc1/Gemm": "x2"}, init="net2net"), "/Relu", block="residual")
     recorded = growth_map.as_dict(grown)
     assert recorded is not None and len(recorded["steps"]) == 2
     path = tmp_path / "grown.onnx"
     onnxgrow.save(grown, path)
     assert growth_map.as_dict(onnxgrow.load(path)) == recorded
     for target, out in (("torch", tmp_path / "grown.pt"), ("mxnet", tmp_path / "grown_mx.onnx")):
-        res = subprocess.run([sys.executable, "-m", "onnxgrow", "export", str(path), "--to", target, "-o", str(out)],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, "-m", "onnxgrow", "export", str(path), "--to", target, "-o", str(out)],
+            capture_output=True,
+            text=True,
+        )
         assert res.returncode == 0, res.stderr
     module = torch.load(tmp_path / "grown.pt", weights_only=False)
     assert module.growth_map == recorded
@@ -307,6 +356,7 @@ def test_growth_map_survives_save_and_both_exports(tmp_path):
 
 
 # -- optimiser state ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -403,7 +453,7 @@ def test_carried_moments_are_the_gradients_the_grown_model_computes(exported, ki
             if "momentum_buffer" in state:
                 pairs = [(state["momentum_buffer"], p.grad, 1.0)]
             else:
-                pairs = [(state["exp_avg"], 0.1 * p.grad, 0.1), (state["exp_avg_sq"], 0.001 * p.grad ** 2, 0.001 * scale)]
+                pairs = [(state["exp_avg"], 0.1 * p.grad, 0.1), (state["exp_avg_sq"], 0.001 * p.grad**2, 0.001 * scale)]
             for got, want, unit in pairs:
                 assert (got - want).abs().max().item() <= 1e-4 * unit * scale, key
             checked += 1

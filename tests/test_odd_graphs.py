@@ -7,6 +7,7 @@ tied MatMul weights (tests/test_rules.py::test_tied_weight_*), unnamed nodes thr
 (tests/test_rules.py::test_unnamed_nodes_get_names_widen_accepts, tests/test_io.py), the Squeeze-if-size-1
 If of TorchScript exports (tests/test_widen_torch.py), folding of Constant/Identity weights (tests/test_io.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -119,10 +120,16 @@ def test_unnamed_nodes_through_the_cli(tmp_path, capsys):
     src = tmp_path / "unnamed.onnx"
     onnx.save(model, str(src))
     assert main(["inspect", str(src), "--json"]) == 0
-    producers = [p for grp in json.loads(capsys.readouterr().out)["groups"] if grp["constraint"] == "free"
-                 for p in grp["producers"]]
+    producers = [
+        p
+        for grp in json.loads(capsys.readouterr().out)["groups"]
+        if grp["constraint"] == "free"
+        for p in grp["producers"]
+    ]
     assert producers == ["Gemm_0", "Gemm_2"]
-    assert main(["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--layer", "Gemm_0=x2", "--layer", "Gemm_2=+3"]) == 0
+    assert (
+        main(["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--layer", "Gemm_0=x2", "--layer", "Gemm_2=+3"]) == 0
+    )
     assert main(["deepen", str(src), "-o", str(tmp_path / "d.onnx"), "--after", "Relu_1", "--block", "residual"]) == 0
     for f in ("w.onnx", "d.onnx"):
         assert_same(model, saved(onnx.load(str(tmp_path / f)), tmp_path, "re" + f))
@@ -133,16 +140,27 @@ def _confusing() -> onnx.ModelProto:
     """Tensors and weights named like nodes, ops and group ids: tensor 'Gemm', weight 'g0', node 'x' ..."""
     rng = np.random.default_rng(0)
     w = lambda *s: rng.standard_normal(s).astype(np.float32)
-    inits = [numpy_helper.from_array(w(4, 6), "fc1"), numpy_helper.from_array(w(6), "Relu"),
-             numpy_helper.from_array(w(6, 5), "g0"), numpy_helper.from_array(w(5, 3), "MatMul")]
-    nodes = [helper.make_node("MatMul", ["x", "fc1"], ["Gemm"], name="fc2"),
-             helper.make_node("Add", ["Gemm", "Relu"], ["fc2_out"], name="Relu"),
-             helper.make_node("Relu", ["fc2_out"], ["g1"], name="x"),
-             helper.make_node("MatMul", ["g1", "g0"], ["fc1_out"], name="g1"),
-             helper.make_node("Relu", ["fc1_out"], ["a2"], name="MatMul"),
-             helper.make_node("MatMul", ["a2", "MatMul"], ["y"], name="y")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
+    inits = [
+        numpy_helper.from_array(w(4, 6), "fc1"),
+        numpy_helper.from_array(w(6), "Relu"),
+        numpy_helper.from_array(w(6, 5), "g0"),
+        numpy_helper.from_array(w(5, 3), "MatMul"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "fc1"], ["Gemm"], name="fc2"),
+        helper.make_node("Add", ["Gemm", "Relu"], ["fc2_out"], name="Relu"),
+        helper.make_node("Relu", ["fc2_out"], ["g1"], name="x"),
+        helper.make_node("MatMul", ["g1", "g0"], ["fc1_out"], name="g1"),
+        helper.make_node("Relu", ["fc1_out"], ["a2"], name="MatMul"),
+        helper.make_node("MatMul", ["a2", "MatMul"], ["y"], name="y"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
@@ -189,8 +207,14 @@ def test_tied_embedding_table_is_untied_unless_ties_are_kept(init, tmp_path):
     for layer in ("embed", "fc"):  # both groups meet the table (as rows of Gather, as columns of the Gemm)
         res = grow_and_check(model, tmp_path, {layer: "x2"}, init=init)
         assert [u.weight for u in res.untied] == ["emb"]
-        refused(lambda layer=layer: widen_model(model, {layer: "x2"}, init=init, keep_ties=True),
-                "weight emb", "embed", "unembed", "tied", "--keep-ties")
+        refused(
+            lambda layer=layer: widen_model(model, {layer: "x2"}, init=init, keep_ties=True),
+            "weight emb",
+            "embed",
+            "unembed",
+            "tied",
+            "--keep-ties",
+        )
 
 
 def test_tied_weight_behind_identity_is_untied_on_load(tmp_path):
@@ -212,8 +236,9 @@ def test_bias_shared_by_two_layers(tmp_path):
     bias = g.const(np.full(6, 0.3), "bias")
     h1 = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.weight(4, 6)], name="fa"), bias])])
     h2 = g.op("Relu", [g.op("Add", [g.op("MatMul", [x, g.weight(4, 6)], name="fb"), bias])])
-    model = g.model(g.op("Add", [g.op("MatMul", [h1, g.weight(6, 3)], name="ha"),
-                                 g.op("MatMul", [h2, g.weight(6, 3)], name="hb")]))
+    model = g.model(
+        g.op("Add", [g.op("MatMul", [h1, g.weight(6, 3)], name="ha"), g.op("MatMul", [h2, g.weight(6, 3)], name="hb")])
+    )
     for layers in ({"fa": "x2"}, {"fa": "+1", "fb": "+2"}):
         untied = grow_and_check(model, tmp_path, layers)
         assert [u.weight for u in untied.untied] == ["bias"]
@@ -232,25 +257,38 @@ def _around(kind: str) -> onnx.ModelProto:
     f = TensorProto.FLOAT
     if kind == "If":
         cond = g.input([], "cond", dtype=np.bool_)
-        then = helper.make_graph([helper.make_node("Neg", [h2], ["t"])], "then", [],
-                                 [helper.make_tensor_value_info("t", f, [2, 5])])
-        other = helper.make_graph([helper.make_node("Identity", [h2], ["e"])], "else", [],
-                                  [helper.make_tensor_value_info("e", f, [2, 5])])
+        then = helper.make_graph(
+            [helper.make_node("Neg", [h2], ["t"])], "then", [], [helper.make_tensor_value_info("t", f, [2, 5])]
+        )
+        other = helper.make_graph(
+            [helper.make_node("Identity", [h2], ["e"])], "else", [], [helper.make_tensor_value_info("e", f, [2, 5])]
+        )
         y = g.op("If", [cond], then_branch=then, else_branch=other, name="branch")
     elif kind == "Loop":
         body = helper.make_graph(
-            [helper.make_node("Tanh", ["v_in"], ["v_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])], "body",
-            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-             helper.make_tensor_value_info("c_in", TensorProto.BOOL, []), helper.make_tensor_value_info("v_in", f, [2, 5])],
-            [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", f, [2, 5])])
+            [helper.make_node("Tanh", ["v_in"], ["v_out"]), helper.make_node("Identity", ["c_in"], ["c_out"])],
+            "body",
+            [
+                helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_in", f, [2, 5]),
+            ],
+            [
+                helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                helper.make_tensor_value_info("v_out", f, [2, 5]),
+            ],
+        )
         y = g.op("Loop", [g.ints(np.array(3), "trip"), "", h2], body=body, name="loop")
     else:
         body = helper.make_graph(
-            [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["y_t"])], "body",
+            [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["y_t"])],
+            "body",
             [helper.make_tensor_value_info("s_in", f, [5]), helper.make_tensor_value_info("x_t", f, [5])],
-            [helper.make_tensor_value_info("s_out", f, [5]), helper.make_tensor_value_info("y_t", f, [5])])
-        y = g.op("Scan", [g.const(np.zeros(5, np.float32), "s0"), h2], n_out=2, body=body, num_scan_inputs=1,
-                 name="scan")[1]
+            [helper.make_tensor_value_info("s_out", f, [5]), helper.make_tensor_value_info("y_t", f, [5])],
+        )
+        y = g.op(
+            "Scan", [g.const(np.zeros(5, np.float32), "s0"), h2], n_out=2, body=body, num_scan_inputs=1, name="scan"
+        )[1]
     return g.model(g.gemm(y, 5, 3, "head"))
 
 
@@ -278,10 +316,18 @@ def test_if_reading_a_grown_tensor_inside_its_branch_is_refused():
     x = g.input([2, 4])
     cond = g.input([], "cond", dtype=np.bool_)
     h = g.op("Relu", [g.gemm(x, 4, 6, "fc1")])
-    then = helper.make_graph([helper.make_node("Mul", [h, h], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 6])])
-    other = helper.make_graph([helper.make_node("Identity", [h], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 6])])
+    then = helper.make_graph(
+        [helper.make_node("Mul", [h, h], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 6])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", [h], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 6])],
+    )
     y = g.op("If", [cond], then_branch=then, else_branch=other, name="gate")
     model = g.model(g.gemm(y, 6, 3, "head"))
     refused(lambda: widen_model(model, {"fc1": "x2"}), "--layer fc1", "gate (If)", "subgraph")
@@ -301,8 +347,10 @@ def test_dynamic_batch_and_sequence(tmp_path, capsys):
         assert_same(model, saved(deepen_model(model, "fc1", block=block).model, tmp_path), feeds)
     src = tmp_path / "seq.onnx"
     onnx.save(model, str(src))
-    assert main(["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--all", "x2",
-                 "--input-shapes", "x:5x9x8", "--json"]) == 0
+    assert (
+        main(["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--all", "x2", "--input-shapes", "x:5x9x8", "--json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["verification"]["inputs"] == {"x": [5, 9, 8]}
     assert_same(model, tmp_path / "w.onnx", feeds)
 
@@ -322,7 +370,8 @@ def test_several_graph_outputs(tmp_path):
     res = grow_and_check(model, tmp_path, all="x2")
     assert [p.group.id for p in res.plans] == [group_of(model, "fc2").id]
     assert sorted(why for _, why in res.skipped) == sorted(
-        [f"it reaches graph output {h}", f"it reaches graph output {y1}", f"it reaches graph output {y2}"])
+        [f"it reaches graph output {h}", f"it reaches graph output {y1}", f"it reaches graph output {y2}"]
+    )
 
 
 def _small_cnn(opset: int) -> onnx.ModelProto:
@@ -380,15 +429,18 @@ def test_bfloat16_grows_unverified_and_says_why_it_cannot_verify(tmp_path, capsy
     for word in ("bf16.onnx: cannot verify the growth", "onnxruntime cannot load", "Gemm", "--no-verify"):
         assert word in err, err
     assert not (tmp_path / "w.onnx").exists()
-    for argv in (["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--layer", "fc1=x2", "--no-verify"],
-                 ["deepen", str(src), "-o", str(tmp_path / "d.onnx"), "--after", "r1", "--no-verify"]):
+    for argv in (
+        ["widen", str(src), "-o", str(tmp_path / "w.onnx"), "--layer", "fc1=x2", "--no-verify"],
+        ["deepen", str(src), "-o", str(tmp_path / "d.onnx"), "--after", "r1", "--no-verify"],
+    ):
         assert main(argv) == 0
     for f in ("w.onnx", "d.onnx"):
         grown = onnx.load(str(tmp_path / f))
         onnx.checker.check_model(grown, full_check=True)
         assert {t.data_type for t in grown.graph.initializer} == {TensorProto.BFLOAT16}
-    w1 = numpy_helper.to_array(next(t for t in onnx.load(str(tmp_path / "w.onnx")).graph.initializer
-                                    if t.name == "fc1.weight"))
+    w1 = numpy_helper.to_array(
+        next(t for t in onnx.load(str(tmp_path / "w.onnx")).graph.initializer if t.name == "fc1.weight")
+    )
     old = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "fc1.weight"))
     assert w1.shape == (4, 12)
     np.testing.assert_array_equal(w1[:, :6].astype(np.float32), old.astype(np.float32))
@@ -413,8 +465,12 @@ def _quantised(kind: str) -> onnx.ModelProto:
     if kind == "qlinearconv":
         x = g.input([1, 2, 5, 5])
         w = g.const(np.random.default_rng(0).integers(0, 255, (3, 2, 3, 3)).astype(np.uint8), dtype=np.uint8)
-        c = g.op("QLinearConv", [g.op("QuantizeLinear", [x, s, z], name="q"), s, z, w, s, z, s, z], name="qconv",
-                 pads=[1, 1, 1, 1])
+        c = g.op(
+            "QLinearConv",
+            [g.op("QuantizeLinear", [x, s, z], name="q"), s, z, w, s, z, s, z],
+            name="qconv",
+            pads=[1, 1, 1, 1],
+        )
         h = g.op("Relu", [g.conv(g.op("DequantizeLinear", [c, s, z], name="dq"), 3, 4, name="c1")], name="r1")
         return g.model(g.conv(h, 4, 2, name="c2"))
     x = g.input([2, 4])  # qlinearmatmul
@@ -428,11 +484,19 @@ def _quantised(kind: str) -> onnx.ModelProto:
 def test_quantised_models_are_refused(kind):
     model = _quantised(kind)
     _session(model).run(None, random_feeds(model))  # a valid model onnxruntime runs
-    op = {"qdq": "QuantizeLinear", "weights": "DequantizeLinear", "qlinearconv": "QuantizeLinear",
-          "qlinearmatmul": "QuantizeLinear"}[kind]
+    op = {
+        "qdq": "QuantizeLinear",
+        "weights": "DequantizeLinear",
+        "qlinearconv": "QuantizeLinear",
+        "qlinearmatmul": "QuantizeLinear",
+    }[kind]
     layer = "c1" if kind == "qlinearconv" else "fc1"
-    for fn in (lambda: widen_model(model, {layer: "x2"}), lambda: widen_model(model, all="x2"),
-               lambda: deepen_model(model, "r1"), lambda: deepen_model(model, "r1", block="residual")):
+    for fn in (
+        lambda: widen_model(model, {layer: "x2"}),
+        lambda: widen_model(model, all="x2"),
+        lambda: deepen_model(model, "r1"),
+        lambda: deepen_model(model, "r1", block="residual"),
+    ):
         refused(fn, op, "quantised models are not supported yet")
     assert all(g.constraint == "blocked" and "quantised" in g.reason for g in inspect_model(model).groups)
 

@@ -1,6 +1,7 @@
 """The pass shape (onnxgrow/passes/base.py): a pass refuses a model its precondition rejects with a one-line error
 that names the pass and the reason, a broken result is an internal error, and `modified` is honest: a pass with
 nothing to do says so and returns a model equal to the one it was given."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,18 +31,25 @@ def _residual(constant: bool = False) -> onnx.ModelProto:
     weight comes out of a Constant node (something to fold)."""
     rng = np.random.default_rng(0)
     w = {k: numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), k) for k in ("w1", "w2", "w3")}
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
-             helper.make_node("Relu", ["h1"], ["r1"], name="relu"),
-             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc2"),
-             helper.make_node("Add", ["x", "h2"], ["s"], name="add"),
-             helper.make_node("MatMul", ["s", "w3"], ["y"], name="fc3")]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu"),
+        helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="fc2"),
+        helper.make_node("Add", ["x", "h2"], ["s"], name="add"),
+        helper.make_node("MatMul", ["s", "w3"], ["y"], name="fc3"),
+    ]
     inits = [w["w1"], w["w2"]]
     if constant:
         nodes.insert(0, helper.make_node("Constant", [], ["w3"], name="const", value=w["w3"]))
     else:
         inits.append(w["w3"])
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        inits,
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -54,8 +62,9 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 class _Toy(PassBase[PassResult]):
     """A pass whose conditions and declaration the test sets."""
 
-    def __init__(self, *, needs: str | None = None, breaks: str | None = None, in_place: bool = True,
-                 returns_new: bool = False) -> None:
+    def __init__(
+        self, *, needs: str | None = None, breaks: str | None = None, in_place: bool = True, returns_new: bool = False
+    ) -> None:
         self.needs, self.breaks, self.in_place, self.returns_new = needs, breaks, in_place, returns_new
         self.ran = False
 
@@ -92,8 +101,11 @@ def test_a_failed_postcondition_or_a_false_declaration_is_an_internal_error():
 def test_widen_pass_refuses_a_model_other_than_the_analysed_one():
     analysis = analyse(load(MODELS / "mlp.onnx"))
     plans, _ = plan(analysis, all="x2")
-    with pytest.raises(PreconditionError, match=r"WidenPass: cannot run on this model: it is not the model that was "
-                                                r"analysed \(weight \S+ is missing\)"):
+    with pytest.raises(
+        PreconditionError,
+        match=r"WidenPass: cannot run on this model: it is not the model that was "
+        r"analysed \(weight \S+ is missing\)",
+    ):
         WidenPass(analysis, plans)(load(MODELS / "cnn.onnx"))
 
 

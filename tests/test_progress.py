@@ -1,4 +1,5 @@
 """Progress reports: the API calls the callback for each long step; the CLI draws bars only on a terminal."""
+
 from __future__ import annotations
 
 import io

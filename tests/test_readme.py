@@ -1,4 +1,5 @@
 """The README's examples are real: run every `$ command` and compare its output and exit status."""
+
 from __future__ import annotations
 
 import re
@@ -37,6 +38,8 @@ def test_readme_example(workdir, command, expected, status):
 
 def test_readme_python_api(workdir):
     code = re.search(r"```python\n(.*?)```", README, flags=re.S).group(1)
-    res = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=readme_examples_env())
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, env=readme_examples_env()
+    )
     assert res.returncode == 0, res.stderr
     assert (workdir / "out" / "grown.onnx").exists()

@@ -1,4 +1,5 @@
 """The fast rendering of plain tables (report.plain_table) writes exactly what rich writes for the same table."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,25 @@ from onnxgrow.report import blocks_table, console, groups_table, plain_table, tr
 from onnxgrow.widen import inspect_model
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = ["a", "bb", "l0.q.mm,", "contracts", "this", "axis", "x" * 30, "…", "(+3)", "", "y" * 130, "[x]", "é", "中文",
-         "tab\there", "two\nlines", "l11.ffn2.mm"]
+WORDS = [
+    "a",
+    "bb",
+    "l0.q.mm,",
+    "contracts",
+    "this",
+    "axis",
+    "x" * 30,
+    "…",
+    "(+3)",
+    "",
+    "y" * 130,
+    "[x]",
+    "é",
+    "中文",
+    "tab\there",
+    "two\nlines",
+    "l11.ffn2.mm",
+]
 
 
 def _rich(table: Table, width: int) -> tuple[str, Console]:
@@ -29,8 +47,11 @@ def _rich(table: Table, width: int) -> tuple[str, Console]:
 
 def _random_table(rng: random.Random) -> Table:
     ncol = rng.randint(1, 8)
-    table = Table(title=rng.choice([None, "title", escape("a [b] c"), "long " * 40]),
-                  caption=rng.choice([None, "caption\nline 2", "c"]), caption_justify="left")
+    table = Table(
+        title=rng.choice([None, "title", escape("a [b] c"), "long " * 40]),
+        caption=rng.choice([None, "caption\nline 2", "c"]),
+        caption_justify="left",
+    )
     for _ in range(ncol):
         table.add_column(rng.choice(["id", "size", "a long header name", "x"]), overflow="fold")
     for _ in range(rng.randint(0, 6)):
@@ -55,8 +76,11 @@ def test_random_tables_render_as_rich_does():
 def test_inspect_tables_render_as_rich_does(model):
     path = str(ROOT / "models" / model)
     analysis = inspect_model(path)
-    for table in (groups_table(analysis, path), blocks_table(find_blocks(analysis.model)),
-                  transformer_table(transformer_layers(analysis))):
+    for table in (
+        groups_table(analysis, path),
+        blocks_table(find_blocks(analysis.model)),
+        transformer_table(transformer_layers(analysis)),
+    ):
         ref, con = _rich(table, 120)
         assert plain_table(con, table) == ref
 

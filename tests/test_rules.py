@@ -5,6 +5,7 @@ Every growable case is grown with each strategy its group allows and checked her
 within 1e-5, normalised by the output's magnitude. Cases run at several opsets, from 7 to the newest
 onnx knows, wherever the ops exist; combinations onnxruntime cannot run are skipped.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -94,8 +95,15 @@ def mlp(g: Graph, middle: Callable[[Graph, str], str], k: int = 4, n: int = 5, *
     return g.gemm(h, n, 3, "fc2"), "fc1"
 
 
-def cnn(g: Graph, middle: Callable[[Graph, str], str], c: int = 4, dims: int = 2, size: int = 6, c_out: int = 3,
-        after: int | None = None) -> tuple[str, str]:
+def cnn(
+    g: Graph,
+    middle: Callable[[Graph, str], str],
+    c: int = 4,
+    dims: int = 2,
+    size: int = 6,
+    c_out: int = 3,
+    after: int | None = None,
+) -> tuple[str, str]:
     x = g.input([1, 3] + [size] * dims)
     h = g.conv(x, 3, c, dims=dims, name="c1")
     h = middle(g, h)
@@ -189,8 +197,8 @@ def _matmul_mixed(g):
 for _dims in (1, 2, 3):
     for _bias in (True, False):
         case(f"conv{_dims}d{'' if _bias else '_nobias'}")(
-            lambda g, d=_dims, b=_bias: cnn(g, relu, dims=d, size=5 if d == 3 else 6) if b else
-            _cnn_nobias(g, d))
+            lambda g, d=_dims, b=_bias: cnn(g, relu, dims=d, size=5 if d == 3 else 6) if b else _cnn_nobias(g, d)
+        )
 
         case(f"convtranspose{_dims}d{'' if _bias else '_nobias'}")(lambda g, d=_dims, b=_bias: _convt(g, d, b))
 
@@ -306,8 +314,19 @@ def _bn(g: Graph, h: str, c: int, rank: int = 4) -> str:
 
 case("batchnorm")(lambda g: cnn(g, lambda g, h: g.op("Relu", [_bn(g, h, 4)])))
 case("batchnorm_1d_after_gemm")(lambda g: mlp(g, lambda g, h: g.op("Relu", [_bn(g, h, 5, 2)])))
-case("instancenorm")(lambda g: cnn(g, lambda g, h: g.op("Relu", [g.op(
-    "InstanceNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, 4)), g.const(g.rng.standard_normal(4))])])))
+case("instancenorm")(
+    lambda g: cnn(
+        g,
+        lambda g, h: g.op(
+            "Relu",
+            [
+                g.op(
+                    "InstanceNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, 4)), g.const(g.rng.standard_normal(4))]
+                )
+            ],
+        ),
+    )
+)
 
 # activations ------------------------------------------------------------------------------------------------
 ACTIVATIONS: dict[str, tuple[Callable[[Graph, str], str], int]] = {
@@ -374,21 +393,25 @@ def _binary(op: str, per_channel: bool, const_first: bool = False, positive: boo
 for _op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"):
     for _pc in (False, True):
         case(f"{_op.lower()}_{'per_channel' if _pc else 'scalar'}", 8 if _op in ("Max", "Min") else 7)(
-            lambda g, o=_op, p=_pc: mlp(g, _binary(o, p)))
+            lambda g, o=_op, p=_pc: mlp(g, _binary(o, p))
+        )
 case("sub_const_first")(lambda g: mlp(g, _binary("Sub", True, const_first=True)))
 case("mul_const_first")(lambda g: mlp(g, _binary("Mul", True, const_first=True)))
-case("div_const_by_sigmoid")(lambda g: mlp(g, lambda g, h: g.op(
-    "Div", [g.const(g.rng.uniform(0.5, 2.0, 5)), g.op("Sigmoid", [h])])))
-case("add_per_channel_conv")(lambda g: cnn(g, lambda g, h: g.op(
-    "Add", [h, g.const(g.rng.standard_normal((4, 1, 1)))])))
-case("mul_per_channel_conv_4d")(lambda g: cnn(g, lambda g, h: g.op(
-    "Mul", [h, g.const(g.rng.standard_normal((1, 4, 1, 1)))])))
+case("div_const_by_sigmoid")(
+    lambda g: mlp(g, lambda g, h: g.op("Div", [g.const(g.rng.uniform(0.5, 2.0, 5)), g.op("Sigmoid", [h])]))
+)
+case("add_per_channel_conv")(lambda g: cnn(g, lambda g, h: g.op("Add", [h, g.const(g.rng.standard_normal((4, 1, 1)))])))
+case("mul_per_channel_conv_4d")(
+    lambda g: cnn(g, lambda g, h: g.op("Mul", [h, g.const(g.rng.standard_normal((1, 4, 1, 1)))]))
+)
 
 
 # joins -----------------------------------------------------------------------------------------------------
 @case("residual_add")
 def _residual(g):
-    return mlp(g, lambda g, h: g.op("Relu", [g.op("Add", [g.op("Relu", [h]), g.gemm(g.op("Relu", [h]), 5, 5, "fc_res")])]))
+    return mlp(
+        g, lambda g, h: g.op("Relu", [g.op("Add", [g.op("Relu", [h]), g.gemm(g.op("Relu", [h]), 5, 5, "fc_res")])])
+    )
 
 
 @case("sum_of_two")
@@ -554,8 +577,11 @@ def _einsum_product(g):
 
 
 case("dropout_identity")(lambda g: mlp(g, lambda g, h: g.op("Relu", [g.op("Identity", [g.op("Dropout", [h])])])))
-case("cast_roundtrip")(lambda g: mlp(g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op(
-    "Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)))
+case("cast_roundtrip")(
+    lambda g: mlp(
+        g, lambda g, h: g.op("Cast", [g.op("Relu", [g.op("Cast", [h], to=TensorProto.DOUBLE)])], to=TensorProto.FLOAT)
+    )
+)
 for _mode in ("constant", "reflect", "edge"):
     case(f"pad_spatial_{_mode}")(lambda g, m=_mode: cnn(g, lambda g, h: g.pad(h, [0, 0, 1, 2, 0, 0, 2, 1], m)))
 case("pad_spatial_value")(lambda g: cnn(g, lambda g, h: g.pad(h, [0, 0, 1, 1, 0, 0, 1, 1], "constant", 0.5)))
@@ -733,8 +759,8 @@ def test_flatten_maps_one_channel_to_hw_columns():
     res = grow(model, {layer: "+1"})
     old, new = initializer(model, "fc.weight"), initializer(res.model, "fc.weight")
     assert new.shape == (5 * 36, 3)
-    np.testing.assert_array_equal(new[:4 * 36], old)
-    assert np.all(new[4 * 36:] == 0)
+    np.testing.assert_array_equal(new[: 4 * 36], old)
+    assert np.all(new[4 * 36 :] == 0)
 
 
 @pytest.mark.parametrize("opset", [7, 13, LATEST])
@@ -805,8 +831,12 @@ def test_layernorm_needs_replication(opset):
     g = Graph(opset)
 
     def middle(g, h):
-        return g.op("LayerNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, 5)), g.const(g.rng.standard_normal(5))],
-                    axis=-1, epsilon=1e-5)
+        return g.op(
+            "LayerNormalization",
+            [h, g.const(g.rng.uniform(0.5, 1.5, 5)), g.const(g.rng.standard_normal(5))],
+            axis=-1,
+            epsilon=1e-5,
+        )
 
     out, layer = mlp(g, middle)
     model = g.model(out)
@@ -979,7 +1009,7 @@ def test_slice_channels_to_exact_end(opset):
     assert ends == [8, 5]
 
 
-@pytest.mark.parametrize("starts,ends,steps", [([-1], [-2**40], [-1]), ([-4], [4], [1]), ([0], [4], [2])])
+@pytest.mark.parametrize("starts,ends,steps", [([-1], [-(2**40)], [-1]), ([-4], [4], [1]), ([0], [4], [2])])
 def test_slice_reversing_or_offset_channels_is_blocked(starts, ends, steps):
     g = Graph(13)
 
@@ -1102,7 +1132,9 @@ def test_tied_consumer_weight_grown_differently_is_untied():
     dims = _dims(res.model)
     assert dims["shared_out"] == [10, 3] and dims["shared_out/hb"] == [5, 3]
     assert _readers_of(res.model, "shared_out") == ["ha"] and _readers_of(res.model, "shared_out/hb") == ["hb"]
-    assert [(u.weight, u.copies) for u in res.untied] == [("shared_out", {"shared_out": ["ha"], "shared_out/hb": ["hb"]})]
+    assert [(u.weight, u.copies) for u in res.untied] == [
+        ("shared_out", {"shared_out": ["ha"], "shared_out/hb": ["hb"]})
+    ]
     with pytest.raises(OnnxGrowError, match="shared_out.*keep-ties"):
         widen_model(model, {"fa": "x2"}, keep_ties=True, check=False)
     same = grow(model, {"fa": "x2", "fb": "x2"}, init="noise")  # the same growth: still one tensor
@@ -1352,8 +1384,15 @@ def test_clip_before_lrn(opset, lo, hi):
 def _conv_fancy(g):
     x = g.input([1, 3, 9, 9])
     w = g.weight(4, 3, 3, 3)
-    h = g.op("Conv", [x, w, g.const(g.rng.standard_normal(4))], name="c1", kernel_shape=[3, 3], strides=[2, 2],
-             dilations=[1, 1], auto_pad="SAME_UPPER")
+    h = g.op(
+        "Conv",
+        [x, w, g.const(g.rng.standard_normal(4))],
+        name="c1",
+        kernel_shape=[3, 3],
+        strides=[2, 2],
+        dilations=[1, 1],
+        auto_pad="SAME_UPPER",
+    )
     h = g.op("Relu", [h])
     w2 = g.weight(3, 4, 3, 3)
     return g.op("Conv", [h, w2], name="c2", kernel_shape=[3, 3], dilations=[2, 2], pads=[2, 2, 2, 2]), "c1"
@@ -1366,17 +1405,23 @@ def _attention(g: Graph, x: str, hidden: int, heads: int, packed: bool, einsum: 
     b, n = 2, 5
     d = hidden // heads
     if packed:
-        qkv = g.op("Add", [g.op("MatMul", [x, g.weight(hidden, 3 * hidden)], name="qkv"),
-                           g.const(g.rng.standard_normal(3 * hidden) * 0.1)])
+        qkv = g.op(
+            "Add",
+            [
+                g.op("MatMul", [x, g.weight(hidden, 3 * hidden)], name="qkv"),
+                g.const(g.rng.standard_normal(3 * hidden) * 0.1),
+            ],
+        )
         qkv = g.op("Transpose", [g.op("Reshape", [qkv, g.ints([b, n, 3, heads, d])])], perm=[2, 0, 3, 1, 4])
         q, k, v = (g.op("Gather", [qkv, g.const(np.array(i, dtype=np.int64))], axis=0) for i in range(3))
     else:
+
         def proj(name):
             h = g.op("Reshape", [g.op("MatMul", [x, g.weight(hidden, hidden)], name=name), g.ints([b, n, heads, d])])
             return g.op("Transpose", [h], perm=[0, 2, 1, 3])
 
         q, k, v = proj("q"), proj("k"), proj("v")
-    q = g.op("Mul", [q, g.const(np.array(d ** -0.5))])
+    q = g.op("Mul", [q, g.const(np.array(d**-0.5))])
     if einsum:
         scores = g.op("Einsum", [q, k], equation="b h i d, b h j d -> b h i j")
     else:
@@ -1388,17 +1433,19 @@ def _attention(g: Graph, x: str, hidden: int, heads: int, packed: bool, einsum: 
     return g.op("MatMul", [out, g.weight(hidden, hidden)], name="proj")
 
 
-@pytest.mark.parametrize("packed,einsum,opset", [(True, False, 11), (True, False, LATEST), (False, True, 12),
-                                                 (False, True, LATEST), (True, True, LATEST)])
+@pytest.mark.parametrize(
+    "packed,einsum,opset",
+    [(True, False, 11), (True, False, LATEST), (False, True, 12), (False, True, LATEST), (True, True, LATEST)],
+)
 def test_attention_heads_grow(packed, einsum, opset):
     """The head count grows (every strategy, exact); the head size, contracted between q and k, is blocked; the
     count of q, k, v picked by Gather is not a group a user grows."""
     g = Graph(opset)
     x = g.input([2, 5, 6])
-    h = g.op("MatMul", [g.op("Relu", [g.op("MatMul", [x, g.weight(6, 8)], name="fc0")]), g.weight(8, 8)],
-             name="fc1")
-    model = g.model(g.op("MatMul", [_attention(g, g.op("Relu", [h]), 8, 2, packed, einsum), g.weight(8, 3)],
-                         name="head"))
+    h = g.op("MatMul", [g.op("Relu", [g.op("MatMul", [x, g.weight(6, 8)], name="fc0")]), g.weight(8, 8)], name="fc1")
+    model = g.model(
+        g.op("MatMul", [_attention(g, g.op("Relu", [h]), 8, 2, packed, einsum), g.weight(8, 3)], name="head")
+    )
     producer = "qkv" if packed else "q"
     groups = {gr.size: gr for gr in inspect_model(model).groups if producer in gr.producers and gr.size != 3}
     heads, size = groups[2], groups[4]

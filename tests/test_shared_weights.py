@@ -4,6 +4,7 @@ A freshly initialised Hugging Face model exported by the dynamo exporter reads o
 every LayerNorm and many Linears, and one vector of ones as the weight of every LayerNorm. Readers that grow
 such a tensor differently get a copy each (untied); readers that grow it alike keep sharing it.
 """
+
 from __future__ import annotations
 
 import json
@@ -129,6 +130,7 @@ def test_a_real_tie_stays_a_tie(fresh):
 def test_keep_ties_and_json_report(fresh, tmp_path):
     _, path = fresh
     out = tmp_path / "grown.onnx"
+
     def cmd(target):
         return [sys.executable, "-m", "onnxgrow", "widen", path, "-o", str(target), "--heads", "x2", "--keep-outputs"]
 

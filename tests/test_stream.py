@@ -1,5 +1,6 @@
 """Streamed writing (onnxgrow.stream): the bytes are those protobuf and onnx.save write, and the grown
 model written weight by weight is the model the widen pass builds in memory."""
+
 from __future__ import annotations
 
 import io
@@ -33,22 +34,36 @@ def kitchen_sink() -> onnx.ModelProto:
 
     def branch(name: str, scale: float) -> onnx.GraphProto:
         c = numpy_helper.from_array(np.full(300, scale, np.float32), f"{name}_c")
-        return helper.make_graph([helper.make_node("Mul", ["y", f"{name}_c"], [f"{name}_out"])], name, [],
-                                 [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [None, 300])], [c])
+        return helper.make_graph(
+            [helper.make_node("Mul", ["y", f"{name}_c"], [f"{name}_out"])],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [None, 300])],
+            [c],
+        )
 
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm", doc_string="a node"),
-             helper.make_node("Add", ["mm", "t"], ["y"], name="add"),
-             helper.make_node("ReduceSum", ["y"], ["s"], name="sum", keepdims=0),
-             helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
-             helper.make_node("If", ["cond"], ["z"], name="if", then_branch=branch("then", 2.0),
-                              else_branch=branch("else", 3.0))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["mm"], name="mm", doc_string="a node"),
+        helper.make_node("Add", ["mm", "t"], ["y"], name="add"),
+        helper.make_node("ReduceSum", ["y"], ["s"], name="sum", keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"], name="gt"),
+        helper.make_node(
+            "If", ["cond"], ["z"], name="if", then_branch=branch("then", 2.0), else_branch=branch("else", 3.0)
+        ),
+    ]
     zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
-    graph = helper.make_graph(nodes, "sink", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 300])],
-                              [w, typed, ints, empty, half, zero], doc_string="graph doc",
-                              value_info=[helper.make_tensor_value_info("mm", TensorProto.FLOAT, [1, 300])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test",
-                              doc_string="model doc")
+    graph = helper.make_graph(
+        nodes,
+        "sink",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [None, 300])],
+        [w, typed, ints, empty, half, zero],
+        doc_string="graph doc",
+        value_info=[helper.make_tensor_value_info("mm", TensorProto.FLOAT, [1, 300])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test", doc_string="model doc"
+    )
     helper.set_model_props(model, {"k": "v"})
     return model
 
@@ -79,8 +94,14 @@ def test_streamed_external_data_loads_as_onnx_save_writes_it(name, model, explic
     theirs = tmp_path / "theirs.onnx"
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    onnx.save(copy, str(theirs), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="theirs.onnx.data", size_threshold=0)
+    onnx.save(
+        copy,
+        str(theirs),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="theirs.onnx.data",
+        size_threshold=0,
+    )
     a, b = onnx.load(str(ours)), onnx.load(str(theirs))
     # onnx leaves typed fields (float_data ...) inline where onnxgrow moves them as raw bytes: compare values
     for ta, tb in zip(_tensors(a), _tensors(b), strict=True):
@@ -90,8 +111,9 @@ def test_streamed_external_data_loads_as_onnx_save_writes_it(name, model, explic
             for f in stream._DATA_FIELDS + ("data_location",):
                 t.ClearField(f)
     assert a.SerializeToString() == b.SerializeToString()
-    external = [t for t in _tensors(onnx.load(str(ours), load_external_data=False))
-                if t.data_location == TensorProto.EXTERNAL]
+    external = [
+        t for t in _tensors(onnx.load(str(ours), load_external_data=False)) if t.data_location == TensorProto.EXTERNAL
+    ]
     assert external and all(t.data_type != TensorProto.STRING for t in external)
 
 
@@ -118,8 +140,16 @@ def test_wrong_deferred_length_is_refused():
         stream.write_inline(skel, deferred, io.BytesIO())
 
 
-@pytest.mark.parametrize("path, init", [("mlp.onnx", "noise"), ("cnn.onnx", "noise"), ("cnn.onnx", "net2net"),
-                                        ("encoder.onnx", "zero"), ("encoder.onnx", "net2net")])
+@pytest.mark.parametrize(
+    "path, init",
+    [
+        ("mlp.onnx", "noise"),
+        ("cnn.onnx", "noise"),
+        ("cnn.onnx", "net2net"),
+        ("encoder.onnx", "zero"),
+        ("encoder.onnx", "net2net"),
+    ],
+)
 def test_grown_model_streamed_is_the_one_built_in_memory(path, init, tmp_path):
     original = load(MODELS / path)
     analysis = analyse(original)
@@ -133,14 +163,24 @@ def test_grown_model_streamed_is_the_one_built_in_memory(path, init, tmp_path):
     result = widen_model(MODELS / path, all="x2", init=init, seed=3, output=tmp_path / "g.onnx")
     assert result.report is not None and result.report.passed
     written = onnx.load(str(tmp_path / "g.onnx"))
-    assert written.SerializeToString() == widen_model(MODELS / path, all="x2", init=init, seed=3,
-                                                      check=False).model.SerializeToString()
+    assert (
+        written.SerializeToString()
+        == widen_model(MODELS / path, all="x2", init=init, seed=3, check=False).model.SerializeToString()
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["g.onnx"]
 
 
-@pytest.mark.parametrize("path, init", [("mlp.onnx", "noise"), ("cnn.onnx", "noise"), ("cnn.onnx", "zero"),
-                                        ("cnn.onnx", "net2net"), ("encoder.onnx", "noise"),
-                                        ("encoder.onnx", "net2net")])
+@pytest.mark.parametrize(
+    "path, init",
+    [
+        ("mlp.onnx", "noise"),
+        ("cnn.onnx", "noise"),
+        ("cnn.onnx", "zero"),
+        ("cnn.onnx", "net2net"),
+        ("encoder.onnx", "noise"),
+        ("encoder.onnx", "net2net"),
+    ],
+)
 def test_grow_weight_in_one_array_equals_axis_by_axis(path, init):
     """The fast way (old values copied once, new units filled in place, piece by piece) gives the weights,
     random draws included, of the general way (np.take per axis), whatever the size of the pieces."""

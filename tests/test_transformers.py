@@ -6,6 +6,7 @@ gelu), a GPT-style decoder (causal mask, logits tied to the token embedding) and
 in onnxruntime next to the original on a batch of another size than the export's, and must match within
 1e-5 (normalised); grown models convert to PyTorch and train.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,7 @@ from onnxgrow.deepen import deepen_model  # noqa: E402
 from onnxgrow.errors import OnnxGrowError  # noqa: E402
 from onnxgrow.widen import inspect_model, widen_model  # noqa: E402
 
-NAMES = ["encoder-pre-relu", "encoder-pre-gelu", "encoder-post-relu", "encoder-post-gelu", "gpt", "llama",
-         "llama-rope"]
+NAMES = ["encoder-pre-relu", "encoder-pre-gelu", "encoder-post-relu", "encoder-post-gelu", "gpt", "llama", "llama-rope"]
 EXPORTERS = ["torchscript", "dynamo"]
 CASES = [pytest.param(n, e, id=f"{n}-{e}") for n in NAMES for e in EXPORTERS]
 FFN = {"llama": 12, "llama-rope": 12, "llama-gqa": 12}  # feed-forward width of each model (16 unless listed)
@@ -175,21 +175,69 @@ def test_cli_grows_and_inspects_a_transformer(exported, tmp_path):
     path = exported("gpt", "dynamo")
     shown = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(path)], capture_output=True, text=True)
     assert shown.returncode == 0 and "transformer layers" in shown.stdout and "b0-b1" in shown.stdout
-    listed = subprocess.run([sys.executable, "-m", "onnxgrow", "inspect", str(path), "--json"], capture_output=True,
-                            text=True)
+    listed = subprocess.run(
+        [sys.executable, "-m", "onnxgrow", "inspect", str(path), "--json"], capture_output=True, text=True
+    )
     found = json.loads(listed.stdout)["transformer_layers"]
     assert [(x["heads"]["size"], x["head_size"], x["hidden"]["size"]) for x in found] == [(2, 4, 8)] * 2
     wide, deep = tmp_path / "wide.onnx", tmp_path / "deep.onnx"
-    grown = subprocess.run([sys.executable, "-m", "onnxgrow", "widen", str(path), "-o", str(wide), "--heads", "+2",
-                            "--ffn", "x2", "--hidden", "x2"], capture_output=True, text=True)
+    grown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxgrow",
+            "widen",
+            str(path),
+            "-o",
+            str(wide),
+            "--heads",
+            "+2",
+            "--ffn",
+            "x2",
+            "--hidden",
+            "x2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert grown.returncode == 0, grown.stderr
     assert "(exact)" in grown.stdout
-    copied = subprocess.run([sys.executable, "-m", "onnxgrow", "deepen", str(wide), "-o", str(deep), "--block", "copy",
-                             "--after", "layers"], capture_output=True, text=True)
+    copied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxgrow",
+            "deepen",
+            str(wide),
+            "-o",
+            str(deep),
+            "--block",
+            "copy",
+            "--after",
+            "layers",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert copied.returncode == 0, copied.stderr
     _same(path, deep)
-    bad = subprocess.run([sys.executable, "-m", "onnxgrow", "widen", str(path), "-o", str(tmp_path / "x.onnx"),
-                          "--heads", "+2", "--layer", "g1=+1"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "onnxgrow",
+            "widen",
+            str(path),
+            "-o",
+            str(tmp_path / "x.onnx"),
+            "--heads",
+            "+2",
+            "--layer",
+            "g1=+1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--heads" in bad.stderr
     assert not (tmp_path / "x.onnx").exists()
 
@@ -208,7 +256,9 @@ def test_packed_qkv_split_heads_grow(tmp_path):
 
 
 @pytest.mark.parametrize("init", ["noise", "zero", "net2net"])
-@pytest.mark.parametrize("name,exporter", [("llama", "torchscript"), ("llama", "dynamo"), ("encoder-pre-gelu", "dynamo")])
+@pytest.mark.parametrize(
+    "name,exporter", [("llama", "torchscript"), ("llama", "dynamo"), ("encoder-pre-gelu", "dynamo")]
+)
 def test_feed_forward_grows_exactly_with_every_strategy(exported, name, exporter, init):
     """SwiGLU (silu(gate) * up) and GELU feed-forward layers: every strategy keeps the model exact."""
     path = exported(name, exporter)

@@ -3,6 +3,7 @@
 Expected numbers come from running the models in onnxruntime or numpy in the test, never from
 values copied out of onnxgrow.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,10 +60,15 @@ def two_outputs(b1, b2) -> onnx.ModelProto:
             helper.make_node("Gemm", ["x", "I", "b2"], ["y2"], name="g2"),
         ],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
-        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["n", 3]),
-         helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["n", 3])],
-        [eye, numpy_helper.from_array(np.asarray(b1, np.float32), "b1"),
-         numpy_helper.from_array(np.asarray(b2, np.float32), "b2")],
+        [
+            helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["n", 3]),
+            helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["n", 3]),
+        ],
+        [
+            eye,
+            numpy_helper.from_array(np.asarray(b1, np.float32), "b1"),
+            numpy_helper.from_array(np.asarray(b2, np.float32), "b2"),
+        ],
     )
 
 
@@ -233,7 +239,8 @@ def test_element_fails_only_when_it_exceeds_both_tolerances(capsys, tmp_path, sh
     ],
 )
 def test_relative_to_output_judges_the_largest_error_against_the_largest_value(
-        capsys, tmp_path, shifted, x, atol, rtol, relative_to, expected):
+    capsys, tmp_path, shifted, x, atol, rtol, relative_to, expected
+):
     r, c = shifted
     inputs = _inputs(tmp_path, x)
     feeds = {"x": np.asarray(x, np.float32)}
@@ -241,8 +248,9 @@ def test_relative_to_output_judges_the_largest_error_against_the_largest_value(
     err, scale = float(np.abs(want - got).max()), float(np.abs(want).max())
     if relative_to == "output":  # the premise, from onnxruntime's outputs
         assert (err > float(atol) and err > float(rtol) * scale) == bool(expected)
-    code, report = cli_json(capsys, r, c, "--load-inputs", inputs, "--atol", atol, "--rtol", rtol,
-                            "--relative-to", relative_to)
+    code, report = cli_json(
+        capsys, r, c, "--load-inputs", inputs, "--atol", atol, "--rtol", rtol, "--relative-to", relative_to
+    )
     assert code == expected and report["relative_to"] == relative_to
     (o,) = report["outputs"]
     assert o["passed"] is (expected == 0)
@@ -275,8 +283,11 @@ def test_relative_to_output_still_fails_on_nan_and_compares_integers_exactly(cap
 
     def counts(extra: float) -> onnx.ModelProto:  # y = int64(x * 1e6 + extra)
         return _model(
-            [helper.make_node("Mul", ["x", "k"], ["s"]), helper.make_node("Add", ["s", "e"], ["t"]),
-             helper.make_node("Cast", ["t"], ["y"], to=TensorProto.INT64)],
+            [
+                helper.make_node("Mul", ["x", "k"], ["s"]),
+                helper.make_node("Add", ["s", "e"], ["t"]),
+                helper.make_node("Cast", ["t"], ["y"], to=TensorProto.INT64),
+            ],
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
             [helper.make_tensor_value_info("y", TensorProto.INT64, ["n", 3])],
             [numpy_helper.from_array(np.float32(1e6), "k"), numpy_helper.from_array(np.float32(extra), "e")],
@@ -550,8 +561,12 @@ def test_encoder_model_with_token_ids_verifies():
 def test_nan_in_candidate_fails(capsys, tmp_path, ref):
     # candidate: Log of a negative number -> NaN
     nan = _model(
-        [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["n"]),
-         helper.make_node("Sub", ["n", "one"], ["m"]), helper.make_node("Log", ["m"], ["y"])],
+        [
+            helper.make_node("Abs", ["x"], ["a"]),
+            helper.make_node("Neg", ["a"], ["n"]),
+            helper.make_node("Sub", ["n", "one"], ["m"]),
+            helper.make_node("Log", ["m"], ["y"]),
+        ],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
         [numpy_helper.from_array(np.float32(1.0), "one")],
@@ -675,10 +690,22 @@ def test_real_exit_codes_and_stderr(tmp_path, ref, launcher):
 
 
 def test_help_documents_every_verify_flag():
-    proc = subprocess.run([sys.executable, "-m", "onnxgrow", "verify", "--help"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxgrow", "verify", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0
-    for flag in ("--atol", "--rtol", "--relative-to", "--seed", "--iterations", "--input-shapes", "--load-inputs",
-                 "--save-inputs", "--provider", "--json"):
+    for flag in (
+        "--atol",
+        "--rtol",
+        "--relative-to",
+        "--seed",
+        "--iterations",
+        "--input-shapes",
+        "--load-inputs",
+        "--save-inputs",
+        "--provider",
+        "--json",
+    ):
         assert flag in proc.stdout
 
 

@@ -4,6 +4,7 @@ bad model (2) from a bug in onnxgrow (3), and the README's CI job (examples/ci/v
 
 Numbers are checked against the framework's own outputs (PyTorch's, computed here) and onnxruntime's.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ torch.set_num_threads(2)
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxgrow", *args], capture_output=True, text=True, cwd=cwd,
-                          env=readme_examples.env())
+    return subprocess.run(
+        [sys.executable, "-m", "onnxgrow", *args], capture_output=True, text=True, cwd=cwd, env=readme_examples.env()
+    )
 
 
 def ort_run(model: Path | str, feeds: dict) -> dict[str, np.ndarray]:
@@ -72,8 +74,15 @@ def exported(tmp_path_factory) -> dict:
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(work / "net.onnx"), dynamo=False, input_names=["x"],
-                          output_names=["logits", "energy"], dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            net,
+            (x,),
+            str(work / "net.onnx"),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logits", "energy"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
     with torch.no_grad():
         logits, energy = net(x)
     np.savez(work / "inputs.npz", x=x.numpy())
@@ -82,6 +91,7 @@ def exported(tmp_path_factory) -> dict:
 
 
 # ------------------------------------------------------------------------- --load-outputs, --save-outputs
+
 
 def test_model_against_the_frameworks_outputs(exported):
     """The ONNX file against PyTorch's outputs: each output's error is |onnxruntime - PyTorch|."""
@@ -104,14 +114,24 @@ def test_drift_from_the_frameworks_outputs_fails_with_exit_1(exported, tmp_path)
     arr[0, 0] += 1e-3
     weight.CopyFrom(onnx.numpy_helper.from_array(arr, weight.name))
     save(model, tmp_path / "drifted.onnx")
-    res = cli("verify", str(tmp_path / "drifted.onnx"), "--load-outputs", str(w / "torch.npz"), "--load-inputs",
-              str(w / "inputs.npz"), "--json", "--junit", str(tmp_path / "report.xml"))
+    res = cli(
+        "verify",
+        str(tmp_path / "drifted.onnx"),
+        "--load-outputs",
+        str(w / "torch.npz"),
+        "--load-inputs",
+        str(w / "inputs.npz"),
+        "--json",
+        "--junit",
+        str(tmp_path / "report.xml"),
+    )
     assert res.returncode == 1, res.stderr
     report = json.loads(res.stdout)
     by_name = {o["name"]: o for o in report["outputs"]}
     assert by_name["logits"]["passed"] is False and by_name["energy"]["passed"] is True
-    want = np.abs(ort_run(tmp_path / "drifted.onnx", {"x": exported["x"]})["logits"].astype(np.float64)
-                  - exported["logits"]).max()
+    want = np.abs(
+        ort_run(tmp_path / "drifted.onnx", {"x": exported["x"]})["logits"].astype(np.float64) - exported["logits"]
+    ).max()
     assert by_name["logits"]["max_abs"] == pytest.approx(want, rel=1e-9)
     suite = junit(tmp_path / "report.xml").find("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "1" and suite.get("errors") == "0"
@@ -141,8 +161,17 @@ def test_save_outputs_then_load_them(tmp_path):
 
 def test_save_outputs_of_several_iterations(tmp_path):
     ins, outs = tmp_path / "in.npz", tmp_path / "out.npz"
-    res = cli("verify", str(MODELS / "cnn.onnx"), str(MODELS / "cnn.onnx"), "--iterations", "3", "--save-inputs",
-              str(ins), "--save-outputs", str(outs))
+    res = cli(
+        "verify",
+        str(MODELS / "cnn.onnx"),
+        str(MODELS / "cnn.onnx"),
+        "--iterations",
+        "3",
+        "--save-inputs",
+        str(ins),
+        "--save-outputs",
+        str(outs),
+    )
     assert res.returncode == 0, res.stderr
     saved, feeds = np.load(outs), np.load(ins)
     assert sorted(saved.files) == ["0/logits", "1/logits", "2/logits"]
@@ -163,12 +192,29 @@ def test_save_outputs_is_not_written_when_the_check_fails(exported, tmp_path):
     arr[1] += 1e-2
     bias.CopyFrom(onnx.numpy_helper.from_array(arr, bias.name))
     save(model, tmp_path / "drifted.onnx")
-    res = cli("verify", str(w / "net.onnx"), str(tmp_path / "drifted.onnx"), "--load-inputs", str(w / "inputs.npz"),
-              "--save-outputs", str(tmp_path / "ref.npz"), "--save-inputs", str(tmp_path / "in.npz"))
+    res = cli(
+        "verify",
+        str(w / "net.onnx"),
+        str(tmp_path / "drifted.onnx"),
+        "--load-inputs",
+        str(w / "inputs.npz"),
+        "--save-outputs",
+        str(tmp_path / "ref.npz"),
+        "--save-inputs",
+        str(tmp_path / "in.npz"),
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert not (tmp_path / "ref.npz").exists() and (tmp_path / "in.npz").exists()
-    res = cli("verify", str(tmp_path / "drifted.onnx"), "--load-outputs", str(w / "torch.npz"), "--load-inputs",
-              str(w / "inputs.npz"), "--save-outputs", str(tmp_path / "ref.npz"))
+    res = cli(
+        "verify",
+        str(tmp_path / "drifted.onnx"),
+        "--load-outputs",
+        str(w / "torch.npz"),
+        "--load-inputs",
+        str(w / "inputs.npz"),
+        "--save-outputs",
+        str(tmp_path / "ref.npz"),
+    )
     assert res.returncode == 1 and not (tmp_path / "ref.npz").exists(), res.stdout + res.stderr
 
 
@@ -176,8 +222,13 @@ def test_save_outputs_against_loaded_outputs_records_the_model(exported, tmp_pat
     """Against PyTorch's outputs, --save-outputs records what the checked model computes (onnxruntime's numbers,
     not a copy of the loaded file), as Polygraphy saves the outputs of the runner it ran."""
     w = exported["work"]
-    rep = verify(w / "net.onnx", load_outputs=str(w / "torch.npz"), load_inputs=str(w / "inputs.npz"),
-                 save_outputs=str(tmp_path / "onnx.npz"), atol=1e-4)
+    rep = verify(
+        w / "net.onnx",
+        load_outputs=str(w / "torch.npz"),
+        load_inputs=str(w / "inputs.npz"),
+        save_outputs=str(tmp_path / "onnx.npz"),
+        atol=1e-4,
+    )
     assert rep.passed
     saved = np.load(tmp_path / "onnx.npz")
     got = ort_run(w / "net.onnx", {"x": exported["x"]})
@@ -190,32 +241,50 @@ def test_saving_over_an_input_file_is_refused(exported, tmp_path):
     w = exported["work"]
     shutil.copy(w / "inputs.npz", tmp_path / "in.npz")
     before = (tmp_path / "in.npz").read_bytes()
-    res = cli("verify", str(w / "net.onnx"), "--load-inputs", str(tmp_path / "in.npz"), "--save-outputs",
-              str(tmp_path / "in.npz"))
+    res = cli(
+        "verify",
+        str(w / "net.onnx"),
+        "--load-inputs",
+        str(tmp_path / "in.npz"),
+        "--save-outputs",
+        str(tmp_path / "in.npz"),
+    )
     assert res.returncode == 2 and "never overwrites" in res.stderr, res.stderr
-    res = cli("verify", str(w / "net.onnx"), str(w / "net.onnx"), "--load-inputs", str(tmp_path / "in.npz"),
-              "--junit", str(tmp_path / "in.npz"))
+    res = cli(
+        "verify",
+        str(w / "net.onnx"),
+        str(w / "net.onnx"),
+        "--load-inputs",
+        str(tmp_path / "in.npz"),
+        "--junit",
+        str(tmp_path / "in.npz"),
+    )
     assert res.returncode == 2 and "never overwrites" in res.stderr, res.stderr
     assert (tmp_path / "in.npz").read_bytes() == before
 
 
-@pytest.mark.parametrize("case, words", [
-    ("two models", ["--load-outputs", "not two"]),
-    ("wrong names", ["--load-outputs", "missing logits", "unknown y"]),
-    ("too few runs", ["--load-outputs", "1 run(s)", "2 set(s)"]),
-    ("no model to compare", ["--load-outputs", "--save-outputs"]),
-    ("not an npz", ["--load-outputs", "not an .npz file", "--save-outputs writes one"]),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("two models", ["--load-outputs", "not two"]),
+        ("wrong names", ["--load-outputs", "missing logits", "unknown y"]),
+        ("too few runs", ["--load-outputs", "1 run(s)", "2 set(s)"]),
+        ("no model to compare", ["--load-outputs", "--save-outputs"]),
+        ("not an npz", ["--load-outputs", "not an .npz file", "--save-outputs writes one"]),
+    ],
+)
 def test_load_outputs_refusals_are_one_line_exit_2(tmp_path, case, words):
     mlp = str(MODELS / "mlp.onnx")
     np.savez(tmp_path / "y.npz", y=np.zeros((2, 10), np.float32))
     np.savez(tmp_path / "one.npz", logits=np.zeros((2, 10), np.float32))
     (tmp_path / "bad.npz").write_text("not a zip")
-    argv = {"two models": [mlp, mlp, "--load-outputs", str(tmp_path / "one.npz")],
-            "wrong names": [mlp, "--load-outputs", str(tmp_path / "y.npz")],
-            "too few runs": [mlp, "--load-outputs", str(tmp_path / "one.npz"), "--iterations", "2"],
-            "no model to compare": [mlp],
-            "not an npz": [mlp, "--load-outputs", str(tmp_path / "bad.npz")]}[case]
+    argv = {
+        "two models": [mlp, mlp, "--load-outputs", str(tmp_path / "one.npz")],
+        "wrong names": [mlp, "--load-outputs", str(tmp_path / "y.npz")],
+        "too few runs": [mlp, "--load-outputs", str(tmp_path / "one.npz"), "--iterations", "2"],
+        "no model to compare": [mlp],
+        "not an npz": [mlp, "--load-outputs", str(tmp_path / "bad.npz")],
+    }[case]
     res = cli("verify", *argv)
     assert res.returncode == 2, res.stdout + res.stderr
     lines = res.stderr.strip().splitlines()
@@ -225,6 +294,7 @@ def test_load_outputs_refusals_are_one_line_exit_2(tmp_path, case, words):
 
 
 # --------------------------------------------------------------------------- .pt and MXNet candidates
+
 
 def test_model_against_its_exported_torch_module(tmp_path):
     """`verify MODEL MODEL.pt`: the module export --to torch wrote runs in PyTorch on the same inputs."""
@@ -296,12 +366,20 @@ def test_model_against_its_mxnet_gluon_import(tmp_path):
 
 
 def test_mxnet_candidate_without_mxnet_is_one_line(tmp_path):
-    res = cli("verify", str(MODELS / "cnn.onnx"), str(MODELS / "cnn.onnx"), "--candidate-runtime", "mxnet",
-              "--mxnet-python", str(tmp_path / "nope" / "python"))
+    res = cli(
+        "verify",
+        str(MODELS / "cnn.onnx"),
+        str(MODELS / "cnn.onnx"),
+        "--candidate-runtime",
+        "mxnet",
+        "--mxnet-python",
+        str(tmp_path / "nope" / "python"),
+    )
     assert res.returncode == 2 and "--mxnet-python" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------------------------ JUnit, exit 3
+
 
 def test_junit_of_a_passing_run_lists_every_output(exported, tmp_path):
     w = exported["work"]
@@ -349,6 +427,7 @@ def test_help_documents_the_exit_statuses():
 
 # ------------------------------------------------------------------------------ the README's CI job
 
+
 def _ci_section() -> str:
     return readme_examples.section("## Validate models in CI")
 
@@ -377,8 +456,9 @@ def _run_job(job: dict, checkout: Path, **env: str) -> tuple[int, str]:
                 continue
             if status != 0 and step.get("if") != "always()":
                 continue
-            res = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=checkout, capture_output=True, text=True,
-                                 env=environ)
+            res = subprocess.run(
+                ["bash", "-e", "-c", step["run"]], cwd=checkout, capture_output=True, text=True, env=environ
+            )
             log += res.stdout + res.stderr
             status = status or res.returncode
         elif "junit" in step["uses"]:
@@ -424,8 +504,13 @@ def test_readme_ci_job_passes_then_fails_when_the_committed_onnx_file_drifts(che
 
 
 def test_ci_script_refuses_a_missing_committed_file_with_exit_2(checkout):
-    res = subprocess.run(["examples/ci/validate_model.sh", "ci-out", "models/none.onnx"], cwd=checkout,
-                         capture_output=True, text=True, env=readme_examples.env())
+    res = subprocess.run(
+        ["examples/ci/validate_model.sh", "ci-out", "models/none.onnx"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        env=readme_examples.env(),
+    )
     assert res.returncode == 2 and "models/none.onnx" in res.stderr, res.stdout + res.stderr
     error = junit(checkout / "ci-out" / "junit-onnx.xml").find("testsuite").find("testcase").find("error")
     assert "no such file" in error.get("message") or "does not exist" in error.get("message")

@@ -7,6 +7,7 @@ and random growth plans (a random subset of the groups, xF or +k sizes, a random
 magnitude, checked here with onnxruntime), or raises OnnxGrowError — never another exception, never a
 mismatch. A plan every chosen group allows must not be refused.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,21 @@ from onnxgrow.errors import OnnxGrowError, VerificationFailed  # noqa: E402
 from onnxgrow.widen import STRATEGIES, inspect_model, parse_size, widen_model  # noqa: E402
 
 OPSETS = [9, 11, 13, 18, LATEST]
-ACTIVATIONS = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "Softplus", "HardSigmoid", "Identity",
-               "ErfGelu", "Clip", "Swish", "none"]
+ACTIVATIONS = [
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "Tanh",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "HardSigmoid",
+    "Identity",
+    "ErfGelu",
+    "Clip",
+    "Swish",
+    "none",
+]
 
 
 def activation(g: Graph, name: str, h: str) -> str:
@@ -40,14 +54,27 @@ def activation(g: Graph, name: str, h: str) -> str:
         return g.op("Mul", [h, g.op("Sigmoid", [h])])
     if name == "ErfGelu":
         e = g.op("Erf", [g.op("Mul", [h, g.const(np.array(0.70710677, np.float32))])])
-        return g.op("Mul", [g.op("Mul", [h, g.op("Add", [e, g.const(np.array(1.0, np.float32))])]),
-                             g.const(np.array(0.5, np.float32))])
+        return g.op(
+            "Mul",
+            [
+                g.op("Mul", [h, g.op("Add", [e, g.const(np.array(1.0, np.float32))])]),
+                g.const(np.array(0.5, np.float32)),
+            ],
+        )
     return g.op(name, [h])
 
 
 def batchnorm(g: Graph, h: str, c: int) -> str:
-    return g.op("BatchNormalization", [h, g.const(g.rng.uniform(0.5, 1.5, c)), g.const(g.rng.standard_normal(c) * 0.1),
-                                       g.const(g.rng.standard_normal(c) * 0.1), g.const(g.rng.uniform(0.5, 1.5, c))])
+    return g.op(
+        "BatchNormalization",
+        [
+            h,
+            g.const(g.rng.uniform(0.5, 1.5, c)),
+            g.const(g.rng.standard_normal(c) * 0.1),
+            g.const(g.rng.standard_normal(c) * 0.1),
+            g.const(g.rng.uniform(0.5, 1.5, c)),
+        ],
+    )
 
 
 @st.composite
@@ -108,8 +135,9 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
     h = g.input([1, c] + [size] * dims)
     desc = [f"cnn{dims}d op{opset}"]
     for layer in range(draw(st.integers(1, 4))):
-        join = draw(st.sampled_from(["plain", "plain", "residual", "concat", "depthwise", "grouped", "transpose",
-                                     "se"]))
+        join = draw(
+            st.sampled_from(["plain", "plain", "residual", "concat", "depthwise", "grouped", "transpose", "se"])
+        )
         k = draw(st.sampled_from([1, 3]))
         if join == "depthwise":
             mult = draw(st.sampled_from([1, 1, 2]))
@@ -139,8 +167,9 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
         y = activation(g, act, y)
         if join == "residual":
             y = g.op("Add", [h, y])
-        mixer = draw(st.sampled_from(["none"] * 6 + ["lrn", "maxpool", "avgpool", "pad", "resize", "instancenorm",
-                                                     "slice"]))
+        mixer = draw(
+            st.sampled_from(["none"] * 6 + ["lrn", "maxpool", "avgpool", "pad", "resize", "instancenorm", "slice"])
+        )
         if mixer == "lrn" and dims == 2:  # onnxruntime runs LRN on 4-D tensors only
             y = g.op("LRN", [y], size=3)
         elif mixer == "maxpool" and size >= 4:
@@ -164,9 +193,9 @@ def cnns(draw) -> tuple[onnx.ModelProto, str]:
     head = draw(st.sampled_from(["flatten", "gap", "conv", "reshape", "nhwc_matmul", "reducemean"]))
     desc.append(head)
     if head == "flatten":
-        out = g.gemm(g.op("Flatten", [h]), c * size ** dims, 3, "head")
+        out = g.gemm(g.op("Flatten", [h]), c * size**dims, 3, "head")
     elif head == "reshape":
-        out = g.gemm(g.op("Reshape", [h, g.ints([1, c * size ** dims])]), c * size ** dims, 3, "head")
+        out = g.gemm(g.op("Reshape", [h, g.ints([1, c * size**dims])]), c * size**dims, 3, "head")
     elif head == "nhwc_matmul":
         t = g.op("Transpose", [h], perm=[0] + list(range(2, dims + 2)) + [1])
         out = g.op("MatMul", [t, g.weight(c, 3)], name="head")
@@ -186,8 +215,12 @@ SIZES = st.one_of(st.sampled_from(["x1.5", "x2", "x3"]), st.integers(1, 4).map(l
 EXAMPLES = os.environ.get("ONNXGROW_PROPERTY_EXAMPLES")
 
 
-@settings(max_examples=int(EXAMPLES or 60), deadline=None, derandomize=EXAMPLES is None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(EXAMPLES or 60),
+    deadline=None,
+    derandomize=EXAMPLES is None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(built=st.one_of(mlps(), cnns()), data=st.data())
 def test_widen_matches_or_refuses(built, data):
     model, desc = built
@@ -198,8 +231,10 @@ def test_widen_matches_or_refuses(built, data):
         layers, everything = None, data.draw(st.sampled_from(["x2", "+2", "x1.5"]), label="all")
         allowed = any(g.constraint == "free" for g in groups)
     else:
-        chosen = data.draw(st.lists(st.sampled_from(groups), min_size=1, max_size=len(groups), unique_by=lambda g: g.id),
-                           label="groups")
+        chosen = data.draw(
+            st.lists(st.sampled_from(groups), min_size=1, max_size=len(groups), unique_by=lambda g: g.id),
+            label="groups",
+        )
         layers = {g.id: data.draw(SIZES, label=f"size of {g.id}") for g in chosen}
         everything = None
         allowed = all(g.allows(init, parse_size(layers[g.id], g.size, "test")) is None for g in chosen)
@@ -225,6 +260,7 @@ def test_widen_matches_or_refuses(built, data):
         grown64 = widen_model(model64, layers, all=everything, init=init, seed=seed, check=False).model
         err64 = reference_error(model64, grown64, seed)
         if err64 > 1e-9:
-            raise AssertionError(f"{desc}: {layers or everything} with --init {init}: {exc} "
-                                 f"(float64: {err64:.3g})") from None
+            raise AssertionError(
+                f"{desc}: {layers or everything} with --init {init}: {exc} (float64: {err64:.3g})"
+            ) from None
         hypothesis.event("float32 round-off only")

@@ -5,6 +5,7 @@ dynamo exporter (dynamo=True). For every group that may grow, every size (x2, +3
 channel groups) and every strategy its constraint allows, the grown model must compute what the
 original computes: checked here with onnxruntime on inputs of our own, not only by widen's report.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -82,8 +83,10 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def _inputs(sess: ort.InferenceSession, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 3 for d in i.shape]).astype(np.float32)
-            for i in sess.get_inputs()}
+    return {
+        i.name: rng.standard_normal([d if isinstance(d, int) else 3 for d in i.shape]).astype(np.float32)
+        for i in sess.get_inputs()
+    }
 
 
 def assert_same_function(original: onnx.ModelProto, grown: onnx.ModelProto, what: str, seeds=(101, 202)) -> None:
@@ -144,9 +147,12 @@ def test_groups_are_growable(exported, name, variant):
 
 
 #: every group of every model, both exporters; with a dynamic batch too, except for the MLPs (no shape ops)
-EVERY_GROUP_CASES = [pytest.param(name, *v.values, id=f"{name}-{v.id}", marks=v.marks)
-                     for v in ALL_EXPORTERS for name in MODEL_NAMES
-                     if not (name.startswith("mlp_") and v.values[0][1])]
+EVERY_GROUP_CASES = [
+    pytest.param(name, *v.values, id=f"{name}-{v.id}", marks=v.marks)
+    for v in ALL_EXPORTERS
+    for name in MODEL_NAMES
+    if not (name.startswith("mlp_") and v.values[0][1])
+]
 
 
 @pytest.mark.parametrize("init", STRATEGIES)
@@ -233,8 +239,11 @@ def test_resnet_residual_couples_shortcut(exported, name, variant):
     """The block's last conv and the downsample conv feed one Add: one group, both grow."""
     original = onnx.load(str(exported(name, variant)))
     groups = inspect_model(original).groups
-    down = next(n for n in original.graph.node if n.op_type == "Conv" and _attr(n, "kernel_shape") == [1, 1]
-                and _attr(n, "strides") == [2, 2])
+    down = next(
+        n
+        for n in original.graph.node
+        if n.op_type == "Conv" and _attr(n, "kernel_shape") == [1, 1] and _attr(n, "strides") == [2, 2]
+    )
     g = next(g for g in groups if down.name in g.producers)
     assert g.constraint == "free" and len(g.producers) == 2
     result = widen_model(original, {g.id: "+3"}, init="net2net")
@@ -248,8 +257,7 @@ def test_densenet_concat_offsets(exported, variant):
     """Growing the first dense layer inserts its new channels in the middle of the concatenation."""
     original = onnx.load(str(exported("densenet", variant)))
     groups = inspect_model(original).groups
-    g = next(g for g in groups if any("layer1" in w for w in g.weights) and len(g.producers) == 1
-             and g.size == 3)
+    g = next(g for g in groups if any("layer1" in w for w in g.weights) and len(g.producers) == 1 and g.size == 3)
     result = widen_model(original, {g.id: "+2"}, init="noise")
     dims = {t.name: list(t.dims) for t in result.model.graph.initializer}
     assert dims["layer2.2.weight"][1] == 4 + 3 + 2
@@ -262,8 +270,9 @@ def test_mobilenet_depthwise_groups_follow(exported, variant):
     """The depthwise conv's `group` attribute grows with its channels; the SE gate joins them."""
     original = onnx.load(str(exported("mobilenet_se", variant)))
     groups = inspect_model(original).groups
-    dw = _node(original, next(t.name for t in original.graph.initializer
-                              if list(t.dims)[:2] == [4, 1] and len(t.dims) == 4))
+    dw = _node(
+        original, next(t.name for t in original.graph.initializer if list(t.dims)[:2] == [4, 1] and len(t.dims) == 4)
+    )
     g = next(g for g in groups if dw.name in g.consumers or any(w in dw.input for w in g.weights))
     assert g.constraint == "free" and g.size == 4
     assert len(g.producers) == 2  # the stem conv and the SE expand conv (the Mul couples them)
@@ -307,9 +316,14 @@ def test_prelu_slope_grows(exported, act, variant):
     original = onnx.load(str(exported(f"mlp_{act}", variant)))
     groups = inspect_model(original).groups
     g = groups[0]
-    slope = next(t for t in original.graph.initializer
-                 if t.name not in ("net.0.weight", "net.0.bias") and 5 in list(t.dims) and len(t.dims) <= 2
-                 and _node(original, t.name).op_type == "PRelu")
+    slope = next(
+        t
+        for t in original.graph.initializer
+        if t.name not in ("net.0.weight", "net.0.bias")
+        and 5 in list(t.dims)
+        and len(t.dims) <= 2
+        and _node(original, t.name).op_type == "PRelu"
+    )
     assert slope.name in g.weights
     result = widen_model(original, {g.id: "+3"}, init="net2net")
     new = next(t for t in result.model.graph.initializer if t.name == slope.name)

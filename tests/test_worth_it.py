@@ -1,4 +1,5 @@
 """bench/worth_it.py --quick produces its plot and table and reports the zero strategy's dead units."""
+
 import json
 import re
 import subprocess
@@ -16,8 +17,12 @@ pytest.importorskip("matplotlib")
 
 
 def test_worth_it_quick(tmp_path):
-    res = subprocess.run([sys.executable, str(ROOT / "bench" / "worth_it.py"), "--quick", "--threads", "1", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "worth_it.py"), "--quick", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     png, md = tmp_path / "worth_it.png", tmp_path / "worth_it.md"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

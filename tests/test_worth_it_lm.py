@@ -1,4 +1,5 @@
 """bench/worth_it_lm.py: the --quick run end to end; fair FLOP budgets; every schedule ends at its own end."""
+
 import importlib.util
 import json
 import math
@@ -34,8 +35,12 @@ def _train_flops_per_token(module: torch.nn.Module, layers: int, ctx: int, d: in
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("worth_it_lm")
-    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--jobs", "2", "--out", str(out)],
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--jobs", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return out, res.stdout, json.loads((out / "worth_it_lm.json").read_text())
 
@@ -115,9 +120,11 @@ def test_schedule_shape():
         lrs = [bench.lr_at(s, steps, warmup, 1.0, 0.1) for s in range(1, steps + 1)]
         assert lrs[warmup - 1] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=1e-15)
         assert all(a < b for a, b in zip(lrs[:warmup], lrs[1:warmup]))  # warms up
-        assert all(a >= b for a, b in zip(lrs[warmup - 1:], lrs[warmup:]))  # then only decays
+        assert all(a >= b for a, b in zip(lrs[warmup - 1 :], lrs[warmup:]))  # then only decays
         mid = warmup + (steps - warmup) // 2
-        assert lrs[mid - 1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (mid - warmup) / (steps - warmup))))
+        assert lrs[mid - 1] == pytest.approx(
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (mid - warmup) / (steps - warmup)))
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -132,7 +139,8 @@ def test_results_replace_the_readme_block_and_nothing_else(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n\n{bench.README_BEGIN}\nold results\n{bench.README_END}\n\nafter\n")
     bench.update_readme(readme, "new table\n\nnew verdict")
-    assert readme.read_text() == (f"# x\n\nbefore\n\n{bench.README_BEGIN}\nnew table\n\nnew verdict\n"
-                                  f"{bench.README_END}\n\nafter\n")
+    assert readme.read_text() == (
+        f"# x\n\nbefore\n\n{bench.README_BEGIN}\nnew table\n\nnew verdict\n{bench.README_END}\n\nafter\n"
+    )
     real = (ROOT / "README.md").read_text()
     assert real.count(bench.README_BEGIN) == 1 and real.count(bench.README_END) == 1

@@ -3,6 +3,7 @@
 Every module is tiny (a few channels, 8x8 images) so that both torch exporters finish quickly.
 `build(name)` returns (module in eval mode with non-trivial BatchNorm statistics, example input).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,12 @@ class VGG(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(6, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Sequential(nn.Linear(8 * 2 * 2, 10), nn.ReLU(), nn.Linear(10, 5))
 
@@ -95,8 +100,9 @@ class DenseNet(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, c0, 3, padding=1)
         self.layer1 = nn.Sequential(_bn(c0), nn.ReLU(), nn.Conv2d(c0, growth, 3, padding=1, bias=False))
-        self.layer2 = nn.Sequential(_bn(c0 + growth), nn.ReLU(),
-                                    nn.Conv2d(c0 + growth, growth, 3, padding=1, bias=False))
+        self.layer2 = nn.Sequential(
+            _bn(c0 + growth), nn.ReLU(), nn.Conv2d(c0 + growth, growth, 3, padding=1, bias=False)
+        )
         c = c0 + 2 * growth
         self.transition = nn.Sequential(_bn(c), nn.ReLU(), nn.Conv2d(c, 5, 1), nn.AvgPool2d(2))
         self.fc = nn.Linear(5 * 4 * 4, 4)
@@ -344,8 +350,9 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     return module, torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool,
-           dynamic_batch: bool = False) -> Path:
+def export(
+    module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool, dynamic_batch: bool = False
+) -> Path:
     """Export with the TorchScript exporter (dynamo=False) or the dynamo exporter (dynamo=True).
 
     `dynamic_batch` makes the first axis of the input and output dynamic, as most real exports do.
@@ -356,11 +363,26 @@ def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: b
         warnings.simplefilter("ignore")
         if dynamo:
             shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
-            program = torch.onnx.export(module, (example,), dynamo=True, verbose=False, dynamic_shapes=shapes,
-                                        input_names=["x"], output_names=["y"])
+            program = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                verbose=False,
+                dynamic_shapes=shapes,
+                input_names=["x"],
+                output_names=["y"],
+            )
             program.save(str(path))
         else:
             axes = {"x": {0: "batch"}, "y": {0: "batch"}} if dynamic_batch else None
-            torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["x"], output_names=["y"],
-                              opset_version=17, dynamic_axes=axes)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["x"],
+                output_names=["y"],
+                opset_version=17,
+                dynamic_axes=axes,
+            )
     return path

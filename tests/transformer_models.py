@@ -10,6 +10,7 @@
 
 Every model is tiny (hidden 8-16, 2 heads) so both torch exporters finish in seconds.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,25 @@ class Encoder(nn.Module):
     """Token embedding, two nn.TransformerEncoderLayer (batch_first, no dropout), a linear head on the first
     token (or, with `hidden_out`, the last hidden state itself as the output, as feature extractors do)."""
 
-    def __init__(self, norm_first: bool, activation: str, d: int = 8, heads: int = 2, ff: int = 16,
-                 layers: int = 2, hidden_out: bool = False) -> None:
+    def __init__(
+        self,
+        norm_first: bool,
+        activation: str,
+        d: int = 8,
+        heads: int = 2,
+        ff: int = 16,
+        layers: int = 2,
+        hidden_out: bool = False,
+    ) -> None:
         super().__init__()
         self.hidden_out = hidden_out
         self.embed = nn.Embedding(VOCAB, d)
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, activation=activation, batch_first=True,
-                                       norm_first=norm_first) for _ in range(layers))
+            nn.TransformerEncoderLayer(
+                d, heads, ff, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
+            )
+            for _ in range(layers)
+        )
         self.head = nn.Linear(d, 3)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -160,8 +172,9 @@ class LlamaBlock(nn.Module):
 
 
 class Llama(nn.Module):
-    def __init__(self, d: int = 8, heads: int = 2, ff: int = 12, layers: int = 2, rope: bool = False,
-                 kv_heads: int | None = None) -> None:
+    def __init__(
+        self, d: int = 8, heads: int = 2, ff: int = 12, layers: int = 2, rope: bool = False, kv_heads: int | None = None
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, d)
         self.blocks = nn.ModuleList(LlamaBlock(d, heads, ff, rope, kv_heads) for _ in range(layers))
@@ -180,8 +193,14 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
-            if name.endswith("bias") or "norm" in name or ".ln" in name or name.startswith("ln") or ".n1" in name \
-                    or ".n2" in name:
+            if (
+                name.endswith("bias")
+                or "norm" in name
+                or ".ln" in name
+                or name.startswith("ln")
+                or ".n1" in name
+                or ".n2" in name
+            ):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3 + (1.0 if "weight" in name else 0.0))
     return module.eval()
 
@@ -207,8 +226,9 @@ def build(name: str, seed: int = 0, batch: int = 2, seq: int = 6) -> tuple[nn.Mo
     return module, torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
-def export(module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool,
-           dynamic_batch: bool = False) -> Path:
+def export(
+    module: nn.Module, example: torch.Tensor, path: str | Path, dynamo: bool, dynamic_batch: bool = False
+) -> Path:
     """torch_models.export (TorchScript at opset 17, or dynamo) with the fused encoder fast path turned off."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # else eval encoders export as one fused aten op

@@ -3,6 +3,7 @@
 A block is what `deepen --block copy` copies (onnxgrow.passes.copy_blocks); a chain of blocks that starts where
 the previous one ends is a transformer layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,27 @@ class Block:
 
 
 #: ops of the small integer arithmetic that reads sizes (a Reshape target's batch read from the input ids)
-_SHAPE_OPS = ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub", "Div", "Slice", "Identity",
-              "Range", "ConstantOfShape", "Equal", "Where", "Expand", "Reshape", "Not", "Trilu")
+_SHAPE_OPS = (
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "Slice",
+    "Identity",
+    "Range",
+    "ConstantOfShape",
+    "Equal",
+    "Where",
+    "Expand",
+    "Reshape",
+    "Not",
+    "Trilu",
+)
 #: past this many steps, size arithmetic is not followed (a block's own computation is not a size)
 _SHAPE_DEPTH = 16
 
@@ -93,8 +113,9 @@ class BlockIndex(Index):
                 h = min(1 + max((self._height(i) for i in ins), default=0), cap)
             else:
                 h = cap
-            r = self.subgraph[k] or any(self._height(i) > _SHAPE_DEPTH and self.reaches.get(i, i not in self.producer)
-                                        for i in ins)
+            r = self.subgraph[k] or any(
+                self._height(i) > _SHAPE_DEPTH and self.reaches.get(i, i not in self.producer) for i in ins
+            )
             for o in self.outs[k]:
                 self.height[o] = h
                 self.reaches[o] = r
@@ -155,8 +176,9 @@ def find_blocks(model: onnx.ModelProto) -> Blocks:
             names = {gr.names[k] for k in nodes}
             inner = {o for k in nodes for o in gr.outs[k]}
             add_name = gr.names[a]
-            if any(gr.names[c] not in names and gr.names[c] != add_name for o in inner
-                   for c in gr.consumers.get(o, [])):
+            if any(
+                gr.names[c] not in names and gr.names[c] != add_name for o in inner for c in gr.consumers.get(o, [])
+            ):
                 continue  # a branch tensor is read outside the block
             if inner & gr.outputs:
                 continue
@@ -175,13 +197,13 @@ def find_blocks(model: onnx.ModelProto) -> Blocks:
                     members.append(nxt)
                     exit_ = gr.outs[nxt][0]
             ops = [gr.ops[k] for k in members]
-            kind = ("attention" if "Softmax" in ops else
-                    "conv" if "Conv" in ops else "feed-forward")
+            kind = "attention" if "Softmax" in ops else "conv" if "Conv" in ops else "feed-forward"
             if kind == "conv":
                 kind = "bottleneck" if ops.count("Conv") >= 3 else "basic"
             kind += " (post-norm)" if not exact else ""
-            blocks.append(Block(f"b{len(blocks)}", kind, [gr.names[k] for k in members], stream, exit_, add_name,
-                                branch, exact))
+            blocks.append(
+                Block(f"b{len(blocks)}", kind, [gr.names[k] for k in members], stream, exit_, add_name, branch, exact)
+            )
             break
     return blocks
 
@@ -192,11 +214,14 @@ def resolve_block(blocks: list[Block], name: str) -> Block:
     if found is not None:
         return found
     if not blocks:
-        raise OnnxGrowError(f"--after {name}: this model has no residual block that can be copied "
-                            "(a branch that leaves a stream and re-joins it at an Add)")
+        raise OnnxGrowError(
+            f"--after {name}: this model has no residual block that can be copied "
+            "(a branch that leaves a stream and re-joins it at an Add)"
+        )
     names = [b.id for b in blocks] + [b.add for b in blocks]
-    raise OnnxGrowError(f"--after {name}: no residual block of that id{closest(name, names)}; "
-                        f"blocks: {', '.join(b.id for b in blocks)}")
+    raise OnnxGrowError(
+        f"--after {name}: no residual block of that id{closest(name, names)}; blocks: {', '.join(b.id for b in blocks)}"
+    )
 
 
 def layer_units(blocks: list[Block]) -> list[str]:
@@ -205,8 +230,11 @@ def layer_units(blocks: list[Block]) -> list[str]:
     for k, b in enumerate(blocks):
         if b.kind.startswith("attention"):
             nxt = blocks[k + 1] if k + 1 < len(blocks) else None
-            units.append(f"{b.id}-{nxt.id}" if nxt is not None and nxt.entry == b.exit
-                         and not nxt.kind.startswith("attention") else b.id)
+            units.append(
+                f"{b.id}-{nxt.id}"
+                if nxt is not None and nxt.entry == b.exit and not nxt.kind.startswith("attention")
+                else b.id
+            )
     return units
 
 
@@ -220,9 +248,10 @@ def resolve_chain(blocks: list[Block], name: str) -> list[Block]:
     ia, ib = blocks.position(a), blocks.position(b)
     if ib < ia:
         raise OnnxGrowError(f"--after {name}: {b.id} comes before {a.id}; give the blocks in order")
-    chain = blocks[ia:ib + 1]
+    chain = blocks[ia : ib + 1]
     for x, y in zip(chain, chain[1:]):
         if y.entry != x.exit:
-            raise OnnxGrowError(f"--after {name}: block {y.id} does not start where {x.id} ends, so they cannot be "
-                                f"copied as one unit")
+            raise OnnxGrowError(
+                f"--after {name}: block {y.id} does not start where {x.id} ends, so they cannot be copied as one unit"
+            )
     return chain

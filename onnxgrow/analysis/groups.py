@@ -1,4 +1,5 @@
 """Build the axis groups of a model: which (tensor, axis) pairs must grow together, and how."""
+
 from __future__ import annotations
 
 import contextlib
@@ -36,9 +37,17 @@ class Group:
     blocks: int = 1
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "size": self.size, "constraint": self.constraint, "reason": self.reason,
-                "producers": self.producers, "consumers": self.consumers, "weights": self.weights,
-                "granularity": self.granularity, "blocks": self.blocks}
+        return {
+            "id": self.id,
+            "size": self.size,
+            "constraint": self.constraint,
+            "reason": self.reason,
+            "producers": self.producers,
+            "consumers": self.consumers,
+            "weights": self.weights,
+            "granularity": self.granularity,
+            "blocks": self.blocks,
+        }
 
     def units(self, total: int) -> int:
         """Units of the union-find group for a size counted over all blocks."""
@@ -49,12 +58,16 @@ class Group:
         if self.constraint == "blocked":
             return f"group {self.id} cannot grow: {self.reason}"
         if self.size is not None and (new_size - self.size) % self.granularity and self.blocks > 1:
-            return (f"group {self.id} repeats its units in {self.blocks} equal blocks (the groups of a grouped Conv or "
-                    f"the halves of a channel shuffle) and grows inside each: by multiples of {self.granularity}; "
-                    f"{new_size} - {self.size} is not one")
+            return (
+                f"group {self.id} repeats its units in {self.blocks} equal blocks (the groups of a grouped Conv or "
+                f"the halves of a channel shuffle) and grows inside each: by multiples of {self.granularity}; "
+                f"{new_size} - {self.size} is not one"
+            )
         if self.size is not None and (new_size - self.size) % self.granularity:
-            return (f"group {self.id} grows in whole groups of {self.granularity} channels ({self.reason or 'grouped Conv'}); "
-                    f"{new_size} - {self.size} is not a multiple")
+            return (
+                f"group {self.id} grows in whole groups of {self.granularity} channels ({self.reason or 'grouped Conv'}); "
+                f"{new_size} - {self.size} is not a multiple"
+            )
         if self.constraint == "zero" and init != "zero":
             return f"group {self.id} needs new units to stay zero ({self.reason}): only --init zero keeps it exact"
         if self.constraint == "replicate":
@@ -73,8 +86,9 @@ class Analysis:
     state: State
     groups: list[Group] = field(default_factory=list)
     #: (the groups list, its length, root -> group): group_of_atom's index, remade when the list changes
-    _by_root: tuple[list[Group], int, dict[int, Group]] | None = field(default=None, init=False, repr=False,
-                                                                       compare=False)
+    _by_root: tuple[list[Group], int, dict[int, Group]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def group(self, gid: str) -> Group:
         return next(g for g in self.groups if g.id == gid)
@@ -109,7 +123,8 @@ class Analysis:
                 if len(growable) > 1:
                     raise OnnxGrowError(
                         f"{name!r} is ambiguous: it produces groups {', '.join(g.id for g in growable)} (a Reshape "
-                        f"splits its output); use one of these ids from `onnxgrow inspect`")
+                        f"splits its output); use one of these ids from `onnxgrow inspect`"
+                    )
                 found = growable[0] if growable else parts[0] if parts else None
                 if found and all(found is not g for _, g in by_name):
                     by_name.append((f"{'node' if u.node == name else 'weight'} {name} of group {found.id}", found))
@@ -118,12 +133,16 @@ class Analysis:
             others = "; ".join(what for what, g in by_name if g is not by_id)
             raise OnnxGrowError(
                 f"{name!r} is ambiguous: it is group {by_id.id} and also {others}; name the layer by another of "
-                f"its names (a node or weight name from `onnxgrow inspect`)")
+                f"its names (a node or weight name from `onnxgrow inspect`)"
+            )
         if by_id is not None:
             return by_id
         if len(by_name) > 1:
-            raise OnnxGrowError(f"{name!r} is ambiguous: it names " + " and ".join(w for w, _ in by_name)
-                                + "; use the group id from `onnxgrow inspect`")
+            raise OnnxGrowError(
+                f"{name!r} is ambiguous: it names "
+                + " and ".join(w for w, _ in by_name)
+                + "; use the group id from `onnxgrow inspect`"
+            )
         if by_name:
             return by_name[0][1]
         node_names = {n.name: n for n in self.model.graph.node}
@@ -133,17 +152,35 @@ class Analysis:
             makers = ", ".join(op for op, r in rules.RULES.items() if r.role == "producer")
             raise OnnxGrowError(
                 f"{name!r} produces no axis group that can grow (only nodes with weights — {makers} — make new "
-                "units); see `onnxgrow inspect`")
+                "units); see `onnxgrow inspect`"
+            )
         hint = closest(name, self.names()) or " (`onnxgrow inspect` lists the names)"
         raise OnnxGrowError(f"no node, weight or group named {name!r}{hint}")
 
 
 #: ops of quantised models (QDQ and QLinear/Integer forms, standard and onnxruntime's com.microsoft domain)
-QUANTISED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-    "MatMulInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulInteger16", "MatMulIntegerToFloat",
-    "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized", "QuantizeBFP", "DequantizeBFP", "DynamicQuantizeLSTM",
-})
+QUANTISED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "QGemm",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "MatMulInteger16",
+        "MatMulIntegerToFloat",
+        "MatMulNBits",
+        "MatMulBnb4",
+        "GatherBlockQuantized",
+        "QuantizeBFP",
+        "DequantizeBFP",
+        "DynamicQuantizeLSTM",
+    }
+)
 
 
 def _is_quantised(node: Node | onnx.NodeProto) -> bool:
@@ -163,7 +200,8 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
     if node is not None:
         raise OnnxGrowError(
             f"{command}: node {node.name or '(unnamed)'} ({node.op_type}): quantised models are not supported yet; "
-            "grow the float model, then quantise it again")
+            "grow the float model, then quantise it again"
+        )
 
 
 _NOTHING: frozenset[str] = frozenset()  # what the subgraphs of a node without attributes read
@@ -285,9 +323,20 @@ def _summarise(st: State) -> list[Group]:
             constraint, reason = "blocked", "its size is not known statically"
         blocks = _blocks(st, root, nodes, replicas)
         size = None if info.size is None else info.size * blocks
-        groups.append(Group(f"g{i}", root, size, constraint, reason, list(dict.fromkeys(info.producers)),
-                            list(by_root[root]["consumers"]), list(by_root[root]["weights"]),
-                            info.granularity * blocks, blocks))
+        groups.append(
+            Group(
+                f"g{i}",
+                root,
+                size,
+                constraint,
+                reason,
+                list(dict.fromkeys(info.producers)),
+                list(by_root[root]["consumers"]),
+                list(by_root[root]["weights"]),
+                info.granularity * blocks,
+                blocks,
+            )
+        )
     return groups
 
 
@@ -306,8 +355,9 @@ def _blocks(st: State, root: int, nodes: dict[str, Node], replicas: set[int]) ->
             return 1
         factors = list(axes[0].factors) if isinstance(axes[0], Prod) else [axes[0]]
         others = [f for f in factors if not (isinstance(f, Atom) and st.find(f.id) == root)]
-        if len(others) != len(factors) - 1 or any(not isinstance(f, Atom) or st.find(f.id) not in replicas
-                                                  for f in others):
+        if len(others) != len(factors) - 1 or any(
+            not isinstance(f, Atom) or st.find(f.id) not in replicas for f in others
+        ):
             return 1
         found.add(math.prod(st.size(f) or 1 for f in others))
     return found.pop() if len(found) == 1 else 1
@@ -323,7 +373,10 @@ def _constraint(info) -> tuple[str, str | None]:
         return "blocked", f"{zero[0]} needs new units to be zero, but {rep[0]} needs copies"
     if zero:
         if info.nonzero_ops:
-            return "blocked", f"{zero[0]} needs new units to be zero, but {info.nonzero_ops[0]} maps 0 to a non-zero value"
+            return (
+                "blocked",
+                f"{zero[0]} needs new units to be zero, but {info.nonzero_ops[0]} maps 0 to a non-zero value",
+            )
         return "zero", zero[0]
     if rep:
         return "replicate", rep[0]

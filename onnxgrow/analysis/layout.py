@@ -4,6 +4,7 @@ An axis is an `Atom` (one group), a `Cat` (Concat of several layouts, in order) 
 (row-major flattening of several layouts, as Flatten/Reshape make). Growing groups changes
 the layout's size; `expand` maps every new position to the old position it copies.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ The rules read a node's fields many times; reading them from the protobuf messag
 objects on every access, and parsing an attribute (`onnx.helper.get_attribute_value`) is slow. A `Node` reads
 each field once; the message itself stays in `proto` (for subgraphs and anything else the rules rarely need).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Static shapes of every tensor, from onnx shape inference on a weight-free copy of the model."""
+
 from __future__ import annotations
 
 import onnx
@@ -9,8 +10,9 @@ _KEEP_DATA = 4096
 #: floating-point initializers keep their data only up to this many elements (Resize scales, Range bounds);
 #: weights are never read by inference, and copying them in and out of it took longer than inferring
 _KEEP_FLOAT_DATA = 64
-_FLOATS = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                     onnx.TensorProto.BFLOAT16})
+_FLOATS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
 
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,4 +1,5 @@
 """The analysis state: union-find over axis atoms, and what each group's members impose."""
+
 from __future__ import annotations
 
 import sys
@@ -87,15 +88,24 @@ class GroupInfo:
 
 
 #: numpy types of the tensors `_to_array` reads straight from their bytes
-_RAW_TYPES: dict[int, type[np.generic]] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-                                           onnx.TensorProto.INT64: np.int64, onnx.TensorProto.INT32: np.int32}
+_RAW_TYPES: dict[int, type[np.generic]] = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+}
 
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray:
     """numpy_helper.to_array, with a shortcut for the common case (little-endian raw bytes of a plain type)."""
     dtype = _RAW_TYPES.get(t.data_type)
-    if dtype is not None and _LITTLE and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data") \
-            and not t.HasField("segment"):
+    if (
+        dtype is not None
+        and _LITTLE
+        and t.data_location != onnx.TensorProto.EXTERNAL
+        and t.HasField("raw_data")
+        and not t.HasField("segment")
+    ):
         return np.frombuffer(t.raw_data, dtype=dtype).reshape(list(t.dims))
     return numpy_helper.to_array(t)
 
@@ -309,7 +319,7 @@ class State:
                 parts = None if inner is None else list(inner)
             if parts is None:
                 return None
-            return _prod(prefix + [parts[0]]), _prod([parts[1]] + factors[k + 1:])
+            return _prod(prefix + [parts[0]]), _prod([parts[1]] + factors[k + 1 :])
         if need != 1:
             return None
         return _prod(prefix), self.fresh(1, f"a single unit in each block of {node}")
@@ -406,8 +416,15 @@ class State:
         if name in self.inits:
             if name not in self._const_signs:
                 v = self.value(name)
-                self._const_signs[name] = None if v.dtype.kind not in "fiu" or v.size == 0 else \
-                    "pos" if bool(np.all(v > 0)) else "nonneg" if bool(np.all(v >= 0)) else None
+                self._const_signs[name] = (
+                    None
+                    if v.dtype.kind not in "fiu" or v.size == 0
+                    else "pos"
+                    if bool(np.all(v > 0))
+                    else "nonneg"
+                    if bool(np.all(v >= 0))
+                    else None
+                )
             return self._const_signs[name]
         return self.signs.get(name)
 

@@ -6,6 +6,7 @@ size the contracted axis. The hidden size is the group the Q projection reads; a
 produced from hidden and consumed back into hidden that is not an attention group. `inspect` prints this
 and `widen --heads/--ffn/--hidden` grows every layer's group at once.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -39,9 +40,15 @@ class Layer:
     ffn: list[Group] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"layer": self.index, "scores": self.scores, "heads": _brief(self.heads), "head_size": self.head_size,
-                "value_size": _brief(self.value_size), "hidden": _brief(self.hidden),
-                "ffn": [_brief(g) for g in self.ffn]}
+        return {
+            "layer": self.index,
+            "scores": self.scores,
+            "heads": _brief(self.heads),
+            "head_size": self.head_size,
+            "value_size": _brief(self.value_size),
+            "hidden": _brief(self.hidden),
+            "ffn": [_brief(g) for g in self.ffn],
+        }
 
 
 def _brief(g: Group | None) -> dict | None:

@@ -32,6 +32,7 @@ holds a transformed copy, which PyTorch then trains on its own (a warning says s
 Training starts with a fresh optimiser by default: optimiser state (moments, step counts) is not part of
 ONNX. `grow_optimizer_state` carries it over from the growth map the grown model records.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,10 +53,22 @@ from ..io import ModelLike, load
 
 #: op type -> the inputs that hold trainable weights when they are initializers (None: every input).
 WEIGHT_INPUTS: dict[str, tuple[int, ...] | None] = {
-    "MatMul": (0, 1), "Gemm": (0, 1, 2), "Conv": (1, 2), "ConvTranspose": (1, 2),
-    "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
-    "GroupNormalization": (1, 2), "PRelu": (1,), "Gather": (0,), "Einsum": None,
-    "Add": None, "Sub": None, "Mul": None, "Div": None, "Concat": None,
+    "MatMul": (0, 1),
+    "Gemm": (0, 1, 2),
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "BatchNormalization": (1, 2),
+    "InstanceNormalization": (1, 2),
+    "LayerNormalization": (1, 2),
+    "GroupNormalization": (1, 2),
+    "PRelu": (1,),
+    "Gather": (0,),
+    "Einsum": None,
+    "Add": None,
+    "Sub": None,
+    "Mul": None,
+    "Div": None,
+    "Concat": None,
 }
 #: ops whose constant operands are weights only when they do not look like an exporter's constant.
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Concat", "Einsum"}
@@ -68,6 +81,7 @@ _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOU
 
 
 # -- which initializers are weights ---------------------------------------------------------------
+
 
 def _generated(name: str) -> bool:
     """A name an exporter made up for a constant, not a parameter's name."""
@@ -120,10 +134,12 @@ def weight_initializers(model: onnx.ModelProto) -> dict[str, str]:
 
 #: onnx2torch module attribute -> ONNX input index, for the modules it builds from initializers.
 _MODULE_INPUTS: dict[str, dict[str, int]] = {
-    "Conv": {"weight": 1, "bias": 2}, "ConvTranspose": {"weight": 1, "bias": 2},
+    "Conv": {"weight": 1, "bias": 2},
+    "ConvTranspose": {"weight": 1, "bias": 2},
     "Gemm": {"weight": 1, "bias": 2},
     "BatchNormalization": {"weight": 1, "bias": 2, "running_mean": 3, "running_var": 4},
-    "LayerNormalization": {"weight": 1, "bias": 2}, "InstanceNormalization": {"weight": 1, "bias": 2},
+    "LayerNormalization": {"weight": 1, "bias": 2},
+    "InstanceNormalization": {"weight": 1, "bias": 2},
 }
 
 
@@ -172,8 +188,9 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
         try:
             sub = gm.get_submodule(unique_name)
         except AttributeError:
-            raise OnnxGrowError(f"onnx2torch made no module for node {node.name!r}: this onnx2torch version is "
-                                f"not supported") from None
+            raise OnnxGrowError(
+                f"onnx2torch made no module for node {node.name!r}: this onnx2torch version is not supported"
+            ) from None
         mapping = getattr(sub, "onnx_mapping", None)
         if mapping is not None:
             for value in mapping.inputs:
@@ -191,9 +208,12 @@ def to_module(model: ModelLike) -> torch.fx.GraphModule:
     buffers = dict(container.named_buffers())
     replayed = {key.split(".", 1)[1]: name for key, name in onnx_names.items() if key.startswith("initializers.")}
     if buffers.keys() != replayed.keys() or not all(
-            _holds(buffers[leaf], inits[name]) for leaf, name in replayed.items()):
-        raise OnnxGrowError("onnx2torch's initializer buffers are not the ones onnxgrow expects: this onnx2torch "
-                            "version is not supported")
+        _holds(buffers[leaf], inits[name]) for leaf, name in replayed.items()
+    ):
+        raise OnnxGrowError(
+            "onnx2torch's initializer buffers are not the ones onnxgrow expects: this onnx2torch "
+            "version is not supported"
+        )
 
     # buffers that hold weights -> Parameters, re-registered on their owner under the same name
     shared: dict[str, nn.Parameter] = {}
@@ -300,8 +320,10 @@ def _up_to_known_opset(m: onnx.ModelProto) -> onnx.ModelProto:
             converted = version_converter.convert_version(m, target)
         except Exception:  # no adapter for some op on the way: try the next target, or report the ops as they are
             continue
-        converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(
-            [o for o in converted.opset_import if o.domain in ("", "ai.onnx")]))
+        converted.ir_version = max(
+            converted.ir_version,
+            onnx.helper.find_min_ir_version_for([o for o in converted.opset_import if o.domain in ("", "ai.onnx")]),
+        )
         left = len(_unconvertible(converted))
         if left < fewest:
             best, fewest = converted, left
@@ -404,17 +426,24 @@ def _write_out_gelu(graph: onnx.GraphProto) -> None:
         x, y, p = n.input[0], n.output[0], f"{n.name or n.output[0]}/gelu"
         tanh = any(a.name == "approximate" and a.s == b"tanh" for a in n.attribute)
         if tanh:  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
-            nodes += [helper.make_node("Mul", [x, x], [f"{p}/x2"]), helper.make_node("Mul", [f"{p}/x2", x], [f"{p}/x3"]),
-                      helper.make_node("Mul", [f"{p}/x3", const(0.044715)], [f"{p}/c"]),
-                      helper.make_node("Add", [x, f"{p}/c"], [f"{p}/s"]),
-                      helper.make_node("Mul", [f"{p}/s", const(float(np.sqrt(2 / np.pi)))], [f"{p}/t"]),
-                      helper.make_node("Tanh", [f"{p}/t"], [f"{p}/e"])]
+            nodes += [
+                helper.make_node("Mul", [x, x], [f"{p}/x2"]),
+                helper.make_node("Mul", [f"{p}/x2", x], [f"{p}/x3"]),
+                helper.make_node("Mul", [f"{p}/x3", const(0.044715)], [f"{p}/c"]),
+                helper.make_node("Add", [x, f"{p}/c"], [f"{p}/s"]),
+                helper.make_node("Mul", [f"{p}/s", const(float(np.sqrt(2 / np.pi)))], [f"{p}/t"]),
+                helper.make_node("Tanh", [f"{p}/t"], [f"{p}/e"]),
+            ]
         else:  # 0.5·x·(1 + erf(x/√2))
-            nodes += [helper.make_node("Mul", [x, const(float(1 / np.sqrt(2)))], [f"{p}/t"]),
-                      helper.make_node("Erf", [f"{p}/t"], [f"{p}/e"])]
-        nodes += [helper.make_node("Add", [f"{p}/e", const(1.0)], [f"{p}/1e"]),
-                  helper.make_node("Mul", [x, f"{p}/1e"], [f"{p}/x1e"]),
-                  helper.make_node("Mul", [f"{p}/x1e", const(0.5)], [y], name=n.name)]
+            nodes += [
+                helper.make_node("Mul", [x, const(float(1 / np.sqrt(2)))], [f"{p}/t"]),
+                helper.make_node("Erf", [f"{p}/t"], [f"{p}/e"]),
+            ]
+        nodes += [
+            helper.make_node("Add", [f"{p}/e", const(1.0)], [f"{p}/1e"]),
+            helper.make_node("Mul", [x, f"{p}/1e"], [f"{p}/x1e"]),
+            helper.make_node("Mul", [f"{p}/x1e", const(0.5)], [y], name=n.name),
+        ]
     del graph.node[:]
     graph.node.extend(nodes)
 
@@ -424,12 +453,15 @@ def _check_convertible(m: onnx.ModelProto) -> None:
     bad = [f"'{node.name}' ({node.op_type})" for node in _unconvertible(m)]
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise OnnxGrowError(f"onnx2torch cannot convert node {', '.join(bad[:5])}{more}: it has no converter for "
-                            f"{'this op' if len(bad) == 1 else 'these ops'} at this opset")
+        raise OnnxGrowError(
+            f"onnx2torch cannot convert node {', '.join(bad[:5])}{more}: it has no converter for "
+            f"{'this op' if len(bad) == 1 else 'these ops'} at this opset"
+        )
 
 
-def _tie(gm: nn.Module, onnx_names: dict[str, str], inits: dict[str, onnx.TensorProto],
-         shared: dict[str, nn.Parameter]) -> None:
+def _tie(
+    gm: nn.Module, onnx_names: dict[str, str], inits: dict[str, onnx.TensorProto], shared: dict[str, nn.Parameter]
+) -> None:
     """Make the module parameters that hold the same initializer unchanged one shared Parameter."""
     by_init: dict[str, list[str]] = {}
     for key, name in onnx_names.items():
@@ -452,11 +484,15 @@ def _tie(gm: nn.Module, onnx_names: dict[str, str], inits: dict[str, onnx.Tensor
             if current is not param:
                 setattr(owner, leaf, param)
         if untied:
-            warnings.warn(f"initializer {name} is read by {len(keys)} layers; {', '.join(untied)} hold(s) a "
-                          f"transformed copy that PyTorch trains separately", stacklevel=3)
+            warnings.warn(
+                f"initializer {name} is read by {len(keys)} layers; {', '.join(untied)} hold(s) a "
+                f"transformed copy that PyTorch trains separately",
+                stacklevel=3,
+            )
 
 
 # -- saving -----------------------------------------------------------------------------------
+
 
 def save_module(module: nn.Module, path: str | os.PathLike) -> Path:
     """`torch.save` the whole module (atomically: a temporary file in the same folder, then
@@ -507,5 +543,12 @@ def load_module(path: str | os.PathLike) -> nn.Module:
 
 from .torch_load import GrownStateDict, grow_optimizer_state, state_dict_for  # noqa: E402
 
-__all__ = ["to_module", "save_module", "load_module", "weight_initializers", "state_dict_for", "GrownStateDict",
-           "grow_optimizer_state"]
+__all__ = [
+    "to_module",
+    "save_module",
+    "load_module",
+    "weight_initializers",
+    "state_dict_for",
+    "GrownStateDict",
+    "grow_optimizer_state",
+]

@@ -10,6 +10,7 @@ map (onnxgrow.growth_map) says which initializers growth changed: a constant the
 (rotary tables, masks, lookups of a position table the exporter folded) that did not grow is left out and
 listed in `GrownStateDict.skipped`; one that grew must have a place.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,17 +31,28 @@ from ..io import ModelLike, load
 
 #: (op type, input index) -> (parameter name in the module that did it, transposed in ONNX).
 _SLOT_PARAM: dict[tuple[str, int], tuple[str, bool]] = {
-    ("MatMul", 1): ("weight", True), ("MatMul", 0): ("weight", False),
-    ("Gemm", 1): ("weight", False), ("Gemm", 2): ("bias", False),
-    ("Conv", 1): ("weight", False), ("Conv", 2): ("bias", False),
-    ("ConvTranspose", 1): ("weight", False), ("ConvTranspose", 2): ("bias", False),
-    ("BatchNormalization", 1): ("weight", False), ("BatchNormalization", 2): ("bias", False),
-    ("BatchNormalization", 3): ("running_mean", False), ("BatchNormalization", 4): ("running_var", False),
-    ("InstanceNormalization", 1): ("weight", False), ("InstanceNormalization", 2): ("bias", False),
-    ("LayerNormalization", 1): ("weight", False), ("LayerNormalization", 2): ("bias", False),
-    ("GroupNormalization", 1): ("weight", False), ("GroupNormalization", 2): ("bias", False),
-    ("PRelu", 1): ("weight", False), ("Gather", 0): ("weight", False),
-    ("Add", 0): ("bias", False), ("Add", 1): ("bias", False),
+    ("MatMul", 1): ("weight", True),
+    ("MatMul", 0): ("weight", False),
+    ("Gemm", 1): ("weight", False),
+    ("Gemm", 2): ("bias", False),
+    ("Conv", 1): ("weight", False),
+    ("Conv", 2): ("bias", False),
+    ("ConvTranspose", 1): ("weight", False),
+    ("ConvTranspose", 2): ("bias", False),
+    ("BatchNormalization", 1): ("weight", False),
+    ("BatchNormalization", 2): ("bias", False),
+    ("BatchNormalization", 3): ("running_mean", False),
+    ("BatchNormalization", 4): ("running_var", False),
+    ("InstanceNormalization", 1): ("weight", False),
+    ("InstanceNormalization", 2): ("bias", False),
+    ("LayerNormalization", 1): ("weight", False),
+    ("LayerNormalization", 2): ("bias", False),
+    ("GroupNormalization", 1): ("weight", False),
+    ("GroupNormalization", 2): ("bias", False),
+    ("PRelu", 1): ("weight", False),
+    ("Gather", 0): ("weight", False),
+    ("Add", 0): ("bias", False),
+    ("Add", 1): ("bias", False),
 }
 
 
@@ -155,8 +167,10 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
 
     target = module.state_dict()
     modules = {name for name, _ in module.named_modules() if name}
-    own = {name: dict(sub.named_parameters(recurse=False)) | dict(sub.named_buffers(recurse=False))
-           for name, sub in module.named_modules()}
+    own = {
+        name: dict(sub.named_parameters(recurse=False)) | dict(sub.named_buffers(recurse=False))
+        for name, sub in module.named_modules()
+    }
     inits = {t.name: t for t in m.graph.initializer}
     kinds = weight_initializers(m)
     readers = input_slots(m.graph)
@@ -202,7 +216,9 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
             continue
         dims = tuple(inits[name].dims)
         want = dims[::-1] if transposed else dims
-        cands = [f"{scope}.{leaf}" if scope else leaf for leaf, t in own.get(scope, {}).items() if tuple(t.shape) == want]
+        cands = [
+            f"{scope}.{leaf}" if scope else leaf for leaf, t in own.get(scope, {}).items() if tuple(t.shape) == want
+        ]
         cands = [c for c in cands if c in target and c not in proposals and c not in named_keys]
         if len(cands) == 1:
             propose(cands[0], name, transposed, "guess")
@@ -243,10 +259,12 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
         first = _value(inits[out.placed[have[0]][0]], out.placed[have[0]][1])
         differ = [k for k in have[1:] if not np.array_equal(first, _value(inits[out.placed[k][0]], out.placed[k][1]))]
         if differ:
-            wrong.append(f"{', '.join(group)} are one tied tensor in {type(module).__name__}, but the model holds "
-                         f"different tensors for them ({out.placed[have[0]][0]}, {out.placed[differ[0]][0]}; growth "
-                         f"splits an output head reading copied units): build the module with the tie undone "
-                         f"(transformers: tie_word_embeddings=False)")
+            wrong.append(
+                f"{', '.join(group)} are one tied tensor in {type(module).__name__}, but the model holds "
+                f"different tensors for them ({out.placed[have[0]][0]}, {out.placed[differ[0]][0]}; growth "
+                f"splits an output head reading copied units): build the module with the tie undone "
+                f"(transformers: tie_word_embeddings=False)"
+            )
             continue
         for tied in group:
             out.placed.setdefault(tied, out.placed[have[0]])
@@ -265,16 +283,22 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
         slots = _weight_slots(name, readers)
         users = sorted({n.name for n, _ in readers.get(name, [])})
         where = f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'})"
-        parameter = (any(_weight_slot(n, k) for n, k in slots) or (origin.kind == "new" and origin.new != "constant")
-                     or origin.root in placed_roots or (_named_like_a_key(name) and name not in hidden_buffers))
+        parameter = (
+            any(_weight_slot(n, k) for n, k in slots)
+            or (origin.kind == "new" and origin.new != "constant")
+            or origin.root in placed_roots
+            or (_named_like_a_key(name) and name not in hidden_buffers)
+        )
         if parameter:
             no_place.append(where)
         elif origin.grown:
             unplaced.append((name, origin))
         else:
             how = "a copy of a constant" if origin.kind == "copy" else "a constant"
-            out.skipped.append(f"{name} {_shape(inits[name].dims)}: {how} the module computes itself "
-                               f"(read by {', '.join(users) or 'nothing'}; not grown)")
+            out.skipped.append(
+                f"{name} {_shape(inits[name].dims)}: {how} the module computes itself "
+                f"(read by {', '.join(users) or 'nothing'}; not grown)"
+            )
 
     # keys the model gives no tensor for: from `base` when growth left their shape alone, or grown like
     # a grown constant that is a lookup of them
@@ -290,8 +314,12 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
             out.from_base.append(key)
             continue
         if key in base_sd:
-            regrown = _regrow(base_sd[key].detach().cpu().numpy(), tuple(value.shape),
-                              [(n, o) for n, o in unplaced if n not in consumed], inits)
+            regrown = _regrow(
+                base_sd[key].detach().cpu().numpy(),
+                tuple(value.shape),
+                [(n, o) for n, o in unplaced if n not in consumed],
+                inits,
+            )
             if regrown is not None:
                 out.regrown[key] = regrown
                 consumed.add(regrown[2])
@@ -300,11 +328,21 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
     for name, _ in unplaced:
         if name not in consumed:
             users = sorted({n.name for n, _ in readers.get(name, [])})
-            no_place.append(f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'}; grown"
-                            + ("; pass base= the module it was exported from, if it is a lookup of one of its "
-                               "tables" if base is None else "") + ")")
+            no_place.append(
+                f"{name} {_shape(inits[name].dims)} (read by {', '.join(users) or 'nothing'}; grown"
+                + (
+                    "; pass base= the module it was exported from, if it is a lookup of one of its tables"
+                    if base is None
+                    else ""
+                )
+                + ")"
+            )
     if missing:
-        hint = "" if base is not None else " (pass base=, the module the model was exported from, for what growth did not change)"
+        hint = (
+            ""
+            if base is not None
+            else " (pass base=, the module the model was exported from, for what growth did not change)"
+        )
         out.problems.append(f"not in the model: {', '.join(missing)}{hint}")
     if no_place:
         out.problems.append(f"no place in the module: {', '.join(no_place)}")
@@ -314,8 +352,9 @@ def _place(module: nn.Module, m: onnx.ModelProto, base: nn.Module | None) -> _Pl
     return out
 
 
-def _regrow(table: np.ndarray, want: tuple[int, ...], constants: list[tuple[str, Origin]],
-            inits: dict[str, onnx.TensorProto]) -> tuple[np.ndarray, AxisMap, str] | None:
+def _regrow(
+    table: np.ndarray, want: tuple[int, ...], constants: list[tuple[str, Origin]], inits: dict[str, onnx.TensorProto]
+) -> tuple[np.ndarray, AxisMap, str] | None:
     """`table` (a parameter of the small module) grown like the one grown constant that is a lookup of it.
 
     A constant qualifies when only its last axis grew, and every vector along that axis, ungrown, is one of
@@ -394,8 +433,10 @@ def state_dict_for(module: nn.Module, model: ModelLike, base: nn.Module | None =
     placement = _place(module, m, base)
     if placement.problems:
         count = placement.count
-        raise OnnxGrowError(f"{type(module).__name__} does not fit the model ({count} mismatch"
-                            f"{'es' if count != 1 else ''}): " + " | ".join(placement.problems))
+        raise OnnxGrowError(
+            f"{type(module).__name__} does not fit the model ({count} mismatch"
+            f"{'es' if count != 1 else ''}): " + " | ".join(placement.problems)
+        )
     inits = {t.name: t for t in m.graph.initializer}
     base_sd = base.state_dict() if base is not None else {}
     result = GrownStateDict()
@@ -422,8 +463,10 @@ def state_dict_for(module: nn.Module, model: ModelLike, base: nn.Module | None =
 
 # -- optimiser state ------------------------------------------------------------------------------------
 
-def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module, new_module: nn.Module,
-                         model: ModelLike) -> torch.optim.Optimizer:
+
+def grow_optimizer_state(
+    optimizer: torch.optim.Optimizer, old_module: nn.Module, new_module: nn.Module, model: ModelLike
+) -> torch.optim.Optimizer:
     """A new optimiser of `optimizer`'s class over `new_module`'s parameters, carrying `optimizer`'s state
     (kept on `old_module`'s parameters) over to them through the grown model's growth map.
 
@@ -452,8 +495,10 @@ def grow_optimizer_state(optimizer: torch.optim.Optimizer, old_module: nn.Module
     m = load(model)
     placement = _place(new_module, m, old_module)
     if placement.problems:
-        raise OnnxGrowError(f"{type(new_module).__name__} does not fit the model ({placement.count} mismatch"
-                            f"{'es' if placement.count != 1 else ''}): " + " | ".join(placement.problems))
+        raise OnnxGrowError(
+            f"{type(new_module).__name__} does not fit the model ({placement.count} mismatch"
+            f"{'es' if placement.count != 1 else ''}): " + " | ".join(placement.problems)
+        )
     recorded = growth_map.steps(m)
     table = growth_map.layer_table(recorded)
     scopes = [w for s in recorded for w in s.get("layer_scopes") or []]
@@ -498,11 +543,12 @@ def _old_key(key: str, table: list[tuple[int, int]] | None, scopes: list[str]) -
     if q >= len(table):
         return None, False
     p, copy = table[q]
-    return key[:m.start(1)] + str(p) + key[m.end(1):], bool(copy)
+    return key[: m.start(1)] + str(p) + key[m.end(1) :], bool(copy)
 
 
-def _source(key: str, placement: _Placement, recorded: list[dict], table, scopes: list[str]
-            ) -> tuple[str | None, dict | None, bool]:
+def _source(
+    key: str, placement: _Placement, recorded: list[dict], table, scopes: list[str]
+) -> tuple[str | None, dict | None, bool]:
     """(old module key, per-axis maps in the key's own axes or None for a new parameter, transposed)."""
     if key in placement.from_base:
         return key, {}, False
@@ -521,8 +567,7 @@ def _source(key: str, placement: _Placement, recorded: list[dict], table, scopes
     return old_key, origin.axes, transposed
 
 
-def _grow_state(state: dict, old: torch.Tensor, new: torch.Tensor, axes: dict[int, AxisMap],
-                transposed: bool) -> dict:
+def _grow_state(state: dict, old: torch.Tensor, new: torch.Tensor, axes: dict[int, AxisMap], transposed: bool) -> dict:
     """One parameter's optimiser state grown like the parameter (see grow_optimizer_state)."""
     if transposed:
         axes = {1 - a: m for a, m in axes.items()}
@@ -538,10 +583,12 @@ def _grow_state(state: dict, old: torch.Tensor, new: torch.Tensor, axes: dict[in
             work = torch.index_select(work, axis, src)
             shape = [1] * work.ndim
             shape[axis] = -1
-            factor = torch.from_numpy(np.where(amap.src >= 0, amap.grad ** power, 0.0)).to(work.dtype).reshape(shape)
+            factor = torch.from_numpy(np.where(amap.src >= 0, amap.grad**power, 0.0)).to(work.dtype).reshape(shape)
             work = work * factor.to(work.device)
         if tuple(work.shape) != tuple(new.shape):
-            raise OnnxGrowError(f"optimizer state {name!r} grows to {_shape(work.shape)}, the parameter is "
-                                f"{_shape(new.shape)}: the growth map does not describe this parameter")
+            raise OnnxGrowError(
+                f"optimizer state {name!r} grows to {_shape(work.shape)}, the parameter is "
+                f"{_shape(new.shape)}: the growth map does not describe this parameter"
+            )
         grown[name] = work.to(value.dtype)
     return grown

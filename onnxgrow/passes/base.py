@@ -6,6 +6,7 @@ guarantees of its output (`ensures`), and reports honestly whether it changed an
 way (folded nodes, untied weights, inserted node names, weights whose bytes are produced as they are written) goes
 in a typed subclass of `PassResult`, never in an argument the pass mutates.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

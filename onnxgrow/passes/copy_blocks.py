@@ -4,6 +4,7 @@ A copy whose projection into the residual Add is zero adds nothing, so the model
 normalisation follows the Add inside the block (post-norm): then the copy normalises twice (approximate).
 Blocks are found by onnxgrow.analysis.blocks.
 """
+
 from __future__ import annotations
 
 import re
@@ -70,8 +71,15 @@ class CopyBlocks(PassBase[CopyResult]):
 
     in_place = True
 
-    def __init__(self, units: list[str], count: int, order: str = "interleave", *, blocks: list[Block] | None = None,
-                 deferred: Mapping[str, Deferred] | None = None) -> None:
+    def __init__(
+        self,
+        units: list[str],
+        count: int,
+        order: str = "interleave",
+        *,
+        blocks: list[Block] | None = None,
+        deferred: Mapping[str, Deferred] | None = None,
+    ) -> None:
         if order not in ORDERS:
             raise OnnxGrowError(f"--order {order!r}: expected one of {', '.join(ORDERS)}")
         self.units, self.count, self.order, self.blocks, self.deferred = units, count, order, blocks, deferred
@@ -98,8 +106,9 @@ class CopyBlocks(PassBase[CopyResult]):
         for unit, chain in zip(units, chains):
             for b in chain:
                 if b.id in seen:
-                    raise OnnxGrowError(f"--after {','.join(units)}: block {b.id} is named twice "
-                                        f"({seen[b.id]}, {unit})")
+                    raise OnnxGrowError(
+                        f"--after {','.join(units)}: block {b.id} is named twice ({seen[b.id]}, {unit})"
+                    )
                 seen[b.id] = unit
         chains.sort(key=lambda c: blocks.position(c[0]))
         layers = [[b.id for b in resolve_chain(blocks, u)] for u in layer_units(blocks)]
@@ -130,8 +139,15 @@ class CopyBlocks(PassBase[CopyResult]):
             copies += splicer.insert_copies(chains, positions, after, seq)
         splicer.splice()
         result.inserted = splicer.inserted
-        step: dict = {"op": "deepen", "block": "copy", "order": order, "count": count, "layer_scopes": [],
-                      "layers": table, "weights": {}}
+        step: dict = {
+            "op": "deepen",
+            "block": "copy",
+            "order": order,
+            "count": count,
+            "layer_scopes": [],
+            "layers": table,
+            "weights": {},
+        }
         for cp in copies:
             for name, src in cp.weights.items():
                 step["weights"][name] = {"source": src, "copy": True, "zeroed": name in cp.zeroed}
@@ -149,10 +165,15 @@ class CopyBlocks(PassBase[CopyResult]):
             kinds = " + ".join(f"{b.id} ({b.kind})" for b in chain)
             exact = all(b.exact for b in chain)
             one = len(chain) == 1
-            result.notes.append(f"copied {'block' if one else 'blocks'} {kinds} {count} time(s); "
-                                f"{'its projection' if one else 'each projection'} into the residual Add is zero"
-                                + ("" if exact else f"; a normalisation follows {'the' if one else 'an'} Add, so "
-                                                    "the copy is approximate"))
+            result.notes.append(
+                f"copied {'block' if one else 'blocks'} {kinds} {count} time(s); "
+                f"{'its projection' if one else 'each projection'} into the residual Add is zero"
+                + (
+                    ""
+                    if exact
+                    else f"; a normalisation follows {'the' if one else 'an'} Add, so the copy is approximate"
+                )
+            )
             result.exact &= exact
         if order == "stack":
             result.notes.append(f"stacked: the copies follow {chains[-1][-1].id}, in the order of the units")
@@ -164,8 +185,9 @@ class CopyBlocks(PassBase[CopyResult]):
 class _Splicer:
     """Copies of units built against an index of the graph made once; `splice` puts them all in place."""
 
-    def __init__(self, model: onnx.ModelProto, deferred: dict[str, Deferred] | None,
-                 index: Index | None = None) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, deferred: dict[str, Deferred] | None, index: Index | None = None
+    ) -> None:
         g = self.graph = model.graph
         gr = self.index = index if index is not None and index.current(model) else Index(model)
         self.inserted: list[str] = []  # names of the new nodes, in the order they were made
@@ -210,8 +232,9 @@ class _Splicer:
             return t.name
         return _zero(t)
 
-    def insert_copies(self, chains: list[list[Block]], positions: list[int | None], after: int,
-                      seq: list[tuple[int, int]]) -> list[_Copy]:
+    def insert_copies(
+        self, chains: list[list[Block]], positions: list[int | None], after: int, seq: list[tuple[int, int]]
+    ) -> list[_Copy]:
         """Copies of `chains[k]` for each (k, copy number) of `seq`, one after the other, to go after the last
         node of `chains[after]`; each reads the stream the one before it writes."""
         gr, taken, inits = self.index, self.taken, self.inits
@@ -267,8 +290,7 @@ class _Splicer:
             by_out = {o: n for n, _ in copy.nodes for o in n.output}
             copied = {t.name: t for t in new_inits.values()}
             for block in chain:
-                copy.zeroed |= {self._zero(copied[w])
-                                for w in _projection(rename[block.branch], by_out, copied, block)}
+                copy.zeroed |= {self._zero(copied[w]) for w in _projection(rename[block.branch], by_out, copied, block)}
             new_nodes += [n for n, _ in copy.nodes]
             made.append(copy)
             entry = rename[stream if last.exit == exit_ else last.exit]  # the graph output was renamed above
@@ -343,7 +365,7 @@ def _layer_words(model: onnx.ModelProto, blocks: list[Block], layers: list[list[
                     for m in _TOKEN.finditer(text):
                         seen.setdefault(m.group(1), set()).add(int(m.group(2)))
                         if "/" not in text and int(m.group(2)) == p:
-                            path.setdefault(m.group(1), text[:m.start(2) - 1])
+                            path.setdefault(m.group(1), text[: m.start(2) - 1])
         fits = {w for w, values in seen.items() if values == {p}}
         words = fits if words is None else words & fits
     return {w: path.get(w, w) for w in sorted(words or ())}
@@ -362,10 +384,15 @@ def _one_layer_words(model: onnx.ModelProto, inside: list[onnx.NodeProto]) -> di
                 if m.group(2) == "0":
                     here.add(m.group(1))
                     if "/" not in text:
-                        path.setdefault(m.group(1), text[:m.start(2) - 1])
+                        path.setdefault(m.group(1), text[: m.start(2) - 1])
         words = here if words is None else words & here
-    outside = {m.group(1) for n in model.graph.node if n.name not in names
-               for text in node_scope_texts(n) for m in _TOKEN.finditer(text)}
+    outside = {
+        m.group(1)
+        for n in model.graph.node
+        if n.name not in names
+        for text in node_scope_texts(n)
+        for m in _TOKEN.finditer(text)
+    }
     return {w: path.get(w, w) for w in sorted((words or set()) - outside)}
 
 
@@ -375,8 +402,14 @@ def _sub(text: str, words: tuple[str, ...], old: int, new: int) -> str:
     return re.sub(rf"(?<![\w])({alt})\.{old}(?![\w])", rf"\g<1>.{new}", text)
 
 
-def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tuple[int, int], int], copies: list[_Copy],
-              weights: dict[str, dict], deferred: dict[str, Deferred] | None = None) -> dict[str, str] | None:
+def _renumber(
+    model: onnx.ModelProto,
+    word: tuple[str, ...],
+    new_index: dict[tuple[int, int], int],
+    copies: list[_Copy],
+    weights: dict[str, dict],
+    deferred: dict[str, Deferred] | None = None,
+) -> dict[str, str] | None:
     """Number every layer's nodes and weights by its new place (`W.p` -> `W.q`), and each copy by its own: a copy
     named after its source (the layer's number changed), else it keeps its `unit/copyK/` prefix. Updates the
     step's `weights` (renamed originals get an entry); returns old -> new node names, or None (nothing
@@ -420,8 +453,11 @@ def _renumber(model: onnx.ModelProto, word: tuple[str, ...], new_index: dict[tup
     final_nodes = [node_names.get(n.name, n.name) for n in g.node]
     final_inits = [init_names.get(t.name, t.name) for t in g.initializer]
     tensors = set(producers(g)) | {i.name for i in g.input} | {o.name for o in g.output}
-    if len(set(final_nodes)) != len(final_nodes) or len(set(final_inits)) != len(final_inits) or \
-            any(new in tensors for new in init_names.values()):
+    if (
+        len(set(final_nodes)) != len(final_nodes)
+        or len(set(final_inits)) != len(final_inits)
+        or any(new in tensors for new in init_names.values())
+    ):
         return None
     renamed_nodes = {}
     for n in g.node:
@@ -490,5 +526,7 @@ def _projection(tensor: str, by_out: dict, inits: dict[str, onnx.TensorProto], b
             tensor = node.input[0]
             continue
         break
-    raise OnnxGrowError(f"block {block.id}: cannot find the layer that projects into its residual Add "
-                        f"(stopped at {tensor}); copy refused")
+    raise OnnxGrowError(
+        f"block {block.id}: cannot find the layer that projects into its residual Add "
+        f"(stopped at {tensor}); copy refused"
+    )

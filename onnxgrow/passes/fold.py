@@ -3,6 +3,7 @@
 Later passes look for weights among initializers; torch's exporter and older tools hide them
 behind `Constant`, `Identity`, `Transpose`, `Cast` … nodes or list them as graph inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,10 +19,21 @@ from .base import PassBase, PassResult
 
 #: ops that are never folded: random, or with side effects / subgraphs.
 _NEVER = {
-    "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-    "Bernoulli", "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty",
+    "RandomNormal",
+    "RandomUniform",
+    "RandomNormalLike",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+    "If",
+    "Loop",
+    "Scan",
+    "SequenceConstruct",
+    "SequenceEmpty",
     # quantisation stays visible, so that growth can refuse quantised models instead of dequantising them
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
 }
 #: do not materialise folded tensors bigger than this many elements (e.g. a huge ConstantOfShape).
 MAX_FOLDED_ELEMENTS = 64 * 1024 * 1024
@@ -51,7 +63,9 @@ def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int)
         if name == "" or value is None:
             continue
         feeds[name] = value
-        graph_inputs.append(onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
+        graph_inputs.append(
+            onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+        )
     graph = onnx.helper.make_graph(
         [node], "fold", graph_inputs, [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output]
     )
@@ -278,7 +292,11 @@ class _StaticShapes:
         part = self.partial.get(node.input[0])
         if part is None or any(i and i not in known for i in node.input[1:]):
             return None
-        if node.op_type == "Gather" and len(node.input) == 2 and all(a.i == 0 for a in node.attribute if a.name == "axis"):
+        if (
+            node.op_type == "Gather"
+            and len(node.input) == 2
+            and all(a.i == 0 for a in node.attribute if a.name == "axis")
+        ):
             idx = np.asarray(value(node.input[1])).astype(np.int64)
             picked = np.asarray(np.asarray(part, dtype=object)[idx], dtype=object)
             unknown = self.unknown.get(node.input[0])

@@ -1,5 +1,6 @@
 """The layer-insertion pass: splice new layers (identity or zero-residual) after a tensor (`deepen --block identity`,
 `--block residual`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,8 +70,14 @@ class _Builder:
         if site.conv:
             rank = len(site.shape) - 2
             pad = kernel // 2
-            return self.node("Conv", [x, self.const(f"{tag}.weight", w), self.const(f"{tag}.bias", b)], tag,
-                             kernel_shape=[kernel] * rank, pads=[pad] * (2 * rank), strides=[1] * rank)
+            return self.node(
+                "Conv",
+                [x, self.const(f"{tag}.weight", w), self.const(f"{tag}.bias", b)],
+                tag,
+                kernel_shape=[kernel] * rank,
+                pads=[pad] * (2 * rank),
+                strides=[1] * rank,
+            )
         if len(site.shape) == 2:
             return self.node("Gemm", [x, self.const(f"{tag}.weight", w), self.const(f"{tag}.bias", b)], tag)
         y = self.node("MatMul", [x, self.const(f"{tag}.weight", w)], f"{tag}_matmul")
@@ -83,8 +90,9 @@ def _weight(site: Site, c_in: int, c_out: int, kernel: int) -> tuple[int, ...]:
     return (c_in, c_out)
 
 
-def identity_layer(site: Site, prefix: str, opset: int, *, kernel: int = 3, noise_std: float = 0.0,
-                   rng: np.random.Generator) -> Splice:
+def identity_layer(
+    site: Site, prefix: str, opset: int, *, kernel: int = 3, noise_std: float = 0.0, rng: np.random.Generator
+) -> Splice:
     """A linear layer computing the identity (+ the same idempotent activation when there is one)."""
     b = _Builder(prefix, site.dtype, opset)
     c = site.channels
@@ -102,19 +110,32 @@ def identity_layer(site: Site, prefix: str, opset: int, *, kernel: int = 3, nois
     y = b.linear(site.tensor, w, np.zeros(c), site, "identity", kernel)
     prod = site.producer
     if prod is not None and prod.op_type in IDEMPOTENT:
-        y = b.node(prod.op_type, [y] + list(prod.input[1:]), prod.op_type.lower(),
-                   **{a.name: helper.get_attribute_value(a) for a in prod.attribute})
+        y = b.node(
+            prod.op_type,
+            [y] + list(prod.input[1:]),
+            prod.op_type.lower(),
+            **{a.name: helper.get_attribute_value(a) for a in prod.attribute},
+        )
         b.splice.notes.append(f"followed by {prod.op_type}, like {site.tensor}")
     else:
         b.splice.notes.append(
             f"{site.tensor} does not come out of an idempotent activation (Relu, Clip): inserted a linear "
-            "identity layer alone; use --block residual for a trainable non-linear block")
+            "identity layer alone; use --block residual for a trainable non-linear block"
+        )
     b.splice.output = y
     return b.splice
 
 
-def residual_block(site: Site, prefix: str, opset: int, *, hidden: int | None, activation: str, kernel: int = 3,
-                   rng: np.random.Generator) -> Splice:
+def residual_block(
+    site: Site,
+    prefix: str,
+    opset: int,
+    *,
+    hidden: int | None,
+    activation: str,
+    kernel: int = 3,
+    rng: np.random.Generator,
+) -> Splice:
     """x + W2·act(W1·x + b1) + b2 with W2 = 0 and b2 = 0: exact for any activation, trainable at once."""
     b = _Builder(prefix, site.dtype, opset)
     c = site.channels
@@ -135,7 +156,7 @@ def free_index(taken: set[str], base: str, start: int = 0) -> int:
     used = set()
     for name in taken:
         if name.startswith(base):
-            head = name[len(base):].split("/", 1)
+            head = name[len(base) :].split("/", 1)
             if len(head) == 2 and head[0].isdigit():
                 used.add(int(head[0]))
     i = start
@@ -181,13 +202,29 @@ class InsertLayers(PassBase[InsertResult]):
 
     in_place = True
 
-    def __init__(self, site: Site, block: str, count: int = 1, *, label: str | None = None,
-                 hidden: int | None = None, activation: str = "relu", kernel: int = 3, noise_std: float = 0.0,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        site: Site,
+        block: str,
+        count: int = 1,
+        *,
+        label: str | None = None,
+        hidden: int | None = None,
+        activation: str = "relu",
+        kernel: int = 3,
+        noise_std: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         if block not in LAYER_KINDS:
             raise OnnxGrowError(f"--block {block!r}: expected one of {', '.join(LAYER_KINDS)}")
         self.site, self.block, self.count, self.label = site, block, count, label or site.tensor
-        self.hidden, self.activation, self.kernel, self.noise_std, self.seed = hidden, activation, kernel, noise_std, seed
+        self.hidden, self.activation, self.kernel, self.noise_std, self.seed = (
+            hidden,
+            activation,
+            kernel,
+            noise_std,
+            seed,
+        )
 
     def requires(self, model: onnx.ModelProto) -> str | None:
         g = model.graph
@@ -214,16 +251,23 @@ class InsertLayers(PassBase[InsertResult]):
             if self.block == "identity":
                 splice = identity_layer(site, prefix, version, kernel=self.kernel, noise_std=self.noise_std, rng=rng)
             else:
-                splice = residual_block(site, prefix, version, hidden=self.hidden, activation=self.activation,
-                                        kernel=self.kernel, rng=rng)
+                splice = residual_block(
+                    site, prefix, version, hidden=self.hidden, activation=self.activation, kernel=self.kernel, rng=rng
+                )
             apply_splice(model, site, splice)
             new_inits += splice.inits
             result.inserted += [n.name for n in splice.nodes]
             result.notes += [n for n in splice.notes if n not in result.notes]
             result.exact &= splice.exact
             site = Site(splice.output, site.shape, site.dtype, site.conv, splice.nodes[-1], site.weight_std)
-        step: dict[str, Any] = {"op": "deepen", "block": self.block, "after": self.label, "count": self.count,
-                                "layers": None, "weights": {t.name: {"new": _new_kind(t)} for t in new_inits}}
+        step: dict[str, Any] = {
+            "op": "deepen",
+            "block": self.block,
+            "after": self.label,
+            "count": self.count,
+            "layers": None,
+            "weights": {t.name: {"new": _new_kind(t)} for t in new_inits},
+        }
         append_step(model, step)
         return result
 

@@ -1,4 +1,5 @@
 """The widen pass: grow every weight, shape constant and attribute that a planned group touches."""
+
 from __future__ import annotations
 
 import zlib
@@ -67,8 +68,9 @@ class Target:
 
 
 class _Rewriter:
-    def __init__(self, analysis: Analysis, plans: list[GroupPlan], noise_std: float, seed: int,
-                 keep_ties: bool = False) -> None:
+    def __init__(
+        self, analysis: Analysis, plans: list[GroupPlan], noise_std: float, seed: int, keep_ties: bool = False
+    ) -> None:
         self.a = analysis
         self.st = analysis.state
         self.rng = np.random.default_rng(seed)
@@ -113,8 +115,9 @@ class _Rewriter:
                 fresh = None if consumer else (u.role, plan.init if u.fill is None else u.fill)
                 sig = (consumer, fresh, e.new_size, e.src.tobytes(), e.scale.tobytes() if consumer else b"")
             if per_axis.setdefault(u.axis, sig) != sig:
-                raise OnnxGrowError(f"weight {init} is read twice by {node}, which would grow its axis {u.axis} "
-                                    "in two different ways")
+                raise OnnxGrowError(
+                    f"weight {init} is read twice by {node}, which would grow its axis {u.axis} in two different ways"
+                )
         return tuple(sorted((axis, sig) for axis, sig in per_axis.items() if sig is not None))
 
     def _readers(self) -> tuple[dict[str, list[str]], set[str]]:
@@ -150,10 +153,14 @@ class _Rewriter:
             fixed = list(dict.fromkeys(fixed))
             if self.keep_ties or len(fixed) > 1:
                 a, b = (classes[sig][0] for sig in sigs[:2])
-                why = ("(--keep-ties keeps it shared; drop it to give each reader its own copy)" if self.keep_ties
-                       else "and some of its readers cannot be given a copy (inside a subgraph or a graph output)")
-                raise OnnxGrowError(f"weight {init} is shared by {a} and {b}, which would grow it differently "
-                                    f"(tied weights) {why}")
+                why = (
+                    "(--keep-ties keeps it shared; drop it to give each reader its own copy)"
+                    if self.keep_ties
+                    else "and some of its readers cannot be given a copy (inside a subgraph or a graph output)"
+                )
+                raise OnnxGrowError(
+                    f"weight {init} is shared by {a} and {b}, which would grow it differently (tied weights) {why}"
+                )
             keeper = fixed[0] if fixed else sigs[0]
             if keeper not in classes:
                 classes[keeper] = []
@@ -175,7 +182,8 @@ class _Rewriter:
                 ids = sorted({g.id for p in parts for a in atoms(p) if (g := self.a.group_of_atom(a)) is not None})
                 raise OnnxGrowError(
                     f"{reason} a concatenation of groups {', '.join(ids)}: all of its parts must grow by the "
-                    f"same whole factor (--init net2net), or none of them")
+                    f"same whole factor (--init net2net), or none of them"
+                )
 
     def _steps(self, uses: list[WeightUse]) -> list[tuple[WeightUse, GroupPlan, Expansion]]:
         """The grown axes of a weight in the order they are applied: consumer uses first, one use per axis."""
@@ -204,8 +212,9 @@ class _Rewriter:
             return np.empty(self.grown_shape(init, uses), dtype=numpy_helper.to_array(self.st.inits[init]).dtype)
         return blocks[0]
 
-    def grow_blocks(self, init: str, uses: list[WeightUse], *, general: bool = False,
-                    block_bytes: int | None = BLOCK_BYTES) -> Iterator[np.ndarray]:
+    def grow_blocks(
+        self, init: str, uses: list[WeightUse], *, general: bool = False, block_bytes: int | None = BLOCK_BYTES
+    ) -> Iterator[np.ndarray]:
         """The grown weight in the weight's own dtype (float16/bfloat16 are worked on in float32), as pieces of
         about `block_bytes` along its first axis, in order (None: one piece). A piece is valid until the next
         is asked for (one buffer is reused, so a large weight is never held whole).
@@ -239,8 +248,9 @@ class _Rewriter:
         key = np.random.SeedSequence(self.seed, spawn_key=(zlib.crc32(init.encode()), k))
         return np.random.Generator(np.random.PCG64(key))
 
-    def _fill_fresh(self, view: np.ndarray, u: WeightUse, plan: GroupPlan, scale_ref: float,
-                    gen: np.random.Generator) -> None:
+    def _fill_fresh(
+        self, view: np.ndarray, u: WeightUse, plan: GroupPlan, scale_ref: float, gen: np.random.Generator
+    ) -> None:
         """Write the new units of one step into `view`: 0 (consumer), the use's fill, or noise."""
         if u.role == "consumer":
             view[...] = 0
@@ -251,8 +261,15 @@ class _Rewriter:
         else:
             view[...] = 0
 
-    def _appended_blocks(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float,
-                         gens: list[np.random.Generator], block_bytes: int | None) -> Iterator[np.ndarray]:
+    def _appended_blocks(
+        self,
+        arr: np.ndarray,
+        steps: list,
+        wdtype: np.dtype,
+        scale_ref: float,
+        gens: list[np.random.Generator],
+        block_bytes: int | None,
+    ) -> Iterator[np.ndarray]:
         """Every step appends its new units after the old ones: per piece of rows, copy the old values in
         and fill each step's new units (its region: earlier steps' axes whole, later steps' axes old)."""
         final = list(arr.shape)
@@ -265,16 +282,16 @@ class _Rewriter:
         for k, (u, _, e) in enumerate(steps):
             region = [slice(0, n) for n in final]
             region[u.axis] = slice(arr.shape[u.axis], e.new_size)
-            for later, _, _ in steps[k + 1:]:
+            for later, _, _ in steps[k + 1 :]:
                 region[later.axis] = slice(0, arr.shape[later.axis])
             regions.append(region)
         old = tuple(slice(0, n) for n in arr.shape[1:])
         for r0 in range(0, final[0], rows):
             r1 = min(r0 + rows, final[0])
-            block = buf[:r1 - r0]
+            block = buf[: r1 - r0]
             if r0 < arr.shape[0]:
                 k = min(r1, arr.shape[0]) - r0
-                block[(slice(0, k),) + old] = arr[r0:r0 + k]
+                block[(slice(0, k),) + old] = arr[r0 : r0 + k]
             for (u, plan, _), region, gen in zip(steps, regions, gens):
                 lo, hi = max(region[0].start, r0), min(region[0].stop, r1)
                 if lo >= hi:
@@ -284,8 +301,9 @@ class _Rewriter:
                     self._fill_fresh(view, u, plan, scale_ref, gen)
             yield block
 
-    def _grow_general(self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float,
-                      gens: list[np.random.Generator]) -> np.ndarray:
+    def _grow_general(
+        self, arr: np.ndarray, steps: list, wdtype: np.dtype, scale_ref: float, gens: list[np.random.Generator]
+    ) -> np.ndarray:
         """Axis by axis: gather the axis (copies and old units), scale consumers' copies, fill new units."""
         work = arr if arr.dtype == wdtype else arr.astype(wdtype)
         for (u, plan, e), gen in zip(steps, gens):
@@ -386,9 +404,15 @@ class _Rewriter:
                 axes.append({"axis": u.axis, "expansion": index[key], "role": u.role})
             if not axes and tg.name == tg.source:
                 continue
-            weights[tg.name] = {"source": tg.source, "old_shape": [int(d) for d in self.st.inits[tg.source].dims],
-                                "shape": self.grown_shape(tg.source, tg.uses), "axes": axes}
-        groups = [{"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init} for p in self.plans.values()]
+            weights[tg.name] = {
+                "source": tg.source,
+                "old_shape": [int(d) for d in self.st.inits[tg.source].dims],
+                "shape": self.grown_shape(tg.source, tg.uses),
+                "axes": axes,
+            }
+        groups = [
+            {"id": p.group.id, "old": p.group.size, "new": p.new_size, "init": p.init} for p in self.plans.values()
+        ]
         return {"op": "widen", "groups": groups, "expansions": table, "weights": weights}
 
     def _keep_outputs(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
@@ -455,8 +479,13 @@ class _Rewriter:
             dtype = np.asarray(self.st.value(pu.init)).dtype
             node = nodes[pu.node]
             name = pu.init if readers.get(pu.init, 0) <= 1 and pu.init not in pinned else f"{pu.init}/{pu.node}"
-            _put(g, index, node, pu.init, numpy_helper.from_array(np.arange(int(np.prod(shape)), dtype=dtype)
-                                                                   .reshape(shape), name))
+            _put(
+                g,
+                index,
+                node,
+                pu.init,
+                numpy_helper.from_array(np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape), name),
+            )
 
     def _value(self, vu) -> int:
         """The grown number a ValueUse stands for (refused when a run-time ratio stops being whole)."""
@@ -468,7 +497,8 @@ class _Rewriter:
             raise OnnxGrowError(
                 f"node {vu.node}: computes a size as {self.st.size(vu.layout)} / {self.st.size(vu.per)} at run time "
                 f"(as torch's MultiheadAttention computes the head size); after growing it would be {n} / {per}, "
-                f"not a whole number: grow the hidden size and the heads by the same factor")
+                f"not a whole number: grow the hidden size and the heads by the same factor"
+            )
         return n // per
 
     def _value_info(self, g: onnx.GraphProto) -> None:
@@ -513,7 +543,7 @@ def _fill_noise(view: np.ndarray, rng: np.random.Generator, std: float, chunk: i
         return
     rows = max(1, chunk // max(1, int(np.prod(view.shape[1:], dtype=np.int64))))
     for start in range(0, view.shape[0], rows):
-        block = view[start:start + rows]
+        block = view[start : start + rows]
         draw = rng.standard_normal(block.shape, dtype=dtype)
         draw *= dtype(std)
         block[...] = draw
@@ -527,7 +557,9 @@ def _scale_ref(arr: np.ndarray) -> float:
     if flat.size > 1:
         step = 1 << 22
         mean = float(np.add.reduce(flat, dtype=np.float64)) / flat.size
-        sq = sum(float(np.square(flat[i:i + step].astype(np.float64) - mean).sum()) for i in range(0, flat.size, step))
+        sq = sum(
+            float(np.square(flat[i : i + step].astype(np.float64) - mean).sum()) for i in range(0, flat.size, step)
+        )
         std = (sq / flat.size) ** 0.5
         if std > 0:
             return std
@@ -555,8 +587,17 @@ class WidenPass(PassBase[WidenPassResult]):
 
     in_place = False
 
-    def __init__(self, analysis: Analysis, plans: list[GroupPlan], *, noise_std: float = 0.1, seed: int = 0,
-                 keep_ties: bool = False, stream: bool = False, progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        analysis: Analysis,
+        plans: list[GroupPlan],
+        *,
+        noise_std: float = 0.1,
+        seed: int = 0,
+        keep_ties: bool = False,
+        stream: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> None:
         self.analysis, self.plans = analysis, plans
         self.noise_std, self.seed, self.keep_ties = noise_std, seed, keep_ties
         self.stream, self.progress = stream, progress
@@ -568,16 +609,19 @@ class WidenPass(PassBase[WidenPassResult]):
         dims = {t.name: t.dims for t in model.graph.initializer}
         for name, t in self.analysis.state.inits.items():
             if name not in dims or list(dims[name]) != list(t.dims):
-                return (f"it is not the model that was analysed (weight {name} is "
-                        f"{'missing' if name not in dims else 'of another shape'})")
+                return (
+                    f"it is not the model that was analysed (weight {name} is "
+                    f"{'missing' if name not in dims else 'of another shape'})"
+                )
         return None
 
     def ensures(self, model: onnx.ModelProto) -> str | None:
         """The grown model reads and writes the tensors the original does (names and element types)."""
         before, after = self.analysis.model.graph, model.graph
         for what, old, new in (("input", before.input, after.input), ("output", before.output, after.output)):
-            if [(v.name, v.type.tensor_type.elem_type) for v in old] != [(v.name, v.type.tensor_type.elem_type)
-                                                                         for v in new]:
+            if [(v.name, v.type.tensor_type.elem_type) for v in old] != [
+                (v.name, v.type.tensor_type.elem_type) for v in new
+            ]:
                 return f"its graph {what}s differ from the original's"
         return None
 

@@ -1,5 +1,6 @@
 """Deepen planning: where new layers go (`--after` a node, tensor or weight: a `Site`, dense or convolutional, with
 the scale of the weights around it)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,13 +12,41 @@ from onnx import numpy_helper
 from ..errors import OnnxGrowError, closest
 from ..graph import consumers, nodes_by_name, producers
 
-_WALK_THROUGH = {"Relu", "LeakyRelu", "Clip", "BatchNormalization", "Add", "Mul", "Sigmoid", "Tanh", "Gelu",
-                 "Dropout", "Identity", "MaxPool", "AveragePool", "Elu", "Selu", "HardSwish", "InstanceNormalization",
-                 "LayerNormalization", "Erf", "Div", "Cast"}
+_WALK_THROUGH = {
+    "Relu",
+    "LeakyRelu",
+    "Clip",
+    "BatchNormalization",
+    "Add",
+    "Mul",
+    "Sigmoid",
+    "Tanh",
+    "Gelu",
+    "Dropout",
+    "Identity",
+    "MaxPool",
+    "AveragePool",
+    "Elu",
+    "Selu",
+    "HardSwish",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "Erf",
+    "Div",
+    "Cast",
+}
 
 
-_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "LayerNormalization",
-             "InstanceNormalization", "PRelu"}
+_WEIGHTED = {
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "PRelu",
+}
 
 
 @dataclass
@@ -35,7 +64,9 @@ class Site:
     def channels(self) -> int:
         c = self.shape[1] if self.conv else self.shape[-1]
         if c is None:
-            raise OnnxGrowError(f"{self.tensor}: its {'channel' if self.conv else 'feature'} size is not known statically")
+            raise OnnxGrowError(
+                f"{self.tensor}: its {'channel' if self.conv else 'feature'} size is not known statically"
+            )
         return int(c)
 
 
@@ -49,7 +80,8 @@ def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | No
         # a node and another tensor share the name: inserting after the wrong one silently would be worse
         raise OnnxGrowError(
             f"--after {name}: ambiguous: node {name} ({nodes[name].op_type}) writes tensor {nodes[name].output[0]!r}, "
-            f"and another tensor is also called {name!r}; give --after {nodes[name].output[0]} for the node's output")
+            f"and another tensor is also called {name!r}; give --after {nodes[name].output[0]} for the node's output"
+        )
     tensor = nodes[name].output[0] if name in nodes else name
     if tensor not in writers and tensor not in graph_inputs:
         # a weight name (fc1.weight): after the layer that owns it
@@ -85,7 +117,9 @@ def _elem_type(model: onnx.ModelProto, tensor: str) -> int | None:
     return None
 
 
-def _kind(model: onnx.ModelProto, tensor: str, writers: dict[str, onnx.NodeProto], rank: int) -> tuple[bool, float | None]:
+def _kind(
+    model: onnx.ModelProto, tensor: str, writers: dict[str, onnx.NodeProto], rank: int
+) -> tuple[bool, float | None]:
     """Walk back to the layer that made the tensor: conv or dense, and the std of its weight."""
     inits = {t.name: t for t in model.graph.initializer}
     seen, frontier = set(), [tensor]

@@ -1,5 +1,6 @@
 """Widen planning: size requests (`--layer`, `--all`, `--heads/--ffn/--hidden`) become per-group plans checked
 against the analysis (a group's constraint refuses or picks the strategy)."""
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def _fallback(group: Group, init: str, new_size: int) -> str | None:
 TRANSFORMER_PARTS = {"heads": "attention heads", "ffn": "feed-forward width", "hidden": "hidden size"}
 
 
-def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init: str, plans: dict[str, GroupPlan],
-                       asked: dict[str, str]) -> None:
+def _transformer_plans(
+    analysis: Analysis, parts: Mapping[str, str | int], init: str, plans: dict[str, GroupPlan], asked: dict[str, str]
+) -> None:
     """--heads/--ffn/--hidden: the same request for that group of every transformer layer."""
     from ..analysis.transformer import layers as transformer_layers
 
@@ -74,7 +76,7 @@ def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init:
             raise OnnxGrowError(f"{flag}: no attention layer found in this model (see `onnxgrow inspect`)")
         groups: list[Group] = []
         for layer in found:
-            for g in (layer.ffn if part == "ffn" else [getattr(layer, part)]):
+            for g in layer.ffn if part == "ffn" else [getattr(layer, part)]:
                 if g is not None and all(g is not x for x in groups):
                     groups.append(g)
         if not groups:
@@ -96,9 +98,15 @@ def _transformer_plans(analysis: Analysis, parts: Mapping[str, str | int], init:
             plans[g.id] = GroupPlan(g, new, strategy, note)
 
 
-def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, all: str | float | None = None,
-         init: str = "noise", approximate: bool = False, transformer: Mapping[str, str | int] | None = None
-         ) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
+def plan(
+    analysis: Analysis,
+    layers: Mapping[str, str | int] | None = None,
+    *,
+    all: str | float | None = None,
+    init: str = "noise",
+    approximate: bool = False,
+    transformer: Mapping[str, str | int] | None = None,
+) -> tuple[list[GroupPlan], list[tuple[Group, str]]]:
     """Turn user requests into per-group plans, refusing what a group's constraint forbids.
 
     `transformer` maps heads / ffn / hidden to a size spec applied to that group of every layer.
@@ -143,12 +151,15 @@ def plan(analysis: Analysis, layers: Mapping[str, str | int] | None = None, *, a
     if not plans:
         if all is not None:
             raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
-        raise OnnxGrowError("nothing to widen: give --layer NAME=SIZE, --all xF, or --heads/--ffn/--hidden for a transformer")
+        raise OnnxGrowError(
+            "nothing to widen: give --layer NAME=SIZE, --all xF, or --heads/--ffn/--hidden for a transformer"
+        )
     return list(plans.values()), skipped
 
 
-def _skip_uneven_means(analysis: Analysis, plans: dict[str, GroupPlan], skipped: list[tuple[Group, str]],
-                       explicit: set[str]) -> None:
+def _skip_uneven_means(
+    analysis: Analysis, plans: dict[str, GroupPlan], skipped: list[tuple[Group, str]], explicit: set[str]
+) -> None:
     """--all: skip the groups of a concatenation that a mean reads when its parts would grow by different factors."""
     from ..analysis.layout import atoms, size
 

@@ -10,6 +10,7 @@ Roles follow DESIGN.md: producer, pass-through, coupling, mixer, boundary.
 - `shape_trace.py`: Reshape's axis mapping and the tracing of computed target shapes
 - `values.py`: value tracking after each rule (new units that stay 0, signs)
 """
+
 from . import control, elementwise, linalg, normalisation, reduce, shape_ops, spatial  # noqa: F401  (registers)
 from .common import attr, block_everything
 from .registry import RULES, Rule, rule, rule_for

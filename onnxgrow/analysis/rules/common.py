@@ -1,4 +1,5 @@
 """Helpers every family of rules uses: attributes, constant int lists, pass-through and boundary layouts."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -73,5 +74,5 @@ def same_factor(st: State, layout: Layout, reason: str) -> None:
     """A mean over a concatenation keeps its value only when every part is copied the same number of times."""
     if isinstance(layout, Cat):
         st.same_factor.append((list(layout.parts), reason))
-    for child in (layout.parts if isinstance(layout, Cat) else layout.factors if isinstance(layout, Prod) else ()):
+    for child in layout.parts if isinstance(layout, Cat) else layout.factors if isinstance(layout, Prod) else ():
         same_factor(st, child, reason)

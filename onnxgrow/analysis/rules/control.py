@@ -2,6 +2,7 @@
 
 Any other If (and Loop, Scan: they have no rule) blocks every layout its subgraphs read.
 """
+
 from __future__ import annotations
 
 import onnx

@@ -3,6 +3,7 @@
 Each registration carries the op's value facts: whether 0 stays 0 (`zeros`), the sign of its output (`sign`)
 and the value new entries of a constant per-unit operand take (`fill`, the op's neutral element).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,9 +47,33 @@ def _clip_keeps_zero(node: Node, st: State) -> bool:
 @rule("pass-through", "Abs", sign="nonneg")
 @rule("pass-through", "Identity", "Dropout", "Cast", sign="same")
 @rule("pass-through", "Clip", sign=_clip_sign, keeps_zero=_clip_keeps_zero)
-@rule("pass-through", "LeakyRelu", "Tanh", "HardSwish", "Elu", "Selu", "Softsign", "Gelu", "Erf", "CastLike", "Neg",
-      "Sign", "Sin", "Celu", "Mish", "ThresholdedRelu", "Shrink", "Round", "Floor", "Ceil", "Swish", "Atan", "Sinh",
-      "Tan", "Asinh")
+@rule(
+    "pass-through",
+    "LeakyRelu",
+    "Tanh",
+    "HardSwish",
+    "Elu",
+    "Selu",
+    "Softsign",
+    "Gelu",
+    "Erf",
+    "CastLike",
+    "Neg",
+    "Sign",
+    "Sin",
+    "Celu",
+    "Mish",
+    "ThresholdedRelu",
+    "Shrink",
+    "Round",
+    "Floor",
+    "Ceil",
+    "Swish",
+    "Atan",
+    "Sinh",
+    "Tan",
+    "Asinh",
+)
 @rule("pass-through", "Sigmoid", "Exp", "Softplus", zeros="nonzero", sign="pos")
 @rule("pass-through", "HardSigmoid", zeros="nonzero", sign="nonneg")
 @rule("pass-through", "Cos", "Cosh", "IsNaN", "IsInf", "Not", zeros="nonzero")
@@ -79,8 +104,12 @@ def _partial_unary(node: Node, st: State) -> None:
         if node.op_type == "Acosh":
             st.block(l, f"{node.name} (Acosh) is not defined at 0 nor below: new units could be NaN")
         else:
-            st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) is not defined for every input: "
-                                            "new units could be NaN unless they stay 0")
+            st.needs_zero(
+                node.input[0],
+                l,
+                f"{node.name} ({node.op_type}) is not defined for every input: "
+                "new units could be NaN unless they stay 0",
+            )
 
 
 # -- binary, with broadcasting ------------------------------------------------------------------------
@@ -160,7 +189,9 @@ def _broadcast(node: Node, st: State) -> None:
                 continue
             joined = result[j]
             result[j] = lay[k] if joined is None else st.unify(joined, lay[k], node.name)
-    layouts = [r if r is not None else st.fresh(out_shape[j], f"broadcast in {node.name}") for j, r in enumerate(result)]
+    layouts = [
+        r if r is not None else st.fresh(out_shape[j], f"broadcast in {node.name}") for j, r in enumerate(result)
+    ]
     fill = RULES[node.op_type].fill
     for i, name in enumerate(node.input):
         if not name or not st.is_const(name):
@@ -174,10 +205,16 @@ def _broadcast(node: Node, st: State) -> None:
                 if shape[k] == 1:
                     continue
                 st.use(node.name, name, k, layouts[j], "param", fill)
-    if node.op_type in ("Div", "Pow", "Mod") and len(node.input) > 1 and st.layout(node.input[1]) is not None \
-            and not (node.op_type == "Div" and st.sign(node.input[1]) == "pos"):
+    if (
+        node.op_type in ("Div", "Pow", "Mod")
+        and len(node.input) > 1
+        and st.layout(node.input[1]) is not None
+        and not (node.op_type == "Div" and st.sign(node.input[1]) == "pos")
+    ):
         for l in layouts:
-            st.block(l, f"{node.name} ({node.op_type}) divides by or raises to an activation; new units could be inf or NaN")
+            st.block(
+                l, f"{node.name} ({node.op_type}) divides by or raises to an activation; new units could be inf or NaN"
+            )
     st.set_layout(node.output[0], layouts)
     if node.op_type == "Pow":
         _pow_exponent(node, st, layouts)
@@ -194,6 +231,8 @@ def _pow_exponent(node: Node, st: State, layouts: list[Layout]) -> None:
         return
     for l in layouts:
         if np.all(e > 0):
-            st.needs_zero(base, l, f"{node.name} (Pow) raises to a fractional power: new units could be NaN unless they stay 0")
+            st.needs_zero(
+                base, l, f"{node.name} (Pow) raises to a fractional power: new units could be NaN unless they stay 0"
+            )
         else:
             st.block(l, f"{node.name} (Pow) raises to a negative power: new units could be inf or NaN")

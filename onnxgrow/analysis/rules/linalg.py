@@ -3,6 +3,7 @@
 A weight's output axis makes a new atom (`st.produce`): the group that grows. Its input axis reads the
 activation's layout (`st.use(..., "consumer")`); a bias follows the output.
 """
+
 from __future__ import annotations
 
 from ..layout import Layout, Prod
@@ -124,7 +125,7 @@ def _einsum_terms(node: Node, ranks: list[int]) -> tuple[list[str], str] | None:
     spelt = []
     for t, r in zip(terms, ranks):
         k = r - len(t.replace("...", ""))
-        t = t.replace("...", ell[width - k:] if k else "")
+        t = t.replace("...", ell[width - k :] if k else "")
         if len(t) != r or len(set(t)) != len(t):
             return None
         spelt.append(t)
@@ -197,7 +198,9 @@ def _conv(node: Node, st: State) -> None:
         return
     out = node.output[0]
     out_shape = st.shape(out)
-    spatial: list[Layout] = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lx))]
+    spatial: list[Layout] = [
+        st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lx))
+    ]
     for l in lx[2:]:
         st.block(l, f"{node.name} ({node.op_type}) slides its kernel over this axis")
     group = int(attr(node, "group", 1))
@@ -215,8 +218,11 @@ def _conv(node: Node, st: State) -> None:
         if cpg_in == cpg_out or (cpg_in == 1):
             mult = cpg_out // cpg_in if cpg_in == 1 else 1
             # new channels form whole new groups: input, output and `group` grow together
-            st.whole_groups(lx[1], cpg_in, f"{node.name} ({node.op_type}) reads it in groups of {cpg_in} channels "
-                                           "that growth would cut")
+            st.whole_groups(
+                lx[1],
+                cpg_in,
+                f"{node.name} ({node.op_type}) reads it in groups of {cpg_in} channels that growth would cut",
+            )
             st.attr_uses.append(AttrUse(node.name, "group", lx[1], cpg_in))
             if mult == 1:
                 oc = lx[1]
@@ -247,8 +253,11 @@ def _grouped_conv(node: Node, st: State, channels: Layout, group: int, cpg_in: i
     fixed = f"{node.name} ({node.op_type}) has {group} groups: their count is fixed, units grow inside each"
     view = st.grouped(channels, group, node.name, fixed)
     if view is None:  # its input cannot grow; its output still can (new units read the old inputs)
-        st.block(channels, f"{node.name}: grouped {node.op_type} with {cpg_in} inputs and {cpg_out} outputs per "
-                           f"group reads channels onnxgrow cannot divide into its {group} groups")
+        st.block(
+            channels,
+            f"{node.name}: grouped {node.op_type} with {cpg_in} inputs and {cpg_out} outputs per "
+            f"group reads channels onnxgrow cannot divide into its {group} groups",
+        )
         per_in: Layout = st.fresh(cpg_in, f"the inputs of a group of {node.name}")
     else:
         per_in = view[1]

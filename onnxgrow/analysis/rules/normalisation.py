@@ -3,6 +3,7 @@
 Normalising over a growing axis needs new units that leave the statistics alone (whole copies for a mean,
 `replicate`), or blocks it; per-channel normalisations (BatchNorm) pass the channels with padded parameters.
 """
+
 from __future__ import annotations
 
 from ..layout import Atom, Cat, Layout, Prod
@@ -45,7 +46,11 @@ def _lrn_channels(node: Node, st: State, channels: Layout) -> None:
     # every old window; units inserted inside a concatenation would change their neighbours' windows
     while isinstance(channels, Cat):
         parts = list(channels.parts)
-        while len(parts) > 1 and isinstance(parts[-1], Atom) and st.info[st.find(parts[-1].id)].origin.startswith(ZERO_PAD):
+        while (
+            len(parts) > 1
+            and isinstance(parts[-1], Atom)
+            and st.info[st.find(parts[-1].id)].origin.startswith(ZERO_PAD)
+        ):
             parts.pop()
         for p in parts[:-1]:
             st.block(p, f"{reason} with a sliding window: new units inside a concatenation would change it")

@@ -4,6 +4,7 @@ What a reduced axis needs of new units is a fact of each op's rule (`reduce`): a
 value when new units are whole copies (`replicate`), a sum when they are 0 (`zero`); a product, a log-sum
 or an arg-max cannot follow growth (`blocked`).
 """
+
 from __future__ import annotations
 
 from ..layout import Layout

@@ -3,6 +3,7 @@
 A rule says how an op moves, grows or constrains the axes of its tensors (`apply`) and what is known of the
 values it computes (`zeros`, `sign`, `fill` ...): everything onnxgrow knows about an op is on its rule.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,9 +51,17 @@ class Rule:
 RULES: dict[str, Rule] = {}
 
 
-def rule(role: Role, *ops: str, subgraphs: bool = False, zeros: Zeros = "follow",
-         keeps_zero: Callable[[Node, State], bool] | None = None, weights: tuple[int, ...] = (),
-         sign: str | SignFn | None = None, fill: float = 0.0, reduce: str = "") -> Callable[[RuleFn], RuleFn]:
+def rule(
+    role: Role,
+    *ops: str,
+    subgraphs: bool = False,
+    zeros: Zeros = "follow",
+    keeps_zero: Callable[[Node, State], bool] | None = None,
+    weights: tuple[int, ...] = (),
+    sign: str | SignFn | None = None,
+    fill: float = 0.0,
+    reduce: str = "",
+) -> Callable[[RuleFn], RuleFn]:
     """Register `fn` as the rule for `ops`, each with the same facts (an op is registered once)."""
 
     def register(fn: RuleFn) -> RuleFn:

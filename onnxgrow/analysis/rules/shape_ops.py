@@ -4,6 +4,7 @@ They move axes without mixing their units (coupling): a layout is permuted, merg
 concatenated or cut. Sizes written in the graph (Reshape targets, Split sizes, Slice ends) are recorded as
 value or attribute uses, so that the rewrite makes them follow growth.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ from .values import meet
 #: a Slice bound at least this big means "to the end" whatever the axis grows to
 _OPEN_END = 2**30
 #: why an axis cut into equal chunks cannot grow (a chunk boundary falls inside a unit's blocks)
-_CHUNK_ACROSS = ("cuts this axis into {k} chunks whose boundaries fall inside the blocks of a unit (channels "
-                 "shuffled by earlier layers): growing it would move old channels to another chunk")
+_CHUNK_ACROSS = (
+    "cuts this axis into {k} chunks whose boundaries fall inside the blocks of a unit (channels "
+    "shuffled by earlier layers): growing it would move old channels to another chunk"
+)
 
 
 def _concat_sign(node: Node, st: State) -> str | None:
@@ -70,7 +73,9 @@ def _squeeze(node: Node, st: State) -> None:
         rank = len(lay) + len(axes)
         axes = sorted(a % rank for a in axes)
         it = iter(lay)
-        st.set_layout(node.output[0], [st.fresh(1, f"{node.name} new axis") if i in axes else next(it) for i in range(rank)])
+        st.set_layout(
+            node.output[0], [st.fresh(1, f"{node.name} new axis") if i in axes else next(it) for i in range(rank)]
+        )
 
 
 @rule("coupling", "Reshape", sign="same")
@@ -109,7 +114,11 @@ def _repeat(node: Node, st: State) -> None:
     lay, shape = st.layout(node.input[0]), st.shape(node.input[0])
     spec = node.input[1] if len(node.input) > 1 else ""
     if lay is None or shape is None or not spec or not st.is_const(spec):
-        block_everything(node, st, f"{node.name} ({node.op_type}): its input shape or its {'repeats' if node.op_type == 'Tile' else 'shape'} is not known")
+        block_everything(
+            node,
+            st,
+            f"{node.name} ({node.op_type}): its input shape or its {'repeats' if node.op_type == 'Tile' else 'shape'} is not known",
+        )
         return
     values = [int(v) for v in st.value(spec).reshape(-1)]
     lead = len(values) - len(lay) if node.op_type == "Expand" else 0
@@ -147,8 +156,10 @@ def _concat(node: Node, st: State) -> None:
         return
     result: list[Layout] = []
     for k in range(rank):
-        parts = [l[k] if l is not None else st.fresh(st.inits[n].dims[k], f"constant {n} concatenated by {node.name}")
-                 for n, l in zip(ins, lays)]
+        parts = [
+            l[k] if l is not None else st.fresh(st.inits[n].dims[k], f"constant {n} concatenated by {node.name}")
+            for n, l in zip(ins, lays)
+        ]
         if k == axis:
             result.append(Cat(tuple(parts)))
             continue
@@ -194,11 +205,12 @@ def _split(node: Node, st: State) -> None:
     equal = len(sizes) > 1 and None not in sizes and len(set(sizes)) == 1 and isinstance(part, Prod)
     st.block(part, f"{node.name} (Split) " + (_CHUNK_ACROSS.format(k=len(sizes)) if equal else "cuts this axis"))
     for o, s in zip(outs, sizes):
-        st.set_layout(o, lay[:axis] + [st.fresh(s, f"the part of the axis {node.name} cuts out")] + lay[axis + 1:])
+        st.set_layout(o, lay[:axis] + [st.fresh(s, f"the part of the axis {node.name} cuts out")] + lay[axis + 1 :])
 
 
-def _split_equal_chunks(node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None,
-                        sizes: list[int | None]) -> bool:
+def _split_equal_chunks(
+    node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None, sizes: list[int | None]
+) -> bool:
     """Equal chunks of one group (GPT-2's packed q|k|v projection): the axis is chunk × unit, each output the
     unit factor. The chunk count is fixed; a unit grows inside every chunk, and the split sizes follow."""
     k, n = len(sizes), st.size(lay[axis])
@@ -211,11 +223,12 @@ def _split_equal_chunks(node: Node, st: State, lay: list[Layout], axis: int, spl
     return True
 
 
-def _split_outputs(node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None,
-                   parts: list[Layout]) -> None:
+def _split_outputs(
+    node: Node, st: State, lay: list[Layout], axis: int, split: list[int] | None, parts: list[Layout]
+) -> None:
     """Output k of a Split has layout `parts[k]` on the split axis; given sizes (attribute or input) follow it."""
     for k, (o, p) in enumerate(zip(node.output, parts)):
-        st.set_layout(o, lay[:axis] + [p] + lay[axis + 1:])
+        st.set_layout(o, lay[:axis] + [p] + lay[axis + 1 :])
         if attr(node, "split") is not None:
             st.attr_uses.append(AttrUse(node.name, "split", p, 1, k))
         elif split is not None:
@@ -271,6 +284,7 @@ def _slice_table(node: Node, st: State) -> bool:
 
 def _slice_bounds(node: Node, st: State, rank: int) -> dict[int, tuple[int, int, int, int]] | None:
     """axis -> (start, end, step, position in the lists) of a Slice with constant bounds; None if computed."""
+
     def ints(name: str, index: int, default):
         value = attr(node, name)
         if value is not None:
@@ -290,8 +304,9 @@ def _slice_bounds(node: Node, st: State, rank: int) -> dict[int, tuple[int, int,
     return {int(ax) % rank: (starts[i], ends[i], steps[i], i) for i, ax in enumerate(axes)}
 
 
-def _slice_chunk(node: Node, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int,
-                 pos: int) -> Layout | str | None:
+def _slice_chunk(
+    node: Node, st: State, layout: Layout, size_: int, n: int, start: int, end: int, step: int, pos: int
+) -> Layout | str | None:
     """A Slice that keeps chunk i of k equal chunks of an axis (torch's `chunk` in the TorchScript export): the
     axis is read as Prod(k chunks, unit) as a Split into equal parts reads it; its bounds follow the unit.
     None when it is no such chunk; why, when it is one that cannot follow growth."""
@@ -305,8 +320,10 @@ def _slice_chunk(node: Node, st: State, layout: Layout, size_: int, n: int, star
         return _CHUNK_ACROSS.format(k=k)
     unit = view[1]
     # each bound as a multiple of the unit: start i (or i - k from the end), end i + 1 (or open)
-    for value, which, index, mult in ((start, "starts", 1, i - k if start < 0 else i),
-                                      (end, "ends", 2, i + 1 - k if end < 0 else i + 1)):
+    for value, which, index, mult in (
+        (start, "starts", 1, i - k if start < 0 else i),
+        (end, "ends", 2, i + 1 - k if end < 0 else i + 1),
+    ):
         if value == 0 or (which == "ends" and value >= _OPEN_END) or (which == "ends" and end < 0 and mult == 0):
             continue
         if attr(node, which) is not None:
@@ -316,8 +333,9 @@ def _slice_chunk(node: Node, st: State, layout: Layout, size_: int, n: int, star
     return unit
 
 
-def _slice_whole_axis(node: Node, st: State, layout: Layout, size_: int, start: int, end: int, step: int,
-                      pos: int) -> None:
+def _slice_whole_axis(
+    node: Node, st: State, layout: Layout, size_: int, start: int, end: int, step: int, pos: int
+) -> None:
     """A Slice that keeps every position of an axis: fine when it keeps them after growth too.
 
     `ends` equal to the old size is rewritten to the new size; a reversed or shifted axis blocks.
@@ -353,9 +371,14 @@ def _gather(node: Node, st: State) -> None:
     if ld is not None:
         axis %= len(ld)
         st.block(ld[axis], f"{node.name} (Gather) picks positions along this axis")
-        inner = list(li) if li is not None else (st.fresh_layout(idx, "indices") or []) if not st.is_const(idx) else \
-            [st.fresh(d, f"indices of {node.name}") for d in st.inits[idx].dims]
-        st.set_layout(node.output[0], ld[:axis] + inner + ld[axis + 1:])
+        inner = (
+            list(li)
+            if li is not None
+            else (st.fresh_layout(idx, "indices") or [])
+            if not st.is_const(idx)
+            else [st.fresh(d, f"indices of {node.name}") for d in st.inits[idx].dims]
+        )
+        st.set_layout(node.output[0], ld[:axis] + inner + ld[axis + 1 :])
         return
     block_everything(node, st)
 
@@ -377,7 +400,7 @@ def _gather_positions(node: Node, st: State, ld: list[Layout], axis: int) -> boo
         return False
     if not st.fixed(ld[axis]):
         st.positions_uses.append(PositionsUse(node.name, idx, list(mapped)))
-    st.set_layout(node.output[0], ld[:axis] + list(mapped) + ld[axis + 1:])
+    st.set_layout(node.output[0], ld[:axis] + list(mapped) + ld[axis + 1 :])
     return True
 
 

@@ -6,6 +6,7 @@ traced back by `computed_target`: sizes read at run time from the grown tensor f
 constant pieces are rewritten, anything else blocks. `static_value` evaluates small shape computations that growth
 cannot change (the condition of torch's Squeeze-if-size-is-1 `If`).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -18,8 +19,14 @@ from ..state import State, ValueUse
 from .common import attr
 
 
-def map_reshape(node: Node, st: State, lay: list[Layout], in_shape: list[int | None],
-                 out_shape: list[int | None], target: list[int] | None) -> list[Layout] | str:
+def map_reshape(
+    node: Node,
+    st: State,
+    lay: list[Layout],
+    in_shape: list[int | None],
+    out_shape: list[int | None],
+    target: list[int] | None,
+) -> list[Layout] | str:
     """Output layouts of a Reshape, or why they cannot be followed.
 
     Leading dynamic axes copied one to one (batch) map to themselves; then output axes of known size take
@@ -28,8 +35,13 @@ def map_reshape(node: Node, st: State, lay: list[Layout], in_shape: list[int | N
     """
     out: list[Layout | None] = [None] * len(out_shape)
     i = j = 0
-    while i < len(in_shape) and j < len(out_shape) and in_shape[i] is None and not isinstance(lay[i], Prod) and (
-            (target is None and out_shape[j] is None) or (target is not None and target[j] == 0)):
+    while (
+        i < len(in_shape)
+        and j < len(out_shape)
+        and in_shape[i] is None
+        and not isinstance(lay[i], Prod)
+        and ((target is None and out_shape[j] is None) or (target is not None and target[j] == 0))
+    ):
         out[j] = lay[i]
         i, j = i + 1, j + 1
     factors: deque = deque()
@@ -56,8 +68,12 @@ def map_reshape(node: Node, st: State, lay: list[Layout], in_shape: list[int | N
                 factors.pop() if right else factors.popleft()
                 n //= s
                 # a growable group of one unit next in line belongs with it (one key/value head, repeated)
-                while n == 1 and factors and (factors[-1] if right else factors[0])[1] == 1 and any(
-                        st.info[st.find(a)].producers for a in atoms((factors[-1] if right else factors[0])[0])):
+                while (
+                    n == 1
+                    and factors
+                    and (factors[-1] if right else factors[0])[1] == 1
+                    and any(st.info[st.find(a)].producers for a in atoms((factors[-1] if right else factors[0])[0]))
+                ):
                     got.append((factors.pop() if right else factors.popleft())[0])
             elif s % n == 0 and isinstance(f, Atom):
                 parts = st.split(f, [s // n, n] if right else [n, s // n], f"split by {node.name}")
@@ -161,8 +177,11 @@ def computed_target(node: Node, st: State, out: list[Layout]) -> None:
     """
     elements: list[tuple | None] = []
     src = st.node_of.get(node.input[1])
-    pieces = list(src.input) if src is not None and src.op_type == "Concat" and int(attr(src, "axis", 0)) == 0 \
+    pieces = (
+        list(src.input)
+        if src is not None and src.op_type == "Concat" and int(attr(src, "axis", 0)) == 0
         else [node.input[1]]
+    )
     for p, piece in enumerate(pieces):
         if src is not None and len(pieces) > 1 and st.is_const(piece):
             values = st.value(piece).reshape(-1).tolist()
@@ -203,7 +222,9 @@ def computed_target(node: Node, st: State, out: list[Layout]) -> None:
         read = {st.find(a) for a in e[1] if a != "?"}
         if read and read != {st.find(a) for a in atoms(out[k])}:
             for r in read:
-                st.block(Atom(r), f"{node.name} (Reshape) reads this size at run time for an axis that does not grow with it")
+                st.block(
+                    Atom(r), f"{node.name} (Reshape) reads this size at run time for an axis that does not grow with it"
+                )
 
 
 def _scaled(st: State, name: str, depth: int = 0) -> tuple | None:
@@ -216,8 +237,12 @@ def _scaled(st: State, name: str, depth: int = 0) -> tuple | None:
         return None
     if node.op_type in ("Unsqueeze", "Squeeze", "Cast", "Identity"):
         return _scaled(st, node.input[0], depth + 1)
-    if node.op_type not in ("Mul", "Div") or len(node.input) != 2 or not st.is_const(node.input[1]) \
-            or st.value(node.input[1]).size != 1:
+    if (
+        node.op_type not in ("Mul", "Div")
+        or len(node.input) != 2
+        or not st.is_const(node.input[1])
+        or st.value(node.input[1]).size != 1
+    ):
         return None
     read = _read_axis(st, node.input[0])
     return None if read is None else ("scaled", read, node.op_type, node.input[1], node.name)
@@ -285,8 +310,10 @@ def static_value(st: State, name: str, depth: int = 0) -> tuple[np.ndarray, np.n
         sl = slice(start, None if end is None else int(end))
         deps = np.empty(len(lay), dtype=object)
         # a dynamic size reads the unknown "?" (never static)
-        deps[:] = [frozenset(st.find(a) for a in atoms(l)) | (frozenset("?") if d is None else frozenset())
-                   for l, d in zip(lay, shape)]
+        deps[:] = [
+            frozenset(st.find(a) for a in atoms(l)) | (frozenset("?") if d is None else frozenset())
+            for l, d in zip(lay, shape)
+        ]
         return np.array([-1 if d is None else d for d in shape], dtype=np.int64)[sl], deps[sl]
     ins = [static_value(st, n, depth + 1) if n else None for n in node.input]
     if not ins or ins[0] is None:

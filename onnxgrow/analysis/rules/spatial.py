@@ -3,6 +3,7 @@
 Channels pass through; a spatial axis is kept only where positions map one to one (a stride-1 window over
 zero padding, as torch exports LocalResponseNorm), else it gets fresh atoms and growth stops there.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,17 @@ def _pad_sign(node: Node, st: State) -> str | None:
     return meet([first, "nonneg"]) if first else None
 
 
-@rule("pass-through", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample",
-      "DepthToSpace", sign="same")
+@rule(
+    "pass-through",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Resize",
+    "Upsample",
+    "DepthToSpace",
+    sign="same",
+)
 @rule("pass-through", "LpPool", "GlobalLpPool", "MaxRoiPool")
 def _spatial(node: Node, st: State) -> None:
     lay = st.layout(node.input[0])
@@ -45,7 +55,9 @@ def _spatial(node: Node, st: State) -> None:
                 st.needs_zero(node.input[0], l, f"{node.name} ({node.op_type}) pools over this axis")
             else:
                 st.block(l, f"{node.name} ({node.op_type}) resamples this axis")
-        spatial = [st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lay))]
+        spatial = [
+            st.fresh(out_shape[j] if out_shape else None, f"spatial axis of {node.name}") for j in range(2, len(lay))
+        ]
     st.set_layout(node.output[0], [lay[0], lay[1]] + spatial)
     for extra in node.output[1:]:
         if extra:
@@ -97,7 +109,7 @@ def _window(node: Node, st: State, lay: list[Layout], j: int, out_shape) -> Layo
     lo, hi = pads[d], pads[d + rank]
     auto = attr(node, "auto_pad", b"NOTSET")
     l = lay[j]
-    if (auto in (b"NOTSET", "NOTSET", b"VALID", "VALID") and k == 1 and stride == 1 and lo == 0 and hi == 0):
+    if auto in (b"NOTSET", "NOTSET", b"VALID", "VALID") and k == 1 and stride == 1 and lo == 0 and hi == 0:
         return l
     zero_pads = node.op_type == "LpPool" or (node.op_type == "AveragePool" and attr(node, "count_include_pad", 0))
     parts = list(l.parts) if isinstance(l, Cat) else [l]
@@ -110,8 +122,15 @@ def _window(node: Node, st: State, lay: list[Layout], j: int, out_shape) -> Layo
         pre += st.size(parts.pop(0)) or 0
     while parts and is_pad(parts[-1]):
         post += st.size(parts.pop()) or 0
-    if (auto in (b"NOTSET", "NOTSET") and stride == 1 and dil == 1 and len(parts) == 1 and isinstance(parts[0], Atom)
-            and (zero_pads or lo == hi == 0) and pre + lo + post + hi == k - 1):
+    if (
+        auto in (b"NOTSET", "NOTSET")
+        and stride == 1
+        and dil == 1
+        and len(parts) == 1
+        and isinstance(parts[0], Atom)
+        and (zero_pads or lo == hi == 0)
+        and pre + lo + post + hi == k - 1
+    ):
         st.needs_zero(node.input[0], parts[0], f"{node.name} ({node.op_type}) sums a sliding window across this axis")
         return parts[0]
     st.block(l, f"{node.name} ({node.op_type}) pools a window over this axis")

@@ -3,6 +3,7 @@
 The facts come from the node's `Rule` (`zeros`, `keeps_zero`, `weights`, `sign`); an op without a rule is a
 boundary whose output may be anything.
 """
+
 from __future__ import annotations
 
 from ..layout import atoms

@@ -24,6 +24,7 @@ One rule per op family, looked up in `RULES` (registry.py); a new op is one new 
 MXNet itself is not imported here: the result is checked in MXNet by `tests/mxnet_driver.py`,
 which runs in its own environment (MXNet 1.9 needs numpy < 1.24 and onnx < 1.17).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,7 +52,7 @@ from .registry import (
 #: why ops MXNet's importer does list are still refused (its translation would not be exact).
 REFUSED = {
     "Shape": "it reads a size that is only known at run time; MXNet's importer needs constant shapes "
-             "(give the model's inputs static sizes, then onnxgrow folds the shape arithmetic)",
+    "(give the model's inputs static sizes, then onnxgrow folds the shape arithmetic)",
     "Size": "it reads a size that is only known at run time; MXNet's importer needs constant shapes",
 }
 
@@ -62,8 +63,10 @@ def _why_not(node: onnx.NodeProto) -> str:
     if node.op_type in REFUSED:
         return REFUSED[node.op_type]
     if node.op_type in MXNET_IMPORTER_OPS:
-        return (f"MXNet 1.9's importer translates {node.op_type} in a way onnxgrow cannot confirm as exact, "
-                "so it is not converted")
+        return (
+            f"MXNet 1.9's importer translates {node.op_type} in a way onnxgrow cannot confirm as exact, "
+            "so it is not converted"
+        )
     return f"MXNet 1.9's ONNX importer has no translation for {node.op_type}"
 
 
@@ -86,11 +89,10 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
             continue
         if node.op_type == "Shape":
             a = _attrs(node)
-            value = np.array(dims[a.get("start", 0):a.get("end", len(dims))], dtype=np.int64)
+            value = np.array(dims[a.get("start", 0) : a.get("end", len(dims))], dtype=np.int64)
         else:
             value = np.array(int(np.prod(dims, dtype=np.int64)), dtype=np.int64)
-        const = helper.make_node("Constant", [], [node.output[0]], name=node.name,
-                                 value=numpy_helper.from_array(value))
+        const = helper.make_node("Constant", [], [node.output[0]], name=node.name, value=numpy_helper.from_array(value))
         node.CopyFrom(const)
         done += 1
     if done:
@@ -116,8 +118,12 @@ def _may_be_minus_infinity(model: onnx.ModelProto, tensor: str) -> bool:
         seen.add(name)
         if name in inits:
             t = inits[name]
-            if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                               onnx.TensorProto.BFLOAT16):
+            if t.data_type in (
+                onnx.TensorProto.FLOAT,
+                onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16,
+            ):
                 if not np.all(np.isfinite(numpy_helper.to_array(t).astype(np.float64))):
                     return True
             continue
@@ -154,8 +160,13 @@ def drop_nan_guards(model: onnx.ModelProto) -> int:
         cond, fill, value = node.input
         guard = producer.get(cond)
         probs = producer.get(value)
-        if guard is None or guard.op_type != "IsNaN" or guard.input[0] != value or probs is None \
-                or probs.op_type not in ("Softmax", "LogSoftmax"):
+        if (
+            guard is None
+            or guard.op_type != "IsNaN"
+            or guard.input[0] != value
+            or probs is None
+            or probs.op_type not in ("Softmax", "LogSoftmax")
+        ):
             continue
         if shapes is None:
             from ...analysis.shapes import infer
@@ -164,8 +175,12 @@ def drop_nan_guards(model: onnx.ModelProto) -> int:
         want, fill_dims = shapes.get(value), shapes.get(fill)
         if fill in {t.name for t in g.initializer}:
             fill_dims = list(next(t.dims for t in g.initializer if t.name == fill))
-        if want is None or fill_dims is None or len(fill_dims) > len(want) or \
-                any(d not in (1, w) for d, w in zip(reversed(fill_dims), reversed(want))):
+        if (
+            want is None
+            or fill_dims is None
+            or len(fill_dims) > len(want)
+            or any(d not in (1, w) for d, w in zip(reversed(fill_dims), reversed(want)))
+        ):
             continue  # the fill could broadcast the result to another shape
         if _may_be_minus_infinity(model, probs.input[0]):
             continue
@@ -195,8 +210,10 @@ def convert(model: onnx.ModelProto) -> onnx.ModelProto:
         raise OnnxGrowError("sparse initializers cannot be imported by MXNet; store them dense")
     for t in list(g.initializer):
         if t.data_type in _FLOAT_TYPES:
-            raise OnnxGrowError(f"initializer {t.name!r} is {onnx.TensorProto.DataType.Name(t.data_type).lower()}: "
-                                "MXNet's importer loads every weight as float32; convert the model to float32 first")
+            raise OnnxGrowError(
+                f"initializer {t.name!r} is {onnx.TensorProto.DataType.Name(t.data_type).lower()}: "
+                "MXNet's importer loads every weight as float32; convert the model to float32 first"
+            )
     for vi in g.input:
         if vi.type.tensor_type.elem_type in _FLOAT_TYPES:
             raise OnnxGrowError(f"input {vi.name!r} is not float32: MXNet's importer computes in float32")
@@ -330,7 +347,7 @@ def for_mxnet(model: ModelLike, *, check: bool = True, **verify_args) -> onnx.Mo
         relative_to = check_relative_to(verify_args.pop("relative_to", None), "output")
         report = verify(source, out, relative_to=relative_to, **verify_args)
         if not report.passed:
-            raise VerificationFailed(f"export for MXNet changed the outputs: {failure_text(report)}; nothing was "
-                                     "written", report)
+            raise VerificationFailed(
+                f"export for MXNet changed the outputs: {failure_text(report)}; nothing was written", report
+            )
     return out
-

@@ -7,6 +7,7 @@ Runs in an MXNet environment (numpy < 1.24, onnx < 1.17), so it imports only mxn
 onnxgrow. INPUTS.npz holds the feeds of each run as "<run>/<input name>"; OUTPUTS.npz gets "<run>/<output name>";
 the last line on stdout is JSON with the output names.
 """
+
 import json
 import logging
 import os

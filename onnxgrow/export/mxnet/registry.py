@@ -3,6 +3,7 @@
 One rule per op family rewrites one node into nodes MXNet 1.9's importer translates with the same meaning; the
 rules live in `rules.py`, the graph walk that applies them in `driver.py`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ MIN_SOURCE_OPSET = 7
 #: every op MXNet 1.9.1's importer has a translation for (`_convert_map` in _import_helper.py);
 #: ops outside this set are refused with "MXNet has no translation", the others not (yet)
 #: covered by a rule here with "not converted for MXNet".
-MXNET_IMPORTER_OPS = frozenset("""
+MXNET_IMPORTER_OPS = frozenset(
+    """
 Constant RandomUniform RandomNormal RandomUniformLike RandomNormalLike Multinomial Add Sub Mul Div
 Abs Neg Sum Tanh Ceil Floor Concat Sigmoid Relu Pad MatMul Conv ConvTranspose BatchNormalization
 SpatialBN LeakyRelu Elu PRelu Selu Softmax FC GlobalAveragePool GlobalMaxPool GlobalLpPool Gemm LRN
@@ -33,7 +35,8 @@ Min Clip ReduceLogSum ReduceLogSumExp ReduceSumSquare ReduceL1 ReduceL2 MaxRoiPo
 InstanceNormalization LogSoftmax Softsign Less Greater Equal And Xor Not Or Mean Acos Asin Atan Cos
 Sin Softplus Tan Shape Size Gather HardSigmoid LpPool DepthToSpace SpaceToDepth Hardmax
 LpNormalization TopK
-""".split())
+""".split()
+)
 
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -95,10 +98,12 @@ def rule(*ops: str) -> Callable[[Rule], Rule]:
         for op in ops:
             RULES[op] = fn
         return fn
+
     return register
 
 
 # ---------------------------------------------------------------------------------------- helpers
+
 
 def _attrs(node: onnx.NodeProto) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -109,13 +114,23 @@ def _node(op: str, inputs: list[str], outputs: list[str], name: str, **attrs) ->
     return helper.make_node(op, inputs, outputs, name=name, **attrs)
 
 
-def _like(node: onnx.NodeProto, inputs: list[str] | None = None, outputs: list[str] | None = None,
-          op: str | None = None, **attrs) -> onnx.NodeProto:
+def _like(
+    node: onnx.NodeProto,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+    op: str | None = None,
+    **attrs,
+) -> onnx.NodeProto:
     """`node` with other inputs/outputs/attributes (`attrs` replace; a value of None removes)."""
     merged = _attrs(node)
     merged.update(attrs)
-    return _node(op or node.op_type, list(node.input) if inputs is None else inputs,
-                 list(node.output) if outputs is None else outputs, node.name, **merged)
+    return _node(
+        op or node.op_type,
+        list(node.input) if inputs is None else inputs,
+        list(node.output) if outputs is None else outputs,
+        node.name,
+        **merged,
+    )
 
 
 def _strip(inputs) -> list[str]:
@@ -132,8 +147,10 @@ def _const_input(node: onnx.NodeProto, ctx: Context, i: int, what: str) -> np.nd
         return None
     value = ctx.value(node.input[i])
     if value is None:
-        raise Unsupported(f"its {what} (input {node.input[i]!r}) is computed in the graph; "
-                          "MXNet's importer needs it as a constant initializer")
+        raise Unsupported(
+            f"its {what} (input {node.input[i]!r}) is computed in the graph; "
+            "MXNet's importer needs it as a constant initializer"
+        )
     return value
 
 
@@ -161,4 +178,3 @@ def _norm_axes(axes, rank: int | None, node: onnx.NodeProto) -> list[int]:
             a += rank
         out.append(a)
     return out
-

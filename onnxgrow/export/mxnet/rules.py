@@ -1,5 +1,6 @@
 """The MXNet export's op rules: one per op family, each rewriting one node into the forms MXNet 1.9's importer
 translates with the same meaning (registered in `registry.RULES`; a new op is one new rule here)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,9 +21,38 @@ from .registry import (
 
 # ------------------------------------------------------------------------------------------ rules
 
-_PASS = ("Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Ceil", "Floor",
-         "Softsign", "Softplus", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Identity", "LeakyRelu", "Elu",
-         "HardSigmoid", "Add", "Sub", "Mul", "Div", "Transpose", "LRN", "InstanceNormalization")
+_PASS = (
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Abs",
+    "Neg",
+    "Exp",
+    "Log",
+    "Sqrt",
+    "Reciprocal",
+    "Ceil",
+    "Floor",
+    "Softsign",
+    "Softplus",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Identity",
+    "LeakyRelu",
+    "Elu",
+    "HardSigmoid",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Transpose",
+    "LRN",
+    "InstanceNormalization",
+)
 
 
 @rule(*_PASS)
@@ -57,8 +87,10 @@ def _pow(node, ctx):
 def _selu(node, ctx):
     # MXNet's selu has the standard constants built in and no attributes for them.
     a = _attrs(node)
-    if abs(a.get("alpha", 1.67326319217681884765625) - 1.6732632) > 1e-6 or \
-            abs(a.get("gamma", 1.05070102214813232421875) - 1.0507010) > 1e-6:
+    if (
+        abs(a.get("alpha", 1.67326319217681884765625) - 1.6732632) > 1e-6
+        or abs(a.get("gamma", 1.05070102214813232421875) - 1.0507010) > 1e-6
+    ):
         raise Unsupported("MXNet's selu has fixed alpha and gamma; this node sets others")
     return [_like(node, alpha=None, gamma=None)]
 
@@ -95,7 +127,9 @@ def _same_shape_only(node, ctx):
     shapes = [ctx.dims(i) for i in node.input]
     if all(s is not None and None not in s for s in shapes) and all(s == shapes[0] for s in shapes):
         return [_like(node)]
-    raise Unsupported(f"MXNet's {node.op_type.lower()} does not broadcast; its inputs differ in shape (or are not known)")
+    raise Unsupported(
+        f"MXNet's {node.op_type.lower()} does not broadcast; its inputs differ in shape (or are not known)"
+    )
 
 
 @rule("Gemm")
@@ -131,7 +165,9 @@ def _matmul(node, ctx):
         flat = ctx.fresh(f"{node.output[0]}_2d")
         prod = ctx.fresh(f"{node.output[0]}_mm2d")
         s_in = ctx.const(f"{node.name}.shape_in", np.array([-1, k], dtype=np.int64))
-        s_out = ctx.const(f"{node.name}.shape_out", np.array([-1 if d is None else d for d in known] + [n], dtype=np.int64))
+        s_out = ctx.const(
+            f"{node.name}.shape_out", np.array([-1 if d is None else d for d in known] + [n], dtype=np.int64)
+        )
         return [
             _node("Reshape", [a, s_in], [flat], ctx.fresh(f"{node.name}/to_2d")),
             _node("MatMul", [flat, b], [prod], node.name),
@@ -170,8 +206,9 @@ def _explicit_pads(node, ctx, a: dict, kernel: list[int], dilations: list[int]) 
 def _weight_kernel(node, ctx) -> list[int]:
     w = ctx.value(node.input[1])
     if w is None:
-        raise Unsupported("its weight is computed in the graph; MXNet's importer reads the number of filters "
-                          "from a constant weight")
+        raise Unsupported(
+            "its weight is computed in the graph; MXNet's importer reads the number of filters from a constant weight"
+        )
     return list(w.shape[2:])
 
 
@@ -196,10 +233,16 @@ def _conv_transpose(node, ctx):
     nd = len(kernel)
     auto = a.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
-    if any(a.get("pads", [0])) or any(a.get("output_padding", [0])) or "output_shape" in a \
-            or auto not in ("NOTSET", "VALID", ""):
-        raise Unsupported("MXNet's translation pads the input instead of cropping the output: "
-                          "only pads, output_padding and output_shape of 0 are exact")
+    if (
+        any(a.get("pads", [0]))
+        or any(a.get("output_padding", [0]))
+        or "output_shape" in a
+        or auto not in ("NOTSET", "VALID", "")
+    ):
+        raise Unsupported(
+            "MXNet's translation pads the input instead of cropping the output: "
+            "only pads, output_padding and output_shape of 0 are exact"
+        )
     if nd not in (2, 3):
         raise Unsupported("MXNet's translation puts a pad op (4-D and 5-D tensors only) before every deconvolution")
     return [_like(node, inputs=_strip(node.input), kernel_shape=kernel, pads=None, auto_pad=None)]
@@ -215,8 +258,16 @@ def _batch_norm(node, ctx):
     for i in (3, 4):
         if ctx.value(node.input[i]) is None:
             raise Unsupported("its running mean/variance are computed in the graph; MXNet needs them as initializers")
-    return [_like(node, outputs=_only_first_output(node, ctx, "statistics"), training_mode=None, spatial=None,
-                  is_test=None, consumed_inputs=None)]
+    return [
+        _like(
+            node,
+            outputs=_only_first_output(node, ctx, "statistics"),
+            training_mode=None,
+            spatial=None,
+            is_test=None,
+            consumed_inputs=None,
+        )
+    ]
 
 
 def _pool_common(node, ctx, a: dict, *, ceil_as_padding: bool = False) -> tuple[list[int], list[int], list[int]]:
@@ -254,9 +305,22 @@ def _max_pool(node, ctx):
     kernel, strides, pads = _pool_common(node, ctx, a, ceil_as_padding=True)
     nd = len(kernel)
     if any(p >= k for p, k in zip(pads[:nd] + pads[nd:], kernel + kernel)):
-        raise Unsupported("MXNet's translation pads max pooling with edge values, exact only for pads smaller than the kernel")
-    return [_like(node, outputs=_only_first_output(node, ctx, "Indices"), kernel_shape=kernel, strides=strides,
-                  pads=pads, auto_pad=None, ceil_mode=None, storage_order=None, dilations=None)]
+        raise Unsupported(
+            "MXNet's translation pads max pooling with edge values, exact only for pads smaller than the kernel"
+        )
+    return [
+        _like(
+            node,
+            outputs=_only_first_output(node, ctx, "Indices"),
+            kernel_shape=kernel,
+            strides=strides,
+            pads=pads,
+            auto_pad=None,
+            ceil_mode=None,
+            storage_order=None,
+            dilations=None,
+        )
+    ]
 
 
 @rule("AveragePool")
@@ -269,14 +333,24 @@ def _avg_pool(node, ctx):
     nd = len(kernel)
     if any(pads) and len(kernel) == 1:
         raise Unsupported("MXNet's translation pads 1-D average pooling with edge values")
-    pool = _like(node, kernel_shape=kernel, strides=strides, pads=pads, auto_pad=None, ceil_mode=None,
-                 dilations=None, count_include_pad=None if not any(pads) else 1)
+    pool = _like(
+        node,
+        kernel_shape=kernel,
+        strides=strides,
+        pads=pads,
+        auto_pad=None,
+        ceil_mode=None,
+        dilations=None,
+        count_include_pad=None if not any(pads) else 1,
+    )
     if not any(pads) or a.get("count_include_pad", 0):
         return [pool]
     spatial = (ctx.dims(node.input[0]) or [None] * (nd + 2))[2:]
     if None in spatial:
-        raise Unsupported("count_include_pad=0 with padding: MXNet counts the padded zeros, and rescaling the "
-                          "average needs the input's spatial size, which is not known")
+        raise Unsupported(
+            "count_include_pad=0 with padding: MXNet counts the padded zeros, and rescaling the "
+            "average needs the input's spatial size, which is not known"
+        )
     counts = []
     for i in range(nd):
         out = (spatial[i] + pads[i] + pads[i + nd] - kernel[i]) // strides[i] + 1
@@ -289,8 +363,15 @@ def _avg_pool(node, ctx):
     scale = (float(np.prod(kernel)) / inside).astype(np.float32).reshape([1, 1] + list(inside.shape))
     pooled = ctx.fresh(f"{node.output[0]}_with_pads")
     pool.output[0] = pooled
-    return [pool, _node("Mul", [pooled, ctx.const(f"{node.name}.count_scale", scale)], [node.output[0]],
-                        ctx.fresh(f"{node.name}/count_scale"))]
+    return [
+        pool,
+        _node(
+            "Mul",
+            [pooled, ctx.const(f"{node.name}.count_scale", scale)],
+            [node.output[0]],
+            ctx.fresh(f"{node.name}/count_scale"),
+        ),
+    ]
 
 
 @rule("GlobalAveragePool", "GlobalMaxPool")
@@ -407,8 +488,10 @@ def _softmax(node, ctx):
         if dims is not None and all(d == 1 for d in dims[axis:-1]):
             return [_like(node, axis=last)]
         if dims is None or None in dims[axis:]:
-            raise Unsupported(f"softmax over axes {axis}.. (opset {ctx.opset}) needs their sizes to become "
-                              "reshape + softmax on the last axis")
+            raise Unsupported(
+                f"softmax over axes {axis}.. (opset {ctx.opset}) needs their sizes to become "
+                "reshape + softmax on the last axis"
+            )
         s_in = ctx.const(f"{node.name}.shape_in", np.array([0] * axis + [-1], dtype=np.int64))
         s_out = ctx.const(f"{node.name}.shape_out", np.array([0] * axis + list(dims[axis:]), dtype=np.int64))
         flat, soft = ctx.fresh(f"{node.output[0]}_flat"), ctx.fresh(f"{node.output[0]}_soft")
@@ -450,7 +533,9 @@ def _clip(node, ctx):
         return [_node("Identity", [node.input[0]], [node.output[0]], node.name)]
     # MXNet's translation reads min from input 1 and max from input 2; a missing min is -inf.
     dtype = np.float32
-    lo_name = ctx.const(f"{node.name}.min", np.array(-np.inf if lo is None else np.asarray(lo).reshape(-1)[0], dtype=dtype))
+    lo_name = ctx.const(
+        f"{node.name}.min", np.array(-np.inf if lo is None else np.asarray(lo).reshape(-1)[0], dtype=dtype)
+    )
     ins = [node.input[0], lo_name]
     if hi is not None:
         ins.append(ctx.const(f"{node.name}.max", np.array(np.asarray(hi).reshape(-1)[0], dtype=dtype)))
@@ -493,8 +578,17 @@ def _pad(node, ctx):
     return [_node("Pad", ins, [node.output[0]], node.name, mode=mode)]
 
 
-_REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-           "ReduceSumSquare", "ReduceLogSumExp")
+_REDUCE = (
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
+)
 
 
 @rule(*_REDUCE)
@@ -511,8 +605,16 @@ def _reduce(node, ctx):
     if node.op_type in ("ReduceL1", "ReduceL2") and (axes is None or len(axes) > 2):
         raise Unsupported("MXNet's norm reduces over at most 2 axes")
     # MXNet's reductions default to keepdims=0, ONNX's to 1: always say which.
-    return [_node(node.op_type, [node.input[0]], [node.output[0]], node.name, axes=axes or None,
-                  keepdims=int(a.get("keepdims", 1)))]
+    return [
+        _node(
+            node.op_type,
+            [node.input[0]],
+            [node.output[0]],
+            node.name,
+            axes=axes or None,
+            keepdims=int(a.get("keepdims", 1)),
+        )
+    ]
 
 
 @rule("LayerNormalization")
@@ -528,7 +630,15 @@ def _layer_norm(node, ctx):
     axes = list(range(axis + rank if axis < 0 else axis, rank))
     x, out, base = node.input[0], outs[0], node.name
     t = lambda tag: ctx.fresh(f"{out}_{tag}")  # noqa: E731
-    mean, d, sq, var, veps, std, norm = t("mean"), t("centred"), t("squared"), t("var"), t("var_eps"), t("std"), t("norm")
+    mean, d, sq, var, veps, std, norm = (
+        t("mean"),
+        t("centred"),
+        t("squared"),
+        t("var"),
+        t("var_eps"),
+        t("std"),
+        t("norm"),
+    )
     eps = ctx.const(f"{base}.epsilon", np.array(a.get("epsilon", 1e-5), dtype=np.float32))
     nodes = [
         _node("ReduceMean", [x], [mean], ctx.fresh(f"{base}/mean"), axes=axes, keepdims=1),
@@ -584,9 +694,10 @@ def _hard_swish(node, ctx):
     """HardSwish(x) = x · HardSigmoid(x) with alpha 1/6 and beta 1/2: the ONNX definition of the op itself
     (torch's x · relu6(x + 3) / 6), from ops MXNet's importer translates and with no constant to train."""
     t = ctx.fresh(f"{node.output[0]}_hard_sigmoid")
-    return [_node("HardSigmoid", [node.input[0]], [t], ctx.fresh(f"{node.name}/hard_sigmoid"), alpha=1.0 / 6,
-                  beta=0.5),
-            _node("Mul", [node.input[0], t], [node.output[0]], node.name)]
+    return [
+        _node("HardSigmoid", [node.input[0]], [t], ctx.fresh(f"{node.name}/hard_sigmoid"), alpha=1.0 / 6, beta=0.5),
+        _node("Mul", [node.input[0], t], [node.output[0]], node.name),
+    ]
 
 
 #: the most parts `_take_range` splits an axis into (a slice whose bounds share no larger divisor is refused)
@@ -603,10 +714,12 @@ def _take_range(ctx, x: str, axis: int, size: int, begin: int, end: int, out: st
     part = np.gcd.reduce([begin, end, size])
     parts = size // part
     if parts > MAX_SPLIT_PARTS:
-        raise Unsupported(f"elements {begin}..{end} of an axis of {size} need a split into {parts} parts of "
-                          f"{part} (more than {MAX_SPLIT_PARTS}); MXNet's Slice translation is not exact")
+        raise Unsupported(
+            f"elements {begin}..{end} of an axis of {size} need a split into {parts} parts of "
+            f"{part} (more than {MAX_SPLIT_PARTS}); MXNet's Slice translation is not exact"
+        )
     names = [ctx.fresh(f"{out}_part{k}") for k in range(parts)]
-    keep = names[begin // part:end // part]
+    keep = names[begin // part : end // part]
     nodes = [_node("Split", [x], names, ctx.fresh(f"{base}/split"), axis=axis, split=[int(part)] * parts)]
     if len(keep) == 1:
         nodes.append(_node("Identity", keep, [out], ctx.fresh(f"{base}/take")))
@@ -615,15 +728,16 @@ def _take_range(ctx, x: str, axis: int, size: int, begin: int, end: int, out: st
     return nodes
 
 
-def _take_strided(ctx, x: str, dims: list[int | None], axis: int, begin: int, count: int, step: int, out: str,
-                  base: str) -> list[onnx.NodeProto]:
+def _take_strided(
+    ctx, x: str, dims: list[int | None], axis: int, begin: int, count: int, step: int, out: str, base: str
+) -> list[onnx.NodeProto]:
     """`count` elements from `begin` every `step` along `axis`: a range of count · step elements reshaped to
     (count, step), the first of each step taken, reshaped back (the last element alone when the range would run
     past the end of the axis)."""
     size = dims[axis]
     if size is None:
         raise Unsupported(f"axis {axis} has a size only known at run time; slicing it in MXNet needs it static")
-    if any(d is None for d in dims[axis + 1:]):
+    if any(d is None for d in dims[axis + 1 :]):
         raise Unsupported("a strided slice needs static sizes after the sliced axis")
     if count == 1:
         return _take_range(ctx, x, axis, size, begin, begin + 1, out, base)
@@ -631,15 +745,25 @@ def _take_strided(ctx, x: str, dims: list[int | None], axis: int, begin: int, co
     n = count if whole else count - 1
     rng, grid, first, rows = (ctx.fresh(f"{out}_{tag}") for tag in ("range", "grid", "first", "rows"))
     nodes = _take_range(ctx, x, axis, size, begin, begin + n * step, rng, base)
-    tail = [int(d) for d in dims[axis + 1:] if d is not None]  # all static (checked above)
-    nodes.append(_node("Reshape", [rng, ctx.const(f"{base}.grid_shape", np.array([0] * axis + [n, step] + tail,
-                                                                                   dtype=np.int64))],
-                       [grid], ctx.fresh(f"{base}/grid")))
+    tail = [int(d) for d in dims[axis + 1 :] if d is not None]  # all static (checked above)
+    nodes.append(
+        _node(
+            "Reshape",
+            [rng, ctx.const(f"{base}.grid_shape", np.array([0] * axis + [n, step] + tail, dtype=np.int64))],
+            [grid],
+            ctx.fresh(f"{base}/grid"),
+        )
+    )
     nodes += _take_range(ctx, grid, axis + 1, step, 0, 1, first, f"{base}/first")
     target = out if whole else rows
-    nodes.append(_node("Reshape", [first, ctx.const(f"{base}.rows_shape", np.array([0] * axis + [n] + tail,
-                                                                                     dtype=np.int64))],
-                       [target], ctx.fresh(f"{base}/rows")))
+    nodes.append(
+        _node(
+            "Reshape",
+            [first, ctx.const(f"{base}.rows_shape", np.array([0] * axis + [n] + tail, dtype=np.int64))],
+            [target],
+            ctx.fresh(f"{base}/rows"),
+        )
+    )
     if not whole:
         last = ctx.fresh(f"{out}_last")
         nodes += _take_range(ctx, x, axis, size, begin + n * step, begin + n * step + 1, last, f"{base}/last")
@@ -707,8 +831,15 @@ def _expand(node, ctx):
     nodes, x = [], node.input[0]
     if rank > len(ctx.dims(node.input[0])):
         x = ctx.fresh(f"{node.output[0]}_unsqueezed")
-        nodes.append(_node("Unsqueeze", [node.input[0]], [x], ctx.fresh(f"{node.name}/unsqueeze"),
-                           axes=list(range(rank - len(ctx.dims(node.input[0]))))))
+        nodes.append(
+            _node(
+                "Unsqueeze",
+                [node.input[0]],
+                [x],
+                ctx.fresh(f"{node.name}/unsqueeze"),
+                axes=list(range(rank - len(ctx.dims(node.input[0])))),
+            )
+        )
     repeats = []
     for axis, (d, t) in enumerate(zip(dims, target)):
         if t == 1 or d == t:
@@ -718,8 +849,15 @@ def _expand(node, ctx):
         repeats.append((axis, t))
     for k, (axis, t) in enumerate(repeats):
         out = node.output[0] if k == len(repeats) - 1 else ctx.fresh(f"{node.output[0]}_axis{axis}")
-        nodes.append(_node("Concat", [x] * t, [out], node.name if k == len(repeats) - 1 else
-                           ctx.fresh(f"{node.name}/axis{axis}"), axis=axis))
+        nodes.append(
+            _node(
+                "Concat",
+                [x] * t,
+                [out],
+                node.name if k == len(repeats) - 1 else ctx.fresh(f"{node.name}/axis{axis}"),
+                axis=axis,
+            )
+        )
         x = out
     if not repeats:
         nodes.append(_node("Identity", [x], [node.output[0]], node.name))
