@@ -367,6 +367,7 @@ class WidenArgs(ArgGroup):
         "keep_outputs": "--keep-outputs",
         "keep_ties": "--keep-ties",
         "approximate": "--approximate",
+        "approximate=True": "--approximate",
         "check=False": "--no-verify",
         "check": "--no-verify",
     }
@@ -465,6 +466,7 @@ class DeepenArgs(ArgGroup):
         "noise_std": "--noise-std",
         "seed": "--seed",
         "approximate": "--approximate",
+        "approximate=True": "--approximate",
         "check=False": "--no-verify",
         "check": "--no-verify",
     }

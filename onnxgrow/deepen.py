@@ -13,7 +13,7 @@ from . import io
 from .analysis.blocks import find_blocks, layer_units
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
-from .errors import OnnxGrowError
+from .errors import OnnxGrowError, ParameterError
 from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
 from .passes.copy_blocks import ORDERS, CopyBlocks
@@ -86,19 +86,19 @@ def deepen_model(
     iterations) go to the check, whose rtol is relative to each output's largest value unless
     relative_to="element" (see onnxgrow.verify.check_growth)."""
     if block not in BLOCKS:
-        raise OnnxGrowError(f"--block {block!r}: expected one of {', '.join(BLOCKS)}")
+        raise ParameterError("block", f"expected one of {', '.join(BLOCKS)}", value=block)
     if count < 1:
-        raise OnnxGrowError(f"--count {count}: must be at least 1")
+        raise ParameterError("count", "must be at least 1", value=count)
     if activation not in ACTIVATIONS:
-        raise OnnxGrowError(f"--activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        raise ParameterError("activation", f"expected one of {', '.join(ACTIVATIONS)}", value=activation)
     if hidden is not None and hidden < 1:
-        raise OnnxGrowError(f"--hidden {hidden}: must be at least 1")
+        raise ParameterError("hidden", "must be at least 1", value=hidden)
     if kernel not in (1, 3):
-        raise OnnxGrowError(f"--kernel {kernel}: expected 1 or 3")
+        raise ParameterError("kernel", "expected 1 or 3", value=kernel)
     if not noise_std >= 0:
-        raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+        raise ParameterError("noise_std", "must not be negative", value=noise_std)
     if seed < 0:
-        raise OnnxGrowError(f"--seed {seed}: must not be negative")
+        raise ParameterError("seed", "must not be negative", value=seed)
     out = io.output_path(output) if output is not None else None
     # load returns onnxgrow's own copy (of a file or of the caller's ModelProto), which is never changed
     original = load(model, progress=progress)
@@ -157,7 +157,12 @@ def deepen_model(
             if any("normalisation follows" in n for n in result.notes)
             else "the new layers change the outputs"
         )
-        raise OnnxGrowError(f"--after {after}: {why}; pass --approximate to write it anyway and see the error")
+        raise ParameterError(
+            "after",
+            f"{why}; pass approximate=True to write it anyway and see the error",
+            value=after,
+            mentions=("approximate=True",),
+        )
     if out is None:
         if check:
             result.report = check_growth(

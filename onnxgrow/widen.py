@@ -11,7 +11,7 @@ import onnx
 from . import io
 from .analysis import Analysis, Group, analyse
 from .analysis.groups import refuse_quantised
-from .errors import OnnxGrowError
+from .errors import ParameterError
 from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
 from .passes.widen import Untied, WidenPass
@@ -94,9 +94,9 @@ def widen_model(
     each output's largest value unless relative_to="element" (see onnxgrow.verify.check_growth).
     """
     if not noise_std >= 0:
-        raise OnnxGrowError(f"--noise-std {noise_std}: must not be negative")
+        raise ParameterError("noise_std", "must not be negative", value=noise_std)
     if seed < 0:
-        raise OnnxGrowError(f"--seed {seed}: must not be negative")
+        raise ParameterError("seed", "must not be negative", value=seed)
     out = io.output_path(output) if output is not None else None
     original = load(model, progress=progress)
     refuse_quantised(original, "widen")

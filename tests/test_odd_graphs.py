@@ -302,7 +302,7 @@ def test_control_flow_grows_around_and_refuses_inside(kind, tmp_path):
     for init in ("noise", "zero", "net2net"):
         grow_and_check(model, tmp_path, {"fc1": "x2"}, init=init, feeds_list=feeds)
     assert group_of(model, "fc2").constraint == "blocked"
-    refused(lambda: widen_model(model, {"fc2": "x2"}), "--layer fc2", node, kind)
+    refused(lambda: widen_model(model, {"fc2": "x2"}), "layers['fc2']", node, kind)
     res = grow_and_check(model, tmp_path, all="x2", feeds_list=feeds)
     assert {p.group.id for p in res.plans} == {group_of(model, "fc1").id}
     # a new layer before the control flow is fine; the tensor it reads is not changed
@@ -330,7 +330,7 @@ def test_if_reading_a_grown_tensor_inside_its_branch_is_refused():
     )
     y = g.op("If", [cond], then_branch=then, else_branch=other, name="gate")
     model = g.model(g.gemm(y, 6, 3, "head"))
-    refused(lambda: widen_model(model, {"fc1": "x2"}), "--layer fc1", "gate (If)", "subgraph")
+    refused(lambda: widen_model(model, {"fc1": "x2"}), "layers['fc1']", "gate (If)", "subgraph")
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -364,7 +364,7 @@ def test_several_graph_outputs(tmp_path):
     y1 = g.gemm(h2, 5, 3, "head1")
     y2 = g.op("Sigmoid", [g.gemm(h2, 5, 2, "head2")])
     model = g.model(y1, y2, h)
-    refused(lambda: widen_model(model, {"fc1": "x2"}), "--layer fc1", f"graph output {h}")
+    refused(lambda: widen_model(model, {"fc1": "x2"}), "layers['fc1']", f"graph output {h}")
     res = grow_and_check(model, tmp_path, {"fc2": "x3"}, init="net2net")
     assert [o.name for o in res.model.graph.output] == [y1, y2, h]
     res = grow_and_check(model, tmp_path, all="x2")

@@ -111,7 +111,7 @@ def test_depth_plus_one_copies_a_layer(exported, name, exporter):
     assert len(units) == 2 and all("-" in u for u in units)  # attention block + feed-forward block
     post = "post" in name
     if post:  # a LayerNorm after each residual Add: the copy normalises again; refused unless asked for
-        with pytest.raises(OnnxGrowError, match="--approximate"):
+        with pytest.raises(OnnxGrowError, match="pass approximate=True to write it anyway"):
             deepen_model(path, units[-1], block="copy")
     result = deepen_model(path, units[-1], block="copy", approximate=post)
     assert len(layers(inspect_model(result.model))) == 3

@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..analysis.blocks import Block, as_blocks, find_blocks, layer_units, resolve_chain
-from ..errors import OnnxGrowError
+from ..errors import OnnxGrowError, ParameterError
 from ..graph import Index, nodes_by_name, producers, torch_name_scopes
 from ..growth_map import append_step
 from ..stream import Deferred, has_data, pieces, raw_nbytes, read_raw, stub, zeros
@@ -81,7 +81,7 @@ class CopyBlocks(PassBase[CopyResult]):
         deferred: Mapping[str, Deferred] | None = None,
     ) -> None:
         if order not in ORDERS:
-            raise OnnxGrowError(f"--order {order!r}: expected one of {', '.join(ORDERS)}")
+            raise ParameterError("order", f"expected one of {', '.join(ORDERS)}", value=order)
         self.units, self.count, self.order, self.blocks, self.deferred = units, count, order, blocks, deferred
 
     def requires(self, model: onnx.ModelProto) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import OnnxGrowError
+from ..errors import ParameterError
 from ..graph import main_names, opset, producers, replace_input
 from ..growth_map import append_step
 from ..plan.deepen import Site
@@ -63,7 +63,7 @@ class _Builder:
             a = self.node("Add", [e, self.const(f"{tag}_one", np.array(1.0))], f"{tag}_add")
             m = self.node("Mul", [x, a], f"{tag}_mul")
             return self.node("Mul", [m, self.const(f"{tag}_half", np.array(0.5))], f"{tag}_gelu")
-        raise OnnxGrowError(f"--activation {kind!r}: expected one of {', '.join(ACTIVATIONS)}")
+        raise ParameterError("activation", f"expected one of {', '.join(ACTIVATIONS)}", value=kind)
 
     def linear(self, x: str, w: np.ndarray, b: np.ndarray, site: Site, tag: str, kernel: int = 1) -> str:
         """y = x·W + b on the feature axis (dense) or a same-padded stride-1 Conv (conv)."""
@@ -216,7 +216,7 @@ class InsertLayers(PassBase[InsertResult]):
         seed: int = 0,
     ) -> None:
         if block not in LAYER_KINDS:
-            raise OnnxGrowError(f"--block {block!r}: expected one of {', '.join(LAYER_KINDS)}")
+            raise ParameterError("block", f"expected one of {', '.join(LAYER_KINDS)}", value=block)
         self.site, self.block, self.count, self.label = site, block, count, label or site.tensor
         self.hidden, self.activation, self.kernel, self.noise_std, self.seed = (
             hidden,

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import OnnxGrowError, closest
+from ..errors import OnnxGrowError, ParameterError, closest
 from ..graph import consumers, nodes_by_name, producers
 
 _WALK_THROUGH = {
@@ -90,16 +90,16 @@ def find_site(model: onnx.ModelProto, name: str, shapes: dict[str, list[int | No
             tensor = owners[0].output[0]
     if tensor not in writers and tensor not in graph_inputs:
         names = list(nodes) + list(writers)
-        raise OnnxGrowError(f"--after {name}: no node or tensor of that name{closest(name, names)}")
+        raise ParameterError("after", f"no node or tensor of that name{closest(name, names)}", value=name)
     if tensor in {o.name for o in g.output}:
-        raise OnnxGrowError(f"--after {name}: {tensor} is a graph output; new layers go inside the network")
+        raise ParameterError("after", f"{tensor} is a graph output; new layers go inside the network", value=name)
     shape = shapes.get(tensor)
     if not shape or len(shape) < 2:
-        raise OnnxGrowError(f"--after {name}: the shape of {tensor} is unknown or has fewer than 2 dimensions")
+        raise ParameterError("after", f"the shape of {tensor} is unknown or has fewer than 2 dimensions", value=name)
     elem = _elem_type(model, tensor)
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)) if elem else np.dtype(np.float32)
     if dtype.kind != "f" and dtype.name != "bfloat16":
-        raise OnnxGrowError(f"--after {name}: {tensor} is not a floating-point tensor ({dtype})")
+        raise ParameterError("after", f"{tensor} is not a floating-point tensor ({dtype})", value=name)
     conv, std = _kind(model, tensor, writers, len(shape))
     return Site(tensor, shape, dtype, conv, writers.get(tensor), std)
 

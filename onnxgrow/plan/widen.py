@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from ..analysis import Analysis, Group
-from ..errors import OnnxGrowError
+from ..errors import OnnxGrowError, ParameterError
 
 STRATEGIES = ("noise", "zero", "net2net")
 
@@ -112,7 +112,7 @@ def plan(
     `transformer` maps heads / ffn / hidden to a size spec applied to that group of every layer.
     """
     if init not in STRATEGIES:
-        raise OnnxGrowError(f"--init {init!r}: expected one of {', '.join(STRATEGIES)}")
+        raise ParameterError("init", f"expected one of {', '.join(STRATEGIES)}", value=init)
     plans: dict[str, GroupPlan] = {}
     asked: dict[str, str] = {}
     skipped: list[tuple[Group, str]] = []
@@ -122,14 +122,19 @@ def plan(
         group = analysis.resolve(name)
         if group.id in asked:
             by = asked[group.id] if asked[group.id].startswith("--") else f"--layer {asked[group.id]}"
-            raise OnnxGrowError(f"--layer {name}: names group {group.id}, already requested by {by}")
+            raise ParameterError("layers", f"names group {group.id}, already requested by {by}", key=name)
         asked[group.id] = name
         new = parse_size(spec, group.size, f"--layer {name}={spec}")
         if group.constraint == "blocked":
-            raise OnnxGrowError(f"--layer {name}: group {group.id} cannot grow: {group.reason}")
+            raise ParameterError("layers", f"group {group.id} cannot grow: {group.reason}", key=name)
         why = group.allows(init, new)
         if why and not approximate:
-            raise OnnxGrowError(f"--layer {name}: {why} (or pass --approximate to grow it anyway and see the error)")
+            raise ParameterError(
+                "layers",
+                f"{why} (or pass approximate=True to grow it anyway and see the error)",
+                key=name,
+                mentions=("approximate=True",),
+            )
         plans[group.id] = GroupPlan(group, new, init, "approximate: " + why if why else None)
     if all is not None:
         for group in analysis.groups:
@@ -150,7 +155,7 @@ def plan(
         _skip_uneven_means(analysis, plans, skipped, set(asked))
     if not plans:
         if all is not None:
-            raise OnnxGrowError("--all: no group of this model can grow (see `onnxgrow inspect`)")
+            raise ParameterError("all", "no group of this model can grow (see `onnxgrow inspect`)")
         raise OnnxGrowError(
             "nothing to widen: give --layer NAME=SIZE, --all xF, or --heads/--ffn/--hidden for a transformer"
         )
