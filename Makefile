@@ -68,7 +68,7 @@ bench: install-test
 	$(BIN)/python bench/grow_depth.py --markdown bench/results/grow_depth.md
 
 # is growing worth it? a byte-level language model trained, grown with onnxgrow and compared with the big
-# model from scratch at equal FLOPs, 3 seeds, one process per core (about 25 minutes on 2 cores); writes
+# model from scratch at equal FLOPs, 3 seeds, one process per core (13 minutes on 2 quiet cores); writes
 # bench/results/worth_it_lm.* and the results section of the README (the older digits experiment:
 # python bench/worth_it.py); WORTH_IT_ARGS adds options (e.g. --seeds 5, --jobs 1)
 WORTH_IT_ARGS ?=

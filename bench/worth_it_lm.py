@@ -37,7 +37,7 @@ panel per growth point), worth_it_lm.md (table and verdict), worth_it_lm.json (e
 `--readme README.md` also writes the table and verdict into the README between its worth-it markers.
 
 Configurations (`CONFIGS`): "cpu" (default; `make worth-it`; 3 seeds, 16 runs of a few minutes spread over
-one single-threaded process per core, the most expensive first: about 25 minutes on 2 cores, see the README
+one single-threaded process per core, the most expensive first: 13 minutes on 2 quiet cores, see the README
 for the committed run's time), "quick" (`--quick`: tiny sizes, seconds; the test suite runs it), "cuda"
 (`--device cuda`: a larger model and budget on one GPU, one process; one clear line and exit status 2 when
 CUDA is not available).
