@@ -351,6 +351,12 @@ class OutputArgs(ArgGroup):
         return dict(self.values)
 
 
+def _growth_switches(parser: Container, approximate_help: str) -> None:
+    """--approximate and --no-verify, which widen and deepen share (each says what --approximate lets through)."""
+    parser.add_argument("--approximate", action="store_true", help=approximate_help)
+    parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
+
+
 class WidenArgs(ArgGroup):
     """What `widen` grows and how: --layer NAME=SIZE -> {name: size}, --all xF, the transformer sizes, the
     strategy of new units, and the shared growth switches (--approximate, --no-verify)."""
@@ -421,12 +427,7 @@ class WidenArgs(ArgGroup):
             help="std of new incoming weights relative to the std of the layer's weights (default 0.1)",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed for new weights and Net2Net choices (default 0)")
-        parser.add_argument(
-            "--approximate",
-            action="store_true",
-            help="grow groups even where no strategy is exact; report the error instead of failing",
-        )
-        parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
+        _growth_switches(parser, "grow groups even where no strategy is exact; report the error instead of failing")
 
     def parse(self, args: argparse.Namespace) -> None:
         layers = _layers(args.layer)
@@ -475,7 +476,7 @@ class DeepenArgs(ArgGroup):
         self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
-        from .deepen import ACTIVATIONS, BLOCKS, ORDERS
+        from .deepen import ACTIVATIONS, BLOCKS, KERNELS, ORDERS
 
         parser.add_argument(
             "--after",
@@ -511,8 +512,8 @@ class DeepenArgs(ArgGroup):
         parser.add_argument(
             "--kernel",
             type=int,
-            choices=[1, 3],
-            default=3,
+            choices=list(KERNELS),
+            default=KERNELS[-1],
             help="kernel size of inserted convolutions (default 3, same padding, stride 1)",
         )
         parser.add_argument(
@@ -522,12 +523,7 @@ class DeepenArgs(ArgGroup):
             help="noise on identity weights to break symmetry (makes the result approximate)",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed for new weights (default 0)")
-        parser.add_argument(
-            "--approximate",
-            action="store_true",
-            help="copy post-norm blocks even though the copy changes the outputs; report the error",
-        )
-        parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check (not recommended)")
+        _growth_switches(parser, "copy post-norm blocks even though the copy changes the outputs; report the error")
 
     def parse(self, args: argparse.Namespace) -> None:
         self.values = {

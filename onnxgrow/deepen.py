@@ -23,9 +23,11 @@ from .progress import ProgressFn
 from .stream import Deferred, drop_weights, skeleton
 from .verify import check_growth
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "ORDERS", "DeepenResult", "deepen", "deepen_model"]
+__all__ = ["ACTIVATIONS", "BLOCKS", "KERNELS", "ORDERS", "DeepenResult", "deepen", "deepen_model"]
 
 BLOCKS = ("identity", "residual", "copy")
+#: kernel sizes of inserted convolutions
+KERNELS = (1, 3)
 
 
 @dataclass(kw_only=True)
@@ -93,8 +95,8 @@ def deepen_model(
         raise ParameterError("activation", f"expected one of {', '.join(ACTIVATIONS)}", value=activation)
     if hidden is not None and hidden < 1:
         raise ParameterError("hidden", "must be at least 1", value=hidden)
-    if kernel not in (1, 3):
-        raise ParameterError("kernel", "expected 1 or 3", value=kernel)
+    if kernel not in KERNELS:
+        raise ParameterError("kernel", f"expected one of {', '.join(map(str, KERNELS))}", value=kernel)
     if not noise_std >= 0:
         raise ParameterError("noise_std", "must not be negative", value=noise_std)
     if seed < 0:
