@@ -29,6 +29,10 @@ class ArgGroup:
     #: API parameter (or a literal such as `check=False`) -> the flag that sets it, for the flags added
     flags: Mapping[str, str] = {}
 
+    def __init__(self) -> None:
+        #: what `parse` made of the flags, as the API's keyword arguments
+        self.values: dict[str, Any] = {}
+
     def add(self, parser: Container) -> None:
         raise NotImplementedError
 
@@ -36,7 +40,7 @@ class ArgGroup:
         """Check and convert the group's flags; raise OnnxGrowError naming the flag of a bad value."""
 
     def kwargs(self) -> dict[str, Any]:
-        return {}
+        return dict(self.values)
 
     def text(self, param: str, value: object, key: str | None) -> str:
         """How a value (or an item `key`) of `param` reads after its flag."""
@@ -89,6 +93,7 @@ class VerificationArgs(ArgGroup):
     }
 
     def __init__(self, relative_to_default: str) -> None:
+        super().__init__()
         self.relative_to_default = relative_to_default
         self.tolerances: Tolerances | None = None
         self.relative_to: str | None = None
@@ -175,7 +180,7 @@ class InputArgs(ArgGroup):
         self.flags = {"input_shapes": "--input-shapes", "iterations": "--iterations"}
         if full:
             self.flags.update(seed="--seed", load_inputs="--load-inputs", save_inputs="--save-inputs")
-        self.values: dict[str, Any] = {}
+        super().__init__()
 
     def add(self, parser: Container) -> None:
         parser.add_argument(
@@ -203,9 +208,6 @@ class InputArgs(ArgGroup):
                 raise OnnxGrowError(f"--seed {args.seed}: must not be negative")
             self.values.update(seed=args.seed, load_inputs=args.load_inputs, save_inputs=args.save_inputs)
 
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
-
     def mention(self, param: str, key: str) -> str:
         """`--input-shapes x:DIMS` where a message asks for an input's shape."""
         return f"{key}:DIMS" if param == "input_shapes" else key
@@ -220,9 +222,6 @@ class ComparisonArgs(ArgGroup):
         "candidate_runtime": "--candidate-runtime",
         "mxnet_python": "--mxnet-python",
     }
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
         parser.add_argument(
@@ -262,14 +261,12 @@ class ComparisonArgs(ArgGroup):
             "mxnet_python": args.mxnet_python,
         }
 
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
-
 
 class ReportArgs(ArgGroup):
     """--json (a machine-readable report on stdout) and, for verify, --junit FILE.xml."""
 
     def __init__(self, json_flag: bool = True, junit: bool = False) -> None:
+        super().__init__()
         self.json_flag, self.junit = json_flag, junit
         self.flags = {"junit": "--junit"} if junit else {}
 
@@ -331,7 +328,7 @@ class OutputArgs(ArgGroup):
     def __init__(self, help: str, external_data: bool = True) -> None:
         self.help, self.external_data = help, external_data
         self.flags = {"output": "-o"} | ({"external_data": "--save-external-data"} if external_data else {})
-        self.values: dict[str, Any] = {}
+        super().__init__()
 
     def add(self, parser: Container) -> None:
         parser.add_argument("-o", "--output", required=True, help=self.help)
@@ -347,8 +344,14 @@ class OutputArgs(ArgGroup):
         if self.external_data:
             self.values["external_data"] = True if args.save_external_data else None
 
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
+
+#: the API parameters behind --approximate and --no-verify (as `_growth_switches` adds them)
+_GROWTH_SWITCH_FLAGS = {
+    "approximate": "--approximate",
+    "approximate=True": "--approximate",
+    "check=False": "--no-verify",
+    "check": "--no-verify",
+}
 
 
 def _growth_switches(parser: Container, approximate_help: str) -> None:
@@ -372,14 +375,8 @@ class WidenArgs(ArgGroup):
         "seed": "--seed",
         "keep_outputs": "--keep-outputs",
         "keep_ties": "--keep-ties",
-        "approximate": "--approximate",
-        "approximate=True": "--approximate",
-        "check=False": "--no-verify",
-        "check": "--no-verify",
+        **_GROWTH_SWITCH_FLAGS,
     }
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
         from .widen import STRATEGIES
@@ -448,9 +445,6 @@ class WidenArgs(ArgGroup):
             "check": not args.no_verify,
         }
 
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
-
 
 class DeepenArgs(ArgGroup):
     """Where `deepen` inserts what: --after, --block, --count, --order, the inserted block's shape, and the shared
@@ -466,14 +460,8 @@ class DeepenArgs(ArgGroup):
         "kernel": "--kernel",
         "noise_std": "--noise-std",
         "seed": "--seed",
-        "approximate": "--approximate",
-        "approximate=True": "--approximate",
-        "check=False": "--no-verify",
-        "check": "--no-verify",
+        **_GROWTH_SWITCH_FLAGS,
     }
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
 
     def add(self, parser: Container) -> None:
         from .deepen import ACTIVATIONS, BLOCKS, KERNELS, ORDERS
@@ -539,9 +527,6 @@ class DeepenArgs(ArgGroup):
             "approximate": args.approximate,
             "check": not args.no_verify,
         }
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.values)
 
 
 #: what `export --to` writes for
