@@ -490,8 +490,9 @@ def run_job(cfg: Config, job: Job, data: Corpus, device: str, log) -> dict:
     ng = steps_for(cfg.budget - base.flops, step_b)
     for order in depth_orders(cfg):
         model = grown_onnx(small, cfg, seed, order)
-        if len(depth_orders(cfg)) == 1 and cfg.big[1] > cfg.small[1] and not same_orders:
-            # one small layer: the stacked order must give the interleaved model (checked once per job)
+        if len(depth_orders(cfg)) == 1 and cfg.big[1] > cfg.small[1] and g == cfg.growth[0]:
+            # one small layer: the stacked order must give the interleaved model (checked once per seed, at the
+            # first growth point)
             other = grown_onnx(small, cfg, seed, "stack")
             if not same_weights(model, other):
                 raise SystemExit("worth_it_lm: with one small layer the stacked and interleaved copies differ")
@@ -529,7 +530,7 @@ def merge(parts: list[dict]) -> dict:
             slot = out["timing"].setdefault(k, [0.0, 0.0])
             slot[0], slot[1] = slot[0] + sec, slot[1] + tok
         out["loaded"] |= set(part["loaded"])
-        out["orders"] += part["orders"][:1] if not out["orders"] else []
+        out["orders"] += part["orders"]
     out["loaded"] = sorted(out["loaded"])
     return out
 
