@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import onnx
 from google.protobuf.message import DecodeError, EncodeError
@@ -55,6 +57,7 @@ def _read(
             invalid = exc
         except ValueError:  # bytes the checker cannot parse: Python's parse below says so in its words
             unchecked = True
+        release_freed_memory()  # the checker's parsed copy, before Python parses a second one
     try:
         model = onnx.load_model_from_string(raw)
     except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
@@ -98,6 +101,30 @@ def _read(
         if progress:
             progress("load", done, total)
     return model
+
+
+def release_freed_memory() -> None:
+    """Hand memory that C++ code freed back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    onnx's checker parses a model into many small allocations (one per tensor) that glibc keeps in its heap
+    once freed: without the trim they stay counted in the process's memory while Python parses its own copy,
+    a tenth more peak memory on a model of many small weights."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library is not glibc (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def _external_length(tensor: onnx.TensorProto) -> int:
