@@ -11,6 +11,7 @@ is serialised at the end.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import Counter
@@ -178,7 +179,9 @@ def drop_weights(model: onnx.ModelProto) -> None:
                 t.ClearField(f)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _varint(n: int) -> bytes:
+    """Protobuf's varint encoding of `n` (cached: a deep model's lengths repeat layer after layer)."""
     out = bytearray()
     while True:
         b, n = n & 0x7F, n >> 7
@@ -239,8 +242,9 @@ class _Piece:
     data: Deferred | None = None
     tail: bytes = b""
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
+        """Bytes of the initializer's encoding (its tag and length included)."""
         body = len(self.head) + len(self.tail)
         if self.data is not None:
             body += len(_key(_RAW_DATA, self.data.nbytes)) + self.data.nbytes
@@ -290,22 +294,56 @@ def encoded_size(model: onnx.ModelProto, deferred: Mapping[str, Deferred], plan:
 
 
 class _Writer:
-    """Writes buffers to a file in bounded pieces, reporting bytes done through `progress`."""
+    """Writes buffers to a file in bounded pieces, reporting bytes done through `progress`.
+
+    Small buffers (tags, lengths, stubs, small tensors: most of a deep model's pieces) are gathered and written
+    together, and progress is reported about every `_REPORT` bytes, so a model of many small weights costs one
+    file write per batch, not several per weight. `flush` writes what is gathered (call it at the end)."""
 
     def __init__(self, fh: BinaryIO, total: int, progress: ProgressFn | None, step: str) -> None:
         self.fh, self.total, self.progress, self.step, self.done = fh, total, progress, step, 0
+        self.pending = bytearray()
+        self.reported = 0
         if progress:
             progress(step, 0, total)
 
     def write(self, data: Buffer) -> None:
         view = _view(data)
+        if len(view) < _BATCH:
+            self.pending += view
+            self.done += len(view)
+            if len(self.pending) >= _BATCH:
+                self._flush_pending()
+            return
+        self._flush_pending()
         for start in range(0, len(view), CHUNK):
             self.fh.write(view[start : start + CHUNK])
             self.done += min(CHUNK, len(view) - start)
-            if self.progress and len(view) > CHUNK:
-                self.progress(self.step, self.done, self.total)
-        if self.progress and len(view) <= CHUNK:
+            self._report()
+
+    def _flush_pending(self) -> None:
+        if self.pending:
+            self.fh.write(self.pending)
+            self.pending = bytearray()
+            self._report()
+
+    def _report(self) -> None:
+        if self.progress and (self.done - self.reported >= _REPORT or self.done == self.total):
+            self.reported = self.done
             self.progress(self.step, self.done, self.total)
+
+    def flush(self) -> None:
+        """Write what is gathered, and report the bytes done."""
+        self._flush_pending()
+        if self.progress and self.reported != self.done:
+            self.reported = self.done
+            self.progress(self.step, self.done, self.total)
+
+
+#: buffers shorter than this are gathered and written together
+_BATCH = 1 << 20
+#: progress is reported after about this many bytes (and at the end)
+_REPORT = 4 << 20
 
 
 def _view(data: Buffer) -> memoryview:
@@ -350,8 +388,10 @@ def write_inline(
         w.write(_key(_INITIALIZER, body) + p.head + _key(_RAW_DATA, p.data.nbytes))
         for piece in pieces(t.name, p.data):
             w.write(piece)
-        w.write(p.tail)
+        if p.tail:
+            w.write(p.tail)
     w.write(plan.g_tail + plan.m_tail)
+    w.flush()
     return total
 
 
@@ -408,6 +448,7 @@ def write_external(
         offset = data_fh.tell()
         for piece in data:
             w.write(piece)
+        w.flush()  # before the next tensor's offset is read
         for f in _DATA_FIELDS:
             t.ClearField(f)
         t.data_location = onnx.TensorProto.EXTERNAL
