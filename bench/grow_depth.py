@@ -7,8 +7,10 @@ measured in the same run:
   inspect MODEL
   widen   MODEL --ffn x2 --no-verify
   deepen  MODEL --block copy --after layers --approximate --no-verify        (the layers twice over)
-Each time divided by the floor should stay within 2 x of its value at the shallowest depth (time linear in
-the size of the graph, as the floor's is).
+Each time divided by the floor should stay within 2 x of its value at the shallowest depth (issue 17's
+budget). That ratio also compares the cost of a node with the floor's (mostly bytes), and its shallow end is
+mostly Python start-up and imports; linearity itself is read from the seconds each further node costs over
+the deepest step against the steps before it (1 when linear; a quadratic pass reads about 4).
 
 BERT-base: the encoder with hidden 768, 12 heads, FFN 3072, a 30522-token vocabulary (109 M parameters)
 deepened to 24 layers (`deepen --block copy --after layers --approximate`, without and with the
@@ -40,6 +42,7 @@ from grow_speed import build_bert, timed, weights_bytes  # noqa: E402
 DEPTH_BUDGET = 2.0  # time / floor at any depth <= 2 x its value at the shallowest
 DEEPEN_BUDGET = 1.2  # deepen --after layers --no-verify <= 1.2 x the floor on BERT-base -> 24 layers
 MEMORY_BUDGET = 1.3  # peak RSS of deepen <= 1.3 x the grown weights
+LINEAR_BUDGET = 1.5  # seconds per node over the deepest step <= 1.5 x over the steps before it
 
 FLOOR = (
     "import onnx, sys; m = onnx.load(sys.argv[1]); "
@@ -159,6 +162,21 @@ def depth_report(rows: list[dict]) -> list[str]:
             )
         else:
             lines.append(f"- {label}: FAILED")
+    # linearity itself, free of the start-up every run pays: the cost of a further node over the deepest step
+    # against its cost from the shallowest depth to the one before the deepest (1 when linear, ~4 when the
+    # work is quadratic in the nodes and the last step quadruples the graph)
+    if len(rows) >= 3:
+        a, b, c = rows[0], rows[-2], rows[-1]
+        for key, label in (("floor", "floor"),) + COMMANDS:
+            if a[key] and b[key] and c[key] and c["nodes"] > b["nodes"] > a["nodes"]:
+                lo = (b[key][0] - a[key][0]) / (b["nodes"] - a["nodes"])
+                hi = (c[key][0] - b[key][0]) / (c["nodes"] - b["nodes"])
+                if lo > 0:
+                    lines.append(
+                        f"- {label}: seconds per further node from {b['layers']} to {c['layers']} layers / from "
+                        f"{a['layers']} to {b['layers']}: {hi / lo:.2f} (1 = linear in the graph; {LINEAR_BUDGET} "
+                        f"allowed): {'OK' if hi / lo <= LINEAR_BUDGET else 'MISSED'}"
+                    )
     # the cost of each further node: constant from one depth to the next when the time is linear in the graph
     slopes = []
     for key, label in (("floor", "floor"),) + COMMANDS:
