@@ -453,12 +453,16 @@ class _Rewriter:
                 by_init[vu.init][vu.node] = arr
             if self.grown(vu.layout) or (vu.per is not None and self.grown(vu.per)):
                 arr[vu.index] = self._value(vu)
-        readers = consumers(g, only=by_init)
+        changes: list[tuple[str, np.ndarray, dict[str, np.ndarray]]] = []
         for init, per_node in by_init.items():
             orig = np.array(self.st.value(init))
             changed = {n: a for n, a in per_node.items() if not np.array_equal(a, orig.reshape(-1))}
-            if not changed:
-                continue
+            if changed:
+                changes.append((init, orig, changed))
+        if not changes:  # the graph is not walked for readers when no value changes (a deep model's usual case)
+            return
+        readers = consumers(g, only={init for init, _, _ in changes})
+        for init, orig, changed in changes:
             for node in readers.get(init, []):
                 if node.name not in changed:
                     continue
@@ -469,12 +473,13 @@ class _Rewriter:
     def _positions(self, g: onnx.GraphProto, index: dict[str, int]) -> None:
         """Index tensors that list every position of a grown axis (see PositionsUse): the arange of the grown axis,
         in the grown shape; a node gets its own copy when others read the same tensor."""
-        readers = {i: len(nodes) for i, nodes in consumers(g, only={pu.init for pu in self.st.positions_uses}).items()}
+        grown = [pu for pu in self.st.positions_uses if any(self.grown(l) for l in pu.layouts)]
+        if not grown:
+            return
+        readers = {i: len(nodes) for i, nodes in consumers(g, only={pu.init for pu in grown}).items()}
         nodes = nodes_by_name(g)
         pinned = self.st.subgraph_reads | {o.name for o in g.output}
-        for pu in self.st.positions_uses:
-            if not any(self.grown(l) for l in pu.layouts):
-                continue
+        for pu in grown:
             shape = [self.new_size(l) for l in pu.layouts]
             dtype = np.asarray(self.st.value(pu.init)).dtype
             node = nodes[pu.node]
