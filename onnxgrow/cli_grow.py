@@ -128,12 +128,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if layers:
             from .analysis.blocks import layer_units, resolve_chain
 
+            # each layer's block unit, found from the units' nodes (linear in the graph, not units x layers)
+            scores = {layer.scores for layer in layers}
             units = {}
             for unit in layer_units(blocks):
-                nodes = {n for b in resolve_chain(blocks, unit) for n in b.nodes}
-                for layer in layers:
-                    if layer.scores in nodes:
-                        units[layer.scores] = unit
+                for b in resolve_chain(blocks, unit):
+                    for n in scores.intersection(b.nodes):
+                        units[n] = unit
             out.print(transformer_table(layers, units))
     return 0
 
