@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -62,8 +64,13 @@ def _tty(stderr: bool) -> bool:
     return (sys.stderr if stderr else sys.stdout).isatty()
 
 
+def _escape(text: str) -> str:
+    """rich's `escape`, skipped for text it leaves alone (no "[" and no backslash): most names and notes."""
+    return escape(text) if "[" in text or "\\" in text else text
+
+
 def _names(items: list[str], limit: int = 4) -> str:
-    return escape(", ".join(items[:limit]) + (f" … (+{len(items) - limit})" if len(items) > limit else ""))
+    return _escape(", ".join(items[:limit]) + (f" … (+{len(items) - limit})" if len(items) > limit else ""))
 
 
 def groups_table(analysis, model_name: str) -> Table:
@@ -76,7 +83,7 @@ def groups_table(analysis, model_name: str) -> Table:
             g.id,
             str(g.size),
             g.constraint + (f" (x{g.granularity})" if g.granularity > 1 else ""),
-            escape(g.reason or ""),
+            _escape(g.reason or ""),
             _names(g.producers),
             _names(g.consumers),
             _names(g.weights),
@@ -144,7 +151,7 @@ def transformer_table(layers, units: dict[str, str] | None = None) -> Table:
     for layer in layers:
         table.add_row(
             str(layer.index),
-            escape(layer.scores),
+            _escape(layer.scores),
             _group_cell(layer.heads),
             str(layer.head_size),
             _group_cell(layer.value_size),
@@ -170,51 +177,88 @@ def _plain(console: Console, text: object) -> str:
     return text if "[" not in text else console.render_str(text, highlight=False).plain
 
 
+#: characters one terminal cell wide and, but for the space, not whitespace: printable ASCII and the "…" of
+#: `_names`. Text made of these is measured by len() and wrapped by `_divide` without rich's per-character work.
+_NARROW = frozenset(map(chr, range(0x20, 0x7F))) | {"…"}
+_narrow = _NARROW.issuperset
+#: a word as rich's line division sees one in narrow text: leading spaces (first word only), the word, its spaces
+_WORD = re.compile(r"( *[^ ]+) *")
+
+
 def _cells(text: str) -> int:
     from rich.cells import cell_len
 
-    return len(text) if text.isascii() and text.isprintable() else cell_len(text)
+    return len(text) if _narrow(text) else cell_len(text)
 
 
 def _longest(plain: str) -> int:
     """The widest line of a cell's text, in terminal cells."""
+    if _narrow(plain):  # one line ("\n" is not narrow)
+        return len(plain)
     return max((_cells(line) for line in plain.splitlines()), default=0)
 
 
-def _column_max(longest: list[int], limit: int) -> int:
+def _column_max(longest: int, limit: int) -> int:
     """rich's width of a column (the maximum of Measurement.get of each Padding(Text(cell), (0, 1))) within
-    `limit` columns, from the widest line of each cell."""
+    `limit` columns, from the widest line of its cells."""
     if limit < 3:
         return max(limit, 0)
-    return min(max(longest, default=limit) + 2, limit)
+    return min(longest + 2, limit)
+
+
+def _divide(text: str, width: int) -> list[int]:
+    """Where rich's `divide_line(text, width, fold=True)` breaks narrow text: a word goes on the line when it fits
+    (its trailing spaces may run past the width), else starts a new line, and one longer than `width` is cut
+    into pieces `width` long (the last piece's length is where the next word starts counting)."""
+    breaks: list[int] = []
+    offset = 0  # cells used on the current line
+    for word in _WORD.finditer(text):
+        start, end = word.span()
+        length = word.end(1) - start  # without its trailing spaces
+        if width - offset >= length:
+            offset += end - start
+        elif length > width:
+            breaks.extend(range(start or width, end, width))
+            offset = (end - start - 1) % width + 1
+        elif offset and start:
+            breaks.append(start)
+            offset = end - start
+    return breaks
 
 
 def _wrap(console: Console, plain: str, width: int) -> list[str]:
     """The lines of a cell `width` wide (padding included), as rich's Padding(Text) with overflow fold draws them."""
+    inner = width - 2
+    if _narrow(plain):
+        if len(plain) <= inner:
+            return [" " + plain.ljust(width - 1)]
+        # Text.wrap of one line of narrow text: rich's line division, each line cropped to the width (rich drops
+        # trailing blanks past the width, then crops) and padded
+        starts = _divide(plain, inner)
+        return [
+            " " + plain[a : min(b, a + inner)].ljust(width - 1) for a, b in zip([0, *starts], [*starts, len(plain)])
+        ]
     from rich.text import Text
 
-    inner = width - 2
-    if not (plain.isascii() and plain.isprintable()):
-        lines = [line.plain for line in Text(plain).wrap(console, inner, justify="left", overflow="fold")]
-    elif len(plain) <= inner:
-        lines = [plain]
-    else:  # Text.wrap of one line of printable ASCII: rich's line division, trailing blanks past the width cropped
-        from rich._wrap import divide_line
-
-        offsets = [0, *divide_line(plain, inner, fold=True), len(plain)]
-        lines = []
-        for a, b in zip(offsets, offsets[1:]):
-            line = plain[a:b]
-            if len(line) > inner:
-                line = line[: len(line) - min(len(line) - inner, len(line) - len(line.rstrip()))][:inner]
-            lines.append(line)
+    lines = [line.plain for line in Text(plain).wrap(console, inner, justify="left", overflow="fold")]
     return [" " + line + " " * (inner - _cells(line)) + " " for line in lines]
 
 
-def plain_table(console: Console, table: Table) -> str | None:
-    """What `console.print(table)` writes, or None when the table or console is not one this reproduces."""
+def _column_lines(console: Console, cells: list[str], width: int) -> list[list[str]]:
+    """`_wrap` of each of a column's cells; a text repeated in the column (sizes, constraints) is wrapped once."""
+    done: dict[str, list[str]] = {}
+    out = []
+    for cell in cells:
+        lines = done.get(cell)
+        if lines is None:
+            lines = done[cell] = _wrap(console, cell, width)
+        out.append(lines)
+    return out
+
+
+def _unsupported(console: Console, table: Table) -> bool:
+    """Whether the table or console uses something `plain_table` does not reproduce."""
     from rich import box
-    from rich._ratio import ratio_reduce
 
     if (
         console.color_system is not None
@@ -239,32 +283,45 @@ def plain_table(console: Console, table: Table) -> str | None:
         or not isinstance(table.title or "", str)
         or not isinstance(table.caption or "", str)
     ):
-        return None
-    columns = table.columns
-    for col in columns:
-        if (
-            col.overflow != "fold"
-            or col.no_wrap
-            or col.width is not None
-            or col.min_width is not None
-            or col.max_width is not None
-            or col.justify != "left"
-            or col.vertical != "top"
-            or col.ratio
-            or not isinstance(col.header, str)
-            or any(not isinstance(c, str) for c in col._cells)
-        ):
-            return None
-    cells = [[_plain(console, col.header)] + [_plain(console, c) for c in col._cells] for col in columns]
-    longest = [[_longest(c) for c in col] for col in cells]
-    extra = 2 + len(columns) - 1
-    limit = console.width - extra
-    widths = [_column_max(col, limit) or 1 for col in longest]
+        return True
+    return any(
+        col.overflow != "fold"
+        or col.no_wrap
+        or col.width is not None
+        or col.min_width is not None
+        or col.max_width is not None
+        or col.justify != "left"
+        or col.vertical != "top"
+        or col.ratio
+        or not isinstance(col.header, str)
+        or any(not isinstance(c, str) for c in col._cells)
+        for col in table.columns
+    )
+
+
+def _widths(console: Console, cells: list[list[str]]) -> list[int]:
+    """The columns' widths as rich's Table._calculate_column_widths finds them for these (plain) cells."""
+    from rich._ratio import ratio_reduce
+
+    longest = [max(map(_longest, set(col))) for col in cells]  # a column's cells include its header
+    limit = console.width - (2 + len(cells) - 1)
+    widths = [_column_max(n, limit) or 1 for n in longest]
     if sum(widths) > limit:
         widths = Table._collapse_widths(widths, [True] * len(widths), limit)
         if sum(widths) > limit:
             widths = ratio_reduce(sum(widths) - limit, [1] * len(widths), widths, widths)
-        widths = [_column_max(col, w) for col, w in zip(longest, widths)]
+        widths = [_column_max(n, w) for n, w in zip(longest, widths)]
+    return widths
+
+
+def plain_table(console: Console, table: Table) -> str | None:
+    """What `console.print(table)` writes, or None when the table or console is not one this reproduces."""
+    from rich import box
+
+    if _unsupported(console, table):
+        return None
+    cells = [[_plain(console, col.header)] + [_plain(console, c) for c in col._cells] for col in table.columns]
+    widths = _widths(console, cells)
     if min(widths) < 3:
         return None
     hb = box.HEAVY_HEAD
@@ -272,27 +329,30 @@ def plain_table(console: Console, table: Table) -> str | None:
     if table.title:
         out.append(_plain(console, table.title) + "\n")
     out.append(hb.get_top(widths) + "\n")
-    n = len(cells[0])
-    for r in range(n):
-        wrapped = [_wrap(console, col[r], w) for col, w in zip(cells, widths)]
-        height = max(len(c) for c in wrapped)
-        for c, w in zip(wrapped, widths):
-            blank = [" " * w] * (height - len(c))
-            if r == 0:  # the header row is aligned to the bottom
-                c[:0] = blank
-            else:
-                c.extend(blank)
-        left, right, div = (
-            (hb.head_left, hb.head_right, hb.head_vertical)
-            if r == 0
-            else (hb.foot_left, hb.foot_right, hb.foot_vertical)
-            if r == n - 1
-            else (hb.mid_left, hb.mid_right, hb.mid_vertical)
+    columns = [_column_lines(console, col, w) for col, w in zip(cells, widths)]
+    blanks = [" " * w for w in widths]
+    rows = list(zip(*columns))
+    # the header row is aligned to the bottom
+    header = rows[0]
+    height = max(map(len, header))
+    for i in range(height):
+        line = hb.head_vertical.join(
+            [c[i - height + len(c)] if i >= height - len(c) else b for c, b in zip(header, blanks)]
         )
+        out.append(hb.head_left + line + hb.head_right + "\n")
+    out.append(hb.get_row(widths, "head", edge=True) + "\n")
+    for r, row in enumerate(rows[1:], 2):
+        left, right, div = (
+            (hb.foot_left, hb.foot_right + "\n", hb.foot_vertical)
+            if r == len(rows)
+            else (hb.mid_left, hb.mid_right + "\n", hb.mid_vertical)
+        )
+        height = max(map(len, row))
+        if height == 1:
+            out.append(left + div.join([c[0] for c in row]) + right)
+            continue
         for i in range(height):
-            out.append(left + div.join(c[i] for c in wrapped) + right + "\n")
-        if r == 0:
-            out.append(hb.get_row(widths, "head", edge=True) + "\n")
+            out.append(left + div.join([c[i] if i < len(c) else b for c, b in zip(row, blanks)]) + right)
     out.append(hb.get_bottom(widths) + "\n")
     if table.caption:
         out.append(_plain(console, table.caption) + "\n")

@@ -7,13 +7,17 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich._wrap import divide_line
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from onnxgrow.analysis.blocks import find_blocks
 from onnxgrow.analysis.transformer import layers as transformer_layers
-from onnxgrow.report import blocks_table, console, groups_table, plain_table, transformer_table
+from onnxgrow.report import _divide, _wrap, blocks_table, console, groups_table, plain_table, transformer_table
 from onnxgrow.widen import inspect_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,3 +100,47 @@ def test_console_uses_the_fast_path_only_without_a_terminal(capsys):
     styled.add_column("id", overflow="fold")
     styled.add_row("g0")
     assert plain_table(_rich(styled, 120)[1], styled) is None
+
+
+# -- the narrow-text wrap (report._divide / report._wrap) is rich's line division, character for character ---------
+# runs of spaces (leading, trailing, between words) and words of any length, some longer than the width
+NARROW = st.lists(
+    st.one_of(
+        st.text(st.sampled_from([chr(c) for c in range(0x21, 0x7F)] + ["…"]), min_size=1, max_size=30),
+        st.text(" ", min_size=1, max_size=5),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NARROW, st.integers(1, 25))
+def test_divide_is_richs_divide_line(text, width):
+    assert _divide(text, width) == divide_line(text, width, fold=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(NARROW, st.integers(3, 27))
+def test_wrap_is_richs_text_wrap(text, width):
+    con = Console(file=io.StringIO(), width=120, highlight=False, soft_wrap=True)
+    lines = Text(text).wrap(con, width - 2, justify="left", overflow="fold")
+    assert _wrap(con, text, width) == [" " + line.plain + " " for line in lines]
+
+
+def test_table_with_long_repeated_and_unicode_cells_renders_as_rich_does():
+    rng = random.Random(3)
+    words = ["l0.q.mm,", "x" * 50, "…", "(+12)", "é", "中文", "free", "  ", "blocked", "a b  c   d"]
+    for width in (120, 80, 50):
+        table = Table(title="t " * 70)
+        for col in ("id", "size", "constraint", "producers", "weights"):
+            table.add_column(col, overflow="fold")
+        for r in range(60):
+            table.add_row(
+                f"g{r}",
+                "64",  # repeated: wrapped once per column
+                rng.choice(["free", "blocked (x4)", "   spaced  "]),
+                " ".join(rng.choice(words) for _ in range(rng.randint(0, 15))),
+                rng.choice(["w" * 140, "a … (+3)", "中文 " * 20, ""]),
+            )
+        ref, con = _rich(table, width)
+        assert plain_table(con, table) == ref
