@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -13,6 +10,7 @@ import onnx
 
 from ..graph import find_node, nested_reads
 from . import rules
+from .collector import cycle_collector_paused
 from .layout import Atom, Prod, atoms
 from .node import Node
 from .shapes import infer
@@ -207,27 +205,13 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
 _NOTHING: frozenset[str] = frozenset()  # what the subgraphs of a node without attributes read
 
 
-@contextlib.contextmanager
-def _cycle_collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector: the analysis makes many small objects and few cycles, and each
-    collection would walk every object of the loaded model again (a quarter of the analysis time at 20k nodes).
-    Objects are still freed as their last reference goes; cycles wait for the next collection after it."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load).
 
     With `keep_outputs`, axes that reach a graph output may grow: widen then slices the output back to the
     original units (the first copy of each), so the model's interface stays the same.
     """
-    with _cycle_collector_paused():
+    with cycle_collector_paused():
         return _analyse(model, keep_outputs)
 
 

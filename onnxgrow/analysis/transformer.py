@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from .collector import cycle_collector_paused
 from .groups import Analysis, Group
 from .layout import atoms
 from .node import Node
@@ -57,6 +58,11 @@ def _brief(g: Group | None) -> dict | None:
 
 def layers(analysis: Analysis) -> list[Layer]:
     """The transformer layers of a model, in graph order (empty when it has no attention)."""
+    with cycle_collector_paused():  # see `cycle_collector_paused`: the analysis holds many objects
+        return _layers(analysis)
+
+
+def _layers(analysis: Analysis) -> list[Layer]:
     st = analysis.state
     order = {n.name: i for i, n in enumerate(st.nodes)}
     consumers = st.readers()

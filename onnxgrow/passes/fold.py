@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..analysis.collector import cycle_collector_paused
 from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
 from .base import PassBase, PassResult
@@ -115,6 +116,11 @@ class FoldConstants(PassBase[FoldResult]):
     in_place = True
 
     def call(self, model: onnx.ModelProto) -> FoldResult:
+        # each collection would walk the many small objects a pass over a large graph makes
+        with cycle_collector_paused():
+            return self._call(model)
+
+    def _call(self, model: onnx.ModelProto) -> FoldResult:
         result = FoldResult(model, modified=False)
         graph = model.graph
         init_names = {t.name for t in graph.initializer}
