@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .collector import cycle_collector_paused
 from .groups import Analysis, Group
-from .layout import atoms
+from .layout import Atom, atoms
 from .node import Node
 from .state import State
 
@@ -68,6 +68,9 @@ def _layers(analysis: Analysis) -> list[Layer]:
     consumers = st.readers()
 
     def groups_of(layout) -> list[Group]:
+        if type(layout) is Atom:  # most layouts: one atom, one group at most
+            grp = analysis.group_of_atom(layout.id)
+            return [] if grp is None else [grp]
         found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)
         for a in atoms(layout):
             grp = analysis.group_of_atom(a)
