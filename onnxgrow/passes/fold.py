@@ -190,7 +190,7 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
             add(node.output[0], sizes)
             result.folded.append(node.name or node.op_type)
             continue
-        inputs = tuple(node.input)
+        inputs = node.input[:]  # a list, copied in one step
         foldable = (
             all(i == "" or i in known for i in inputs)  # first: false for nearly every node of a large graph
             and node.domain in ("", "ai.onnx")
