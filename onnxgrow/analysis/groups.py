@@ -287,7 +287,9 @@ def _summarise(st: State) -> list[Group]:
     for u in st.weight_uses:
         for a in atoms(u.layout):
             root = st.find(a)
-            entry = by_root.setdefault(root, {"consumers": {}, "weights": {}})  # ordered sets
+            entry = by_root.get(root)
+            if entry is None:  # (not setdefault: that would make the two dicts for every atom of every use)
+                entry = by_root[root] = {"consumers": {}, "weights": {}}  # ordered sets
             if u.role == "consumer":
                 entry["consumers"].setdefault(u.node)
             entry["weights"].setdefault(u.init)
@@ -334,7 +336,7 @@ def _blocks(st: State, root: int, nodes: dict[str, Node], replicas: set[int]) ->
     for name in st.info[root].producers:
         node = nodes.get(name)
         out = st.layout(node.output[0]) if node is not None else None
-        axes = [l for l in out or [] if root in {st.find(a) for a in atoms(l)}]
+        axes = [l for l in out or [] if any(st.find(a) == root for a in atoms(l))]
         if len(axes) != 1:
             return 1
         factors = list(axes[0].factors) if isinstance(axes[0], Prod) else [axes[0]]
