@@ -12,6 +12,7 @@ import onnx
 
 from ..errors import OnnxGrowError, closest
 from ..graph import Index
+from .collector import cycle_collector_paused
 
 _NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 _IDEMPOTENT = ("Relu",)
@@ -162,6 +163,11 @@ def _branch(stream: str, branch: str, gr: BlockIndex) -> list[int] | None:
 def find_blocks(model: onnx.ModelProto) -> Blocks:
     """Every Add whose one input is a branch computed from the other input alone (in time about linear in the
     size of the graph: each branch is walked from the Add back to where it leaves the stream)."""
+    with cycle_collector_paused():  # the index makes many small objects: see `cycle_collector_paused`
+        return _find_blocks(model)
+
+
+def _find_blocks(model: onnx.ModelProto) -> Blocks:
     gr = BlockIndex(model)
     blocks = Blocks()
     blocks.graph_index = gr

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
@@ -13,6 +10,7 @@ import onnx
 
 from ..graph import find_node, nested_reads
 from . import rules
+from .collector import cycle_collector_paused
 from .layout import Atom, Prod, atoms
 from .node import Node
 from .shapes import infer
@@ -207,27 +205,13 @@ def refuse_quantised(model: onnx.ModelProto, command: str) -> None:
 _NOTHING: frozenset[str] = frozenset()  # what the subgraphs of a node without attributes read
 
 
-@contextlib.contextmanager
-def _cycle_collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector: the analysis makes many small objects and few cycles, and each
-    collection would walk every object of the loaded model again (a quarter of the analysis time at 20k nodes).
-    Objects are still freed as their last reference goes; cycles wait for the next collection after it."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def analyse(model: onnx.ModelProto, keep_outputs: bool = False) -> Analysis:
     """Run every node's rule over the graph and summarise the groups (model as loaded by onnxgrow.load).
 
     With `keep_outputs`, axes that reach a graph output may grow: widen then slices the output back to the
     original units (the first copy of each), so the model's interface stays the same.
     """
-    with _cycle_collector_paused():
+    with cycle_collector_paused():
         return _analyse(model, keep_outputs)
 
 
@@ -303,7 +287,9 @@ def _summarise(st: State) -> list[Group]:
     for u in st.weight_uses:
         for a in atoms(u.layout):
             root = st.find(a)
-            entry = by_root.setdefault(root, {"consumers": {}, "weights": {}})  # ordered sets
+            entry = by_root.get(root)
+            if entry is None:  # (not setdefault: that would make the two dicts for every atom of every use)
+                entry = by_root[root] = {"consumers": {}, "weights": {}}  # ordered sets
             if u.role == "consumer":
                 entry["consumers"].setdefault(u.node)
             entry["weights"].setdefault(u.init)
@@ -350,7 +336,7 @@ def _blocks(st: State, root: int, nodes: dict[str, Node], replicas: set[int]) ->
     for name in st.info[root].producers:
         node = nodes.get(name)
         out = st.layout(node.output[0]) if node is not None else None
-        axes = [l for l in out or [] if root in {st.find(a) for a in atoms(l)}]
+        axes = [l for l in out or [] if any(st.find(a) == root for a in atoms(l))]
         if len(axes) != 1:
             return 1
         factors = list(axes[0].factors) if isinstance(axes[0], Prod) else [axes[0]]

@@ -8,7 +8,7 @@ the layout's size; `expand` maps every new position to the old position it copie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Union, final
+from typing import Callable, Union, final
 
 import numpy as np
 
@@ -54,13 +54,23 @@ def children(layout: Layout) -> tuple[Layout, ...]:
     return ()
 
 
-def atoms(layout: Layout) -> Iterator[int]:
-    """Every atom id in a layout (unresolved ids)."""
-    if isinstance(layout, Atom):
-        yield layout.id
+def atoms(layout: Layout) -> list[int]:
+    """Every atom id in a layout (unresolved ids), in order.
+
+    A list, not a generator: most layouts are one atom, and the analysis asks for atoms several times a node."""
+    if type(layout) is Atom:
+        return [layout.id]
+    found: list[int] = []
+    _collect_atoms(layout, found)
+    return found
+
+
+def _collect_atoms(layout: Layout, found: list[int]) -> None:
+    if type(layout) is Atom:
+        found.append(layout.id)
     else:
-        for part in layout.parts if isinstance(layout, Cat) else layout.factors:
-            yield from atoms(part)
+        for part in layout.parts if type(layout) is Cat else layout.factors:
+            _collect_atoms(part, found)
 
 
 def size(layout: Layout, atom_size: Callable[[int], int | None]) -> int | None:

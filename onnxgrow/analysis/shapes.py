@@ -50,10 +50,13 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _dims(tp: onnx.TypeProto) -> list[int | str | None] | None:
     """Sizes, with the symbol of a dynamic dimension ('batch', 'unk__1') or None when it has none."""
-    if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
+    if not tp.HasField("tensor_type"):
+        return None
+    tensor = tp.tensor_type  # read once: each read of a field makes a new Python object
+    if not tensor.HasField("shape"):
         return None
     # an unset dim_value reads 0 (then dim_param, or nothing); a set one excludes dim_param (a oneof)
-    return [v if (v := d.dim_value) > 0 else (d.dim_param or None) for d in tp.tensor_type.shape.dim]
+    return [v if (v := d.dim_value) > 0 else (d.dim_param or None) for d in tensor.shape.dim]
 
 
 def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str, int]:
@@ -64,10 +67,13 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
     """
     solved: dict[str, int] = {}
     for node in graph.node:
-        if node.op_type != "Reshape" or node.input[0] not in shapes or node.output[0] not in shapes:
+        if node.op_type != "Reshape":
             continue
-        din = [solved.get(d, d) if isinstance(d, str) else d for d in shapes[node.input[0]]]
-        dout = [solved.get(d, d) if isinstance(d, str) else d for d in shapes[node.output[0]]]
+        shape_in, shape_out = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if shape_in is None or shape_out is None:
+            continue
+        din = [solved.get(d, d) if isinstance(d, str) else d for d in shape_in]
+        dout = [solved.get(d, d) if isinstance(d, str) else d for d in shape_out]
         if None in din or None in dout:
             continue
         left = [d for d in din if isinstance(d, str)]

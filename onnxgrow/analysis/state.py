@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Literal
@@ -241,7 +242,7 @@ class State:
             done = self.splits[root]
             return list(done.factors) if [self.size(f) for f in done.factors] == sizes else None
         info = self.info[root]
-        if info.size is None or int(np.prod(sizes, dtype=np.int64)) != info.size or info.granularity > 1:
+        if info.size is None or math.prod(sizes) != info.size or info.granularity > 1:
             return None
         parts: list[Layout] = []
         for n in sizes:
@@ -378,7 +379,7 @@ class State:
                 ia.producers += ib.producers
                 ia.constraints += ib.constraints
                 ia.nonzero_ops += ib.nonzero_ops
-                ia.granularity = int(np.lcm(ia.granularity, ib.granularity))
+                ia.granularity = math.lcm(ia.granularity, ib.granularity)
                 if ia.origin == "derived":
                     ia.origin = ib.origin
             return a
@@ -431,7 +432,7 @@ class State:
     def granularity(self, layout: Layout, g: int) -> None:
         for a in atoms(self.resolve(layout)):
             i = self.info[self.find(a)]
-            i.granularity = int(np.lcm(i.granularity, g))
+            i.granularity = math.lcm(i.granularity, g)
 
     def whole_groups(self, layout: Layout, c: int, reason: str) -> None:
         """Let `layout` grow only by whole groups of c consecutive positions (new ones all new, copies whole):
@@ -458,9 +459,9 @@ class State:
                 self.block(layout, reason)
                 return
             if isinstance(first, Atom):
-                self.granularity(first, c // int(np.gcd(c, r)))
+                self.granularity(first, c // math.gcd(c, r))
             else:
-                self.whole_groups(first, c // int(np.gcd(c, r)), reason)
+                self.whole_groups(first, c // math.gcd(c, r), reason)
             if rest and r % c:
                 self.block(_prod(rest), reason)
             elif rest:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
+from .collector import cycle_collector_paused
 from .groups import Analysis, Group
-from .layout import atoms
+from .layout import Atom, atoms
 from .node import Node
 from .state import State
 
@@ -57,11 +58,19 @@ def _brief(g: Group | None) -> dict | None:
 
 def layers(analysis: Analysis) -> list[Layer]:
     """The transformer layers of a model, in graph order (empty when it has no attention)."""
+    with cycle_collector_paused():  # see `cycle_collector_paused`: the analysis holds many objects
+        return _layers(analysis)
+
+
+def _layers(analysis: Analysis) -> list[Layer]:
     st = analysis.state
     order = {n.name: i for i, n in enumerate(st.nodes)}
     consumers = st.readers()
 
     def groups_of(layout) -> list[Group]:
+        if type(layout) is Atom:  # most layouts: one atom, one group at most
+            grp = analysis.group_of_atom(layout.id)
+            return [] if grp is None else [grp]
         found: dict[int, Group] = {}  # by identity, in order (a Group compares by value, field by field)
         for a in atoms(layout):
             grp = analysis.group_of_atom(a)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..analysis.collector import cycle_collector_paused
 from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
 from .base import PassBase, PassResult
@@ -115,6 +116,11 @@ class FoldConstants(PassBase[FoldResult]):
     in_place = True
 
     def call(self, model: onnx.ModelProto) -> FoldResult:
+        # each collection would walk the many small objects a pass over a large graph makes
+        with cycle_collector_paused():
+            return self._call(model)
+
+    def _call(self, model: onnx.ModelProto) -> FoldResult:
         result = FoldResult(model, modified=False)
         graph = model.graph
         init_names = {t.name for t in graph.initializer}
@@ -158,8 +164,8 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
     graph = model.graph
     outputs = {o.name for o in graph.output}
     opset = opset_of(model)
-    known: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # lazily converted
     init_by_name = {t.name: t for t in graph.initializer}
+    known: dict[str, np.ndarray | None] = dict.fromkeys(init_by_name)  # lazily converted
 
     def value(name: str) -> np.ndarray:
         cached = known.get(name)
@@ -184,13 +190,14 @@ def _fold_pass(model: onnx.ModelProto, result: FoldResult) -> bool:
             add(node.output[0], sizes)
             result.folded.append(node.name or node.op_type)
             continue
+        inputs = node.input[:]  # a list, copied in one step
         foldable = (
-            node.domain in ("", "ai.onnx")
+            all(i == "" or i in known for i in inputs)  # first: false for nearly every node of a large graph
+            and node.domain in ("", "ai.onnx")
             and node.op_type not in _NEVER
             and next(subgraphs(node), None) is None
-            and all(i == "" or i in known for i in node.input)
             and not any(o in outputs for o in node.output)
-            and (node.op_type == "Constant" or any(i for i in node.input))
+            and (node.op_type == "Constant" or any(i for i in inputs))
         )
         if foldable and node.op_type == "ConstantOfShape" and node.input and node.input[0]:
             # do not even materialise a huge tensor only to throw it away
@@ -264,9 +271,12 @@ class _StaticShapes:
         return [d if isinstance(d, int) else None for d in dims]
 
     def value(self, node: onnx.NodeProto, known: dict, value) -> np.ndarray | None:
+        op = node.op_type
+        if op not in ("Shape", "Size") and not self.partial:
+            return None  # no partly known shape to pick sizes from (most nodes of most graphs)
         if node.domain not in ("", "ai.onnx") or not node.input:
             return None
-        if node.op_type in ("Shape", "Size") and node.input[0] not in known:
+        if op in ("Shape", "Size") and node.input[0] not in known:
             shape = self._shape(node.input[0])
             if shape is None:
                 return None

@@ -63,18 +63,21 @@ def sign_of(node: Node, st: State, rule: Rule | None) -> str | None:
 def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
     """The op that may make the new units of the node's outputs non-zero (None: they stay 0 when grown so)."""
     op = node.op_type
-    acts = [n for n in node.input if n and st.has_layout(n)]
-    flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at]
     if rule is None:
         return op
     if rule.weights and any(st.is_const(node.input[i]) for i in rule.weights if i < len(node.input)):
         return None
     kind = rule.zeros
-    if kind == "product":
-        return flagged[0] if acts and len(flagged) == len(acts) else None
+    if kind == "nonzero":
+        return op
     if kind == "first":
         first = node.input[0]
         return st.nonzero_at.get(first) if st.has_layout(first) else op
+    # the activation inputs (those with a layout), and the ops recorded for them
+    acts = [n for n in node.input if n and st.has_layout(n)]
+    flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at] if st.nonzero_at else []
+    if kind == "product":
+        return flagged[0] if acts and len(flagged) == len(acts) else None
     if kind in ("sum", "select"):
         reason = flagged[0] if flagged else None
         for n in node.input[1:] if kind == "select" else node.input:
@@ -85,8 +88,6 @@ def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
             elif n and not st.is_const(n) and activation_broadcasts(st, node, n):
                 reason = f"{op} of {n} broadcast over the axis"
         return reason
-    if kind == "nonzero":
-        return op
     if rule.keeps_zero is not None and not rule.keeps_zero(node, st):
         return f"{op} (0 lies outside its bounds)"
     return flagged[0] if flagged else None
