@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TypeVar
 
 from .cli_args import ArgGroup, DeepenArgs, ExportArgs, OutputArgs, WidenArgs, add_check_groups, check_kwargs
+from .collector import with_cycle_collector_paused
 from .errors import OnnxGrowError
 from .progress import ProgressFn
 
@@ -97,6 +98,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
 
 
+@with_cycle_collector_paused
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .analysis.blocks import find_blocks
     from .analysis.transformer import layers as transformer_layers

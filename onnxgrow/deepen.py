@@ -13,6 +13,7 @@ from . import io
 from .analysis.blocks import find_blocks, layer_units
 from .analysis.groups import refuse_quantised
 from .analysis.shapes import infer
+from .collector import free_cycles, with_cycle_collector_paused
 from .errors import OnnxGrowError, ParameterError
 from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
@@ -49,6 +50,7 @@ class DeepenResult(GrowResult):
         }
 
 
+@with_cycle_collector_paused
 def deepen_model(
     model: ModelLike,
     after: str,
@@ -181,6 +183,7 @@ def deepen_model(
             # where there are files)
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             del original, deferred
+            free_cycles()
             drop_weights(grown)
             result.report = check_growth(
                 reference,

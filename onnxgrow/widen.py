@@ -11,6 +11,7 @@ import onnx
 from . import io
 from .analysis import Analysis, Group, analyse
 from .analysis.groups import refuse_quantised
+from .collector import free_cycles, with_cycle_collector_paused
 from .errors import ParameterError
 from .grow_result import GrowResult, parameter_count
 from .io import ModelLike, load
@@ -58,6 +59,7 @@ class WidenResult(GrowResult):
         }
 
 
+@with_cycle_collector_paused
 def widen_model(
     model: ModelLike,
     layers: Mapping[str, str | int] | None = None,
@@ -136,6 +138,7 @@ def widen_model(
             reference: ModelLike = model if isinstance(model, onnx.ModelProto) else str(model)
             ref_iface = skeleton(original)[0]
             del original, analysis, deferred, done, rewrite
+            free_cycles()
             result.report = check_growth(
                 reference,
                 pending.model_path,

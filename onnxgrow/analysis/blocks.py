@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..collector import cycle_collector_paused
 from ..errors import OnnxGrowError, closest
 from ..graph import Index
-from .collector import cycle_collector_paused
 
 _NORMS = ("LayerNormalization", "BatchNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
 _IDEMPOTENT = ("Relu",)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from ..collector import cycle_collector_paused
 from ..graph import find_node, nested_reads
 from . import rules
-from .collector import cycle_collector_paused
 from .layout import Atom, Prod, atoms
 from .node import Node
 from .shapes import infer

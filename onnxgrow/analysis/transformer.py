@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from .collector import cycle_collector_paused
+from ..collector import cycle_collector_paused
 from .groups import Analysis, Group
 from .layout import Atom, atoms
 from .node import Node

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..analysis.collector import cycle_collector_paused
+from ..collector import cycle_collector_paused
 from ..graph import drop_unused_initializers, live_nodes, subgraphs
 from ..graph import opset as opset_of
 from .base import PassBase, PassResult

@@ -75,9 +75,11 @@ def _transformer_plans(
         if not found:
             raise OnnxGrowError(f"{flag}: no attention layer found in this model (see `onnxgrow inspect`)")
         groups: list[Group] = []
+        seen: set[int] = set()  # ids of the groups listed (a shared group once; a set, not a scan per layer)
         for layer in found:
             for g in layer.ffn if part == "ffn" else [getattr(layer, part)]:
-                if g is not None and all(g is not x for x in groups):
+                if g is not None and id(g) not in seen:
+                    seen.add(id(g))
                     groups.append(g)
         if not groups:
             raise OnnxGrowError(f"{flag}: no {TRANSFORMER_PARTS[part]} group found in this model's layers")
