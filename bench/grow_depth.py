@@ -68,6 +68,8 @@ def _clean(folder: Path, stem: str) -> None:
 
 
 def depth_rows(work: Path, layers: list[int], repeat: int) -> list[dict]:
+    """Per depth, the floor and the three commands run in turn, `repeat` rounds (the fastest run of each kept):
+    a slow spell of a shared machine then slows all four, not the one that ran during it."""
     py = sys.executable
     og = [py, "-m", "onnxgrow"]
     rows = []
@@ -76,36 +78,29 @@ def depth_rows(work: Path, layers: list[int], repeat: int) -> list[dict]:
         build_bert(src, layers=n, hidden=64, heads=4, ffn=256, vocab=1000)
         nodes = len(onnx.load(str(src), load_external_data=False).graph.node)
         print(f"== {n} layers ({nodes} nodes)", flush=True)
-        row = {
-            "layers": n,
-            "nodes": nodes,
-            "floor": best([py, "-c", FLOOR, str(src), str(work / "floor.onnx"), "0"], repeat),
+        commands = {
+            "floor": [py, "-c", FLOOR, str(src), str(work / "floor.onnx"), "0"],
+            "inspect": og + ["inspect", str(src)],
+            "widen": og + ["widen", str(src), "-o", str(work / "wide.onnx"), "--ffn", "x2", "--no-verify"],
+            "deepen": og
+            + ["deepen", str(src), "-o", str(work / "deep.onnx"), "--block", "copy", "--after", "layers"]
+            + ["--approximate", "--no-verify"],
         }
-        _clean(work, "floor.onnx")
-        row["inspect"] = best(og + ["inspect", str(src)], repeat)
-        row["widen"] = best(
-            og + ["widen", str(src), "-o", str(work / "wide.onnx"), "--ffn", "x2", "--no-verify"], repeat
-        )
-        _clean(work, "wide.onnx")
-        row["deepen"] = best(
-            og
-            + [
-                "deepen",
-                str(src),
-                "-o",
-                str(work / "deep.onnx"),
-                "--block",
-                "copy",
-                "--after",
-                "layers",
-                "--approximate",
-                "--no-verify",
-            ],
-            repeat,
-        )
+        runs: dict[str, list[tuple[float, float]] | None] = {key: [] for key in commands}
+        for _ in range(repeat):
+            for key, cmd in commands.items():
+                done = runs[key]
+                if done is None:  # failed once: not run again
+                    continue
+                m = timed(cmd)
+                if m is None:
+                    runs[key] = None
+                else:
+                    done.append(m)
+        row: dict = {"layers": n, "nodes": nodes} | {key: min(r) if r else None for key, r in runs.items()}
         row["deep_weights"] = weights_bytes(work / "deep.onnx") if (work / "deep.onnx").exists() else 0
-        _clean(work, "deep.onnx")
-        _clean(work, src.name)
+        for stem in ("floor.onnx", "wide.onnx", "deep.onnx", src.name):
+            _clean(work, stem)
         rows.append(row)
         print("   " + ", ".join(f"{k} {v[0]:.2f} s" for k, v in row.items() if isinstance(v, tuple)), flush=True)
     return rows
@@ -288,10 +283,11 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     note = (
-        f"(each step a fresh process, the fastest of {args.repeat} runs: times include Python start-up and "
-        "imports; peak MiB is the peak RSS of that process. "
-        f"Load average {load[0]:.1f} on {os.cpu_count()} CPUs at the start, {os.getloadavg()[0]:.1f} at the end: "
-        "the machine was shared with other jobs, so single times are noisy; ratios come from the same run.)"
+        f"(each step a fresh process, the fastest of {args.repeat} runs; at each depth the floor and the commands "
+        "run in turn, round after round. Times include Python start-up and imports; peak MiB is the peak RSS of "
+        f"that process. Load average {load[0]:.1f} on {os.cpu_count()} CPUs at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; single times on a small VM vary by 10-30 %, "
+        "ratios come from the same run.)"
     )
     text = "\n".join(out + ["", note])
     print("\n" + text)
