@@ -117,6 +117,45 @@ def test_streamed_external_data_loads_as_onnx_save_writes_it(name, model, explic
     assert external and all(t.data_type != TensorProto.STRING for t in external)
 
 
+@pytest.mark.parametrize("external", [False, True])
+def test_batched_writes_and_early_writeback_keep_the_bytes(external, tmp_path, monkeypatch):
+    """The writer gathers small pieces, cuts big ones, reports progress and starts the disk writes as it goes
+    (every `_WRITEBACK` bytes): with all three at a few hundred bytes the file is still byte for byte the model
+    (inline) or loads as the same model (external data), and progress only grows, to the total."""
+    monkeypatch.setattr(stream, "_BATCH", 64)
+    monkeypatch.setattr(stream, "CHUNK", 500)
+    monkeypatch.setattr(stream, "_WRITEBACK", 700)
+    monkeypatch.setattr(stream, "_REPORT", 300)
+    calls = []
+    real = stream.start_writeback
+    monkeypatch.setattr(stream, "start_writeback", lambda fh: (calls.append(fh.tell()), real(fh)))
+    model = kitchen_sink()
+    skel, deferred = stream.skeleton(model)
+    seen: list[tuple[int, int]] = []
+    path = tmp_path / "m.onnx"
+    with open(path, "wb") as fh:
+        if external:
+            with open(tmp_path / "m.onnx.data", "wb") as data_fh:
+                stream.write_external(
+                    skel, deferred, fh, data_fh, "m.onnx.data", 0, lambda _s, d, t: seen.append((d, t))
+                )
+        else:
+            stream.write_inline(skel, deferred, fh, lambda _s, d, t: seen.append((d, t)))
+    if external:
+        back = onnx.load(str(path))
+        for a, b in zip(_tensors(back), _tensors(model), strict=True):
+            assert np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+    else:
+        assert path.read_bytes() == model.SerializeToString()
+    assert len(calls) >= 2 and calls == sorted(calls)
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == seen[-1][1] and len(set(t for _, t in seen)) == 1
+
+
+def test_start_writeback_ignores_what_is_not_a_file():
+    stream.start_writeback(io.BytesIO(b"x"))  # no file descriptor: nothing to do, no error
+
+
 def _tensors(model: onnx.ModelProto) -> list[TensorProto]:
     return list(model.graph.initializer) + list(stream._subgraph_tensors(model.graph))
 
