@@ -310,6 +310,12 @@ class _Writer:
             progress(step, 0, total)
 
     def write(self, data: Buffer) -> None:
+        if type(data) is bytes and len(data) < _BATCH:  # most pieces: gathered as they are, no view made
+            self.pending += data
+            self.done += len(data)
+            if len(self.pending) >= _BATCH:
+                self._flush_pending()
+            return
         view = _view(data)
         if len(view) < _BATCH:
             self.pending += view
@@ -365,9 +371,11 @@ def _view(data: Buffer) -> memoryview:
     return memoryview(data).cast("B")
 
 
-def pieces(name: str, d: Deferred) -> Iterator[memoryview]:
-    """The deferred bytes of tensor `name`, piece by piece; an error if they are not `d.nbytes` long."""
-    data = d.produce()
+def pieces(name: str, d: Deferred, data: Buffer | Iterator[Buffer] | None = None) -> Iterator[memoryview]:
+    """The deferred bytes of tensor `name` (`data`: what `d.produce()` returned, when already asked), piece by
+    piece; an error if they are not `d.nbytes` long."""
+    if data is None:
+        data = d.produce()
     seen = 0
     for piece in [data] if isinstance(data, (bytes, bytearray, memoryview, np.ndarray)) else data:
         view = _view(piece)
@@ -399,8 +407,12 @@ def write_inline(
             continue
         body = len(p.head) + len(p.tail) + len(_key(_RAW_DATA, p.data.nbytes)) + p.data.nbytes
         w.write(_key(_INITIALIZER, body) + p.head + _key(_RAW_DATA, p.data.nbytes))
-        for piece in pieces(t.name, p.data):
-            w.write(piece)
+        data = p.data.produce()
+        if type(data) is bytes and len(data) == p.data.nbytes:  # an unchanged weight's bytes, as they are
+            w.write(data)
+        else:
+            for piece in pieces(t.name, p.data, data):
+                w.write(piece)
         if p.tail:
             w.write(p.tail)
     w.write(plan.g_tail + plan.m_tail)
