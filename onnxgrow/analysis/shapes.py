@@ -93,6 +93,10 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
     return solved
 
 
+#: what `infer_symbols` finds for a type it has not read yet
+_UNREAD: list = []
+
+
 def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
     """Shapes with the symbols of dynamic dimensions ('batch', or 'unk__N' where onnx could not tell), and the
     sizes of the symbols that `_solve_reshapes` finds."""
@@ -102,11 +106,20 @@ def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | No
     except Exception:  # inference is best effort: unknown shapes block growth locally
         pass
     named: dict[str, list] = {}
-    for vi in list(light.graph.input) + list(light.graph.value_info) + list(light.graph.output):
-        dims = _dims(vi.type)
-        if dims is not None:
-            named[vi.name] = dims
-    return named, _solve_reshapes(light.graph, named)
+    # most tensors share a few types ([batch, seq, hidden] ...): a type's bytes are read in one call, where
+    # reading its dims reads every field of every dim; each type is read once
+    seen: dict[bytes, list | None] = {}
+    graph = light.graph
+    for values in (graph.input, graph.value_info, graph.output):
+        for vi in values:
+            tp = vi.type
+            key = tp.SerializeToString()
+            dims = seen.get(key, _UNREAD)
+            if dims is _UNREAD:
+                dims = seen[key] = _dims(tp)
+            if dims is not None:
+                named[vi.name] = list(dims)  # a list of each tensor's own, as reading gives
+    return named, _solve_reshapes(graph, named)
 
 
 def is_unknown(dim: int | str | None) -> bool:
