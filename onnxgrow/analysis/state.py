@@ -188,6 +188,8 @@ class State:
         return self.info[self.find(a)].size
 
     def size(self, layout: Layout) -> int | None:
+        if type(layout) is Atom:  # (the common case, inline)
+            return self.info[self.find(layout.id)].size
         return size(layout, self.atom_size)
 
     # -- splits ------------------------------------------------------------------------
@@ -505,7 +507,7 @@ class State:
         return atom
 
     def use(self, node: str, init: str, axis: int, layout: Layout, role: Role, fill: float | None = 0.0) -> None:
-        dim = self.inits[init].dims[axis] if init in self.inits else None
+        dim = self._init_shape(init)[axis] if init in self.inits else None
         n = self.size(layout)
         if n is not None and dim is not None and n != dim:
             self.block(layout, f"{node}: weight {init} axis {axis} has {dim} entries, the tensor axis has {n}")
@@ -541,11 +543,15 @@ class State:
 
     def shape(self, name: str) -> list[int | None] | None:
         if name in self.inits:
-            dims = self._init_dims.get(name)
-            if dims is None:
-                dims = self._init_dims[name] = list(self.inits[name].dims)
-            return list(dims)
+            return list(self._init_shape(name))
         return self.shapes.get(name)
+
+    def _init_shape(self, name: str) -> list[int | None]:
+        """The dims of initializer `name`, read from the message once (the list is the cache's: not to change)."""
+        dims = self._init_dims.get(name)
+        if dims is None:
+            dims = self._init_dims[name] = list(self.inits[name].dims)
+        return dims
 
     def layout(self, name: str) -> list[Layout] | None:
         lay = self.layouts.get(name)
