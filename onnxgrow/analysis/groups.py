@@ -283,31 +283,32 @@ def _check_all_uses(model: onnx.ModelProto, st: State, inner_reads: list[Abstrac
 
 
 def _summarise(st: State) -> list[Group]:
-    by_root: dict[int, dict] = {}
+    by_root: dict[int, tuple[dict[str, None], dict[str, None]]] = {}  # root → (consumers, weights): ordered sets
+    find = st.find
     for u in st.weight_uses:
-        for a in atoms(u.layout):
-            root = st.find(a)
+        lay = u.layout
+        for a in (lay.id,) if type(lay) is Atom else atoms(lay):
+            root = find(a)
             entry = by_root.get(root)
             if entry is None:  # (not setdefault: that would make the two dicts for every atom of every use)
-                entry = by_root[root] = {"consumers": {}, "weights": {}}  # ordered sets
+                entry = by_root[root] = ({}, {})
             if u.role == "consumer":
-                entry["consumers"].setdefault(u.node)
-            entry["weights"].setdefault(u.init)
-    order = {}
-    for idx, node in enumerate(st.nodes):
-        order[node.name] = idx
+                entry[0].setdefault(u.node)
+            entry[1].setdefault(u.init)
+    order = {node.name: idx for idx, node in enumerate(st.nodes)}
     # the count of equal blocks (a grouped Conv's groups, a shuffle's halves) is fixed by the graph: not a layer
     replicas = {st.find(a) for a in st.replicas}
     roots = [r for r in by_root if st.info[r].producers and r not in replicas]
     roots.sort(key=lambda r: min(order.get(p, 1 << 30) for p in st.info[r].producers))
-    nodes = {n.name: n for n in st.nodes}
+    # without replicas every group is one block (`_blocks` finds no factor that counts blocks)
+    nodes = {n.name: n for n in st.nodes} if replicas else {}
     groups = []
     for i, root in enumerate(roots):
         info = st.info[root]
         constraint, reason = _constraint(info)
         if info.size is None and constraint != "blocked":
             constraint, reason = "blocked", "its size is not known statically"
-        blocks = _blocks(st, root, nodes, replicas)
+        blocks = _blocks(st, root, nodes, replicas) if replicas else 1
         size = None if info.size is None else info.size * blocks
         groups.append(
             Group(
@@ -317,8 +318,8 @@ def _summarise(st: State) -> list[Group]:
                 constraint,
                 reason,
                 list(dict.fromkeys(info.producers)),
-                list(by_root[root]["consumers"]),
-                list(by_root[root]["weights"]),
+                list(by_root[root][0]),
+                list(by_root[root][1]),
                 info.granularity * blocks,
                 blocks,
             )

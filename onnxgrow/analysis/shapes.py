@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import onnx
 
 #: initializers with more elements than this lose their data in the copy used for inference (values matter to
@@ -29,22 +31,24 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
     listed = {i.name for i in src.input}
+    external = onnx.TensorProto.EXTERNAL
     for t in src.initializer:
-        n = 1
-        for d in t.dims:
-            n *= d
-        keep = _KEEP_FLOAT_DATA if t.data_type in _FLOATS else _KEEP_DATA
-        if n <= keep and t.data_location != onnx.TensorProto.EXTERNAL:
+        dims = t.dims  # (each read of a field makes a new Python object: read once)
+        data_type = t.data_type
+        keep = _KEEP_FLOAT_DATA if data_type in _FLOATS else _KEEP_DATA
+        if math.prod(dims) <= keep and t.data_location != external:
             g.initializer.append(t)
-        elif t.name not in listed:
+        elif (name := t.name) not in listed:
             # declared as a graph input with its type: inference sees the shape, no bytes
             vi = g.input.add()
-            vi.name = t.name
+            vi.name = name
             tensor = vi.type.tensor_type
-            tensor.elem_type = t.data_type
-            tensor.shape.SetInParent()  # a scalar has a shape too: one without dimensions
-            for d in t.dims:
-                tensor.shape.dim.add().dim_value = d
+            tensor.elem_type = data_type
+            shape = tensor.shape
+            shape.SetInParent()  # a scalar has a shape too: one without dimensions
+            dim = shape.dim
+            for d in dims:
+                dim.add().dim_value = d
     return light
 
 
@@ -93,20 +97,39 @@ def _solve_reshapes(graph: onnx.GraphProto, shapes: dict[str, list]) -> dict[str
     return solved
 
 
-def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
-    """Shapes with the symbols of dynamic dimensions ('batch', or 'unk__N' where onnx could not tell), and the
-    sizes of the symbols that `_solve_reshapes` finds."""
+#: what `_read_shapes` finds for a type it has not read yet
+_UNREAD: list = []
+
+
+def _read_shapes(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
+    """`infer_symbols`, with one list for all the tensors of the same type (the callers copy them)."""
     light = light_copy(model)
     try:
         light = onnx.shape_inference.infer_shapes(light, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: unknown shapes block growth locally
         pass
     named: dict[str, list] = {}
-    for vi in list(light.graph.input) + list(light.graph.value_info) + list(light.graph.output):
-        dims = _dims(vi.type)
-        if dims is not None:
-            named[vi.name] = dims
-    return named, _solve_reshapes(light.graph, named)
+    # most tensors share a few types ([batch, seq, hidden] ...): a type's bytes are read in one call, where
+    # reading its dims reads every field of every dim; each type is read once
+    seen: dict[bytes, list | None] = {}
+    graph = light.graph
+    for values in (graph.input, graph.value_info, graph.output):
+        for vi in values:
+            tp = vi.type
+            key = tp.SerializeToString()
+            dims = seen.get(key, _UNREAD)
+            if dims is _UNREAD:
+                dims = seen[key] = _dims(tp)
+            if dims is not None:
+                named[vi.name] = dims
+    return named, _solve_reshapes(graph, named)
+
+
+def infer_symbols(model: onnx.ModelProto) -> tuple[dict[str, list[int | str | None]], dict[str, int]]:
+    """Shapes with the symbols of dynamic dimensions ('batch', or 'unk__N' where onnx could not tell), and the
+    sizes of the symbols that `_solve_reshapes` finds."""
+    shared, solved = _read_shapes(model)
+    return {k: list(v) for k, v in shared.items()}, solved
 
 
 def is_unknown(dim: int | str | None) -> bool:
@@ -116,5 +139,12 @@ def is_unknown(dim: int | str | None) -> bool:
 
 def infer(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Shapes of inputs, outputs and intermediate tensors (None for a dynamic dimension)."""
-    named, solved = infer_symbols(model)
-    return {k: [solved.get(d) if isinstance(d, str) else d for d in v] for k, v in named.items()}
+    shared, solved = _read_shapes(model)
+    done: dict[int, list[int | None]] = {}  # id of a shared list (all alive in `shared`) → it with symbols solved
+    result: dict[str, list[int | None]] = {}
+    for k, v in shared.items():
+        dims = done.get(id(v))
+        if dims is None:
+            dims = done[id(v)] = [solved.get(d) if isinstance(d, str) else d for d in v]
+        result[k] = list(dims)  # a list of each tensor's own
+    return result

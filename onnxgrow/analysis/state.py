@@ -142,8 +142,8 @@ class State:
         self._const_signs: dict[str, str | None] = {}
         self._nonzero_consts: dict[str, bool] = {}
         self._init_dims: dict[str, list[int | None]] = {}
-        #: tensor → (number of splits, stored layouts, them resolved): valid until the next split (see `layout`)
-        self._resolved: dict[str, tuple[int, list[Layout], list[Layout]]] = {}
+        #: tensor → the number of splits when its stored layouts were last resolved (see `layout`)
+        self._resolved_at: dict[str, int] = {}
         #: tensor → op that may make its new units non-zero even when grown with zeros (absent: they stay 0)
         self.nonzero_at: dict[str, str] = {}
         #: tensor → "pos" or "nonneg" when every value of it is known to be positive / not negative
@@ -188,13 +188,15 @@ class State:
         return self.info[self.find(a)].size
 
     def size(self, layout: Layout) -> int | None:
+        if type(layout) is Atom:  # (the common case, inline)
+            return self.info[self.find(layout.id)].size
         return size(layout, self.atom_size)
 
     # -- splits ------------------------------------------------------------------------
     def resolve(self, layout: Layout) -> Layout:
         """The layout with every split atom replaced by the product of its parts (recursively)."""
+        splits = self.splits
         if type(layout) is Atom:
-            splits = self.splits
             if not splits:
                 return layout
             parts = splits.get(self.find(layout.id))
@@ -203,9 +205,17 @@ class State:
             old = layout.parts
             new = tuple([self.resolve(p) for p in old])
             return layout if all(a is b for a, b in zip(old, new)) else Cat(new)
+        parent = self.parent
         flat: list[Layout] = []  # a product of products is one product (row-major nesting is associative)
         same = True
         for f in layout.factors:
+            if type(f) is Atom:  # inline, the common case: an atom of a group that is not split is itself
+                a = f.id
+                if parent[a] != a:
+                    a = self.find(a)
+                if a not in splits:
+                    flat.append(f)
+                    continue
             r = self.resolve(f)
             if type(r) is Prod:
                 flat.extend(r.factors)
@@ -214,6 +224,28 @@ class State:
                 flat.append(r)
                 same = same and r is f
         return layout if same else Prod(tuple(flat))
+
+    def _resolve_all(self, layouts: list[Layout]) -> list[Layout]:
+        """`resolve` of each layout (`layouts` itself when none changes), with the common case inline: an atom of
+        a group that is not split."""
+        parent, splits = self.parent, self.splits
+        out: list[Layout] | None = None
+        for k, l in enumerate(layouts):
+            if type(l) is Atom:
+                a = l.id
+                if parent[a] != a:
+                    a = self.find(a)
+                if a not in splits:
+                    if out is not None:
+                        out.append(l)
+                    continue
+            r = self.resolve(l)
+            if out is None:
+                if r is l:
+                    continue
+                out = layouts[:k]
+            out.append(r)
+        return layouts if out is None else out
 
     def normalise(self) -> None:
         """Replace split atoms in every recorded use (run once, after all rules)."""
@@ -475,7 +507,7 @@ class State:
         return atom
 
     def use(self, node: str, init: str, axis: int, layout: Layout, role: Role, fill: float | None = 0.0) -> None:
-        dim = self.inits[init].dims[axis] if init in self.inits else None
+        dim = self._init_shape(init)[axis] if init in self.inits else None
         n = self.size(layout)
         if n is not None and dim is not None and n != dim:
             self.block(layout, f"{node}: weight {init} axis {axis} has {dim} entries, the tensor axis has {n}")
@@ -511,25 +543,33 @@ class State:
 
     def shape(self, name: str) -> list[int | None] | None:
         if name in self.inits:
-            dims = self._init_dims.get(name)
-            if dims is None:
-                dims = self._init_dims[name] = list(self.inits[name].dims)
-            return list(dims)
+            return list(self._init_shape(name))
         return self.shapes.get(name)
+
+    def _init_shape(self, name: str) -> list[int | None]:
+        """The dims of initializer `name`, read from the message once (the list is the cache's: not to change)."""
+        dims = self._init_dims.get(name)
+        if dims is None:
+            dims = self._init_dims[name] = list(self.inits[name].dims)
+        return dims
 
     def layout(self, name: str) -> list[Layout] | None:
         lay = self.layouts.get(name)
         if lay is None:
             return None
-        if not self.splits:
+        splits = self.splits
+        if not splits:
             return list(lay)
         # resolved layouts change only when an atom is split: union-find merges only atoms that are not split, and
-        # splits are never undone, so the count of splits tells whether a resolved layout is still current
-        done = self._resolved.get(name)
-        if done is None or done[0] != len(self.splits) or done[1] is not lay:
-            done = (len(self.splits), lay, [self.resolve(l) for l in lay])
-            self._resolved[name] = done
-        return list(done[2])
+        # splits are never undone, so the count of splits tells whether a resolved layout is still current; the
+        # stored layouts are replaced by their resolved form (the same positions: only `layout` reads them)
+        count = len(splits)
+        if self._resolved_at.get(name) != count:
+            resolved = self._resolve_all(lay)
+            if resolved is not lay:
+                self.layouts[name] = lay = resolved
+            self._resolved_at[name] = count
+        return list(lay)
 
     def has_layout(self, name: str) -> bool:
         """Whether `layout(name)` is not None (without resolving it)."""
@@ -538,6 +578,7 @@ class State:
     def set_layout(self, name: str, layouts: list[Layout]) -> None:
         if name:
             self.layouts[name] = layouts
+            self._resolved_at.pop(name, None)  # (new layouts may hold atoms split since: `layout` resolves them)
 
     def fresh_layout(self, name: str, origin: str) -> list[Layout] | None:
         """Layouts of fresh atoms for a tensor (an output whose axes are new)."""

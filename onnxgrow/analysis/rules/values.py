@@ -73,13 +73,13 @@ def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
     if kind == "first":
         first = node.input[0]
         return st.nonzero_at.get(first) if st.has_layout(first) else op
-    # the activation inputs (those with a layout), and the ops recorded for them
-    acts = [n for n in node.input if n and st.has_layout(n)]
-    flagged = [st.nonzero_at[n] for n in acts if n in st.nonzero_at] if st.nonzero_at else []
-    if kind == "product":
-        return flagged[0] if acts and len(flagged) == len(acts) else None
+    nonzero_at, layouts = st.nonzero_at, st.layouts
+    # the activation inputs are those with a layout
+    if kind == "product":  # only when every activation input has one
+        acts = [n for n in node.input if n and layouts.get(n) is not None]
+        return nonzero_at[acts[0]] if acts and all(n in nonzero_at for n in acts) else None
     if kind in ("sum", "select"):
-        reason = flagged[0] if flagged else None
+        reason = _first_flagged(node, nonzero_at, layouts)
         for n in node.input[1:] if kind == "select" else node.input:
             if reason is not None:
                 break  # the first reason found is the one recorded
@@ -90,7 +90,16 @@ def _nonzero_reason(node: Node, st: State, rule: Rule | None) -> str | None:
         return reason
     if rule.keeps_zero is not None and not rule.keeps_zero(node, st):
         return f"{op} (0 lies outside its bounds)"
-    return flagged[0] if flagged else None
+    return _first_flagged(node, nonzero_at, layouts)
+
+
+def _first_flagged(node: Node, nonzero_at: dict[str, str], layouts: dict[str, list]) -> str | None:
+    """The op recorded in `nonzero_at` for the first activation input (one with a layout) that has one."""
+    if nonzero_at:
+        for n in node.input:
+            if n in nonzero_at and layouts.get(n) is not None:
+                return nonzero_at[n]
+    return None
 
 
 _LOOK_UP = Rule("boundary", lambda node, st: None)  # the default of `track_values`: look the node's rule up
@@ -107,6 +116,8 @@ def track_values(node: Node, st: State, rule: Rule | None = _LOOK_UP) -> None:
         return  # the rule tracks what it follows (If: the branch it takes); else its outputs are fresh
     reason = _nonzero_reason(node, st, rule)
     sign = sign_of(node, st, rule)
+    if not reason and not sign:
+        return
     for out in node.output:
         if not out:
             continue
