@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import onnx
 from google.protobuf.message import DecodeError, EncodeError
 
 from . import stream
 from .errors import OnnxGrowError
+from .libc import glibc_function
 from .progress import ProgressFn
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
@@ -109,22 +108,9 @@ def release_freed_memory() -> None:
     onnx's checker parses a model into many small allocations (one per tensor) that glibc keeps in its heap
     once freed: without the trim they stay counted in the process's memory while Python parses its own copy,
     a tenth more peak memory on a model of many small weights."""
-    trim = _malloc_trim()
+    trim = glibc_function("malloc_trim")
     if trim is not None:
         trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library is not glibc (musl, macOS, Windows)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
 
 
 def _external_length(tensor: onnx.TensorProto) -> int:

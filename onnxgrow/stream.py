@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator, Mapping, Union
@@ -26,6 +25,7 @@ from onnx import numpy_helper
 
 from .errors import OnnxGrowError
 from .graph import nested_graphs
+from .libc import glibc_function
 from .progress import ProgressFn
 
 Buffer = Union[bytes, bytearray, memoryview, np.ndarray]
@@ -310,13 +310,7 @@ class _Writer:
             progress(step, 0, total)
 
     def write(self, data: Buffer) -> None:
-        if type(data) is bytes and len(data) < _BATCH:  # most pieces: gathered as they are, no view made
-            self.pending += data
-            self.done += len(data)
-            if len(self.pending) >= _BATCH:
-                self._flush_pending()
-            return
-        view = _view(data)
+        view = data if type(data) is bytes else _view(data)  # most pieces are bytes: gathered without a view
         if len(view) < _BATCH:
             self.pending += view
             self.done += len(view)
@@ -324,6 +318,7 @@ class _Writer:
                 self._flush_pending()
             return
         self._flush_pending()
+        view = memoryview(view)  # big bytes are cut in pieces without copies
         for start in range(0, len(view), CHUNK):
             piece = view[start : start + CHUNK]
             self.fh.write(piece)
@@ -494,7 +489,11 @@ def start_writeback(fh: BinaryIO) -> None:
     """Ask the kernel to start writing the file's dirty pages to disk now, without waiting for them (Linux's
     sync_file_range; elsewhere nothing): the disk then works while the rest of the model is produced, and the
     `fsync` before the rename waits for the last pieces only, not for the whole file. The pages stay cached."""
-    call = _sync_file_range()
+    import ctypes
+
+    call = glibc_function(
+        "sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint), ctypes.c_int
+    )
     if call is None:
         return
     try:
@@ -507,19 +506,3 @@ def start_writeback(fh: BinaryIO) -> None:
 
 #: sync_file_range's flag: start writing the range's dirty pages, do not wait
 _SYNC_FILE_RANGE_WRITE = 2
-
-
-@functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """glibc's sync_file_range, or None where there is none (other systems, other C libraries)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        call = ctypes.CDLL("libc.so.6", use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    return call
